@@ -1,0 +1,308 @@
+"""The mediatasks application: every use case is a method here (get, decide, save)."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+from uuid import UUID, uuid4
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.persistence import IntegrityError, Recording
+
+from domain.credits import ApiKey, CreditAccount, check_user_id
+from domain.errors import IdempotencyKeyReused, TaskNotFound, UserAlreadyExists, UserNotFound
+from domain.platforms import validate_submission_url
+from domain.tasks import (
+    ALREADY_PROCESSING,
+    OUTPUT_TYPES,
+    MediaTask,
+    check_languages,
+    check_output_type,
+)
+
+API_KEY_PREFIX = "mt_"
+DEFAULT_PRICES = {"subtitles": 1, "video": 2, "video_and_subtitles": 3}
+CONFLICT_RETRIES = 200
+
+
+def hash_api_key(api_key: str) -> str:
+    return hashlib.sha256(api_key.encode()).hexdigest()
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass(frozen=True)
+class Submission:
+    task_id: UUID
+    status: str
+    credits_charged: int
+    created: bool
+    notification_id: int | None
+
+
+@dataclass(frozen=True)
+class NewUser:
+    user_id: str
+    api_key: str
+    balance: int
+    notification_id: int | None
+
+
+@dataclass(frozen=True)
+class AttemptDecision:
+    outcome: str
+    attempt: int
+    lease_remaining: float = 0.0
+    notification_id: int | None = None
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    type: str
+    version: int
+    timestamp: datetime
+    data: dict[str, Any]
+
+
+class MediaTasks(Application[UUID]):
+    """Commands and queries on tasks and credit accounts, all backed by the event store."""
+
+    name = "MediaTasks"
+    clock: Callable[[], datetime] = staticmethod(utc_now)
+
+    def __init__(self, env: Any = None) -> None:
+        super().__init__(env)
+        self.prices = {
+            output_type: int(self.env.get(f"PRICE_{output_type.upper()}") or DEFAULT_PRICES[output_type])
+            for output_type in OUTPUT_TYPES
+        }
+        self.lease = timedelta(seconds=float(self.env.get("LEASE_SECONDS") or 600))
+        self.max_attempts = int(self.env.get("MAX_ATTEMPTS") or 3)
+
+    # Users and credits ------------------------------------------------------------
+
+    def create_user(self, user_id: str, credits: int = 0, reason: str = "initial grant") -> NewUser:
+        check_user_id(user_id)
+        account = CreditAccount.open(user_id)
+        if credits:
+            account.grant(credits, reason)
+        api_key = API_KEY_PREFIX + secrets.token_urlsafe(32)
+        key = ApiKey.issue(user_id, hash_api_key(api_key), api_key[:8])
+        try:
+            recordings = self.save(account, key)
+        except IntegrityError:
+            raise UserAlreadyExists(f"User {user_id!r} exists already.", user_id=user_id) from None
+        return NewUser(user_id, api_key, account.balance, _last_id(recordings))
+
+    def issue_api_key(self, user_id: str) -> str:
+        self.get_account(user_id)
+        api_key = API_KEY_PREFIX + secrets.token_urlsafe(32)
+        self.save(ApiKey.issue(user_id, hash_api_key(api_key), api_key[:8]))
+        return api_key
+
+    def authenticate(self, api_key: str) -> str | None:
+        """The user an API key belongs to, or None."""
+        if not api_key.startswith(API_KEY_PREFIX) or len(api_key) > 200:
+            return None
+        try:
+            key: ApiKey = self.repository.get(ApiKey.id_for(hash_api_key(api_key)))
+        except AggregateNotFoundError:
+            return None
+        return None if key.revoked else key.user_id
+
+    def get_account(self, user_id: str) -> CreditAccount:
+        try:
+            return self.repository.get(CreditAccount.id_for(check_user_id(user_id)))
+        except AggregateNotFoundError:
+            raise UserNotFound(f"There is no user {user_id!r}.", user_id=user_id) from None
+
+    def grant_credits(self, user_id: str, amount: int, reason: str = "") -> tuple[int, int | None]:
+        """Returns the new balance and the notification id of the grant."""
+        for _ in self._conflict_retries():
+            account = self.get_account(user_id)
+            account.grant(amount, reason)
+            try:
+                return account.balance, _last_id(self.save(account))
+            except IntegrityError:
+                continue
+        raise RuntimeError("unreachable")
+
+    # Tasks ------------------------------------------------------------------------
+
+    def submit(
+        self,
+        user_id: str,
+        url: str,
+        output_type: str,
+        languages: list[str] | None = None,
+        idempotency_key: str | None = None,
+        trace_context: dict[str, str] | None = None,
+    ) -> Submission:
+        """Create a task and charge for it in one transaction; idempotent by key."""
+        platform, normalized_url = validate_submission_url(url)
+        check_output_type(output_type)
+        languages = check_languages(languages)
+        idempotency_key = idempotency_key or uuid4().hex
+        task_id = MediaTask.id_for(user_id, idempotency_key)
+        for _ in self._conflict_retries():
+            existing = self._find_task(task_id)
+            if existing is not None:
+                if existing.user_id != user_id or not existing.same_request(normalized_url, output_type, languages):
+                    raise IdempotencyKeyReused(
+                        "This Idempotency-Key was used for a different request.", task_id=str(task_id)
+                    )
+                return Submission(task_id, existing.status, existing.credits, False, None)
+            account = self.get_account(user_id)
+            price = self.prices[output_type]
+            task = MediaTask.start(
+                user_id=user_id,
+                idempotency_key=idempotency_key,
+                url=normalized_url,
+                platform=platform,
+                output_type=output_type,
+                languages=languages,
+                credits=price,
+                requested_at=self.clock(),
+                max_attempts=self.max_attempts,
+                trace_context=trace_context,
+            )
+            account.charge(task.id, task.charge_attempt, price)
+            try:
+                recordings = self.save(task, account)
+            except IntegrityError:
+                continue
+            return Submission(task.id, task.status, price, True, _last_id(recordings))
+        raise RuntimeError("unreachable")
+
+    def retry_task(self, user_id: str, task_id: UUID) -> Submission:
+        """A user's retry of a failed task: charges the price again."""
+        for _ in self._conflict_retries():
+            task = self.get_task(task_id, user_id=user_id)
+            account = self.get_account(user_id)
+            price = self.prices[task.output_type]
+            first_attempt = task.retry(credits=price, requested_at=self.clock())
+            account.charge(task.id, first_attempt, price)
+            try:
+                recordings = self.save(task, account)
+            except IntegrityError:
+                continue
+            return Submission(task.id, task.status, price, True, _last_id(recordings))
+        raise RuntimeError("unreachable")
+
+    def begin_attempt(
+        self, task_id: UUID, worker_id: str, delivery: dict[str, Any] | None = None
+    ) -> AttemptDecision:
+        """The history-derived idempotency decision for one delivery of a task."""
+        task = self.get_task(task_id)
+        now = self.clock()
+        outcome = task.begin_attempt(now=now, lease=self.lease, worker_id=worker_id, delivery=delivery)
+        if not task.pending_events:
+            return AttemptDecision(outcome, task.attempt, task.lease_remaining(now, self.lease))
+        try:
+            recordings = self.save(task)
+        except IntegrityError:
+            current = self.get_task(task_id)
+            remaining = current.lease_remaining(self.clock(), self.lease) or self.lease.total_seconds()
+            return AttemptDecision(ALREADY_PROCESSING, current.attempt, remaining)
+        return AttemptDecision(outcome, task.attempt, self.lease.total_seconds(), _last_id(recordings))
+
+    def report_progress(
+        self, task_id: UUID, attempt: int, stage: str, progress: int, details: dict[str, Any] | None = None
+    ) -> int | None:
+        return self._update_task(task_id, lambda t: t.report_progress(
+            attempt=attempt, stage=stage, progress=progress, details=details
+        ))
+
+    def complete(self, task_id: UUID, attempt: int, result: dict[str, Any]) -> int | None:
+        return self._update_task(task_id, lambda t: t.complete(attempt=attempt, result=result))
+
+    def fail(
+        self,
+        task_id: UUID,
+        attempt: int,
+        code: str,
+        message: str,
+        retryable: bool,
+        context: dict[str, Any] | None = None,
+    ) -> bool:
+        """Record a failed attempt; True when the failure is terminal (the refund follows)."""
+        task = self.get_task(task_id)
+        terminal = task.fail(attempt=attempt, code=code, message=message, retryable=retryable, context=context)
+        self.save(task)
+        return terminal
+
+    def get_task(self, task_id: UUID, user_id: str | None = None) -> MediaTask:
+        task = self._find_task(task_id)
+        if task is None or (user_id is not None and task.user_id != user_id):
+            raise TaskNotFound("There is no such task.", task_id=str(task_id))
+        return task
+
+    def task_history(self, task_id: UUID, user_id: str | None = None) -> list[HistoryEntry]:
+        """Every event of the task, in order."""
+        self.get_task(task_id, user_id=user_id)
+        return [_history_entry(e) for e in self.repository.event_store.get(task_id)]
+
+    def task_at(self, task_id: UUID, when: datetime) -> MediaTask | None:
+        """The task as it was at a past moment (None if it did not exist yet)."""
+        version = None
+        for e in self.repository.event_store.get(task_id):
+            if e.timestamp > when:
+                break
+            version = e.originator_version
+        return None if version is None else self.repository.get(task_id, version=version)
+
+    # Internals --------------------------------------------------------------------
+
+    def _find_task(self, task_id: UUID) -> MediaTask | None:
+        try:
+            task = self.repository.get(task_id)
+        except AggregateNotFoundError:
+            return None
+        return task if isinstance(task, MediaTask) else None
+
+    def _update_task(self, task_id: UUID, decide: Callable[[MediaTask], None]) -> int | None:
+        for _ in range(3):
+            task = self.get_task(task_id)
+            decide(task)
+            try:
+                return _last_id(self.save(task))
+            except IntegrityError:
+                continue
+        task = self.get_task(task_id)
+        decide(task)
+        return _last_id(self.save(task))
+
+    @staticmethod
+    def _conflict_retries() -> Iterator[int]:
+        """Optimistic concurrency: re-read and decide again after a lost race, with jitter."""
+        for n in range(CONFLICT_RETRIES):
+            if n:
+                time.sleep(random.uniform(0, min(0.05, 0.002 * n)))
+            yield n
+
+
+def _last_id(recordings: list[Recording[UUID]]) -> int | None:
+    ids = [r.notification.id for r in recordings if r.notification.id is not None]
+    return max(ids) if ids else None
+
+
+def _history_entry(domain_event: Any) -> HistoryEntry:
+    data = {
+        k: v
+        for k, v in domain_event.__dict__.items()
+        if k not in ("originator_id", "originator_version", "timestamp", "originator_topic")
+    }
+    return HistoryEntry(
+        type=type(domain_event).__name__,
+        version=domain_event.originator_version,
+        timestamp=domain_event.timestamp,
+        data=data,
+    )

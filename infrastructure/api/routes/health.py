@@ -1,0 +1,45 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+router = APIRouter(tags=["health"])
+
+READY_LAG_EVENTS = 1000
+
+
+class Health(BaseModel):
+    status: str
+
+
+class Readiness(BaseModel):
+    status: str
+    head: int | None = None
+    views_position: int | None = None
+    reason: str | None = None
+
+
+@router.get("/healthz", response_model=Health)
+def healthz() -> Health:
+    """The process is alive."""
+    return Health(status="ok")
+
+
+@router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
+def readyz(request: Request) -> Readiness | JSONResponse:
+    """The event store answers and the read model is within READY_LAG_EVENTS of the head."""
+    runtime = request.app.state.runtime
+    try:
+        head = runtime.app.recorder.max_notification_id() or 0
+        position = runtime.views.max_tracking_id(runtime.app.name) or 0
+    except Exception as e:  # noqa: BLE001 - any failure here means not ready
+        body = Readiness(status="unavailable", reason=f"event store unreachable: {type(e).__name__}")
+        return JSONResponse(body.model_dump(), status_code=503)
+    if head - position > READY_LAG_EVENTS:
+        body = Readiness(status="lagging", head=head, views_position=position,
+                         reason=f"read model is {head - position} events behind")
+        return JSONResponse(body.model_dump(), status_code=503)
+    return Readiness(status="ready", head=head, views_position=position)

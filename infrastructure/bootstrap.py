@@ -1,0 +1,153 @@
+"""The composition root: settings → event store → application, views and projection runners.
+
+Nothing heavy happens at import time; `bootstrap()` does the wiring when called.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from infrastructure.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+VIEWS_NAME = "TaskViews"
+TABLES_LOCK_ID = 0x6D65646961  # advisory lock: one process creates tables at a time
+
+
+@dataclass
+class Runtime:
+    """Everything a process needs, built once."""
+
+    settings: Settings
+    env: dict[str, str]
+    app: Any
+    views: Any
+    _closers: list[Any] = field(default_factory=list)
+
+    def close(self) -> None:
+        for close in reversed(self._closers):
+            try:
+                close()
+            except Exception:  # noqa: BLE001 - closing must go on
+                logger.exception("error while closing")
+        self._closers.clear()
+
+
+def resolve_postgres_env(settings: Settings) -> dict[str, str]:
+    from infrastructure.embedded_postgres import postgres_env_from_url, start_embedded_postgres
+
+    if settings.database_url is not None:
+        return postgres_env_from_url(settings.database_url.get_secret_value())
+    return postgres_env_from_url(start_embedded_postgres(settings.data_dir))
+
+
+def create_tables(env: dict[str, str], views_name: str = VIEWS_NAME) -> None:
+    """Create every table once (serialised across processes by an advisory lock)."""
+    from eventsourcing.persistence import InfrastructureFactory
+
+    from application.mediatasks import MediaTasks
+    from infrastructure.postgres_views import PostgresTaskViews
+
+    create_env = {**env, "CREATE_TABLE": "yes"}
+    factory = InfrastructureFactory.construct(env=_named_env("MediaTasks", create_env))
+    with factory.datastore.get_connection() as conn:  # type: ignore[attr-defined]
+        if factory.datastore.schema != "public":  # type: ignore[attr-defined]
+            conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{factory.datastore.schema}"')  # type: ignore[attr-defined]
+        conn.execute("SELECT pg_advisory_lock(%s)", (TABLES_LOCK_ID,))
+        try:
+            MediaTasks(env=create_env).close()
+            factory.process_recorder()
+            views = InfrastructureFactory.construct(env=_named_env(views_name, create_env))
+            views.tracking_recorder(PostgresTaskViews)
+            views.close()
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (TABLES_LOCK_ID,))
+    factory.close()
+
+
+def construct_views(env: dict[str, str], views_name: str = VIEWS_NAME) -> Any:
+    from eventsourcing.persistence import InfrastructureFactory
+
+    from infrastructure.postgres_views import PostgresTaskViews
+
+    return InfrastructureFactory.construct(env=_named_env(views_name, env)).tracking_recorder(PostgresTaskViews)
+
+
+def bootstrap(settings: Settings | None = None, *, env_overrides: dict[str, str] | None = None) -> Runtime:
+    """Build the application and the read-model reader for this process."""
+    from application.mediatasks import MediaTasks
+
+    settings = settings or Settings()
+    env = settings.event_store_env(resolve_postgres_env(settings))
+    env.update(env_overrides or {})
+    create_tables(env)
+    app = MediaTasks(env=env)
+    views = construct_views(env)
+    runtime = Runtime(settings=settings, env=env, app=app, views=views)
+    runtime._closers.extend([app.close, views.datastore.close])
+    return runtime
+
+
+class ProjectionRunners:
+    """Runs the read model and the refund issuer in this process until stopped."""
+
+    def __init__(self, env: dict[str, str], views_name: str = VIEWS_NAME) -> None:
+        from eventsourcing.projection import EventSourcedProjectionRunner, ProjectionRunner
+
+        from application.mediatasks import MediaTasks
+        from infrastructure.postgres_views import PostgresTaskViews
+        from projections.refund_issuer import RefundIssuer
+        from projections.task_views import TaskViewsProjection
+
+        projection_class = TaskViewsProjection
+        if views_name != TaskViewsProjection.name:
+            projection_class = type(f"TaskViewsProjection_{views_name}", (TaskViewsProjection,), {"name": views_name})
+        self.views_runner = ProjectionRunner(
+            application_class=MediaTasks,
+            projection_class=projection_class,
+            view_class=PostgresTaskViews,
+            env=env,
+        )
+        self.refunds_runner = EventSourcedProjectionRunner(
+            application_class=MediaTasks,
+            projection_class=RefundIssuer,
+            env=env,
+        )
+        self._runners = [self.views_runner, self.refunds_runner]
+        for runner in self._runners:
+            runner.__enter__()
+        self._stopped = threading.Event()
+
+    @property
+    def views(self) -> Any:
+        return self.views_runner.view
+
+    def wait_for(self, notification_id: int | None, timeout: float = 5.0) -> None:
+        self.views_runner.wait(notification_id, timeout=timeout)
+
+    def check(self) -> None:
+        """Raise the error a runner thread died of, if any."""
+        for runner in self._runners:
+            runner.run_forever(timeout=0)
+
+    def run_forever(self) -> None:
+        while not self._stopped.is_set():
+            for runner in self._runners:
+                runner.run_forever(timeout=0.5)
+                if runner.is_interrupted.is_set():
+                    return
+
+    def stop(self) -> None:
+        self._stopped.set()
+        for runner in self._runners:
+            runner.__exit__(None, None, None)
+
+
+def _named_env(name: str, env: dict[str, str]) -> Any:
+    from eventsourcing.utils import Environment
+
+    return Environment(name, env)

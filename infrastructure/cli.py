@@ -1,0 +1,104 @@
+"""The `mediatasks` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from typing import Any
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mediatasks", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="HTTP API + projections (embedded PostgreSQL unless configured)")
+    serve.add_argument("--host", default=None)
+    serve.add_argument("--port", type=int, default=None)
+    serve.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    serve.add_argument("--no-projections", action="store_true", help="do not run projections in this process")
+
+    sub.add_parser("projections", help="run the read model and the refund issuer until stopped")
+
+    users = sub.add_parser("users", help="manage users").add_subparsers(dest="users_command", required=True)
+    create = users.add_parser("create", help="create a user and print its API key")
+    create.add_argument("user_id")
+    create.add_argument("--credits", type=int, default=0)
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if args.command == "serve":
+        return _serve(args)
+    if args.command == "projections":
+        return _projections()
+    if args.command == "users":
+        return _users_create(args)
+    return 2
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from infrastructure.settings import Settings
+
+    settings = Settings()
+    host = args.host or settings.host
+    port = args.port or settings.port
+    if args.workers > 1:
+        from infrastructure.bootstrap import bootstrap
+
+        bootstrap(settings).close()  # tables exist before the workers start
+        uvicorn.run("infrastructure.asgi:create_worker_api", factory=True, host=host, port=port,
+                    workers=args.workers, log_level="warning")
+        return 0
+    from infrastructure.asgi import ServiceProcess
+
+    service = ServiceProcess(settings, run_projections=not args.no_projections)
+    try:
+        uvicorn.run(service.api, host=host, port=port, log_level="warning")
+    finally:
+        service.close()
+    return 0
+
+
+def _projections() -> int:
+    from infrastructure.bootstrap import ProjectionRunners, bootstrap
+
+    runtime = bootstrap()
+    runners = ProjectionRunners(runtime.env)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        thread = threading.Thread(target=runners.run_forever, daemon=True)
+        thread.start()
+        while not stop.wait(0.5) and thread.is_alive():
+            pass
+    finally:
+        runners.stop()
+        runtime.close()
+    return 0
+
+
+def _users_create(args: argparse.Namespace) -> int:
+    from domain.errors import DomainError
+    from infrastructure.bootstrap import bootstrap
+
+    runtime = bootstrap()
+    try:
+        user = runtime.app.create_user(args.user_id, args.credits)
+    except DomainError as e:
+        print(json.dumps({"error": {"code": e.code, "message": e.message}}), file=sys.stderr)
+        return 1
+    finally:
+        runtime.close()
+    out: dict[str, Any] = {"user_id": user.user_id, "api_key": user.api_key, "balance": user.balance}
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

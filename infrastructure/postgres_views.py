@@ -1,0 +1,242 @@
+"""TaskViews in PostgreSQL: tables named after the projection, written with their tracking row."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.persistence import Tracking
+from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
+from psycopg.rows import DictRow
+from psycopg.sql import SQL, Identifier, Literal
+from psycopg.types.json import Jsonb
+
+from domain.credits import CreditAccount
+from projections.memory_views import decode_cursor, encode_cursor, plain_row
+from projections.task_views import (
+    AccountView,
+    LedgerEntry,
+    TaskPage,
+    TaskUpdate,
+    TaskView,
+    TaskViews,
+)
+
+TASK_COLUMNS = (
+    "task_id", "user_id", "url", "platform", "output_type", "languages", "status", "progress", "attempt",
+    "credits_charged", "created_at", "updated_at", "position", "stage", "title", "error", "result", "timings",
+    "refunded_credits",
+)
+JSON_COLUMNS = {"languages", "error", "result", "timings"}
+OPEN_STATUSES = ("queued", "downloading", "processing", "retrying")
+
+
+class PostgresTaskViews(TaskViews, PostgresTrackingRecorder):
+    def __init__(self, datastore: PostgresDatastore, *, tracking_table_name: str, **kwargs: Any) -> None:
+        super().__init__(datastore, tracking_table_name=tracking_table_name, **kwargs)
+        prefix = tracking_table_name.removesuffix("_tracking")
+        self.prefix = prefix
+        schema = Identifier(datastore.schema)
+        self.tables = {
+            name: SQL("{}.{}").format(schema, Identifier(f"{prefix}_{name}"))
+            for name in ("tasks", "updates", "accounts", "ledger")
+        }
+        for name in self.tables:
+            self.check_identifier_length(f"{prefix}_{name}")
+        t = self.tables
+        self.sql_create_statements.extend([
+            SQL(
+                "CREATE TABLE IF NOT EXISTS {} ("
+                "task_id uuid PRIMARY KEY, user_id text NOT NULL, url text NOT NULL, platform text NOT NULL, "
+                "output_type text NOT NULL, languages jsonb NOT NULL, status text NOT NULL, "
+                "progress int NOT NULL, attempt int NOT NULL, credits_charged int NOT NULL, "
+                "created_at timestamptz NOT NULL, updated_at timestamptz NOT NULL, position bigint NOT NULL, "
+                "stage text NOT NULL DEFAULT '', title text NOT NULL DEFAULT '', error jsonb, result jsonb, "
+                "timings jsonb NOT NULL DEFAULT '{{}}', refunded_credits int NOT NULL DEFAULT 0)"
+            ).format(t["tasks"]),
+            SQL("CREATE INDEX IF NOT EXISTS {} ON {} (user_id, created_at DESC, task_id DESC)").format(
+                Identifier(f"{prefix}_tasks_by_user"), t["tasks"]),
+            SQL("CREATE INDEX IF NOT EXISTS {} ON {} (updated_at) WHERE status IN ({})").format(
+                Identifier(f"{prefix}_tasks_open"), t["tasks"], SQL(", ").join(map(Literal, OPEN_STATUSES))),
+            SQL(
+                "CREATE TABLE IF NOT EXISTS {} (position bigint PRIMARY KEY, task_id uuid NOT NULL, "
+                "status text NOT NULL, progress int NOT NULL, attempt int NOT NULL, stage text NOT NULL, "
+                "error jsonb, at timestamptz NOT NULL)"
+            ).format(t["updates"]),
+            SQL("CREATE INDEX IF NOT EXISTS {} ON {} (task_id, position)").format(
+                Identifier(f"{prefix}_updates_by_task"), t["updates"]),
+            SQL(
+                "CREATE TABLE IF NOT EXISTS {} (account_id uuid PRIMARY KEY, user_id text NOT NULL UNIQUE, "
+                "balance bigint NOT NULL, updated_at timestamptz NOT NULL, position bigint NOT NULL)"
+            ).format(t["accounts"]),
+            SQL(
+                "CREATE TABLE IF NOT EXISTS {} (position bigint PRIMARY KEY, account_id uuid NOT NULL, "
+                "kind text NOT NULL, amount bigint NOT NULL, balance bigint NOT NULL, task_id uuid, attempt int, "
+                "reason text NOT NULL, at timestamptz NOT NULL)"
+            ).format(t["ledger"]),
+            SQL("CREATE INDEX IF NOT EXISTS {} ON {} (account_id, position DESC)").format(
+                Identifier(f"{prefix}_ledger_by_account"), t["ledger"]),
+        ])
+
+    # Writes ---------------------------------------------------------------------
+
+    def task_started(self, task: TaskView, tracking: Tracking) -> None:
+        row = _task_params(task)
+        with self.datastore.transaction(commit=True) as curs:
+            self._insert_tracking(curs, tracking)
+            curs.execute(
+                SQL("INSERT INTO {} ({}) VALUES ({}) ON CONFLICT (task_id) DO NOTHING").format(
+                    self.tables["tasks"],
+                    SQL(", ").join(map(Identifier, TASK_COLUMNS)),
+                    SQL(", ").join(SQL("%({})s").format(SQL(c)) for c in TASK_COLUMNS),
+                ),
+                row,
+            )
+            self._append_update(curs, task.task_id, tracking.notification_id)
+
+    def task_changed(self, task_id: UUID, changes: dict[str, Any], at: datetime, tracking: Tracking) -> None:
+        params = {k: (Jsonb(v) if k in JSON_COLUMNS and v is not None else v) for k, v in changes.items()}
+        params.update(_task_id=task_id, updated_at=at, position=tracking.notification_id)
+        assignments = SQL(", ").join(
+            SQL("{} = %({})s").format(Identifier(k), SQL(k)) for k in [*changes, "updated_at", "position"]
+        )
+        with self.datastore.transaction(commit=True) as curs:
+            self._insert_tracking(curs, tracking)
+            curs.execute(
+                SQL("UPDATE {} SET {} WHERE task_id = %(_task_id)s").format(self.tables["tasks"], assignments),
+                params,
+            )
+            if curs.rowcount:
+                self._append_update(curs, task_id, tracking.notification_id)
+
+    def _append_update(self, curs: Any, task_id: UUID, position: int) -> None:
+        curs.execute(
+            SQL(
+                "INSERT INTO {} (position, task_id, status, progress, attempt, stage, error, at) "
+                "SELECT %s, task_id, status, progress, attempt, stage, error, updated_at FROM {} "
+                "WHERE task_id = %s ON CONFLICT DO NOTHING"
+            ).format(self.tables["updates"], self.tables["tasks"]),
+            (position, task_id),
+        )
+
+    def account_opened(self, account_id: UUID, user_id: str, at: datetime, tracking: Tracking) -> None:
+        with self.datastore.transaction(commit=True) as curs:
+            self._insert_tracking(curs, tracking)
+            curs.execute(
+                SQL("INSERT INTO {} (account_id, user_id, balance, updated_at, position) "
+                    "VALUES (%s, %s, 0, %s, %s) ON CONFLICT DO NOTHING").format(self.tables["accounts"]),
+                (account_id, user_id, at, tracking.notification_id),
+            )
+
+    def account_changed(self, entry: LedgerEntry, tracking: Tracking) -> None:
+        with self.datastore.transaction(commit=True) as curs:
+            self._insert_tracking(curs, tracking)
+            curs.execute(
+                SQL("UPDATE {} SET balance = balance + %s, updated_at = %s, position = %s "
+                    "WHERE account_id = %s RETURNING balance").format(self.tables["accounts"]),
+                (entry.amount, entry.at, tracking.notification_id, entry.account_id),
+            )
+            row = curs.fetchone()
+            balance = row["balance"] if row else entry.amount
+            curs.execute(
+                SQL("INSERT INTO {} (position, account_id, kind, amount, balance, task_id, attempt, reason, at) "
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)").format(self.tables["ledger"]),
+                (entry.position, entry.account_id, entry.kind, entry.amount, balance, entry.task_id,
+                 entry.attempt, entry.reason, entry.at),
+            )
+            if entry.kind == "refund" and entry.task_id is not None:
+                curs.execute(
+                    SQL("UPDATE {} SET refunded_credits = refunded_credits + %s WHERE task_id = %s").format(
+                        self.tables["tasks"]),
+                    (entry.amount, entry.task_id),
+                )
+
+    def track_only(self, tracking: Tracking) -> None:
+        self.insert_tracking(tracking)
+
+    # Queries --------------------------------------------------------------------
+
+    def _select(self, query: SQL | Any, params: Any = ()) -> list[DictRow]:
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(query, params)
+            return curs.fetchall()
+
+    def get_task(self, task_id: UUID) -> TaskView | None:
+        rows = self._select(SQL("SELECT * FROM {} WHERE task_id = %s").format(self.tables["tasks"]), (task_id,))
+        return _task_view(rows[0]) if rows else None
+
+    def list_tasks(self, user_id: str, *, status: str | None = None, limit: int = 20, cursor: str | None = None) -> TaskPage:
+        conditions = [SQL("user_id = %(user_id)s")]
+        params: dict[str, Any] = {"user_id": user_id, "limit": limit + 1}
+        if status:
+            conditions.append(SQL("status = %(status)s"))
+            params["status"] = status
+        if cursor:
+            params["c_at"], params["c_id"] = decode_cursor(cursor)
+            conditions.append(SQL("(created_at, task_id) < (%(c_at)s, %(c_id)s)"))
+        rows = self._select(
+            SQL("SELECT * FROM {} WHERE {} ORDER BY created_at DESC, task_id DESC LIMIT %(limit)s").format(
+                self.tables["tasks"], SQL(" AND ").join(conditions)),
+            params,
+        )
+        tasks = [_task_view(r) for r in rows[:limit]]
+        more = len(rows) > limit
+        return TaskPage(tasks, encode_cursor(tasks[-1].created_at, tasks[-1].task_id) if more and tasks else None)
+
+    def task_updates(self, task_id: UUID, after: int = 0) -> list[TaskUpdate]:
+        rows = self._select(
+            SQL("SELECT * FROM {} WHERE task_id = %s AND position > %s ORDER BY position").format(
+                self.tables["updates"]),
+            (task_id, after),
+        )
+        return [TaskUpdate(**r) for r in rows]
+
+    def get_account(self, user_id: str) -> AccountView | None:
+        rows = self._select(SQL("SELECT * FROM {} WHERE account_id = %s").format(self.tables["accounts"]),
+                            (CreditAccount.id_for(user_id),))
+        return AccountView(**rows[0]) if rows else None
+
+    def ledger(self, user_id: str, *, limit: int = 50, before: int | None = None) -> list[LedgerEntry]:
+        rows = self._select(
+            SQL("SELECT * FROM {} WHERE account_id = %s AND position < %s ORDER BY position DESC LIMIT %s").format(
+                self.tables["ledger"]),
+            (CreditAccount.id_for(user_id), before if before is not None else 2**62, limit),
+        )
+        return [LedgerEntry(**r) for r in rows]
+
+    def stale_tasks(self, updated_before: datetime, limit: int = 100) -> list[TaskView]:
+        rows = self._select(
+            SQL("SELECT * FROM {} WHERE status IN ({}) AND updated_at < %s ORDER BY updated_at LIMIT %s").format(
+                self.tables["tasks"], SQL(", ").join(map(Literal, OPEN_STATUSES))),
+            (updated_before, limit),
+        )
+        return [_task_view(r) for r in rows]
+
+    def snapshot(self) -> dict[str, Any]:
+        tasks = self._select(SQL("SELECT * FROM {} ORDER BY task_id").format(self.tables["tasks"]))
+        accounts = self._select(SQL("SELECT * FROM {} ORDER BY account_id").format(self.tables["accounts"]))
+        ledger = self._select(SQL("SELECT * FROM {} ORDER BY position").format(self.tables["ledger"]))
+        return {
+            "tasks": sorted((plain_row(asdict(_task_view(r))) for r in tasks), key=lambda r: r["task_id"]),
+            "accounts": sorted((plain_row(asdict(AccountView(**r))) for r in accounts), key=lambda r: r["account_id"]),
+            "ledger": [plain_row(asdict(LedgerEntry(**r))) for r in ledger],
+        }
+
+    def drop_tables(self) -> None:
+        """Remove this view's tables (after a rebuild under another name replaced it)."""
+        with self.datastore.transaction(commit=True) as curs:
+            for table in self.tables.values():
+                curs.execute(SQL("DROP TABLE IF EXISTS {}").format(table))
+            curs.execute(SQL("DROP TABLE IF EXISTS {}.{}").format(
+                Identifier(self.datastore.schema), Identifier(self.tracking_table_name)))
+
+
+def _task_params(task: TaskView) -> dict[str, Any]:
+    row = asdict(task)
+    return {k: (Jsonb(v) if k in JSON_COLUMNS and v is not None else v) for k, v in row.items()}
+
+
+def _task_view(row: DictRow) -> TaskView:
+    return TaskView(**{k: row[k] for k in TASK_COLUMNS})

@@ -1,0 +1,58 @@
+"""Refunds as compensating events: for each terminal failure, refund the charge exactly once."""
+
+from __future__ import annotations
+
+import time
+from functools import singledispatchmethod
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.application import ProcessingEvent
+from eventsourcing.domain import DomainEventProtocol
+from eventsourcing.persistence import IntegrityError, Tracking
+from eventsourcing.projection import EventSourcedProjection
+from eventsourcing.utils import get_topic
+
+from domain.credits import CreditAccount
+from domain.tasks import MediaTask
+
+MAX_CONFLICT_RETRIES = 50
+
+
+class RefundIssuer(EventSourcedProjection[UUID]):
+    """Follows MediaTasks and appends Refunded to the account for each terminal Failed.
+
+    It writes to the application it follows (same name, so the same events table); its
+    tracking position is recorded in the same transaction as the refund, and the account
+    itself refuses a second refund of the same charge.
+    """
+
+    name = "MediaTasks"
+    topics = (get_topic(MediaTask.Failed),)
+
+    def process_event(self, domain_event: DomainEventProtocol[UUID], tracking: Tracking) -> None:
+        """Retry on optimistic-concurrency conflicts with concurrent writers to the same account."""
+        for n in range(MAX_CONFLICT_RETRIES):
+            try:
+                super().process_event(domain_event, tracking)
+                return
+            except IntegrityError:
+                if self.recorder.has_tracking_id(tracking.application_name, tracking.notification_id):
+                    return
+                time.sleep(min(0.05, 0.002 * (n + 1)))
+        super().process_event(domain_event, tracking)
+
+    @singledispatchmethod
+    def policy(self, domain_event: Any, processing_event: ProcessingEvent[UUID]) -> None:
+        """Other events need no refund (their positions are still tracked)."""
+
+    @policy.register
+    def _(self, domain_event: MediaTask.Failed, processing_event: ProcessingEvent[UUID]) -> None:
+        if not domain_event.terminal:
+            return
+        task: MediaTask = self.repository.get(domain_event.originator_id, version=domain_event.originator_version)
+        account: CreditAccount = self.repository.get(CreditAccount.id_for(task.user_id))
+        if account.is_refunded(task.id, task.charge_attempt):
+            return
+        account.refund(task.id, task.charge_attempt)
+        processing_event.collect_events(account)

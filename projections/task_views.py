@@ -1,0 +1,241 @@
+"""The read model: tasks, their progress updates, account balances and ledgers.
+
+`TaskViews` is the port (a tracking recorder with query methods); `TaskViewsProjection`
+turns events into view updates, each written with its tracking position in one transaction.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import singledispatchmethod
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.persistence import Tracking, TrackingRecorder
+from eventsourcing.projection import Projection
+
+from domain.credits import CreditAccount
+from domain.tasks import EXTRACTED, FAILED, MediaTask
+
+TERMINAL_STATUSES = (EXTRACTED, FAILED)
+
+
+@dataclass(frozen=True)
+class TaskView:
+    task_id: UUID
+    user_id: str
+    url: str
+    platform: str
+    output_type: str
+    languages: list[str]
+    status: str
+    progress: int
+    attempt: int
+    credits_charged: int
+    created_at: datetime
+    updated_at: datetime
+    position: int
+    stage: str = ""
+    title: str = ""
+    error: dict[str, Any] | None = None
+    result: dict[str, Any] | None = None
+    timings: dict[str, Any] = field(default_factory=dict)
+    refunded_credits: int = 0
+
+
+@dataclass(frozen=True)
+class TaskUpdate:
+    """One status/progress change of a task, as a live stream shows it."""
+
+    position: int
+    task_id: UUID
+    status: str
+    progress: int
+    attempt: int
+    stage: str
+    error: dict[str, Any] | None
+    at: datetime
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    position: int
+    account_id: UUID
+    kind: str
+    amount: int
+    balance: int
+    task_id: UUID | None
+    attempt: int | None
+    reason: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class AccountView:
+    account_id: UUID
+    user_id: str
+    balance: int
+    updated_at: datetime
+    position: int
+
+
+@dataclass(frozen=True)
+class TaskPage:
+    tasks: list[TaskView]
+    next_cursor: str | None
+
+
+class TaskViews(TrackingRecorder):
+    """Materialised view of the MediaTasks application (port; memory and PostgreSQL implement it)."""
+
+    # Writes: each records the view change and the tracking position atomically.
+
+    @abstractmethod
+    def task_started(self, task: TaskView, tracking: Tracking) -> None:
+        """Insert a new task row (and its first update)."""
+
+    @abstractmethod
+    def task_changed(self, task_id: UUID, changes: dict[str, Any], at: datetime, tracking: Tracking) -> None:
+        """Apply changes to a task row and append the resulting status/progress update."""
+
+    @abstractmethod
+    def account_opened(self, account_id: UUID, user_id: str, at: datetime, tracking: Tracking) -> None:
+        """Insert a new account row with a zero balance."""
+
+    @abstractmethod
+    def account_changed(self, entry: LedgerEntry, tracking: Tracking) -> None:
+        """Apply a ledger entry to the account's balance and record it (a refund also marks its task)."""
+
+    @abstractmethod
+    def track_only(self, tracking: Tracking) -> None:
+        """Record the position of an event that changes nothing in the view."""
+
+    # Queries.
+
+    @abstractmethod
+    def get_task(self, task_id: UUID) -> TaskView | None:
+        """One task's row."""
+
+    @abstractmethod
+    def list_tasks(self, user_id: str, *, status: str | None = None, limit: int = 20, cursor: str | None = None) -> TaskPage:
+        """The user's tasks, newest first; the cursor is opaque."""
+
+    @abstractmethod
+    def task_updates(self, task_id: UUID, after: int = 0) -> list[TaskUpdate]:
+        """The task's status/progress updates after a position, in order."""
+
+    @abstractmethod
+    def get_account(self, user_id: str) -> AccountView | None:
+        """The account's balance."""
+
+    @abstractmethod
+    def ledger(self, user_id: str, *, limit: int = 50, before: int | None = None) -> list[LedgerEntry]:
+        """The account's entries, newest first, before a position."""
+
+    @abstractmethod
+    def stale_tasks(self, updated_before: datetime, limit: int = 100) -> list[TaskView]:
+        """Queued or active tasks not updated since a moment (for the sweeper)."""
+
+    @abstractmethod
+    def snapshot(self) -> dict[str, Any]:
+        """Every row, in a comparable form (for audits)."""
+
+
+class TaskViewsProjection(Projection[TaskViews]):
+    """Follows MediaTasks and keeps TaskViews up to date."""
+
+    name = "TaskViews"
+    topics = ()
+
+    @singledispatchmethod
+    def process_event(self, domain_event: Any, tracking: Tracking) -> None:
+        self.view.track_only(tracking)
+
+    @process_event.register
+    def _(self, domain_event: MediaTask.Started, tracking: Tracking) -> None:
+        e = domain_event
+        self.view.task_started(
+            TaskView(
+                task_id=e.originator_id,
+                user_id=e.user_id,
+                url=e.url,
+                platform=e.platform,
+                output_type=e.output_type,
+                languages=list(e.languages),
+                status="queued",
+                progress=0,
+                attempt=0,
+                credits_charged=e.credits,
+                created_at=e.timestamp,
+                updated_at=e.timestamp,
+                position=tracking.notification_id,
+            ),
+            tracking,
+        )
+
+    @process_event.register
+    def _(self, domain_event: MediaTask.Downloading, tracking: Tracking) -> None:
+        e = domain_event
+        changes = {"status": "downloading", "progress": e.progress, "attempt": e.attempt, "stage": "download", "error": None}
+        self.view.task_changed(e.originator_id, changes, e.timestamp, tracking)
+
+    @process_event.register
+    def _(self, domain_event: MediaTask.Processing, tracking: Tracking) -> None:
+        e = domain_event
+        changes: dict[str, Any] = {"status": "processing", "progress": e.progress, "stage": e.stage}
+        timings = e.details.get("timings")
+        if timings:
+            changes["timings"] = timings
+        title = e.details.get("title")
+        if title:
+            changes["title"] = title
+        self.view.task_changed(e.originator_id, changes, e.timestamp, tracking)
+
+    @process_event.register
+    def _(self, domain_event: MediaTask.Extracted, tracking: Tracking) -> None:
+        e = domain_event
+        changes = {"status": EXTRACTED, "progress": 100, "stage": "done", "result": e.result,
+                   "timings": e.result.get("timings", {})}
+        self.view.task_changed(e.originator_id, changes, e.timestamp, tracking)
+
+    @process_event.register
+    def _(self, domain_event: MediaTask.Failed, tracking: Tracking) -> None:
+        e = domain_event
+        error = {"code": e.code, "message": e.message, "retryable": e.retryable, "terminal": e.terminal,
+                 "attempt": e.attempt}
+        status = FAILED if e.terminal else "retrying"
+        self.view.task_changed(e.originator_id, {"status": status, "error": error}, e.timestamp, tracking)
+
+    @process_event.register
+    def _(self, domain_event: MediaTask.Retried, tracking: Tracking) -> None:
+        e = domain_event
+        changes = {"status": "queued", "progress": 0, "error": None, "result": None, "credits_charged": e.credits,
+                   "stage": ""}
+        self.view.task_changed(e.originator_id, changes, e.timestamp, tracking)
+
+    @process_event.register
+    def _(self, domain_event: CreditAccount.Opened, tracking: Tracking) -> None:
+        e = domain_event
+        self.view.account_opened(e.originator_id, e.user_id, e.timestamp, tracking)
+
+    @process_event.register
+    def _(self, domain_event: CreditAccount.Granted, tracking: Tracking) -> None:
+        self._ledger(domain_event, tracking, "grant", domain_event.amount, None, None, domain_event.reason)
+
+    @process_event.register
+    def _(self, domain_event: CreditAccount.Charged, tracking: Tracking) -> None:
+        e = domain_event
+        self._ledger(e, tracking, "charge", -e.amount, e.task_id, e.attempt, "")
+
+    @process_event.register
+    def _(self, domain_event: CreditAccount.Refunded, tracking: Tracking) -> None:
+        e = domain_event
+        self._ledger(e, tracking, "refund", e.amount, e.task_id, e.attempt, "")
+
+    def _ledger(self, e: Any, tracking: Tracking, kind: str, amount: int, task_id: UUID | None,
+                attempt: int | None, reason: str) -> None:
+        entry = LedgerEntry(tracking.notification_id, e.originator_id, kind, amount, 0, task_id, attempt, reason,
+                            e.timestamp)
+        self.view.account_changed(entry, tracking)
