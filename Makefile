@@ -16,8 +16,8 @@ run: $(STAMP)
 	$(BIN)/mediatasks serve
 
 lint: $(STAMP)
+	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 
-test: $(STAMP)
-	$(BIN)/lint-imports
+test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -16,7 +16,7 @@ from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError, Recording
 
 from domain.credits import ApiKey, CreditAccount, check_user_id
-from domain.errors import IdempotencyKeyReused, TaskNotFound, UserAlreadyExists, UserNotFound
+from domain.errors import ConcurrentUpdates, IdempotencyKeyReused, TaskNotFound, UserAlreadyExists, UserNotFound
 from domain.platforms import validate_submission_url
 from domain.tasks import (
     ALREADY_PROCESSING,
@@ -133,7 +133,7 @@ class MediaTasks(Application[UUID]):
                 return account.balance, _last_id(self.save(account))
             except IntegrityError:
                 continue
-        raise RuntimeError("unreachable")
+        raise ConcurrentUpdates("Too many concurrent updates; try again.")
 
     # Tasks ------------------------------------------------------------------------
 
@@ -153,6 +153,8 @@ class MediaTasks(Application[UUID]):
         idempotency_key = idempotency_key or uuid4().hex
         task_id = MediaTask.id_for(user_id, idempotency_key)
         for _ in self._conflict_retries():
+            # The account first: a task saved after this read makes the save below conflict.
+            account = self.get_account(user_id)
             existing = self._find_task(task_id)
             if existing is not None:
                 if existing.user_id != user_id or not existing.same_request(normalized_url, output_type, languages):
@@ -160,7 +162,6 @@ class MediaTasks(Application[UUID]):
                         "This Idempotency-Key was used for a different request.", task_id=str(task_id)
                     )
                 return Submission(task_id, existing.status, existing.credits, False, None)
-            account = self.get_account(user_id)
             price = self.prices[output_type]
             task = MediaTask.start(
                 user_id=user_id,
@@ -180,7 +181,7 @@ class MediaTasks(Application[UUID]):
             except IntegrityError:
                 continue
             return Submission(task.id, task.status, price, True, _last_id(recordings))
-        raise RuntimeError("unreachable")
+        raise ConcurrentUpdates("Too many concurrent updates; try again.")
 
     def retry_task(self, user_id: str, task_id: UUID) -> Submission:
         """A user's retry of a failed task: charges the price again."""
@@ -195,7 +196,7 @@ class MediaTasks(Application[UUID]):
             except IntegrityError:
                 continue
             return Submission(task.id, task.status, price, True, _last_id(recordings))
-        raise RuntimeError("unreachable")
+        raise ConcurrentUpdates("Too many concurrent updates; try again.")
 
     def begin_attempt(
         self, task_id: UUID, worker_id: str, delivery: dict[str, Any] | None = None
@@ -234,10 +235,11 @@ class MediaTasks(Application[UUID]):
         context: dict[str, Any] | None = None,
     ) -> bool:
         """Record a failed attempt; True when the failure is terminal (the refund follows)."""
-        task = self.get_task(task_id)
-        terminal = task.fail(attempt=attempt, code=code, message=message, retryable=retryable, context=context)
-        self.save(task)
-        return terminal
+        outcome: list[bool] = []
+        self._update_task(task_id, lambda t: outcome.append(
+            t.fail(attempt=attempt, code=code, message=message, retryable=retryable, context=context)
+        ))
+        return outcome[-1]
 
     def get_task(self, task_id: UUID, user_id: str | None = None) -> MediaTask:
         task = self._find_task(task_id)
@@ -269,16 +271,14 @@ class MediaTasks(Application[UUID]):
         return task if isinstance(task, MediaTask) else None
 
     def _update_task(self, task_id: UUID, decide: Callable[[MediaTask], None]) -> int | None:
-        for _ in range(3):
+        for _ in self._conflict_retries():
             task = self.get_task(task_id)
             decide(task)
             try:
                 return _last_id(self.save(task))
             except IntegrityError:
                 continue
-        task = self.get_task(task_id)
-        decide(task)
-        return _last_id(self.save(task))
+        raise ConcurrentUpdates("Too many concurrent updates; try again.")
 
     @staticmethod
     def _conflict_retries() -> Iterator[int]:

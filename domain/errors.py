@@ -94,3 +94,7 @@ class InvalidProgress(DomainError):
 
 class TaskNotRetryable(DomainError):
     code = "task_not_retryable"
+
+
+class ConcurrentUpdates(DomainError):
+    code = "concurrent_updates"

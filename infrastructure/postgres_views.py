@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.persistence import Tracking
+from eventsourcing.persistence import IntegrityError, Tracking
 from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier, Literal
@@ -84,8 +85,8 @@ class PostgresTaskViews(TaskViews, PostgresTrackingRecorder):
 
     def task_started(self, task: TaskView, tracking: Tracking) -> None:
         row = _task_params(task)
-        with self.datastore.transaction(commit=True) as curs:
-            self._insert_tracking(curs, tracking)
+
+        def write(curs: Any) -> None:
             curs.execute(
                 SQL("INSERT INTO {} ({}) VALUES ({}) ON CONFLICT (task_id) DO NOTHING").format(
                     self.tables["tasks"],
@@ -96,20 +97,24 @@ class PostgresTaskViews(TaskViews, PostgresTrackingRecorder):
             )
             self._append_update(curs, task.task_id, tracking.notification_id)
 
+        self._write_tracked(tracking, write)
+
     def task_changed(self, task_id: UUID, changes: dict[str, Any], at: datetime, tracking: Tracking) -> None:
         params = {k: (Jsonb(v) if k in JSON_COLUMNS and v is not None else v) for k, v in changes.items()}
         params.update(_task_id=task_id, updated_at=at, position=tracking.notification_id)
         assignments = SQL(", ").join(
             SQL("{} = %({})s").format(Identifier(k), SQL(k)) for k in [*changes, "updated_at", "position"]
         )
-        with self.datastore.transaction(commit=True) as curs:
-            self._insert_tracking(curs, tracking)
+
+        def write(curs: Any) -> None:
             curs.execute(
                 SQL("UPDATE {} SET {} WHERE task_id = %(_task_id)s").format(self.tables["tasks"], assignments),
                 params,
             )
             if curs.rowcount:
                 self._append_update(curs, task_id, tracking.notification_id)
+
+        self._write_tracked(tracking, write)
 
     def _append_update(self, curs: Any, task_id: UUID, position: int) -> None:
         curs.execute(
@@ -122,17 +127,17 @@ class PostgresTaskViews(TaskViews, PostgresTrackingRecorder):
         )
 
     def account_opened(self, account_id: UUID, user_id: str, at: datetime, tracking: Tracking) -> None:
-        with self.datastore.transaction(commit=True) as curs:
-            self._insert_tracking(curs, tracking)
+        def write(curs: Any) -> None:
             curs.execute(
                 SQL("INSERT INTO {} (account_id, user_id, balance, updated_at, position) "
                     "VALUES (%s, %s, 0, %s, %s) ON CONFLICT DO NOTHING").format(self.tables["accounts"]),
                 (account_id, user_id, at, tracking.notification_id),
             )
 
+        self._write_tracked(tracking, write)
+
     def account_changed(self, entry: LedgerEntry, tracking: Tracking) -> None:
-        with self.datastore.transaction(commit=True) as curs:
-            self._insert_tracking(curs, tracking)
+        def write(curs: Any) -> None:
             curs.execute(
                 SQL("UPDATE {} SET balance = balance + %s, updated_at = %s, position = %s "
                     "WHERE account_id = %s RETURNING balance").format(self.tables["accounts"]),
@@ -153,8 +158,24 @@ class PostgresTaskViews(TaskViews, PostgresTrackingRecorder):
                     (entry.amount, entry.task_id),
                 )
 
+        self._write_tracked(tracking, write)
+
     def track_only(self, tracking: Tracking) -> None:
-        self.insert_tracking(tracking)
+        self._write_tracked(tracking, lambda curs: None)
+
+    def _write_tracked(self, tracking: Tracking, write: Callable[[Any], None]) -> None:
+        """Record the tracking position and the change in one transaction.
+
+        If a rival runner (a standby taking over) recorded this position already, the
+        change is dropped: the view has it.
+        """
+        try:
+            with self.datastore.transaction(commit=True) as curs:
+                self._insert_tracking(curs, tracking)
+                write(curs)
+        except IntegrityError:
+            if not self.has_tracking_id(tracking.application_name, tracking.notification_id):
+                raise
 
     # Queries --------------------------------------------------------------------
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from application.mediatasks import MediaTasks
@@ -19,20 +17,6 @@ from domain.errors import (
 from infrastructure.bootstrap import ProjectionRunners
 
 URL = "https://www.tiktok.com/@someone/video/7301"
-
-
-@pytest.fixture
-def app(store_env: dict[str, str]) -> Iterator[MediaTasks]:
-    application = MediaTasks(env=store_env)
-    yield application
-    application.close()
-
-
-@pytest.fixture
-def runners(store_env: dict[str, str]) -> Iterator[ProjectionRunners]:
-    r = ProjectionRunners(store_env)
-    yield r
-    r.stop()
 
 
 def event_count(app: MediaTasks) -> int:

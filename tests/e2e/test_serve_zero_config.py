@@ -1,0 +1,35 @@
+"""`mediatasks serve` with no configuration at all: embedded PostgreSQL, /healthz answers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.service_process import ServiceProcess
+
+
+@pytest.mark.slow
+def test_serve_starts_on_embedded_postgres_and_a_second_process_joins_it(tmp_path: Path) -> None:
+    service = ServiceProcess(cwd=tmp_path, log_path=tmp_path / "serve.log")
+    try:
+        service.wait_ready()
+        assert httpx.get(service.url + "/healthz").json() == {"status": "ok"}
+        assert (tmp_path / "data" / "pg" / "PG_VERSION").exists()
+        # A second process on the same data dir joins the running server.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MEDIATASKS_")}
+        out = subprocess.run([sys.executable, "-m", "infrastructure.cli", "users", "create", "zed", "--credits", "4"],
+                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        created = json.loads(out.stdout)
+        assert created["user_id"] == "zed" and created["balance"] == 4 and created["api_key"].startswith("mt_")
+        ready = httpx.get(service.url + "/readyz").json()
+        assert ready["status"] == "ready" and ready["head"] >= 3
+    finally:
+        assert service.stop() == 0, service.log()
+    assert not (tmp_path / "data" / "pg" / "postmaster.pid").exists(), "the embedded server was not stopped"

@@ -1,0 +1,24 @@
+"""Fixtures of the integration tier: the application and its projections on real PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from application.mediatasks import MediaTasks
+from infrastructure.bootstrap import ProjectionRunners
+
+
+@pytest.fixture
+def app(store_env: dict[str, str]) -> Iterator[MediaTasks]:
+    application = MediaTasks(env=store_env)
+    yield application
+    application.close()
+
+
+@pytest.fixture
+def runners(store_env: dict[str, str]) -> Iterator[ProjectionRunners]:
+    r = ProjectionRunners(store_env)
+    yield r
+    r.stop()
