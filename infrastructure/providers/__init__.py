@@ -1,0 +1,1 @@
+"""Media providers: adapters of the `MediaProvider` port (HTTP JSON API, yt-dlp)."""
