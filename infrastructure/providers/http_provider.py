@@ -8,8 +8,8 @@ are checked later by the fetcher, like any other URL from outside.
 from __future__ import annotations
 
 import json
-from email.utils import parsedate_to_datetime
 from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx

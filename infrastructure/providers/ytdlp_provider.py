@@ -99,20 +99,14 @@ class YtDlpMediaProvider:
         try:
             with yt_dlp.YoutubeDL(self._params()) as ydl:
                 info = ydl.extract_info(url, download=False)
-        except MediaError:
-            raise
         except Exception as error:  # yt-dlp raises DownloadError and friends; classify them all
             raise classify_ytdlp_error(error) from error
         if not info:
             raise PermanentMediaError("media_not_found", "yt-dlp found nothing at this URL", details={"url": url})
-        return media_info_from_ytdlp(
-            info, url, include_translated_captions=self.options.include_translated_captions
-        )
+        return media_info_from_ytdlp(info, url, include_translated_captions=self.options.include_translated_captions)
 
 
-def media_info_from_ytdlp(
-    info: Mapping[str, Any], url: str, *, include_translated_captions: bool = False
-) -> MediaInfo:
+def media_info_from_ytdlp(info: Mapping[str, Any], url: str, *, include_translated_captions: bool = False) -> MediaInfo:
     """A MediaInfo from a yt-dlp info dict (the first entry of a playlist result)."""
     if info.get("_type") == "playlist":
         entries = [entry for entry in info.get("entries") or () if entry]
@@ -126,7 +120,7 @@ def media_info_from_ytdlp(
         *_subtitle_tracks(info.get("automatic_captions") or {}, "asr", include_translated=include_translated_captions),
     ]
     return MediaInfo(
-        platform=known.name if known else str(info.get("extractor_key") or info.get("extractor") or "unknown").lower(),
+        platform=known.name if known else str(info.get("extractor") or info.get("extractor_key") or "unknown").lower(),
         media_id=str(info.get("id") or info.get("display_id") or ""),
         title=str(info.get("title") or ""),
         duration=float(duration) if duration is not None else None,
@@ -136,7 +130,7 @@ def media_info_from_ytdlp(
         subtitles=tuple(subtitles),
         extra={
             "provider": YtDlpMediaProvider.name,
-            "extractor": info.get("extractor_key") or info.get("extractor"),
+            "extractor": info.get("extractor") or info.get("extractor_key"),
             "webpage_url": info.get("webpage_url"),
         },
     )

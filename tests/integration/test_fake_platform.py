@@ -60,7 +60,9 @@ def test_unknown_mode_is_refused(platform: FakePlatform) -> None:
     assert "ok" in MODES
 
 
-def test_video_is_deterministic_and_sized(platform: FakePlatform, provider: HttpMediaProvider, client: httpx.Client) -> None:
+def test_video_is_deterministic_and_sized(
+    platform: FakePlatform, provider: HttpMediaProvider, client: httpx.Client
+) -> None:
     size = 200_000
     url = video_url_for(provider, platform.media_url("ok", size=size, media_id="42"))
     response = client.get(url)
@@ -114,7 +116,9 @@ def test_redirect_to_blocked_address(
     assert response.headers["Location"] == BLOCKED_TARGETS[target]
 
 
-def test_oversize_declares_a_huge_length(platform: FakePlatform, provider: HttpMediaProvider, client: httpx.Client) -> None:
+def test_oversize_declares_a_huge_length(
+    platform: FakePlatform, provider: HttpMediaProvider, client: httpx.Client
+) -> None:
     url = video_url_for(provider, platform.media_url("oversize", size=1000))
     with client.stream("GET", url) as response:
         assert int(response.headers["Content-Length"]) == HUGE_SIZE

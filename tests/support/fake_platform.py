@@ -252,7 +252,9 @@ class FakePlatform:
             raise ValueError(f"media URLs are made for {sorted(shapes)} (YouTube normalization drops the mode)")
         return f"{shapes[platform]}?{query}"
 
-    def page_url(self, mode: str = "ok", size: int = DEFAULT_VIDEO_SIZE, *, media_id: str | None = None, **opts: Any) -> str:
+    def page_url(
+        self, mode: str = "ok", size: int = DEFAULT_VIDEO_SIZE, *, media_id: str | None = None, **opts: Any
+    ) -> str:
         """A web page on this server with an HTML5 <video> and an English <track>, for yt-dlp's generic extractor."""
         media_id = media_id or self.new_media_id()
         query = urlencode({"mode": mode, "size": size, **{key: str(value) for key, value in opts.items()}})
@@ -467,7 +469,12 @@ class _Handler(BaseHTTPRequestHandler):
                 }
             ]
         return [
-            {"lang": lang, "format": "vtt", "url": f"{self.platform.url}/subs/generated/{media_id}/{lang}.vtt", "kind": kind}
+            {
+                "lang": lang,
+                "format": "vtt",
+                "url": f"{self.platform.url}/subs/generated/{media_id}/{lang}.vtt",
+                "kind": kind,
+            }
             for lang in options.get("langs", "en").split(",")
             if lang
         ]
@@ -490,7 +497,11 @@ class _Handler(BaseHTTPRequestHandler):
             self._stream(media_id, HUGE_SIZE * 16, declared=None)
         elif mode == "slow":
             self._stream(
-                media_id, size, declared=size, chunk=int(query.get("chunk", "16384")), delay=float(query.get("delay", "0.05"))
+                media_id,
+                size,
+                declared=size,
+                chunk=int(query.get("chunk", "16384")),
+                delay=float(query.get("delay", "0.05")),
             )
         else:
             self._stream(media_id, size, declared=size)
@@ -571,4 +582,3 @@ class _Handler(BaseHTTPRequestHandler):
             "</body></html>"
         )
         self._send(200, page.encode(), "text/html; charset=utf-8")
-

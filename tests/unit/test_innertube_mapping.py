@@ -101,5 +101,7 @@ def test_unknown_status_or_missing_details_is_a_bad_response() -> None:
 
 
 def test_with_format_adds_or_replaces_fmt() -> None:
-    assert with_format("https://h/api/timedtext?v=a&lang=en", "json3") == "https://h/api/timedtext?v=a&lang=en&fmt=json3"
+    assert (
+        with_format("https://h/api/timedtext?v=a&lang=en", "json3") == "https://h/api/timedtext?v=a&lang=en&fmt=json3"
+    )
     assert query(with_format("https://h/t?fmt=srv3&v=a", "json3")) == {"v": ["a"], "fmt": ["json3"]}

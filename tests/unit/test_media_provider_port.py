@@ -7,6 +7,7 @@ import json
 import pytest
 
 from application.ports.media_provider import MediaInfo, MediaProvider, SubtitleSource, VideoSource
+from infrastructure.providers import media_provider_from_settings
 from infrastructure.providers.http_provider import HttpMediaProvider
 from infrastructure.providers.ytdlp_provider import YtDlpMediaProvider
 
@@ -62,3 +63,15 @@ def test_both_providers_satisfy_the_protocol() -> None:
     with HttpMediaProvider("http://127.0.0.1:9", "key", "host") as http_provider:
         assert isinstance(http_provider, MediaProvider) and http_provider.name == "http"
     assert isinstance(YtDlpMediaProvider(), MediaProvider)
+
+
+def test_provider_from_settings() -> None:
+    http_provider = media_provider_from_settings("http", url="http://127.0.0.1:9", key="k", host="h", timeout=2)
+    assert isinstance(http_provider, HttpMediaProvider)
+    ytdlp_provider = media_provider_from_settings("ytdlp", timeout=3, ytdlp_allow_generic=True)
+    assert isinstance(ytdlp_provider, YtDlpMediaProvider)
+    assert ytdlp_provider.options.socket_timeout == 3 and ytdlp_provider.options.allow_generic is True
+    with pytest.raises(ValueError, match="MEDIATASKS_PROVIDER_KEY, MEDIATASKS_PROVIDER_HOST"):
+        media_provider_from_settings("http", url="http://127.0.0.1:9")
+    with pytest.raises(ValueError, match="unknown"):
+        media_provider_from_settings("rapid")

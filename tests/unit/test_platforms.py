@@ -117,7 +117,10 @@ NORMALIZED = [
     ("https://www.instagram.com/reel/C8xYz12AbCd/?igsh=MWQ1", "https://instagram.com/reel/C8xYz12AbCd"),
     ("https://old.reddit.com/r/videos/comments/1abcde2/t/", "https://reddit.com/r/videos/comments/1abcde2/t"),
     ("https://vm.tiktok.com/ZMeAbCdEf/", "https://vm.tiktok.com/ZMeAbCdEf"),
-    ("https://www.bilibili.com/video/BV1GJ411x7h7/?spm_id_from=333.1007&vd_source=ab", "https://bilibili.com/video/BV1GJ411x7h7"),
+    (
+        "https://www.bilibili.com/video/BV1GJ411x7h7/?spm_id_from=333.1007&vd_source=ab",
+        "https://bilibili.com/video/BV1GJ411x7h7",
+    ),
     ("  https://vimeo.com/76979871  ", "https://vimeo.com/76979871"),
     # Parameters that are not known trackers stay, sorted (the fake platform's mode rides on one).
     ("https://www.tiktok.com/@u/video/7301?size=100&mode=slow", "https://tiktok.com/@u/video/7301?mode=slow&size=100"),

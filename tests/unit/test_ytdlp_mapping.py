@@ -49,7 +49,11 @@ INFO: dict[str, Any] = {
         fmt("248", "webm", "vp9", "none"),
     ],
     "subtitles": {
-        "en": [sub("json3", "https://s/en.json3"), sub("srv3", "https://s/en.srv3"), sub("vtt", "https://s/en.vtt", "English")],
+        "en": [
+            sub("json3", "https://s/en.json3"),
+            sub("srv3", "https://s/en.srv3"),
+            sub("vtt", "https://s/en.vtt", "English"),
+        ],
         "de": [sub("ttml", "https://s/de.ttml"), sub("srt", "https://s/de.srt")],
         "fr": [sub("ass", "https://s/fr.ass")],
         "live_chat": [sub("json", "https://s/chat.json")],
@@ -123,12 +127,18 @@ def extractor_error_caused_by(cause: BaseException) -> ExtractorError:
 @pytest.mark.parametrize(
     ("error", "code"),
     [
-        (wrapped(GeoRestrictedError("The uploader has not made this video available in your country")), "media_private"),
+        (
+            wrapped(GeoRestrictedError("The uploader has not made this video available in your country")),
+            "media_private",
+        ),
         (wrapped(UnsupportedError("https://example.com/")), "unsupported_url"),
         (DownloadError("ERROR: [youtube] abc: Private video. Sign in if you've been granted access"), "media_private"),
         (DownloadError("ERROR: [youtube] abc: Sign in to confirm you’re not a bot"), "media_private"),
         (DownloadError("ERROR: [instagram] abc: login required to access this content"), "media_private"),
-        (DownloadError("ERROR: [youtube] abc: Video unavailable. This video has been removed by the uploader"), "media_not_found"),
+        (
+            DownloadError("ERROR: [youtube] abc: Video unavailable. This video has been removed by the uploader"),
+            "media_not_found",
+        ),
         (DownloadError("ERROR: [generic] Unable to download webpage: HTTP Error 404: Not Found"), "media_not_found"),
         (wrapped(extractor_error_caused_by(http_error(404))), "media_not_found"),
         (wrapped(extractor_error_caused_by(http_error(410))), "media_not_found"),
@@ -151,7 +161,12 @@ def test_permanent_yt_dlp_errors(error: BaseException, code: str) -> None:
         (DownloadError("ERROR: Unable to download JSON metadata: HTTP Error 502: Bad Gateway"), "provider_unavailable"),
         (DownloadError("ERROR: Unable to download webpage: The read operation timed out"), "timeout"),
         (wrapped(extractor_error_caused_by(TransportError("[Errno 111] Connection refused"))), "provider_unavailable"),
-        (DownloadError("ERROR: Unable to download webpage: <urlopen error [Errno -3] Temporary failure in name resolution>"), "provider_unavailable"),
+        (
+            DownloadError(
+                "ERROR: Unable to download webpage: <urlopen error [Errno -3] Temporary failure in name resolution>"
+            ),
+            "provider_unavailable",
+        ),
         (DownloadError("ERROR: something nobody has seen before"), "provider_error"),
         (RuntimeError("a bug inside an extractor"), "provider_error"),
     ],
