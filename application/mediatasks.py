@@ -147,7 +147,8 @@ class MediaTasks(Application[UUID]):
         trace_context: dict[str, str] | None = None,
     ) -> Submission:
         """Create a task and charge for it in one transaction; idempotent by key."""
-        platform, normalized_url = validate_submission_url(url)
+        platform_found, normalized_url = validate_submission_url(url)
+        platform = platform_found.name
         check_output_type(output_type)
         languages = check_languages(languages)
         idempotency_key = idempotency_key or uuid4().hex

@@ -1,0 +1,136 @@
+"""The `MediaProvider` port: what the worker pipeline needs to know about a media link.
+
+A provider turns a media URL into a `MediaInfo`: title, duration, where the video bytes are and which
+subtitle tracks exist. It downloads nothing. Failures are raised as `PermanentMediaError` or
+`TransientMediaError` (application/ports/errors.py).
+
+The value objects are immutable and round-trip through `to_dict()`/`from_dict()` as plain JSON
+values, the form stored in events and in the metadata cache.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, get_args, runtime_checkable
+
+SubtitleFormat = Literal["vtt", "srt", "json3", "ttml", "srv1", "srv3"]
+SubtitleKind = Literal["manual", "asr"]
+
+SUBTITLE_FORMATS: tuple[str, ...] = get_args(SubtitleFormat)
+SUBTITLE_KINDS: tuple[str, ...] = get_args(SubtitleKind)
+
+
+@dataclass(frozen=True)
+class VideoSource:
+    """Where the video bytes can be fetched: the URL, its size and type if known, request headers to send."""
+
+    url: str
+    size: int | None = None
+    mime_type: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"url": self.url, "size": self.size, "mime_type": self.mime_type, "headers": dict(self.headers)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> VideoSource:
+        return cls(
+            url=data["url"],
+            size=data.get("size"),
+            mime_type=data.get("mime_type"),
+            headers=dict(data.get("headers") or {}),
+        )
+
+
+@dataclass(frozen=True)
+class SubtitleSource:
+    """One subtitle track: its language, file format, URL, and whether people wrote it or speech recognition."""
+
+    lang: str
+    format: SubtitleFormat
+    url: str
+    kind: SubtitleKind = "manual"
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.format not in SUBTITLE_FORMATS:
+            raise ValueError(f"unknown subtitle format {self.format!r}; expected one of {SUBTITLE_FORMATS}")
+        if self.kind not in SUBTITLE_KINDS:
+            raise ValueError(f"unknown subtitle kind {self.kind!r}; expected one of {SUBTITLE_KINDS}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"lang": self.lang, "format": self.format, "url": self.url, "kind": self.kind, "name": self.name}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SubtitleSource:
+        return cls(
+            lang=data["lang"],
+            format=data["format"],
+            url=data["url"],
+            kind=data.get("kind") or "manual",
+            name=data.get("name"),
+        )
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    """What a provider knows about one piece of media. `video` is None for subtitle-only media."""
+
+    platform: str
+    media_id: str
+    title: str
+    duration: float | None = None
+    uploader: str | None = None
+    thumbnail_url: str | None = None
+    video: VideoSource | None = None
+    subtitles: tuple[SubtitleSource, ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def subtitles_for(self, lang: str) -> tuple[SubtitleSource, ...]:
+        """Tracks in this language (exact tag or its primary subtag: 'en' matches 'en-US'), manual first."""
+        wanted = lang.lower()
+        matching = [
+            track
+            for track in self.subtitles
+            if track.lang.lower() == wanted or track.lang.lower().split("-")[0] == wanted
+        ]
+        return tuple(sorted(matching, key=lambda track: track.kind != "manual"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "platform": self.platform,
+            "media_id": self.media_id,
+            "title": self.title,
+            "duration": self.duration,
+            "uploader": self.uploader,
+            "thumbnail_url": self.thumbnail_url,
+            "video": self.video.to_dict() if self.video else None,
+            "subtitles": [track.to_dict() for track in self.subtitles],
+            "extra": dict(self.extra),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MediaInfo:
+        duration = data.get("duration")
+        return cls(
+            platform=data["platform"],
+            media_id=str(data["media_id"]),
+            title=data.get("title") or "",
+            duration=float(duration) if duration is not None else None,
+            uploader=data.get("uploader"),
+            thumbnail_url=data.get("thumbnail_url"),
+            video=VideoSource.from_dict(data["video"]) if data.get("video") else None,
+            subtitles=tuple(SubtitleSource.from_dict(track) for track in data.get("subtitles") or ()),
+            extra=dict(data.get("extra") or {}),
+        )
+
+
+@runtime_checkable
+class MediaProvider(Protocol):
+    """Finds out what a media link holds without downloading it."""
+
+    name: str
+
+    def fetch_metadata(self, url: str) -> MediaInfo:
+        """The media behind `url`; raises PermanentMediaError or TransientMediaError."""
+        ...

@@ -1,0 +1,114 @@
+"""The one place where errors become HTTP responses: {"error": {"code", "message", "details"}}."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from domain.errors import DomainError
+
+logger = logging.getLogger(__name__)
+
+DOMAIN_STATUS = {
+    "insufficient_credits": 402,
+    "task_not_found": 404,
+    "user_not_found": 404,
+    "idempotency_key_reused": 409,
+    "user_already_exists": 409,
+    "task_not_retryable": 409,
+    "stale_attempt": 409,
+    "invalid_transition": 409,
+    "progress_backwards": 409,
+    "concurrent_updates": 503,
+}
+HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    416: "range_not_satisfiable",
+    422: "validation_failed",
+    429: "rate_limited",
+    500: "internal_error",
+    503: "unavailable",
+}
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    details: Any = None
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+class ApiError(Exception):
+    """An HTTP-level refusal raised by a route or dependency."""
+
+    def __init__(self, status: int, code: str, message: str, details: Any = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.details, self.headers = status, code, message, details, headers
+
+
+def error_response(status: int, code: str, message: str, details: Any = None,
+                   headers: dict[str, str] | None = None) -> JSONResponse:
+    body = ErrorBody(error=ErrorDetail(code=code, message=message, details=details))
+    return JSONResponse(body.model_dump(mode="json"), status_code=status, headers=headers)
+
+
+def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI declarations of the error responses a route can give."""
+    descriptions = {
+        401: "Missing or invalid credentials",
+        402: "Not enough credits",
+        404: "No such resource (or not yours)",
+        409: "Conflicts with the current state",
+        413: "Request body too large",
+        422: "Invalid request",
+        503: "Temporarily unavailable; retry after Retry-After seconds",
+    }
+    return {s: {"model": ErrorBody, "description": descriptions.get(s, HTTP_CODES.get(s, ""))} for s in statuses}
+
+
+def install_error_handlers(api: FastAPI) -> None:
+    @api.exception_handler(DomainError)
+    async def domain_error(_: Request, e: DomainError) -> JSONResponse:
+        status = DOMAIN_STATUS.get(e.code, 422)
+        headers = {"Retry-After": "1"} if status == 503 else None
+        return error_response(status, e.code, e.message, e.details or None, headers)
+
+    @api.exception_handler(ApiError)
+    async def api_error(_: Request, e: ApiError) -> JSONResponse:
+        return error_response(e.status, e.code, e.message, e.details, e.headers)
+
+    @api.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, e: RequestValidationError) -> JSONResponse:
+        details = [
+            {"loc": list(err.get("loc", ())), "message": err.get("msg", ""), "type": err.get("type", "")}
+            for err in e.errors()
+        ]
+        return error_response(422, "validation_failed", "The request is not valid.", details)
+
+    @api.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, e: StarletteHTTPException) -> JSONResponse:
+        code = HTTP_CODES.get(e.status_code, "http_error")
+        message = e.detail if isinstance(e.detail, str) else code.replace("_", " ")
+        return error_response(e.status_code, code, message, None, getattr(e, "headers", None))
+
+    @api.exception_handler(Exception)
+    async def unexpected(request: Request, e: Exception) -> JSONResponse:
+        logger.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(500, "internal_error", "Something went wrong on our side.")

@@ -1,0 +1,224 @@
+"""A `MediaProvider` over the RapidAPI-style HTTP JSON contract (docs/providers.md).
+
+`GET {base_url}/v1/media?url=<urlencoded>` with `X-RapidAPI-Key` and `X-RapidAPI-Host`. The base URL is
+trusted configuration and is not SSRF-checked here; the video and subtitle URLs the provider returns
+are checked later by the fetcher, like any other URL from outside.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from application.ports.errors import PermanentMediaError, TransientMediaError
+from application.ports.media_provider import SUBTITLE_FORMATS, MediaInfo, SubtitleSource, VideoSource
+from domain.platforms import identify_platform
+
+MAX_RESPONSE_BYTES = 1024 * 1024
+
+# Error codes a provider may name in a 4xx body ({"error": {"code": ...}}) to be more precise than its status.
+_PROVIDER_MEDIA_CODES = frozenset({"media_not_found", "media_private", "unsupported_url", "unsupported_content"})
+
+
+def _http_url(value: str) -> str:
+    if not value.lower().startswith(("http://", "https://")):
+        raise ValueError("must be an absolute http(s) URL")
+    return value
+
+
+class _VideoBody(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    url: str
+    size: int | None = Field(default=None, ge=0)
+    mime_type: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+
+    _check_url = field_validator("url")(_http_url)
+
+
+class _SubtitleBody(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    lang: str = Field(min_length=1)
+    format: str
+    url: str
+    kind: str = "manual"
+    name: str | None = None
+
+    _check_url = field_validator("url")(_http_url)
+
+
+class _MediaBody(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    platform: str | None = None
+    id: str | int
+    title: str | None = None
+    duration: float | None = Field(default=None, ge=0)
+    uploader: str | None = None
+    thumbnail_url: str | None = None
+    video: _VideoBody | None = None
+    subtitles: list[_SubtitleBody] = Field(default_factory=list)
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date), or None."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - (now or datetime.now(timezone.utc))).total_seconds())
+
+
+class HttpMediaProvider:
+    """Asks a RapidAPI-style HTTP service for a link's metadata, video URL and subtitle tracks."""
+
+    name = "http"
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        api_host: str,
+        timeout: float = 15.0,
+        client: httpx.Client | None = None,
+    ) -> None:
+        self._endpoint = base_url.rstrip("/") + "/v1/media"
+        self._headers = {"X-RapidAPI-Key": api_key, "X-RapidAPI-Host": api_host, "Accept": "application/json"}
+        self._timeout = httpx.Timeout(timeout)
+        self._client = client or httpx.Client(follow_redirects=False)
+        self._owns_client = client is None
+
+    def close(self) -> None:
+        """Close the HTTP client if this provider made it."""
+        if self._owns_client:
+            self._client.close()
+
+    def __enter__(self) -> HttpMediaProvider:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def fetch_metadata(self, url: str) -> MediaInfo:
+        """The media behind `url`, from the provider; raises PermanentMediaError or TransientMediaError."""
+        status, headers, body = self._get(url)
+        if status != 200:
+            raise self._status_error(status, headers, body, url)
+        return self._media_info(body, url)
+
+    def _get(self, url: str) -> tuple[int, httpx.Headers, bytes]:
+        try:
+            with self._client.stream(
+                "GET", self._endpoint, params={"url": url}, headers=self._headers, timeout=self._timeout
+            ) as response:
+                return response.status_code, response.headers, self._read_limited(response)
+        except httpx.TimeoutException as error:
+            raise TransientMediaError("timeout", f"the provider did not answer in time: {error!r}") from error
+        except httpx.TransportError as error:
+            raise TransientMediaError(
+                "provider_unavailable", f"the provider could not be reached: {error!r}"
+            ) from error
+
+    @staticmethod
+    def _read_limited(response: httpx.Response) -> bytes:
+        declared = response.headers.get("Content-Length")
+        if declared and declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES:
+            raise _too_big()
+        chunks: list[bytes] = []
+        received = 0
+        for chunk in response.iter_bytes():
+            received += len(chunk)
+            if received > MAX_RESPONSE_BYTES:
+                raise _too_big()
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _status_error(
+        self, status: int, headers: httpx.Headers, body: bytes, url: str
+    ) -> PermanentMediaError | TransientMediaError:
+        details: dict[str, Any] = {"status": status, "url": url}
+        named = _error_code_in(body)
+        if named in _PROVIDER_MEDIA_CODES and 400 <= status < 500 and status != 429:
+            return PermanentMediaError(named, f"the provider says {named} ({status})", details=details)
+        if status in (404, 410):
+            return PermanentMediaError("media_not_found", "the provider found no media at this URL", details=details)
+        if status in (401, 403):
+            return PermanentMediaError(
+                "provider_auth", "the provider refused our credentials (check the provider key)", details=details
+            )
+        if status in (400, 422):
+            return PermanentMediaError("unsupported_url", "the provider cannot handle this URL", details=details)
+        retry_after = parse_retry_after(headers.get("Retry-After"))
+        if status == 429:
+            return TransientMediaError(
+                "rate_limited", "the provider is rate limiting us", retry_after=retry_after, details=details
+            )
+        if status >= 500:
+            return TransientMediaError(
+                "provider_unavailable", f"the provider failed ({status})", retry_after=retry_after, details=details
+            )
+        return TransientMediaError("provider_bad_response", f"unexpected provider status {status}", details=details)
+
+    def _media_info(self, body: bytes, url: str) -> MediaInfo:
+        try:
+            parsed = _MediaBody.model_validate_json(body)
+        except ValidationError as error:
+            raise TransientMediaError(
+                "provider_bad_response",
+                f"the provider's answer does not match the contract: {error.error_count()} problem(s)",
+                details={"url": url, "problems": [problem["msg"] for problem in error.errors()[:5]]},
+            ) from error
+        known = identify_platform(url)
+        subtitles = tuple(
+            SubtitleSource(
+                lang=track.lang,
+                format=track.format,  # type: ignore[arg-type]
+                url=track.url,
+                kind="asr" if track.kind in ("asr", "auto", "automatic") else "manual",
+                name=track.name,
+            )
+            for track in parsed.subtitles
+            if track.format in SUBTITLE_FORMATS
+        )
+        skipped = [track.format for track in parsed.subtitles if track.format not in SUBTITLE_FORMATS]
+        video = parsed.video
+        return MediaInfo(
+            platform=parsed.platform or (known.name if known else "unknown"),
+            media_id=str(parsed.id),
+            title=parsed.title or "",
+            duration=parsed.duration,
+            uploader=parsed.uploader,
+            thumbnail_url=parsed.thumbnail_url,
+            video=VideoSource(video.url, video.size, video.mime_type, dict(video.headers)) if video else None,
+            subtitles=subtitles,
+            extra={"provider": self.name, **({"skipped_subtitle_formats": skipped} if skipped else {})},
+        )
+
+
+def _too_big() -> TransientMediaError:
+    return TransientMediaError(
+        "provider_bad_response", f"the provider's answer is larger than {MAX_RESPONSE_BYTES} bytes"
+    )
+
+
+def _error_code_in(body: bytes) -> str | None:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    error = data.get("error") if isinstance(data, dict) else None
+    code = error.get("code") if isinstance(error, dict) else None
+    return code if isinstance(code, str) else None
