@@ -25,6 +25,8 @@ class Settings(BaseSettings):
     price_video: int = Field(default=2, ge=1)
     price_video_and_subtitles: int = Field(default=3, ge=1)
     catch_up_seconds: float = Field(default=1.0, gt=0, description="projections poll this often in case a NOTIFY is lost")
+    sse_ping_seconds: float = Field(default=15, gt=0, description="keep-alive comment interval of live streams")
+    max_body_bytes: int = Field(default=16 * 1024, gt=0, description="larger request bodies get 413")
     host: str = "127.0.0.1"
     port: int = 8000
 

@@ -2,16 +2,43 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
 
-from infrastructure.api.routes import health
+from infrastructure.api.errors import install_error_handlers
+from infrastructure.api.limits import BodySizeLimit
+from infrastructure.api.live import TaskUpdateHub
+from infrastructure.api.routes import account, admin, health, tasks
+
+DESCRIPTION = """
+Turn a social-media video link into stored subtitles and/or a stored video, paid in credits and
+refunded automatically when a task fails. Authenticate with `Authorization: Bearer <api key>`.
+Errors are `{"error": {"code", "message", "details"}}`.
+"""
 
 
 def create_api(runtime: Any, *, projections: Any = None) -> FastAPI:
-    api = FastAPI(title="mediatasks", version="1", summary="Video links to stored videos and subtitles, paid in credits.")
+    hub = TaskUpdateHub(runtime.app, runtime.views)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        hub.start()
+        try:
+            yield
+        finally:
+            hub.stop()
+
+    api = FastAPI(title="mediatasks", version="1", description=DESCRIPTION, lifespan=lifespan)
     api.state.runtime = runtime
     api.state.projections = projections
-    api.include_router(health.router)
+    api.state.hub = hub
+    api.state.auth_cache = {}
+    api.state.sse_ping_seconds = runtime.settings.sse_ping_seconds
+    install_error_handlers(api)
+    api.add_middleware(BodySizeLimit, max_bytes=runtime.settings.max_body_bytes)
+    for router in (health.router, admin.router, tasks.router, account.router):
+        api.include_router(router)
     return api

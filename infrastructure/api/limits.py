@@ -5,11 +5,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
-class BodyTooLarge(Exception):
-    pass
+class BodyTooLarge(HTTPException):
+    """Raised while reading the body; FastAPI passes HTTPExceptions through to the error handlers."""
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(413, f"The request body may be at most {max_bytes} bytes.")
 
 
 class BodySizeLimit:
@@ -35,7 +39,7 @@ class BodySizeLimit:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise BodyTooLarge
+                    raise BodyTooLarge(self.max_bytes)
             return message
 
         async def tracking_send(message: Message) -> None:

@@ -1,0 +1,95 @@
+"""Live task updates: one event-log follower per process wakes the streams of the tasks it sees.
+
+Streams read their task's updates from the read model only when woken (or after a long
+safety interval), so the database is not polled per client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import defaultdict
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.utils import get_topic
+
+from domain.tasks import MediaTask
+
+logger = logging.getLogger(__name__)
+
+TASK_TOPICS = tuple(
+    get_topic(cls)
+    for cls in (MediaTask.Started, MediaTask.Downloading, MediaTask.Processing, MediaTask.Extracted,
+                MediaTask.Failed, MediaTask.Retried)
+)
+
+
+def wait_for_position(views: Any, application_name: str, notification_id: int, timeout: float) -> bool:
+    """Poll the view's tracking position with a short backoff; True once it reaches the id."""
+    deadline = time.monotonic() + timeout
+    delay = 0.002
+    while True:
+        if views.has_tracking_id(application_name, notification_id):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
+
+
+class TaskUpdateHub:
+    def __init__(self, app: Any, views: Any) -> None:
+        self._app = app
+        self._views = views
+        self._lock = threading.Lock()
+        self._waiters: dict[UUID, set[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = defaultdict(set)
+        self._subscription: Any = None
+        self._thread: threading.Thread | None = None
+        self._stopped = threading.Event()
+
+    def start(self) -> None:
+        head = self._app.recorder.max_notification_id()
+        self._subscription = self._app.recorder.subscribe(gt=head, topics=TASK_TOPICS)
+        self._subscription.__enter__()
+        self._thread = threading.Thread(target=self._follow, name="task-update-hub", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        if self._subscription is not None:
+            self._subscription.__exit__(None, None, None)
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def register(self, task_id: UUID) -> tuple[asyncio.AbstractEventLoop, asyncio.Event]:
+        waiter = (asyncio.get_running_loop(), asyncio.Event())
+        with self._lock:
+            self._waiters[task_id].add(waiter)
+        return waiter
+
+    def unregister(self, task_id: UUID, waiter: tuple[asyncio.AbstractEventLoop, asyncio.Event]) -> None:
+        with self._lock:
+            waiters = self._waiters.get(task_id)
+            if waiters is not None:
+                waiters.discard(waiter)
+                if not waiters:
+                    del self._waiters[task_id]
+
+    def _follow(self) -> None:
+        try:
+            for notification in self._subscription:
+                if self._stopped.is_set():
+                    return
+                with self._lock:
+                    waiters = list(self._waiters.get(notification.originator_id, ()))
+                if not waiters:
+                    continue
+                wait_for_position(self._views, self._app.name, notification.id, timeout=5)
+                for loop, event in waiters:
+                    loop.call_soon_threadsafe(event.set)
+        except Exception:  # noqa: BLE001 - streams fall back to their safety interval
+            if not self._stopped.is_set():
+                logger.exception("task update hub stopped")

@@ -1,0 +1,35 @@
+"""The caller's credit account."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Query
+
+from infrastructure.api.deps import CurrentUser, ViewsDep
+from infrastructure.api.errors import responses
+from infrastructure.api.schemas import AccountOut, LedgerEntryOut
+
+router = APIRouter(prefix="/v1/account", tags=["account"])
+
+
+@router.get("", response_model=AccountOut, responses=responses(401, 422))
+def get_account(
+    user_id: CurrentUser,
+    views: ViewsDep,
+    limit: int = Query(50, ge=1, le=200),
+    before: int | None = Query(None, ge=1, description="entries older than this position"),
+) -> AccountOut:
+    """Balance and ledger entries (grants, charges, refunds), newest first."""
+    account = views.get_account(user_id)
+    entries = views.ledger(user_id, limit=limit + 1, before=before)
+    page = [e for e in entries if e.kind != "open"][:limit]
+    more = len(entries) > limit
+    return AccountOut(
+        user_id=user_id,
+        balance=account.balance if account else 0,
+        entries=[
+            LedgerEntryOut(position=e.position, kind=e.kind, amount=e.amount, balance=e.balance, task_id=e.task_id,
+                           attempt=e.attempt, reason=e.reason, at=e.at)
+            for e in page
+        ],
+        next_before=page[-1].position if more and page else None,
+    )

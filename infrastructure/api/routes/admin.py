@@ -1,0 +1,27 @@
+"""Operators: users and credits (admin token)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Path
+from fastapi.responses import JSONResponse
+
+from infrastructure.api.deps import AdminOnly, AppDep
+from infrastructure.api.errors import responses
+from infrastructure.api.schemas import Balance, CreatedUser, CreateUser, GrantCredits
+
+router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[AdminOnly])
+
+
+@router.post("/users", response_model=CreatedUser, status_code=201, responses=responses(401, 409, 413, 422))
+def create_user(body: CreateUser, app: AppDep) -> JSONResponse:
+    """Create a user with an initial grant; the API key is shown only in this response."""
+    user = app.create_user(body.user_id, body.credits)
+    out = CreatedUser(user_id=user.user_id, api_key=user.api_key, balance=user.balance)
+    return JSONResponse(out.model_dump(), status_code=201, headers={"Cache-Control": "no-store"})
+
+
+@router.post("/users/{user_id}/credits", response_model=Balance, responses=responses(401, 404, 413, 422))
+def grant_credits(body: GrantCredits, app: AppDep, user_id: str = Path(max_length=64)) -> Balance:
+    """Grant credits to a user."""
+    balance, _ = app.grant_credits(user_id, body.amount, body.reason or "grant")
+    return Balance(user_id=user_id, balance=balance)

@@ -1,0 +1,176 @@
+"""Tasks: submit, read, list, follow live, audit, retry."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from sse_starlette.event import ServerSentEvent
+from sse_starlette.sse import EventSourceResponse
+
+from infrastructure.api.deps import AppDep, CurrentUser, ViewsDep
+from infrastructure.api.errors import ApiError, responses
+from infrastructure.api.schemas import (
+    Accepted,
+    HistoryEvent,
+    StatusEvent,
+    SubmitTask,
+    TaskError,
+    TaskHistory,
+    TaskList,
+    TaskOut,
+    TaskStatus,
+)
+from infrastructure.eventstore_queries import notification_ids
+from projections.task_views import TERMINAL_STATUSES, TaskUpdate, TaskView, TaskViews
+
+router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
+
+READ_YOUR_WRITES_SECONDS = 3.0
+STREAM_SAFETY_SECONDS = 10.0
+IdempotencyKey = Annotated[
+    str | None,
+    Header(alias="Idempotency-Key", max_length=255, pattern=r"^[\x21-\x7e]+$",
+           description="same key + same body → the same task, no second charge (scoped per user)"),
+]
+
+
+def task_out(view: TaskView) -> TaskOut:
+    return TaskOut(
+        task_id=view.task_id, url=view.url, platform=view.platform, output_type=view.output_type,
+        languages=view.languages, status=view.status, progress=view.progress, stage=view.stage,
+        attempts=view.attempt, title=view.title, credits_charged=view.credits_charged,
+        refunded_credits=view.refunded_credits, error=TaskError(**view.error) if view.error else None,
+        timings=view.timings or {}, result=view.result, created_at=view.created_at, updated_at=view.updated_at,
+    )
+
+
+def visible_task(app: Any, views: TaskViews, task_id: UUID, user_id: str) -> TaskView:
+    """The caller's task from the read model; right after a write, wait (bounded) for the projection."""
+    view = views.get_task(task_id)
+    if view is not None:
+        if view.user_id != user_id:
+            raise ApiError(404, "task_not_found", "There is no such task.")
+        return view
+    app.get_task(task_id, user_id=user_id)  # TaskNotFound (404) unless it exists and is the caller's
+    deadline = time.monotonic() + READ_YOUR_WRITES_SECONDS
+    delay = 0.002
+    while view is None and time.monotonic() < deadline:
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
+        view = views.get_task(task_id)
+    if view is None:
+        raise ApiError(503, "not_yet_visible", "The task was accepted but is not readable yet.",
+                       headers={"Retry-After": "1"})
+    return view
+
+
+@router.post("", response_model=Accepted, status_code=202,
+             responses={200: {"model": Accepted, "description": "Idempotent replay of an earlier submission"},
+                        **responses(401, 402, 409, 413, 422, 503)})
+def submit_task(body: SubmitTask, user_id: CurrentUser, app: AppDep,
+                idempotency_key: IdempotencyKey = None) -> JSONResponse:
+    """Submit a link; the price is charged now and refunded automatically if the task fails."""
+    sub = app.submit(user_id, body.url, body.output_type, body.languages, idempotency_key=idempotency_key)
+    out = Accepted(task_id=sub.task_id, status="queued", credits_charged=sub.credits_charged)
+    headers = {"Location": f"/v1/tasks/{sub.task_id}"}
+    if not sub.created:
+        headers["Idempotent-Replayed"] = "true"
+    return JSONResponse(out.model_dump(mode="json"), status_code=202 if sub.created else 200, headers=headers)
+
+
+@router.get("", response_model=TaskList, responses=responses(401, 422))
+def list_tasks(
+    user_id: CurrentUser,
+    views: ViewsDep,
+    status: TaskStatus | None = None,
+    limit: int = Query(20, ge=1, le=100),
+    cursor: str | None = Query(None, max_length=200),
+) -> TaskList:
+    """The caller's tasks, newest first."""
+    try:
+        page = views.list_tasks(user_id, status=status, limit=limit, cursor=cursor)
+    except ValueError:
+        raise ApiError(422, "invalid_cursor", "This cursor was not issued by this service.") from None
+    return TaskList(tasks=[task_out(t) for t in page.tasks], next_cursor=page.next_cursor)
+
+
+@router.get("/{task_id}", response_model=TaskOut, responses=responses(401, 404, 422, 503))
+def get_task(task_id: UUID, user_id: CurrentUser, app: AppDep, views: ViewsDep) -> TaskOut:
+    """Status, progress, attempts, error, timings and result of one task."""
+    return task_out(visible_task(app, views, task_id, user_id))
+
+
+@router.get("/{task_id}/history", response_model=TaskHistory, responses=responses(401, 404, 422))
+def task_history(task_id: UUID, user_id: CurrentUser, app: AppDep) -> TaskHistory:
+    """The audit trail: every event of the task, in order, from the event store."""
+    entries = app.task_history(task_id, user_id=user_id)
+    positions = notification_ids(app.recorder, task_id)
+    return TaskHistory(task_id=task_id, events=[
+        HistoryEvent(type=e.type, version=e.version, position=positions.get(e.version), timestamp=e.timestamp,
+                     data=json.loads(json.dumps(e.data, default=str)))
+        for e in entries
+    ])
+
+
+@router.post("/{task_id}/retry", response_model=Accepted, status_code=202,
+             responses=responses(401, 402, 404, 409, 422, 503))
+def retry_task(task_id: UUID, user_id: CurrentUser, app: AppDep) -> Accepted:
+    """Retry a failed task; its price is charged again."""
+    sub = app.retry_task(user_id, task_id)
+    return Accepted(task_id=sub.task_id, status="queued", credits_charged=sub.credits_charged)
+
+
+def status_event(update: TaskUpdate) -> ServerSentEvent:
+    data = StatusEvent(task_id=update.task_id, status=update.status, progress=update.progress,
+                       attempt=update.attempt, stage=update.stage,
+                       error=TaskError(**update.error) if update.error else None)
+    return ServerSentEvent(data=data.model_dump_json(), event="status", id=str(update.position))
+
+
+@router.get("/{task_id}/events", response_class=EventSourceResponse,
+            responses={200: {"content": {"text/event-stream": {}},
+                             "description": "`event: status` per change; `id` is the event's log position"},
+                       **responses(401, 404, 422)})
+async def task_events(
+    request: Request,
+    task_id: UUID,
+    user_id: CurrentUser,
+    app: AppDep,
+    views: ViewsDep,
+    last_event_id: Annotated[int | None, Header(alias="Last-Event-ID", ge=0)] = None,
+) -> EventSourceResponse:
+    """Server-Sent Events of the task's status and progress, until it ends."""
+    await run_in_threadpool(visible_task, app, views, task_id, user_id)
+    hub = request.app.state.hub
+
+    async def stream() -> Any:
+        waiter = hub.register(task_id)
+        try:
+            after = last_event_id
+            while True:
+                waiter[1].clear()
+                updates = await run_in_threadpool(views.task_updates, task_id, after or 0)
+                if after is None:
+                    updates = updates[-1:]  # a fresh stream starts with the current state
+                for update in updates:
+                    yield status_event(update)
+                    after = update.position
+                    if update.status in TERMINAL_STATUSES:
+                        return
+                if after is None:
+                    after = 0
+                try:
+                    await asyncio.wait_for(waiter[1].wait(), timeout=STREAM_SAFETY_SECONDS)
+                except TimeoutError:
+                    pass
+        finally:
+            hub.unregister(task_id, waiter)
+
+    return EventSourceResponse(stream(), ping=request.app.state.sse_ping_seconds)

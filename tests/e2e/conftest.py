@@ -1,0 +1,64 @@
+"""End-to-end fixtures: the real server process on a free loopback port, real PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.postgres import database_url, drop_schema
+from tests.support.service_process import ServiceProcess
+
+ADMIN_TOKEN = "test-admin-token-" + uuid.uuid4().hex
+
+
+@dataclass
+class RunningService:
+    url: str
+    process: ServiceProcess
+    schema: str
+
+    @property
+    def admin(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+    def client(self, api_key: str | None = None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30)
+
+    def new_user(self, credits: int = 10) -> tuple[str, str]:
+        user_id = "u" + uuid.uuid4().hex[:12]
+        r = httpx.post(self.url + "/v1/admin/users", json={"user_id": user_id, "credits": credits},
+                       headers=self.admin, timeout=30)
+        assert r.status_code == 201, r.text
+        return user_id, r.json()["api_key"]
+
+
+def start_service(pg: dict[str, str], log_dir: Path, *args: str, **settings: str) -> tuple[ServiceProcess, str]:
+    schema = f"e2e_{uuid.uuid4().hex[:10]}"
+    env = {
+        "MEDIATASKS_DATABASE_URL": database_url(pg),
+        "MEDIATASKS_POSTGRES_SCHEMA": schema,
+        "MEDIATASKS_ADMIN_TOKEN": ADMIN_TOKEN,
+        "MEDIATASKS_CATCH_UP_SECONDS": "0.5",
+        "MEDIATASKS_DATA_DIR": str(log_dir / "data"),
+        **{f"MEDIATASKS_{k.upper()}": v for k, v in settings.items()},
+    }
+    process = ServiceProcess(*args, env=env, cwd=log_dir, log_path=log_dir / f"{schema}.log")
+    process.wait_ready()
+    return process, schema
+
+
+@pytest.fixture(scope="module")
+def service(pg_database_one: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningService]:
+    log_dir = tmp_path_factory.mktemp("service")
+    process, schema = start_service(pg_database_one, log_dir, sse_ping_seconds="1")
+    try:
+        yield RunningService(process.url, process, schema)
+    finally:
+        process.stop()
+        drop_schema(pg_database_one, schema)
