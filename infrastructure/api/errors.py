@@ -104,6 +104,8 @@ def install_error_handlers(api: FastAPI) -> None:
 
     @api.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, e: StarletteHTTPException) -> JSONResponse:
+        if e.status_code == 400:  # FastAPI's "error parsing the body": undecodable bytes
+            return error_response(422, "validation_failed", "The request body is not valid JSON in UTF-8.")
         code = HTTP_CODES.get(e.status_code, "http_error")
         message = e.detail if isinstance(e.detail, str) else code.replace("_", " ")
         return error_response(e.status_code, code, message, None, getattr(e, "headers", None))
