@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import random
 import secrets
+import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -29,6 +31,8 @@ from domain.tasks import (
 API_KEY_PREFIX = "mt_"
 DEFAULT_PRICES = {"subtitles": 1, "video": 2, "video_and_subtitles": 3}
 CONFLICT_RETRIES = 200
+ACCOUNT_LOCK_STRIPES = 256
+ACCOUNT_SNAPSHOT_INTERVAL = 200
 
 
 def hash_api_key(api_key: str) -> str:
@@ -77,9 +81,11 @@ class MediaTasks(Application[UUID]):
 
     name = "MediaTasks"
     clock: Callable[[], datetime] = staticmethod(utc_now)
+    snapshotting_intervals = {CreditAccount: ACCOUNT_SNAPSHOT_INTERVAL}
 
     def __init__(self, env: Any = None) -> None:
         super().__init__(env)
+        self._account_locks = [threading.Lock() for _ in range(ACCOUNT_LOCK_STRIPES)]
         self.prices = {
             output_type: int(self.env.get(f"PRICE_{output_type.upper()}") or DEFAULT_PRICES[output_type])
             for output_type in OUTPUT_TYPES
@@ -126,6 +132,10 @@ class MediaTasks(Application[UUID]):
 
     def grant_credits(self, user_id: str, amount: int, reason: str = "") -> tuple[int, int | None]:
         """Returns the new balance and the notification id of the grant."""
+        with self._account_lock(user_id):
+            return self._grant_credits(user_id, amount, reason)
+
+    def _grant_credits(self, user_id: str, amount: int, reason: str) -> tuple[int, int | None]:
         for _ in self._conflict_retries():
             account = self.get_account(user_id)
             account.grant(amount, reason)
@@ -147,16 +157,22 @@ class MediaTasks(Application[UUID]):
         trace_context: dict[str, str] | None = None,
     ) -> Submission:
         """Create a task and charge for it in one transaction; idempotent by key."""
-        platform_found, normalized_url = validate_submission_url(url)
-        platform = platform_found.name
+        platform, normalized_url = validate_submission_url(url)
         check_output_type(output_type)
         languages = check_languages(languages)
+        may_exist = idempotency_key is not None  # a fresh random key cannot name an existing task
         idempotency_key = idempotency_key or uuid4().hex
+        with self._account_lock(user_id):
+            return self._submit(user_id, idempotency_key, may_exist, normalized_url, platform.name, output_type,
+                                languages, trace_context)
+
+    def _submit(self, user_id: str, idempotency_key: str, may_exist: bool, normalized_url: str, platform: str,
+                output_type: str, languages: list[str], trace_context: dict[str, str] | None) -> Submission:
         task_id = MediaTask.id_for(user_id, idempotency_key)
         for _ in self._conflict_retries():
             # The account first: a task saved after this read makes the save below conflict.
             account = self.get_account(user_id)
-            existing = self._find_task(task_id)
+            existing = self._find_task(task_id) if may_exist else None
             if existing is not None:
                 if existing.user_id != user_id or not existing.same_request(normalized_url, output_type, languages):
                     raise IdempotencyKeyReused(
@@ -186,6 +202,10 @@ class MediaTasks(Application[UUID]):
 
     def retry_task(self, user_id: str, task_id: UUID) -> Submission:
         """A user's retry of a failed task: charges the price again."""
+        with self._account_lock(user_id):
+            return self._retry_task(user_id, task_id)
+
+    def _retry_task(self, user_id: str, task_id: UUID) -> Submission:
         for _ in self._conflict_retries():
             task = self.get_task(task_id, user_id=user_id)
             account = self.get_account(user_id)
@@ -280,6 +300,10 @@ class MediaTasks(Application[UUID]):
             except IntegrityError:
                 continue
         raise ConcurrentUpdates("Too many concurrent updates; try again.")
+
+    def _account_lock(self, user_id: str) -> threading.Lock:
+        """Writers to one account queue here instead of racing (other processes still race safely)."""
+        return self._account_locks[zlib.crc32(user_id.encode()) % ACCOUNT_LOCK_STRIPES]
 
     @staticmethod
     def _conflict_retries() -> Iterator[int]:

@@ -56,7 +56,7 @@ class CreditAccount(Aggregate):
         self.user_id = user_id
         self.balance = 0
         self.charges: dict[str, int] = {}
-        self.refunded: set[str] = set()
+        self.refunded: dict[str, int] = {}
 
     def grant(self, amount: int, reason: str = "") -> None:
         if not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0:
@@ -104,7 +104,7 @@ class CreditAccount(Aggregate):
     @event("Refunded")
     def _refunded(self, task_id: UUID, attempt: int, amount: int) -> None:
         self.balance += amount
-        self.refunded.add(charge_key(task_id, attempt))
+        self.refunded[charge_key(task_id, attempt)] = amount
 
 
 class ApiKey(Aggregate):

@@ -48,11 +48,21 @@ def _serve(args: argparse.Namespace) -> int:
     host = args.host or settings.host
     port = args.port or settings.port
     if args.workers > 1:
+        import subprocess
+
         from infrastructure.bootstrap import bootstrap
 
         bootstrap(settings).close()  # tables exist before the workers start
-        uvicorn.run("infrastructure.asgi:create_worker_api", factory=True, host=host, port=port,
-                    workers=args.workers, log_level="warning")
+        projections = None
+        if not args.no_projections:  # the workers serve HTTP only; projections run beside them
+            projections = subprocess.Popen([sys.executable, "-m", "infrastructure.cli", "projections"])
+        try:
+            uvicorn.run("infrastructure.asgi:create_worker_api", factory=True, host=host, port=port,
+                        workers=args.workers, log_level="warning")
+        finally:
+            if projections is not None:
+                projections.terminate()
+                projections.wait(timeout=30)
         return 0
     from infrastructure.asgi import ServiceProcess
 

@@ -24,6 +24,7 @@ class Settings(BaseSettings):
     price_subtitles: int = Field(default=1, ge=1)
     price_video: int = Field(default=2, ge=1)
     price_video_and_subtitles: int = Field(default=3, ge=1)
+    aggregate_cache_size: int = Field(default=10_000, ge=0, description="aggregates kept in memory (fast-forwarded on read)")
     catch_up_seconds: float = Field(default=1.0, gt=0, description="projections poll this often in case a NOTIFY is lost")
     sse_ping_seconds: float = Field(default=15, gt=0, description="keep-alive comment interval of live streams")
     max_body_bytes: int = Field(default=16 * 1024, gt=0, description="larger request bodies get 413")
@@ -40,6 +41,7 @@ class Settings(BaseSettings):
             "POSTGRES_LOCK_TIMEOUT": "10",
             "CREATE_TABLE": "no",
             "CATCH_UP_SECONDS": str(self.catch_up_seconds),
+            "AGGREGATE_CACHE_MAXSIZE": str(self.aggregate_cache_size),
             "LEASE_SECONDS": str(self.lease_seconds),
             "MAX_ATTEMPTS": str(self.max_attempts),
             "PRICE_SUBTITLES": str(self.price_subtitles),

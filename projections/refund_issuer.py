@@ -13,6 +13,7 @@ from eventsourcing.persistence import IntegrityError, Tracking
 from eventsourcing.projection import EventSourcedProjection
 from eventsourcing.utils import get_topic
 
+from application.mediatasks import ACCOUNT_SNAPSHOT_INTERVAL
 from domain.credits import CreditAccount
 from domain.tasks import MediaTask
 
@@ -29,6 +30,7 @@ class RefundIssuer(EventSourcedProjection[UUID]):
 
     name = "MediaTasks"
     topics = (get_topic(MediaTask.Failed),)
+    snapshotting_intervals = {CreditAccount: ACCOUNT_SNAPSHOT_INTERVAL}
 
     def process_event(self, domain_event: DomainEventProtocol[UUID], tracking: Tracking) -> None:
         """Retry on optimistic-concurrency conflicts with concurrent writers to the same account."""

@@ -36,9 +36,13 @@ def run_concurrently(n: int, fn) -> list:
         return list(pool.map(call, range(n)))
 
 
-def test_fifty_submissions_against_ten_credits_accept_exactly_ten(app: MediaTasks) -> None:
+def test_fifty_submissions_against_ten_credits_accept_exactly_ten(app: MediaTasks, store_env: dict[str, str]) -> None:
+    # Two application instances (as two processes would be): they race through optimistic concurrency.
+    other = MediaTasks(env={**store_env, "POSTGRES_POOL_SIZE": "20", "POSTGRES_MAX_OVERFLOW": "30"})
     app.create_user("dora", 10)
-    results = run_concurrently(50, lambda i: app.submit("dora", URL, "subtitles", idempotency_key=f"k{i}"))
+    apps = [app, other]
+    results = run_concurrently(50, lambda i: apps[i % 2].submit("dora", URL, "subtitles", idempotency_key=f"k{i}"))
+    other.close()
     accepted = [r for r in results if not isinstance(r, Exception)]
     refused = [r for r in results if isinstance(r, Exception)]
     assert len(accepted) == 10
@@ -55,9 +59,14 @@ def test_fifty_submissions_against_ten_credits_accept_exactly_ten(app: MediaTask
     assert all(isinstance(app.repository.get(t), MediaTask) for t in created)
 
 
-def test_same_idempotency_key_twenty_times_concurrently_is_one_task_one_charge(app: MediaTasks) -> None:
+def test_same_idempotency_key_twenty_times_concurrently_is_one_task_one_charge(
+    app: MediaTasks, store_env: dict[str, str]
+) -> None:
+    other = MediaTasks(env=store_env)
     app.create_user("eve", 10)
-    results = run_concurrently(20, lambda i: app.submit("eve", URL, "video", idempotency_key="same-key"))
+    apps = [app, other]
+    results = run_concurrently(20, lambda i: apps[i % 2].submit("eve", URL, "video", idempotency_key="same-key"))
+    other.close()
     assert not [r for r in results if isinstance(r, Exception)]
     assert len({r.task_id for r in results}) == 1
     assert sum(r.created for r in results) == 1

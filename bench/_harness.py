@@ -1,0 +1,111 @@
+"""Shared pieces of the benchmarks: a PostgreSQL to run on, the service as a process, wrk."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.support.postgres import database_url, fresh_database, server_kinds  # noqa: E402
+from tests.support.service_process import ServiceProcess  # noqa: E402
+
+ADMIN = "bench-admin-token"
+
+
+def ensure_wrk() -> str:
+    """wrk from Debian's packages (installed on first use)."""
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True, stdout=subprocess.DEVNULL)
+        wrk = shutil.which("wrk")
+    assert wrk, "wrk is needed: apt-get install wrk"
+    return wrk
+
+
+@contextmanager
+def database() -> Iterator[dict[str, str]]:
+    with fresh_database(server_kinds()[0]) as pg:
+        yield pg
+
+
+@contextmanager
+def service(pg: dict[str, str], *args: str, **settings: str) -> Iterator[ServiceProcess]:
+    log_dir = Path(tempfile.mkdtemp(prefix="mt-bench-"))
+    env = {"MEDIATASKS_DATABASE_URL": database_url(pg), "MEDIATASKS_ADMIN_TOKEN": ADMIN,
+           "MEDIATASKS_DATA_DIR": str(log_dir / "data"),
+           **{f"MEDIATASKS_{k.upper()}": v for k, v in settings.items()}}
+    process = ServiceProcess(*args, env=env, cwd=log_dir, log_path=log_dir / "service.log")
+    try:
+        process.wait_ready()
+        yield process
+    finally:
+        process.stop()
+
+
+def new_user(url: str, credits: int = 1_000_000_000) -> str:
+    user_id = "bench" + os.urandom(4).hex()
+    r = httpx.post(url + "/v1/admin/users", json={"user_id": user_id, "credits": credits},
+                   headers={"Authorization": f"Bearer {ADMIN}"}, timeout=30)
+    r.raise_for_status()
+    return r.json()["api_key"]
+
+
+@dataclass
+class WrkResult:
+    requests_per_second: float
+    p50_ms: float
+    p99_ms: float
+    non_2xx: int
+    errors: int
+
+    def row(self) -> str:
+        return f"{self.requests_per_second:10.0f} req/s  p50 {self.p50_ms:7.2f} ms  p99 {self.p99_ms:7.2f} ms" + (
+            f"  non-2xx {self.non_2xx}" if self.non_2xx else "") + (f"  errors {self.errors}" if self.errors else "")
+
+
+def wrk(url: str, *, connections: int, seconds: int, threads: int = 2, method: str = "GET",
+        body: dict | None = None, headers: dict[str, str] | None = None,
+        api_keys: list[str] | None = None) -> WrkResult:
+    """Run wrk; with api_keys, each request is sent as a user picked at random."""
+    script = Path(tempfile.mkstemp(suffix=".lua")[1])
+    lines = [f'wrk.method = "{method}"']
+    if body is not None:
+        lines.append(f"wrk.body = [[{json.dumps(body)}]]")
+        lines.append('wrk.headers["Content-Type"] = "application/json"')
+    for k, v in (headers or {}).items():
+        lines.append(f'wrk.headers["{k}"] = "{v}"')
+    if api_keys:
+        lines.append("keys = {" + ", ".join(f'"{k}"' for k in api_keys) + "}")
+        lines.append(textwrap.dedent("""
+            request = function()
+              wrk.headers["Authorization"] = "Bearer " .. keys[math.random(#keys)]
+              return wrk.format()
+            end
+        """))
+    script.write_text("\n".join(lines) + "\n" + textwrap.dedent("""
+        done = function(summary, latency, requests)
+          io.write(string.format("RESULT %f %f %f %d %d\\n", summary.requests / (summary.duration / 1e6),
+            latency:percentile(50) / 1000, latency:percentile(99) / 1000, summary.errors.status,
+            summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))
+        end
+    """))
+    out = subprocess.run([ensure_wrk(), "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s",
+                          "-s", str(script), url], capture_output=True, text=True, check=True).stdout
+    match = re.search(r"RESULT (\S+) (\S+) (\S+) (\d+) (\d+)", out)
+    assert match, out
+    rps, p50, p99, non2xx, errors = match.groups()
+    return WrkResult(float(rps), float(p50), float(p99), int(non2xx), int(errors))
