@@ -47,6 +47,10 @@ def _serve(args: argparse.Namespace) -> int:
     settings = Settings()
     host = args.host or settings.host
     port = args.port or settings.port
+    # uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown: turn that into a clean exit
+    # so projections stop and the embedded PostgreSQL is stopped by the last process using it.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _exit_cleanly)
     if args.workers > 1:
         import subprocess
 
@@ -66,10 +70,6 @@ def _serve(args: argparse.Namespace) -> int:
         return 0
     from infrastructure.asgi import ServiceProcess
 
-    # uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown: turn that into a clean exit
-    # so projections stop and the embedded PostgreSQL is stopped by the last process using it.
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, _exit_cleanly)
     service = ServiceProcess(settings, run_projections=not args.no_projections)
     try:
         uvicorn.run(service.api, host=host, port=port, log_level="warning")
