@@ -24,7 +24,7 @@ def main() -> None:
     print(f"{'workers':>7}  {'route':<16} {'result':<60} ratio")
     with database() as pg:
         for workers in [int(w) for w in args.workers.split(",")]:
-            extra = ("--workers", str(workers)) if workers > 1 else ()
+            extra = ("--no-dispatch", *(("--workers", str(workers)) if workers > 1 else ()))
             with service(pg, *extra) as svc:
                 keys = [new_user(svc.url) for _ in range(args.users)]
                 ceiling = wrk(svc.url + "/healthz", connections=args.connections, seconds=args.seconds)

@@ -26,6 +26,7 @@ class Runtime:
     env: dict[str, str]
     app: Any
     views: Any
+    blobs: Any
     _closers: list[Any] = field(default_factory=list)
 
     def close(self) -> None:
@@ -50,6 +51,7 @@ def create_tables(env: dict[str, str], views_name: str = VIEWS_NAME) -> None:
     from eventsourcing.persistence import InfrastructureFactory
 
     from application.mediatasks import MediaTasks
+    from infrastructure.metadata_cache import PostgresMetadataCache
     from infrastructure.postgres_views import PostgresTaskViews
 
     create_env = {**env, "CREATE_TABLE": "yes"}
@@ -61,6 +63,7 @@ def create_tables(env: dict[str, str], views_name: str = VIEWS_NAME) -> None:
         try:
             MediaTasks(env=create_env).close()
             factory.process_recorder()
+            PostgresMetadataCache(factory.datastore).create_table()  # type: ignore[attr-defined]
             views = InfrastructureFactory.construct(env=_named_env(views_name, create_env))
             views.tracking_recorder(PostgresTaskViews)
             views.close()
@@ -80,6 +83,7 @@ def construct_views(env: dict[str, str], views_name: str = VIEWS_NAME) -> Any:
 def bootstrap(settings: Settings | None = None, *, env_overrides: dict[str, str] | None = None) -> Runtime:
     """Build the application and the read-model reader for this process."""
     from application.mediatasks import MediaTasks
+    from infrastructure.blobs import blob_store_from_url
 
     settings = settings or Settings()
     env = settings.event_store_env(resolve_postgres_env(settings))
@@ -87,9 +91,45 @@ def bootstrap(settings: Settings | None = None, *, env_overrides: dict[str, str]
     create_tables(env)
     app = MediaTasks(env=env)
     views = construct_views(env)
-    runtime = Runtime(settings=settings, env=env, app=app, views=views)
+    blobs = blob_store_from_url(settings.resolved_blob_url(), s3_endpoint_url=settings.s3_endpoint_url,
+                                s3_region=settings.s3_region)
+    runtime = Runtime(settings=settings, env=env, app=app, views=views, blobs=blobs)
     runtime._closers.extend([app.close, views.datastore.close])
     return runtime
+
+
+def build_pipeline(runtime: Runtime, worker_id: str) -> Any:
+    """The worker pipeline wired to the configured provider, fetcher, blob store and cache."""
+    from application.pipeline import PipelineLimits, TaskPipeline
+    from infrastructure.metadata_cache import PostgresMetadataCache
+    from infrastructure.providers import media_provider_from_settings
+    from infrastructure.safe_http import SafeFetcher, UrlPolicy
+    from infrastructure.subtitles import parse_track
+
+    s = runtime.settings
+    provider = media_provider_from_settings(
+        s.provider, url=s.provider_url, key=s.provider_key.get_secret_value() if s.provider_key else None,
+        host=s.provider_host, timeout=s.provider_timeout, ytdlp_allow_generic=s.ytdlp_allow_generic,
+    )
+    fetcher = SafeFetcher(UrlPolicy(allow_cidrs=tuple(s.url_allow_cidrs)), connect_timeout=s.download_connect_timeout,
+                          read_timeout=s.download_read_timeout, deadline_seconds=s.download_deadline_seconds)
+    runtime._closers.append(fetcher.close)
+    limits = PipelineLimits(max_video_bytes=s.max_video_bytes, max_subtitle_bytes=s.max_subtitle_bytes,
+                            metadata_ttl_seconds=s.metadata_ttl_seconds, heartbeat_seconds=s.lease_seconds / 3)
+    return TaskPipeline(runtime.app, provider=provider, fetcher=fetcher, blobs=runtime.blobs,
+                        cache=PostgresMetadataCache(runtime.app.recorder.datastore), parse_subtitles=parse_track,
+                        limits=limits, worker_id=worker_id)
+
+
+def start_inline_dispatcher(runtime: Runtime, worker_id: str) -> Any:
+    from infrastructure.dispatch import InlineDispatcher
+
+    s = runtime.settings
+    dispatcher = InlineDispatcher(runtime.app, runtime.views, build_pipeline(runtime, worker_id), workers=s.workers,
+                                  lease_seconds=s.lease_seconds, retry_base_seconds=s.retry_base_seconds)
+    dispatcher.start()
+    runtime._closers.append(dispatcher.stop)
+    return dispatcher
 
 
 class ProjectionRunners:

@@ -20,6 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--port", type=int, default=None)
     serve.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
     serve.add_argument("--no-projections", action="store_true", help="do not run projections in this process")
+    serve.add_argument("--no-dispatch", action="store_true", help="do not run attempts in this process")
 
     sub.add_parser("projections", help="run the read model and the refund issuer until stopped")
 
@@ -70,7 +71,7 @@ def _serve(args: argparse.Namespace) -> int:
         return 0
     from infrastructure.asgi import ServiceProcess
 
-    service = ServiceProcess(settings, run_projections=not args.no_projections)
+    service = ServiceProcess(settings, run_projections=not args.no_projections, run_dispatcher=not args.no_dispatch)
     try:
         uvicorn.run(service.api, host=host, port=port, log_level="warning")
     finally:

@@ -17,6 +17,7 @@ from psycopg.types.json import Jsonb
 from domain.credits import CreditAccount
 from projections.memory_views import decode_cursor, encode_cursor, plain_row
 from projections.task_views import (
+    OPEN_STATUSES,
     AccountView,
     LedgerEntry,
     TaskPage,
@@ -31,7 +32,6 @@ TASK_COLUMNS = (
     "refunded_credits",
 )
 JSON_COLUMNS = {"languages", "error", "result", "timings"}
-OPEN_STATUSES = ("queued", "downloading", "processing", "retrying")
 
 
 class PostgresTaskViews(TaskViews, PostgresTrackingRecorder):
@@ -227,11 +227,12 @@ class PostgresTaskViews(TaskViews, PostgresTrackingRecorder):
         )
         return [LedgerEntry(**r) for r in rows]
 
-    def stale_tasks(self, updated_before: datetime, limit: int = 100) -> list[TaskView]:
+    def stale_tasks(self, updated_before: datetime, limit: int = 100,
+                    statuses: tuple[str, ...] = OPEN_STATUSES) -> list[TaskView]:
         rows = self._select(
-            SQL("SELECT * FROM {} WHERE status IN ({}) AND updated_at < %s ORDER BY updated_at LIMIT %s").format(
-                self.tables["tasks"], SQL(", ").join(map(Literal, OPEN_STATUSES))),
-            (updated_before, limit),
+            SQL("SELECT * FROM {} WHERE status = ANY(%s) AND updated_at < %s ORDER BY updated_at LIMIT %s").format(
+                self.tables["tasks"]),
+            (list(statuses), updated_before, limit),
         )
         return [_task_view(r) for r in rows]
 

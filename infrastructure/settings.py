@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -28,8 +29,38 @@ class Settings(BaseSettings):
     catch_up_seconds: float = Field(default=1.0, gt=0, description="projections poll this often in case a NOTIFY is lost")
     sse_ping_seconds: float = Field(default=15, gt=0, description="keep-alive comment interval of live streams")
     max_body_bytes: int = Field(default=16 * 1024, gt=0, description="larger request bodies get 413")
+    dispatch: Literal["inline", "none"] = Field(default="inline", description="inline: this process runs attempts")
+    workers: int = Field(default=4, ge=1, le=64, description="attempts run at once by the inline dispatcher")
+    retry_base_seconds: float = Field(default=2.0, ge=0, description="first backoff after a transient failure")
+    provider: Literal["http", "ytdlp"] = "ytdlp"
+    provider_url: str | None = None
+    provider_key: SecretStr | None = None
+    provider_host: str | None = None
+    provider_timeout: float = Field(default=15, gt=0)
+    ytdlp_allow_generic: bool = Field(default=False, description="let yt-dlp read any HTML5 page (tests only)")
+    blob_url: str | None = Field(default=None, description="file://DIR or s3://BUCKET/PREFIX; default DATA_DIR/blobs")
+    s3_endpoint_url: str | None = None
+    s3_region: str = "us-east-1"
+    max_video_bytes: int = Field(default=2 * 1024**3, gt=0)
+    max_subtitle_bytes: int = Field(default=20 * 1024**2, gt=0)
+    metadata_ttl_seconds: float = Field(default=900, ge=0)
+    url_allow_cidrs: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="comma-separated ranges the SSRF guard lets through (tests)")
+    download_connect_timeout: float = Field(default=10, gt=0)
+    download_read_timeout: float = Field(default=30, gt=0)
+    download_deadline_seconds: float = Field(default=3600, gt=0)
     host: str = "127.0.0.1"
     port: int = 8000
+
+    @field_validator("url_allow_cidrs", mode="before")
+    @classmethod
+    def _split_cidrs(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    def resolved_blob_url(self) -> str:
+        return self.blob_url or (self.data_dir / "blobs").resolve().as_uri()
 
     def event_store_env(self, postgres: dict[str, str]) -> dict[str, str]:
         """The environment eventsourcing's applications and projections are built from."""

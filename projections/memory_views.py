@@ -13,8 +13,8 @@ from eventsourcing.persistence import Tracking
 from eventsourcing.popo import POPOTrackingRecorder
 
 from domain.credits import CreditAccount
-from domain.tasks import ACTIVE, QUEUED
 from projections.task_views import (
+    OPEN_STATUSES,
     AccountView,
     LedgerEntry,
     TaskPage,
@@ -118,10 +118,10 @@ class MemoryTaskViews(TaskViews, POPOTrackingRecorder):
             rows = [e for e in self.entries if e.account_id == account_id and (before is None or e.position < before)]
         return sorted(rows, key=lambda e: e.position, reverse=True)[:limit]
 
-    def stale_tasks(self, updated_before: datetime, limit: int = 100) -> list[TaskView]:
+    def stale_tasks(self, updated_before: datetime, limit: int = 100,
+                    statuses: tuple[str, ...] = OPEN_STATUSES) -> list[TaskView]:
         with self._database_lock:
-            rows = [t for t in self.tasks.values() if (t.status == QUEUED or t.status in ACTIVE or t.status == "retrying")
-                    and t.updated_at < updated_before]
+            rows = [t for t in self.tasks.values() if t.status in statuses and t.updated_at < updated_before]
         return sorted(rows, key=lambda t: t.updated_at)[:limit]
 
     def snapshot(self) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from domain.credits import CreditAccount
 from domain.tasks import EXTRACTED, FAILED, MediaTask
 
 TERMINAL_STATUSES = (EXTRACTED, FAILED)
+OPEN_STATUSES = ("queued", "downloading", "processing", "retrying")
 
 
 @dataclass(frozen=True)
@@ -135,8 +136,9 @@ class TaskViews(TrackingRecorder):
         """The account's entries, newest first, before a position."""
 
     @abstractmethod
-    def stale_tasks(self, updated_before: datetime, limit: int = 100) -> list[TaskView]:
-        """Queued or active tasks not updated since a moment (for the sweeper)."""
+    def stale_tasks(self, updated_before: datetime, limit: int = 100,
+                    statuses: tuple[str, ...] = OPEN_STATUSES) -> list[TaskView]:
+        """Tasks in these statuses not updated since a moment, oldest first (for the sweeper)."""
 
     @abstractmethod
     def snapshot(self) -> dict[str, Any]:

@@ -1,0 +1,276 @@
+"""The worker pipeline: one attempt of a task, every phase recorded as an event.
+
+Downloading (10) → metadata (20: cache, then provider) → video (30…60 while streaming, 70 stored)
+→ subtitles (80) → upload/finalize (90) → Extracted (100) or Failed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+from application.mediatasks import MediaTasks
+from application.ports.blob_store import BlobRef, BlobStore
+from application.ports.errors import MediaError, PermanentMediaError, TransientMediaError
+from application.ports.media_fetcher import MediaFetcher
+from application.ports.media_provider import MediaInfo, MediaProvider, SubtitleSource
+from application.ports.metadata_cache import MetadataCache
+from domain.errors import InvalidTransition, StaleAttempt
+from domain.platforms import normalize_media_url
+from domain.subtitles import SubtitleTrack
+from domain.tasks import RETRYING, STARTED, MediaTask
+
+logger = logging.getLogger(__name__)
+
+SubtitleParser = Callable[..., SubtitleTrack]
+VIDEO_TYPES = ("video/", "application/octet-stream", "binary/octet-stream", "application/mp4")
+MAX_SUBTITLE_TRACKS = 8
+
+
+@dataclass(frozen=True)
+class PipelineLimits:
+    max_video_bytes: int = 2 * 1024**3
+    max_subtitle_bytes: int = 20 * 1024**2
+    metadata_ttl_seconds: float = 900
+    heartbeat_seconds: float = 60
+
+
+@dataclass(frozen=True)
+class PipelineOutcome:
+    """What one delivery of a task came to (the queue's answer is derived from it)."""
+
+    outcome: str
+    attempt: int
+    error_code: str | None = None
+    retryable: bool = False
+    terminal: bool = False
+    retry_after: float | None = None
+    lease_remaining: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class AttemptReporter:
+    """Reports progress for one attempt: every stage, and heartbeats while a phase runs long."""
+
+    def __init__(self, app: MediaTasks, task_id: UUID, attempt: int, heartbeat_seconds: float) -> None:
+        self.app, self.task_id, self.attempt = app, task_id, attempt
+        self.heartbeat_seconds = heartbeat_seconds
+        self.progress = 10
+        self.last_report = time.monotonic()
+
+    def stage(self, stage: str, progress: int, details: dict[str, Any] | None = None) -> None:
+        self.progress = max(self.progress, progress)
+        self.app.report_progress(self.task_id, self.attempt, stage, self.progress, details)
+        self.last_report = time.monotonic()
+
+    def tick(self, stage: str, progress: int, details: dict[str, Any] | None = None) -> None:
+        """Report if progress moved by 5 or more, or a heartbeat is due (the lease runs from the last event)."""
+        if progress >= self.progress + 5 or time.monotonic() - self.last_report >= self.heartbeat_seconds:
+            self.stage(stage, progress, details)
+
+
+class TaskPipeline:
+    """Runs attempts of tasks against the ports; all state goes into MediaTasks' events."""
+
+    def __init__(
+        self,
+        app: MediaTasks,
+        *,
+        provider: MediaProvider,
+        fetcher: MediaFetcher,
+        blobs: BlobStore,
+        cache: MetadataCache,
+        parse_subtitles: SubtitleParser,
+        limits: PipelineLimits,
+        worker_id: str,
+    ) -> None:
+        self.app, self.provider, self.fetcher, self.blobs, self.cache = app, provider, fetcher, blobs, cache
+        self.parse_subtitles = parse_subtitles
+        self.limits = limits
+        self.worker_id = worker_id
+
+    def run(self, task_id: UUID, delivery: dict[str, Any] | None = None) -> PipelineOutcome:
+        decision = self.app.begin_attempt(task_id, self.worker_id, delivery)
+        if decision.outcome not in (STARTED, RETRYING):
+            return PipelineOutcome(decision.outcome, decision.attempt, lease_remaining=decision.lease_remaining)
+        task = self.app.get_task(task_id)
+        attempt = decision.attempt
+        reporter = AttemptReporter(self.app, task_id, attempt, self.limits.heartbeat_seconds)
+        timings: dict[str, float] = {}
+        stored: list[BlobRef] = []
+        started = time.perf_counter()
+        cache_key = normalize_media_url(task.url)
+        cache_hit = False
+        try:
+            info, cache_hit = self._metadata(task, cache_key, timings)
+            reporter.stage("metadata", 20, {"cache": "hit" if cache_hit else "miss", "title": info.title,
+                                            "timings": dict(timings), "media": _media_summary(info)})
+            result: dict[str, Any] = {"media": _media_summary(info)}
+            if task.output_type in ("video", "video_and_subtitles"):
+                video = self._video(task, info, attempt, reporter, timings)
+                stored.append(video)
+                result["video"] = video.to_dict()
+            if task.output_type in ("subtitles", "video_and_subtitles"):
+                tracks = self._subtitles(task, info, attempt, reporter, timings, stored)
+                result["subtitles"] = tracks
+            reporter.stage("upload", 90, {"timings": dict(timings)})
+            timings["total_ms"] = _ms(started)
+            result["timings"] = timings
+            self.app.complete(task_id, attempt, result)
+            logger.info("task extracted", extra={"task_id": str(task_id), "attempt": attempt, "timings": timings})
+            return PipelineOutcome("extracted", attempt, timings=timings)
+        except (StaleAttempt, InvalidTransition):
+            logger.warning("attempt lost its lease", extra={"task_id": str(task_id), "attempt": attempt})
+            self._discard(stored)
+            return PipelineOutcome("lease_lost", attempt)
+        except MediaError as e:
+            self._discard(stored)
+            if cache_hit:
+                self.cache.invalidate(cache_key)
+            return self._fail(task, attempt, e, timings, started)
+        except Exception as e:  # noqa: BLE001 - an unexpected fault must not lose the attempt
+            logger.exception("unexpected error in the pipeline", extra={"task_id": str(task_id), "attempt": attempt})
+            self._discard(stored)
+            return self._fail(task, attempt, TransientMediaError("internal_error", f"Unexpected error: {type(e).__name__}"),
+                              timings, started)
+
+    # Phases -----------------------------------------------------------------------
+
+    def _metadata(self, task: MediaTask, cache_key: str, timings: dict[str, float]) -> tuple[MediaInfo, bool]:
+        t = time.perf_counter()
+        cached = self.cache.get(cache_key)
+        timings["cache_lookup_ms"] = _ms(t)
+        if cached is not None:
+            return MediaInfo.from_dict(cached), True
+        t = time.perf_counter()
+        info = self.provider.fetch_metadata(task.url)
+        timings["provider_ms"] = _ms(t)
+        self.cache.put(cache_key, info.to_dict(), self.limits.metadata_ttl_seconds)
+        return info, False
+
+    def _video(self, task: MediaTask, info: MediaInfo, attempt: int, reporter: AttemptReporter,
+               timings: dict[str, float]) -> BlobRef:
+        if info.video is None:
+            raise PermanentMediaError("no_video", "This post has no video to download.")
+        if info.video.size and info.video.size > self.limits.max_video_bytes:
+            raise PermanentMediaError("too_large", f"The video is {info.video.size} bytes; the limit is "
+                                      f"{self.limits.max_video_bytes}.")
+        reporter.stage("video", 30)
+        t = time.perf_counter()
+        with self.fetcher.stream(info.video.url, max_bytes=self.limits.max_video_bytes,
+                                 headers=info.video.headers) as response:
+            content_type = (response.headers.get("content-type") or info.video.mime_type or "").split(";")[0].strip()
+            if not content_type.lower().startswith(VIDEO_TYPES):
+                raise PermanentMediaError("unsupported_content", f"Expected a video, got {content_type or 'no type'}.")
+            expected = info.video.size or _int(response.headers.get("content-length"))
+            key = f"videos/{task.id}/{attempt}{_extension(content_type)}"
+            ref = self.blobs.put_stream(
+                key, self._counted(response.iter_bytes(), expected, reporter, timings),
+                content_type=content_type, max_bytes=self.limits.max_video_bytes,
+            )
+        seconds = time.perf_counter() - t
+        timings["download_ms"] = round(seconds * 1000, 1)
+        timings["download_bytes"] = ref.size
+        timings["download_mb_per_s"] = round(ref.size / 1e6 / seconds, 1) if seconds > 0 else 0.0
+        reporter.stage("video", 70, {"timings": dict(timings), "bytes": ref.size})
+        return ref
+
+    def _counted(self, chunks: Iterator[bytes], expected: int | None, reporter: AttemptReporter,
+                 timings: dict[str, float]) -> Iterator[bytes]:
+        received = 0
+        for chunk in chunks:
+            received += len(chunk)
+            progress = 30 + int(30 * min(received / expected, 1)) if expected else reporter.progress
+            reporter.tick("video", progress, {"bytes": received})
+            yield chunk
+        timings["download_bytes"] = received
+
+    def _subtitles(self, task: MediaTask, info: MediaInfo, attempt: int, reporter: AttemptReporter,
+                   timings: dict[str, float], stored: list[BlobRef]) -> list[dict[str, Any]]:
+        sources = _choose_tracks(info, task.languages)
+        if not sources:
+            wanted = ", ".join(task.languages) if task.languages else "any language"
+            raise PermanentMediaError("no_subtitles", f"No subtitles in {wanted} for this video.")
+        reporter.stage("subtitles", max(reporter.progress, 75))
+        t = time.perf_counter()
+        tracks: list[dict[str, Any]] = []
+        for source in sources:
+            data = self.fetcher.get_bytes(source.url, max_bytes=self.limits.max_subtitle_bytes)
+            track = self.parse_subtitles(data, lang=source.lang, kind=source.kind, fmt=source.format)
+            if not track.cues:
+                continue
+            cues = [{"start": c.start, "end": c.end, "text": c.text} for c in track.cues]
+            payload = json.dumps(cues, ensure_ascii=False).encode()
+            ref = self.blobs.put_stream(f"subtitles/{task.id}/{attempt}/{source.lang}.json", [payload],
+                                        content_type="application/json")
+            stored.append(ref)
+            tracks.append({"lang": source.lang, "kind": source.kind, "source_format": source.format,
+                           "cues": len(cues), "blob": ref.to_dict()})
+            reporter.tick("subtitles", 80)
+        timings["subtitles_ms"] = _ms(t)
+        if not tracks:
+            raise PermanentMediaError("no_subtitles", "The subtitle tracks of this video are empty.")
+        reporter.stage("subtitles", 80, {"timings": dict(timings), "tracks": len(tracks)})
+        return tracks
+
+    # Failure ----------------------------------------------------------------------
+
+    def _fail(self, task: MediaTask, attempt: int, error: MediaError, timings: dict[str, float],
+              started: float) -> PipelineOutcome:
+        timings["total_ms"] = _ms(started)
+        details = dict(error.details)
+        retry_after = getattr(error, "retry_after", None)
+        if retry_after is not None:
+            details["retry_after"] = retry_after
+        context = {"timings": timings, **({"details": details} if details else {})}
+        try:
+            terminal = self.app.fail(task.id, attempt, error.code, error.message, error.retryable, context)
+        except (StaleAttempt, InvalidTransition):
+            return PipelineOutcome("lease_lost", attempt, error.code, error.retryable)
+        logger.info("attempt failed", extra={"task_id": str(task.id), "attempt": attempt, "error_code": error.code,
+                                             "terminal": terminal, "timings": timings})
+        return PipelineOutcome("failed" if terminal else "retry_scheduled", attempt, error.code, error.retryable,
+                               terminal, retry_after, timings=timings)
+
+    def _discard(self, stored: list[BlobRef]) -> None:
+        for ref in stored:
+            try:
+                self.blobs.delete(ref.key)
+            except Exception:  # noqa: BLE001 - cleanup is best effort
+                logger.warning("could not delete %s", ref.key)
+
+
+def _choose_tracks(info: MediaInfo, languages: list[str]) -> list[SubtitleSource]:
+    if languages:
+        chosen = [info.subtitles_for(lang)[0] for lang in languages if info.subtitles_for(lang)]
+    else:
+        manual = [t for t in info.subtitles if t.kind == "manual"]
+        chosen = manual or list(info.subtitles[:1])
+    unique: dict[str, SubtitleSource] = {}
+    for track in chosen:
+        unique.setdefault(track.lang, track)
+    return list(unique.values())[:MAX_SUBTITLE_TRACKS]
+
+
+def _media_summary(info: MediaInfo) -> dict[str, Any]:
+    """What the events keep of the metadata: never the (possibly signed) media URLs."""
+    return {"platform": info.platform, "media_id": info.media_id, "title": info.title, "duration": info.duration,
+            "uploader": info.uploader, "has_video": info.video is not None,
+            "subtitle_languages": sorted({t.lang for t in info.subtitles})}
+
+
+def _ms(since: float) -> float:
+    return round((time.perf_counter() - since) * 1000, 1)
+
+
+def _int(value: str | None) -> int | None:
+    return int(value) if value and value.isdigit() else None
+
+
+def _extension(content_type: str) -> str:
+    return {"video/mp4": ".mp4", "video/webm": ".webm", "video/quicktime": ".mov"}.get(content_type.lower(), "")

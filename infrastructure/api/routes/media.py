@@ -1,0 +1,119 @@
+"""A finished task's outputs: subtitles in four formats, the stored video with Range support."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Annotated, Literal
+from uuid import UUID
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import Response, StreamingResponse
+
+from infrastructure.api.deps import AppDep, CurrentUser, ViewsDep
+from infrastructure.api.errors import ApiError, responses
+from infrastructure.api.routes.tasks import visible_task
+from infrastructure.subtitles import render_subtitles
+from projections.task_views import TaskView
+
+router = APIRouter(prefix="/v1/tasks", tags=["media"])
+
+SUBTITLE_TYPES = {"vtt": "text/vtt; charset=utf-8", "srt": "application/x-subrip; charset=utf-8",
+                  "txt": "text/plain; charset=utf-8", "json": "application/json"}
+RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+def finished(view: TaskView) -> dict:
+    if view.status != "extracted" or not view.result:
+        raise ApiError(409, "task_not_ready", f"The task is {view.status}; its outputs exist once it is extracted.",
+                       {"status": view.status})
+    return view.result
+
+
+@router.get("/{task_id}/subtitles", response_class=Response,
+            responses={200: {"content": {t.split(";")[0]: {} for t in SUBTITLE_TYPES.values()},
+                             "description": "The subtitles in the requested format"},
+                       **responses(401, 404, 409, 422)})
+def get_subtitles(
+    request: Request, task_id: UUID, user_id: CurrentUser, app: AppDep, views: ViewsDep,
+    lang: Annotated[str | None, Query(max_length=16, description="default: the first track")] = None,
+    format: Annotated[Literal["vtt", "srt", "txt", "json"], Query()] = "vtt",  # noqa: A002
+) -> Response:
+    """The extracted subtitles as WebVTT, SRT, plain text or JSON cues."""
+    result = finished(visible_task(app, views, task_id, user_id))
+    tracks = result.get("subtitles") or []
+    if not tracks:
+        raise ApiError(404, "no_subtitles", "This task has no subtitles (it stored the video only).")
+    track = next((t for t in tracks if lang is None or t["lang"].lower() == lang.lower()), None)
+    if track is None:
+        raise ApiError(404, "subtitles_not_found", f"No subtitles in {lang!r}.",
+                       {"available": [t["lang"] for t in tracks]})
+    blobs = request.app.state.runtime.blobs
+    cues = json.loads(b"".join(blobs.open_range(track["blob"]["key"])))
+    body = json.dumps(cues, ensure_ascii=False) if format == "json" else render_subtitles(_cues(cues), format)
+    filename = f"{task_id}.{track['lang']}.{format}"
+    return Response(body, media_type=SUBTITLE_TYPES[format],
+                    headers={"Content-Disposition": f'inline; filename="{filename}"'})
+
+
+def _cues(rows: list[dict]) -> list:
+    from domain.subtitles import Cue
+
+    return [Cue(r["start"], r["end"], r["text"]) for r in rows]
+
+
+@router.get("/{task_id}/video", response_class=StreamingResponse,
+            responses={200: {"content": {"video/mp4": {}}, "description": "The whole video"},
+                       206: {"content": {"video/mp4": {}}, "description": "The requested byte range"},
+                       416: {"description": "The range is outside the video"},
+                       **responses(401, 404, 409, 422)})
+def get_video(
+    request: Request, task_id: UUID, user_id: CurrentUser, app: AppDep, views: ViewsDep,
+    range_header: Annotated[str | None, Header(alias="Range")] = None,
+) -> Response:
+    """The stored video, streamed; `Range: bytes=…` answers 206 with that part."""
+    result = finished(visible_task(app, views, task_id, user_id))
+    video = result.get("video")
+    if not video:
+        raise ApiError(404, "no_video", "This task stored subtitles only.")
+    blobs = request.app.state.runtime.blobs
+    size = blobs.size(video["key"])
+    if size is None:
+        raise ApiError(404, "video_missing", "The stored video is no longer available.")
+    headers = {"Accept-Ranges": "bytes", "ETag": f'"{video["sha256"]}"',
+               "Content-Disposition": f'inline; filename="{task_id}{_suffix(video["key"])}"'}
+    start, end, status = 0, size - 1, 200
+    if range_header:
+        parsed = _parse_range(range_header, size)
+        if parsed is None:
+            return Response(status_code=416, headers={"Content-Range": f"bytes */{size}"})
+        start, end = parsed
+        status = 206
+        headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+    headers["Content-Length"] = str(end - start + 1)
+    return StreamingResponse(blobs.open_range(video["key"], start, end), status_code=status,
+                             media_type=video.get("content_type") or "application/octet-stream", headers=headers)
+
+
+def _parse_range(value: str, size: int) -> tuple[int, int] | None:
+    match = RANGE.match(value.strip())
+    if not match or size == 0:
+        return None
+    first, last = match.groups()
+    if first == "" and last == "":
+        return None
+    if first == "":
+        length = int(last)
+        if length == 0:
+            return None
+        return max(0, size - length), size - 1
+    start = int(first)
+    end = min(int(last), size - 1) if last else size - 1
+    if start > end or start >= size:
+        return None
+    return start, end
+
+
+def _suffix(key: str) -> str:
+    name = key.rsplit("/", 1)[-1]
+    return name[name.index("."):] if "." in name else ""
