@@ -26,6 +26,7 @@ from application.ports.errors import PermanentMediaError, TransientMediaError
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], list[str]]
 REDIRECTS = (301, 302, 303, 307, 308)
+CHECKED = "mediatasks_checked_address"
 BLOCKED_NETWORKS = tuple(ipaddress.ip_network(n) for n in (
     "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
     "192.0.0.0/24", "192.0.2.0/24", "192.88.99.0/24", "192.168.0.0/16", "198.18.0.0/15", "198.51.100.0/24",
@@ -115,7 +116,10 @@ class PinnedTransport(httpx.HTTPTransport):
         self.connections_attempted = 0
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        host, port, addresses = self.policy.check_url(str(request.url))
+        extensions = dict(request.extensions)
+        checked = extensions.pop(CHECKED, None)
+        host, port, addresses = checked or self.policy.check_url(str(request.url))
+        request.extensions = extensions
         address = addresses[0]
         pinned = request.url.copy_with(host=address)
         request.url = pinned
@@ -158,7 +162,8 @@ class SafeFetcher:
         self.policy = policy
         self.deadline_seconds = deadline_seconds
         self.max_redirects = max_redirects
-        self.transport = PinnedTransport(policy, retries=0)
+        # No keep-alive: each hop is a fresh connection to the address just checked.
+        self.transport = PinnedTransport(policy, retries=0, limits=httpx.Limits(max_keepalive_connections=0))
         self.client = httpx.Client(
             transport=self.transport, follow_redirects=False, headers={"User-Agent": user_agent},
             timeout=httpx.Timeout(connect=connect_timeout, read=read_timeout, write=read_timeout, pool=connect_timeout),
@@ -179,11 +184,20 @@ class SafeFetcher:
         deadline = time.monotonic() + (deadline_seconds or self.deadline_seconds)
         current = url
         for _ in range(self.max_redirects + 1):
+            checked = self.policy.check_url(current)  # before httpx parses it: every spelling meets the policy
             try:
-                response = self.client.send(self.client.build_request("GET", current, headers=dict(headers or {})),
-                                            stream=True)
+                request = self.client.build_request("GET", current, headers=dict(headers or {}))
+            except httpx.InvalidURL as e:
+                raise PermanentMediaError("invalid_url", f"Not a valid URL: {e}") from e
+            request.extensions = {**request.extensions, CHECKED: checked}  # connect to what was checked
+            try:
+                response = self.client.send(request, stream=True)
             except httpx.TimeoutException as e:
                 raise TransientMediaError("timeout", "The media server did not answer in time.") from e
+            except httpx.RemoteProtocolError as e:
+                if "location header" in str(e).lower():  # e.g. an octal or otherwise obfuscated address
+                    raise PermanentMediaError("url_not_allowed", "Redirected to an address that is not allowed.") from e
+                raise TransientMediaError("connection_failed", "The media server broke the protocol.") from e
             except httpx.TransportError as e:
                 raise TransientMediaError("connection_failed", f"Could not connect: {type(e).__name__}.") from e
             try:
