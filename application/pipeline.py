@@ -67,6 +67,9 @@ class AttemptReporter:
         self.progress = max(self.progress, progress)
         self.app.report_progress(self.task_id, self.attempt, stage, self.progress, details)
         self.last_report = time.monotonic()
+        logger.info("task progress", extra={"task_id": str(self.task_id), "attempt": self.attempt, "phase": stage,
+                                            "progress": self.progress, **({"timings": details["timings"]}
+                                                                          if details and "timings" in details else {})})
 
     def tick(self, stage: str, progress: int, details: dict[str, Any] | None = None) -> None:
         """Report if progress moved by 5 or more, or a heartbeat is due (the lease runs from the last event)."""

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import signal
 import sys
 import threading
 from typing import Any
+
+from infrastructure.logs import configure_logging
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     create.add_argument("--credits", type=int, default=0)
 
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(stream=sys.stdout if args.command in ("serve", "projections") else sys.stderr)
     if args.command == "serve":
         return _serve(args)
     if args.command == "projections":

@@ -43,6 +43,7 @@ class InlineDispatcher:
         self.missed_dispatch = timedelta(seconds=missed_dispatch_seconds)
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="attempt")
         self._pending: set[UUID] = set()
+        self._again: set[UUID] = set()
         self._lock = threading.Lock()
         self._timers: list[tuple[float, str, UUID]] = []
         self._wakeup = threading.Condition()
@@ -76,9 +77,12 @@ class InlineDispatcher:
     # Dispatching ----------------------------------------------------------------
 
     def dispatch(self, task_id: UUID) -> bool:
-        """Queue one run of the task unless one is queued or running here already."""
+        """Queue one run of the task; if one is queued or running here, run it once more after that."""
         with self._lock:
-            if task_id in self._pending or self._stopped.is_set():
+            if self._stopped.is_set():
+                return False
+            if task_id in self._pending:
+                self._again.add(task_id)
                 return False
             self._pending.add(task_id)
         self.pool.submit(self._run, task_id)
@@ -99,6 +103,10 @@ class InlineDispatcher:
         finally:
             with self._lock:
                 self._pending.discard(task_id)
+                again = task_id in self._again
+                self._again.discard(task_id)
+            if again:
+                self.dispatch(task_id)
 
     def _follow(self) -> None:
         try:

@@ -56,7 +56,8 @@ def start_service(pg: dict[str, str], log_dir: Path, *args: str, **settings: str
 @pytest.fixture(scope="module")
 def service(pg_database_one: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningService]:
     log_dir = tmp_path_factory.mktemp("service")
-    process, schema = start_service(pg_database_one, log_dir, sse_ping_seconds="1")
+    # No dispatcher: these tests play the worker themselves (and nothing may reach a real platform).
+    process, schema = start_service(pg_database_one, log_dir, sse_ping_seconds="1", dispatch="none")
     try:
         yield RunningService(process.url, process, schema)
     finally:
