@@ -168,3 +168,27 @@ def test_metadata_cache_hit_on_second_task(worker_service: RunningService, platf
     history = second.client.get(f"/v1/tasks/{second.task['task_id']}/history").json()["events"]
     metadata = next(e for e in history if e["type"] == "Processing" and e["data"]["stage"] == "metadata")
     assert metadata["data"]["details"]["cache"] == "hit"
+
+
+def test_slow_download_reports_progress_and_keeps_its_lease(worker_service: RunningService,
+                                                           platform: FakePlatform) -> None:
+    """A download longer than the lease (6 s) completes in one attempt: progress events are heartbeats."""
+    import json
+
+    from tests.support.sse import read_sse
+
+    size = 16384 * 160  # 160 pieces, 0.05 s apart: ~8 s
+    _, key = worker_service.new_user(10)
+    with worker_service.client(key) as c:
+        task_id = c.post("/v1/tasks", json={"url": platform.media_url("slow", size=size), "output_type": "video"}
+                         ).json()["task_id"]
+        with c.stream("GET", f"/v1/tasks/{task_id}/events", headers={"Last-Event-ID": "0"}, timeout=60) as r:
+            updates = [json.loads(m.data) for m in read_sse(r) if m.event == "status"]
+        task = c.get(f"/v1/tasks/{task_id}").json()
+    assert task["status"] == "extracted" and task["attempts"] == 1, task
+    assert task["timings"]["download_ms"] > 6000
+    progress = [u["progress"] for u in updates]
+    assert progress == sorted(progress)
+    video_steps = {p for p in progress if 30 < p < 70}
+    assert len(video_steps) >= 4, progress
+    assert progress[-1] == 100

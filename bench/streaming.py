@@ -1,0 +1,92 @@
+"""A video streamed through the whole pipeline into the blob store, next to `curl -o` of the same bytes.
+
+Run: .venv/bin/python bench/streaming.py [--sizes 104857600,1073741824] [--store file|s3|both]
+
+For each size, a fresh `mediatasks serve` (fresh process, so its peak RSS is this task's) runs one
+`video` task against the local fake platform; the figures are the pipeline's own download timing, the
+wall time to `extracted`, curl's time for the same URL from the same server, and the service's peak RSS
+(VmHWM). Memory must not grow with the video's size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+import httpx
+from _harness import database, new_user, service
+
+from tests.support.fake_platform import FakePlatform
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def curl_seconds(url: str, out: Path) -> float:
+    started = time.perf_counter()
+    subprocess.run(["curl", "-sS", "-o", str(out), url], check=True)
+    elapsed = time.perf_counter() - started
+    out.unlink()
+    return elapsed
+
+
+def run_once(pg: dict, platform: FakePlatform, size: int, store: str, s3: dict | None) -> dict:
+    settings = dict(provider="http", provider_url=platform.provider_url, provider_key="fake-key",
+                    provider_host="fake-platform.test", url_allow_cidrs="127.0.0.1/32",
+                    max_video_bytes=str(4 * 1024**3), workers="1")
+    if store == "s3":
+        settings.update(blob_url=f"s3://{s3['bucket']}/bench", s3_endpoint_url=s3["endpoint"])
+    with service(pg, **settings) as svc:
+        key = new_user(svc.url, 10)
+        client = httpx.Client(base_url=svc.url, headers={"Authorization": f"Bearer {key}"}, timeout=60)
+        url = platform.media_url("ok", size=size)
+        started = time.perf_counter()
+        task_id = client.post("/v1/tasks", json={"url": url, "output_type": "video"}).json()["task_id"]
+        while (task := client.get(f"/v1/tasks/{task_id}").json())["status"] not in ("extracted", "failed"):
+            time.sleep(0.05)
+        wall = time.perf_counter() - started
+        assert task["status"] == "extracted", task
+        rss = peak_rss_mib(svc.proc.pid)
+    return {"wall": wall, "download_ms": task["timings"]["download_ms"], "rss": rss,
+            "mbps": task["timings"]["download_mb_per_s"], "media_id": task["result"]["media"]["media_id"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", default=f"{100 * 1024**2},{1024**3}")
+    parser.add_argument("--store", default="file", choices=["file", "s3", "both"])
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    stores = ["file", "s3"] if args.store == "both" else [args.store]
+    print(f"{'store':<5} {'size':>9} {'pipeline MB/s':>13} {'curl MB/s':>10} {'ratio':>6} {'wall s':>7} {'peak RSS MiB':>13}")
+    with ExitStack() as stack, database() as pg:
+        platform = stack.enter_context(FakePlatform())
+        s3 = None
+        if "s3" in stores:
+            from tests.support.moto_server import moto_s3
+
+            s3 = stack.enter_context(moto_s3())
+        scratch = Path(tempfile.mkdtemp(prefix="mt-curl-"))
+        for store in stores:
+            for size in sizes:
+                result = run_once(pg, platform, size, store, s3)
+                curl_url = platform.url + f"/media/{result['media_id']}.mp4?mode=ok&size={size}"
+                curl_s = curl_seconds(curl_url, scratch / "video.mp4")
+                curl_mbps = size / 1e6 / curl_s
+                print(f"{store:<5} {size / 1024**2:>6.0f}MiB {result['mbps']:>13.1f} {curl_mbps:>10.1f} "
+                      f"{result['mbps'] / curl_mbps:>6.2f} {result['wall']:>7.2f} {result['rss']:>13.1f}", flush=True)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, os.path.dirname(__file__))
+    main()
