@@ -77,9 +77,10 @@ def get_video(
     if not video:
         raise ApiError(404, "no_video", "This task stored subtitles only.")
     blobs = request.app.state.runtime.blobs
-    size = blobs.size(video["key"])
-    if size is None:
+    stored = blobs.stat(video["key"])
+    if stored is None:
         raise ApiError(404, "video_missing", "The stored video is no longer available.")
+    size = stored.size
     headers = {"Accept-Ranges": "bytes", "ETag": f'"{video["sha256"]}"',
                "Content-Disposition": f'inline; filename="{task_id}{_suffix(video["key"])}"'}
     start, end, status = 0, size - 1, 200
