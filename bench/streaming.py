@@ -72,11 +72,15 @@ def main() -> None:
     with ExitStack() as stack, database() as pg:
         platform = stack.enter_context(FakePlatform())
         s3 = None
-        if "s3" in stores:
-            from tests.support.moto_server import moto_s3
-
-            s3 = stack.enter_context(moto_s3())
         scratch = Path(tempfile.mkdtemp(prefix="mt-curl-"))
+        if "s3" in stores:
+            import boto3
+
+            from tests.support.moto_server import moto_server
+
+            endpoint = stack.enter_context(moto_server(scratch))
+            boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket="bench")
+            s3 = {"endpoint": endpoint, "bucket": "bench"}
         for store in stores:
             for size in sizes:
                 result = run_once(pg, platform, size, store, s3)

@@ -16,6 +16,8 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
@@ -62,34 +64,43 @@ def _no_proxy_with_loopback() -> str:
     return ",".join(filter(None, [current, LOOPBACK, "localhost"]))
 
 
+@contextmanager
+def moto_server(log_dir: Path) -> Iterator[str]:
+    """Run moto's S3 server on 127.0.0.1 with boto3's environment pointed away from real AWS; yield its URL."""
+    saved = {name: os.environ.get(name) for name in (*CLEARED_AWS_ENV, *DUMMY_AWS_ENV, "NO_PROXY", "no_proxy")}
+    for name in CLEARED_AWS_ENV:
+        os.environ.pop(name, None)
+    os.environ.update(DUMMY_AWS_ENV)
+    os.environ["NO_PROXY"] = os.environ["no_proxy"] = _no_proxy_with_loopback()
+    port = free_loopback_port()
+    url = f"http://{LOOPBACK}:{port}"
+    log_path = str(log_dir / "moto-server.log")
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", LOOPBACK, "-p", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=dict(os.environ),
+        )
+    try:
+        _wait_until_answering(url, process, log_path)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 @pytest.fixture(scope="session")
 def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The URL of a moto S3 server on 127.0.0.1, with boto3's environment pointed away from real AWS."""
-    with pytest.MonkeyPatch.context() as env:
-        for name in CLEARED_AWS_ENV:
-            env.delenv(name, raising=False)
-        for name, value in DUMMY_AWS_ENV.items():
-            env.setenv(name, value)
-        env.setenv("NO_PROXY", _no_proxy_with_loopback())
-        env.setenv("no_proxy", os.environ["NO_PROXY"])
-
-        port = free_loopback_port()
-        url = f"http://{LOOPBACK}:{port}"
-        log_path = str(tmp_path_factory.mktemp("moto") / "server.log")
-        with open(log_path, "wb") as log:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "moto.server", "-H", LOOPBACK, "-p", str(port)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=dict(os.environ),
-            )
-        try:
-            _wait_until_answering(url, process, log_path)
-            yield url
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+    """The URL of a moto S3 server on 127.0.0.1 (see moto_server)."""
+    with moto_server(tmp_path_factory.mktemp("moto")) as url:
+        yield url
