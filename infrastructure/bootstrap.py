@@ -53,6 +53,7 @@ def create_tables(env: dict[str, str], views_name: str = VIEWS_NAME) -> None:
     from application.mediatasks import MediaTasks
     from infrastructure.metadata_cache import PostgresMetadataCache
     from infrastructure.postgres_views import PostgresTaskViews
+    from infrastructure.read_model import ensure_pointer
 
     create_env = {**env, "CREATE_TABLE": "yes"}
     factory = InfrastructureFactory.construct(env=_named_env("MediaTasks", create_env))
@@ -63,6 +64,7 @@ def create_tables(env: dict[str, str], views_name: str = VIEWS_NAME) -> None:
         try:
             MediaTasks(env=create_env).close()
             factory.process_recorder()
+            ensure_pointer(factory.datastore)  # type: ignore[attr-defined]
             PostgresMetadataCache(factory.datastore).create_table()  # type: ignore[attr-defined]
             views = InfrastructureFactory.construct(env=_named_env(views_name, create_env))
             views.tracking_recorder(PostgresTaskViews)
@@ -89,12 +91,14 @@ def bootstrap(settings: Settings | None = None, *, env_overrides: dict[str, str]
     env = settings.event_store_env(resolve_postgres_env(settings))
     env.update(env_overrides or {})
     create_tables(env)
+    from infrastructure.read_model import ViewsSwitch
+
     app = MediaTasks(env=env)
-    views = construct_views(env)
+    views = ViewsSwitch(app.recorder.datastore, lambda name: construct_views(env, name))
     blobs = blob_store_from_url(settings.resolved_blob_url(), s3_endpoint_url=settings.s3_endpoint_url,
                                 s3_region=settings.s3_region)
     runtime = Runtime(settings=settings, env=env, app=app, views=views, blobs=blobs)
-    runtime._closers.extend([app.close, views.datastore.close])
+    runtime._closers.extend([app.close, views.close])
     return runtime
 
 
@@ -133,34 +137,71 @@ def start_inline_dispatcher(runtime: Runtime, worker_id: str) -> Any:
 
 
 class ProjectionRunners:
-    """Runs the read model and the refund issuer in this process until stopped."""
+    """Runs the read model and the refund issuer in this process until stopped.
 
-    def __init__(self, env: dict[str, str], views_name: str = VIEWS_NAME) -> None:
-        from eventsourcing.projection import EventSourcedProjectionRunner, ProjectionRunner
+    With no views name given, the live read model's name is read from the pointer table and
+    followed: after `mediatasks audit rebuild` switches it, the views runner restarts on the new one.
+    """
+
+    def __init__(self, env: dict[str, str], views_name: str | None = None, *, refunds: bool = True) -> None:
+        from eventsourcing.persistence import InfrastructureFactory
+        from eventsourcing.projection import EventSourcedProjectionRunner
+
+        from application.mediatasks import MediaTasks
+        from infrastructure.read_model import active_views_name
+        from projections.refund_issuer import RefundIssuer
+
+        # Each runner holds a few pools of its own; projections work one event at a time.
+        self.env = env = {**env, "POSTGRES_POOL_SIZE": "2", "POSTGRES_MAX_OVERFLOW": "4"}
+        self._stopped = threading.Event()
+        self._lock = threading.Lock()
+        self._factory = InfrastructureFactory.construct(
+            env=_named_env("MediaTasks", {**env, "POSTGRES_POOL_SIZE": "1", "POSTGRES_MAX_OVERFLOW": "1"}))
+        self.views_name = views_name or active_views_name(self._factory.datastore)  # type: ignore[attr-defined]
+        self.views_runner = self._start_views(self.views_name)
+        self.refunds_runner = None
+        if refunds:
+            self.refunds_runner = EventSourcedProjectionRunner(
+                application_class=MediaTasks, projection_class=RefundIssuer, env=env)
+            self.refunds_runner.__enter__()
+        self._watcher = None
+        if views_name is None:
+            self._watcher = threading.Thread(target=self._follow_pointer, name="read-model-pointer", daemon=True)
+            self._watcher.start()
+
+    def _start_views(self, views_name: str) -> Any:
+        from eventsourcing.projection import ProjectionRunner
 
         from application.mediatasks import MediaTasks
         from infrastructure.postgres_views import PostgresTaskViews
-        from projections.refund_issuer import RefundIssuer
         from projections.task_views import TaskViewsProjection
 
         projection_class = TaskViewsProjection
         if views_name != TaskViewsProjection.name:
             projection_class = type(f"TaskViewsProjection_{views_name}", (TaskViewsProjection,), {"name": views_name})
-        self.views_runner = ProjectionRunner(
-            application_class=MediaTasks,
-            projection_class=projection_class,
-            view_class=PostgresTaskViews,
-            env=env,
-        )
-        self.refunds_runner = EventSourcedProjectionRunner(
-            application_class=MediaTasks,
-            projection_class=RefundIssuer,
-            env=env,
-        )
-        self._runners = [self.views_runner, self.refunds_runner]
-        for runner in self._runners:
-            runner.__enter__()
-        self._stopped = threading.Event()
+        runner = ProjectionRunner(application_class=MediaTasks, projection_class=projection_class,
+                                  view_class=PostgresTaskViews, env=self.env)
+        runner.__enter__()
+        return runner
+
+    def _follow_pointer(self) -> None:
+        from infrastructure.read_model import POINTER_CHECK_SECONDS, active_views_name
+
+        while not self._stopped.wait(POINTER_CHECK_SECONDS):
+            try:
+                name = active_views_name(self._factory.datastore)  # type: ignore[attr-defined]
+                if name != self.views_name:
+                    logger.info("read model switched", extra={"views": name, "previous": self.views_name})
+                    with self._lock:
+                        old, self.views_runner = self.views_runner, self._start_views(name)
+                        self.views_name = name
+                    old.__exit__(None, None, None)
+            except Exception:  # noqa: BLE001 - try again at the next check
+                logger.exception("could not follow the read-model pointer")
+
+    @property
+    def runners(self) -> list[Any]:
+        return [r for r in (self.views_runner, self.refunds_runner) if r is not None]
 
     @property
     def views(self) -> Any:
@@ -171,20 +212,23 @@ class ProjectionRunners:
 
     def check(self) -> None:
         """Raise the error a runner thread died of, if any."""
-        for runner in self._runners:
+        for runner in self.runners:
             runner.run_forever(timeout=0)
 
     def run_forever(self) -> None:
         while not self._stopped.is_set():
-            for runner in self._runners:
+            for runner in self.runners:
                 runner.run_forever(timeout=0.5)
-                if runner.is_interrupted.is_set():
+                if runner.is_interrupted.is_set() and runner is not self.views_runner and not self._stopped.is_set():
                     return
 
     def stop(self) -> None:
         self._stopped.set()
-        for runner in self._runners:
+        if self._watcher is not None:
+            self._watcher.join(timeout=5)
+        for runner in self.runners:
             runner.__exit__(None, None, None)
+        self._factory.close()
 
 
 def _named_env(name: str, env: dict[str, str]) -> Any:

@@ -30,6 +30,17 @@ def main(argv: list[str] | None = None) -> int:
     create.add_argument("user_id")
     create.add_argument("--credits", type=int, default=0)
 
+    audit = sub.add_parser("audit", help="answer questions from the event history alone").add_subparsers(
+        dest="audit_command", required=True)
+    history = audit.add_parser("history", help="every event of a task, in order")
+    history.add_argument("task_id")
+    history.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+    as_of = audit.add_parser("as-of", help="a task's state at a past moment")
+    as_of.add_argument("task_id")
+    as_of.add_argument("timestamp", help="ISO 8601, e.g. 2026-11-28T12:00:00Z")
+    audit.add_parser("verify", help="replay every event and check the invariants and the read model")
+    audit.add_parser("rebuild", help="rebuild the read model under a new name and switch to it")
+
     args = parser.parse_args(argv)
     configure_logging(stream=sys.stdout if args.command in ("serve", "projections") else sys.stderr)
     if args.command == "serve":
@@ -38,6 +49,10 @@ def main(argv: list[str] | None = None) -> int:
         return _projections()
     if args.command == "users":
         return _users_create(args)
+    if args.command == "audit":
+        from infrastructure.audit_cli import run_audit
+
+        return run_audit(args)
     return 2
 
 

@@ -16,3 +16,14 @@ def notification_ids(recorder: Any, originator_id: UUID) -> dict[int, int]:
     with recorder.datastore.get_connection() as conn, conn.cursor() as curs:
         curs.execute(statement, (originator_id,))
         return {row["originator_version"]: row["notification_id"] for row in curs.fetchall()}
+
+
+def tracking_position(recorder: Any, tracking_table: str, application_name: str) -> int | None:
+    """How far a projection with that tracking table has processed the application's log."""
+    statement = SQL("SELECT notification_id FROM {}.{} WHERE application_name = %s").format(
+        Identifier(recorder.datastore.schema), Identifier(tracking_table)
+    )
+    with recorder.datastore.get_connection() as conn, conn.cursor() as curs:
+        curs.execute(statement, (application_name,))
+        row = curs.fetchone()
+    return row["notification_id"] if row else None

@@ -121,3 +121,19 @@ class StatusEvent(BaseModel):
     attempt: int
     stage: str
     error: TaskError | None = None
+
+
+class AuditViolation(BaseModel):
+    code: str
+    message: str
+    positions: list[int]
+
+
+class AuditResult(BaseModel):
+    ok: bool
+    summary: str
+    events: int
+    tasks: int
+    accounts: int
+    pending_refunds: int
+    violations: list[AuditViolation]

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse
 
 from infrastructure.api.deps import AdminOnly, AppDep
 from infrastructure.api.errors import responses
-from infrastructure.api.schemas import Balance, CreatedUser, CreateUser, GrantCredits
+from infrastructure.api.schemas import AuditResult, AuditViolation, Balance, CreatedUser, CreateUser, GrantCredits
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[AdminOnly])
 
@@ -25,3 +25,18 @@ def grant_credits(body: GrantCredits, app: AppDep, user_id: str = Path(max_lengt
     """Grant credits to a user."""
     balance, _ = app.grant_credits(user_id, body.amount, body.reason or "grant")
     return Balance(user_id=user_id, balance=balance)
+
+
+@router.get("/audit/verify", response_model=AuditResult, responses=responses(401))
+def audit_verify(request: Request) -> AuditResult:
+    """Replay every event and check the credit and lifecycle invariants and the read model."""
+    from infrastructure.audit import verify
+
+    runtime = request.app.state.runtime
+    report = verify(runtime.app, runtime.views)
+    return AuditResult(
+        ok=report.ok, summary=report.summary(), events=report.events, tasks=report.tasks, accounts=report.accounts,
+        pending_refunds=report.pending_refunds,
+        violations=[AuditViolation(code=v.code, message=v.message, positions=list(v.positions))
+                    for v in report.violations],
+    )

@@ -1,0 +1,225 @@
+"""Audits by replay: every event in order, checked against the credit and lifecycle invariants."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+from domain.credits import CreditAccount
+from domain.tasks import MediaTask
+
+PAGE = 5000
+
+
+@dataclass(frozen=True)
+class Violation:
+    code: str
+    message: str
+    positions: tuple[int, ...] = ()
+
+
+@dataclass
+class AuditReport:
+    events: int = 0
+    tasks: int = 0
+    accounts: int = 0
+    violations: list[Violation] = field(default_factory=list)
+    pending_refunds: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+    def summary(self) -> str:
+        verdict = "OK" if self.ok else f"{len(self.violations)} violation(s)"
+        return (f"{verdict}: {self.events} events, {self.tasks} tasks, {self.accounts} accounts"
+                + (f", {self.pending_refunds} refund(s) not issued yet" if self.pending_refunds else ""))
+
+
+@dataclass
+class _Task:
+    user_id: str
+    started_at: int
+    status: str = "queued"
+    terminal_failure: bool = False
+    charge_attempt: int = 1
+    attempt: int = 0
+    progress: int = 0
+    cycles: dict[int, str] = field(default_factory=dict)  # charge attempt → "open" | "extracted" | "failed:<pos>"
+
+
+@dataclass
+class _Account:
+    user_id: str
+    balance: int = 0
+    charges: dict[str, tuple[int, int]] = field(default_factory=dict)  # key → (amount, position)
+    refunds: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
+
+
+class HistoryAuditor:
+    """Feed it every event in log order, then `finish()`; `refunds_tracked_to` is the refund issuer's position."""
+
+    def __init__(self, refunds_tracked_to: int | None = None) -> None:
+        self.refunds_tracked_to = refunds_tracked_to
+        self.report = AuditReport()
+        self.tasks: dict[UUID, _Task] = {}
+        self.accounts: dict[UUID, _Account] = {}
+
+    def violation(self, code: str, message: str, *positions: int) -> None:
+        self.report.violations.append(Violation(code, message, tuple(positions)))
+
+    def feed(self, position: int, event: Any) -> None:
+        self.report.events += 1
+        handler = _HANDLERS.get(type(event))
+        if handler is not None:
+            handler(self, position, event)
+
+    # Tasks ------------------------------------------------------------------------
+
+    def _started(self, pos: int, e: MediaTask.Started) -> None:
+        self.tasks[e.originator_id] = _Task(user_id=e.user_id, started_at=pos, cycles={1: "open"})
+
+    def _task(self, pos: int, e: Any) -> _Task | None:
+        task = self.tasks.get(e.originator_id)
+        if task is None:
+            self.violation("event_before_start", f"{type(e).__name__} of task {e.originator_id} without Started", pos)
+        elif task.status == "extracted" or (task.status == "failed" and task.terminal_failure
+                                            and not isinstance(e, MediaTask.Retried)):
+            self.violation("event_after_terminal",
+                           f"{type(e).__name__} after the terminal state of task {e.originator_id}", pos)
+        return task
+
+    def _downloading(self, pos: int, e: MediaTask.Downloading) -> None:
+        if (task := self._task(pos, e)) is not None:
+            task.status, task.attempt, task.progress = "downloading", e.attempt, e.progress
+
+    def _processing(self, pos: int, e: MediaTask.Processing) -> None:
+        if (task := self._task(pos, e)) is not None:
+            if e.attempt == task.attempt and e.progress < task.progress:
+                self.violation("progress_backwards", f"task {e.originator_id} attempt {e.attempt}: progress "
+                               f"{task.progress} → {e.progress}", pos)
+            task.status, task.progress = "processing", max(task.progress, e.progress)
+
+    def _extracted(self, pos: int, e: MediaTask.Extracted) -> None:
+        if (task := self._task(pos, e)) is not None:
+            task.status = "extracted"
+            task.cycles[task.charge_attempt] = "extracted"
+
+    def _failed(self, pos: int, e: MediaTask.Failed) -> None:
+        if (task := self._task(pos, e)) is not None:
+            task.status, task.terminal_failure = "failed", e.terminal
+            if e.terminal:
+                task.cycles[task.charge_attempt] = f"failed:{pos}"
+
+    def _retried(self, pos: int, e: MediaTask.Retried) -> None:
+        if (task := self._task(pos, e)) is not None:
+            if not (task.status == "failed" and task.terminal_failure):
+                self.violation("retry_not_after_failure", f"task {e.originator_id} retried while {task.status}", pos)
+            task.status, task.terminal_failure, task.progress = "queued", False, 0
+            task.charge_attempt = e.first_attempt
+            task.cycles[e.first_attempt] = "open"
+
+    # Accounts ---------------------------------------------------------------------
+
+    def _opened(self, pos: int, e: CreditAccount.Opened) -> None:
+        self.accounts[e.originator_id] = _Account(user_id=e.user_id)
+
+    def _account(self, pos: int, e: Any) -> _Account | None:
+        account = self.accounts.get(e.originator_id)
+        if account is None:
+            self.violation("event_before_open", f"{type(e).__name__} of account {e.originator_id} without Opened", pos)
+        return account
+
+    def _granted(self, pos: int, e: CreditAccount.Granted) -> None:
+        if (account := self._account(pos, e)) is not None:
+            account.balance += e.amount
+
+    def _charged(self, pos: int, e: CreditAccount.Charged) -> None:
+        if (account := self._account(pos, e)) is None:
+            return
+        key = f"{e.task_id}:{e.attempt}"
+        if key in account.charges:
+            self.violation("double_charge", f"{account.user_id} charged twice for task {e.task_id} attempt "
+                           f"{e.attempt}", account.charges[key][1], pos)
+        account.charges[key] = (e.amount, pos)
+        account.balance -= e.amount
+        if account.balance < 0:
+            self.violation("negative_balance", f"{account.user_id}'s balance went to {account.balance}", pos)
+
+    def _refunded(self, pos: int, e: CreditAccount.Refunded) -> None:
+        if (account := self._account(pos, e)) is None:
+            return
+        key = f"{e.task_id}:{e.attempt}"
+        if key not in account.charges:
+            self.violation("refund_without_charge", f"{account.user_id} refunded for task {e.task_id} attempt "
+                           f"{e.attempt}, which was never charged", pos)
+        account.refunds[key].append(pos)
+        account.balance += e.amount
+
+    # Conclusions ------------------------------------------------------------------
+
+    def finish(self) -> AuditReport:
+        self.report.tasks, self.report.accounts = len(self.tasks), len(self.accounts)
+        by_user = {a.user_id: a for a in self.accounts.values()}
+        for task_id, task in self.tasks.items():
+            account = by_user.get(task.user_id)
+            for first_attempt, outcome in task.cycles.items():
+                key = f"{task_id}:{first_attempt}"
+                charged = account is not None and key in account.charges
+                refunds = account.refunds.get(key, []) if account is not None else []
+                if not charged:
+                    self.violation("unpaid_task", f"task {task_id} (attempt {first_attempt} on) was never charged",
+                                   task.started_at)
+                if outcome == "extracted" and refunds:
+                    self.violation("refund_of_extracted", f"task {task_id} was extracted and refunded", *refunds)
+                if outcome.startswith("failed:"):
+                    failed_at = int(outcome.split(":")[1])
+                    if not refunds:
+                        if self.refunds_tracked_to is not None and self.refunds_tracked_to < failed_at:
+                            self.report.pending_refunds += 1
+                        else:
+                            self.violation("missing_refund", f"task {task_id} failed but was not refunded", failed_at)
+                if len(refunds) > 1:
+                    self.violation("double_refund", f"task {task_id} attempt {first_attempt} refunded "
+                                   f"{len(refunds)} times", *refunds)
+        tasks_by_key = {str(t) for t in self.tasks}
+        for account in self.accounts.values():
+            for key, (_, pos) in account.charges.items():
+                task_id = key.split(":")[0]
+                if task_id not in tasks_by_key:
+                    self.violation("charge_without_task", f"{account.user_id} charged for task {task_id}, which "
+                                   "does not exist", pos)
+                elif self.tasks[UUID(task_id)].user_id != account.user_id:
+                    self.violation("charge_for_other_user", f"{account.user_id} charged for another user's task "
+                                   f"{task_id}", pos)
+        return self.report
+
+
+_HANDLERS: dict[type, Callable[[HistoryAuditor, int, Any], None]] = {
+    MediaTask.Started: HistoryAuditor._started,
+    MediaTask.Downloading: HistoryAuditor._downloading,
+    MediaTask.Processing: HistoryAuditor._processing,
+    MediaTask.Extracted: HistoryAuditor._extracted,
+    MediaTask.Failed: HistoryAuditor._failed,
+    MediaTask.Retried: HistoryAuditor._retried,
+    CreditAccount.Opened: HistoryAuditor._opened,
+    CreditAccount.Granted: HistoryAuditor._granted,
+    CreditAccount.Charged: HistoryAuditor._charged,
+    CreditAccount.Refunded: HistoryAuditor._refunded,
+}
+
+
+def replay(app: Any, *, stop: int | None = None, page: int = PAGE) -> Iterator[tuple[int, Any]]:
+    """Every event of the application in log order, read in pages from the recorder."""
+    start = 0
+    while True:
+        notifications = app.recorder.select_notifications(start=start, limit=page, stop=stop,
+                                                          inclusive_of_start=False)
+        for notification in notifications:
+            yield notification.id, app.mapper.to_domain_event(notification)
+        if len(notifications) < page:
+            return
+        start = notifications[-1].id
