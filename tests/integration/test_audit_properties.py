@@ -1,0 +1,152 @@
+"""Random sequences of commands and duplicate deliveries; the invariants hold after every step."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invariant, rule
+
+from application.audit import HistoryAuditor, replay
+from application.mediatasks import MediaTasks
+from domain.errors import DomainError
+from domain.tasks import MediaTask
+from infrastructure.bootstrap import create_tables
+from infrastructure.settings import Settings
+from tests.support.postgres import drop_schema
+
+URL = "https://vimeo.com/12345"
+USERS = ("ann", "bob")
+OUTPUTS = ("subtitles", "video", "video_and_subtitles")
+
+
+class RefundsInline:
+    """The refund issuer's policy applied right after each step (the projection runner does this in a thread)."""
+
+    def __init__(self, app: MediaTasks) -> None:
+        self.app = app
+        self.done: set[int] = set()
+
+    def run(self) -> None:
+        for position, event in replay(self.app):
+            if position in self.done or not isinstance(event, MediaTask.Failed) or not event.terminal:
+                continue
+            self.done.add(position)
+            task = self.app.repository.get(event.originator_id, version=event.originator_version)
+            account = self.app.get_account(task.user_id)
+            if not account.is_refunded(task.id, task.charge_attempt):
+                account.refund(task.id, task.charge_attempt)
+                self.app.save(account)
+
+
+@pytest.fixture(scope="module")
+def machine_env(pg_database: dict[str, str]):
+    envs = []
+
+    def make() -> dict[str, str]:
+        env = Settings(postgres_schema=f"p_{len(envs)}_{id(envs) % 10000}", postgres_pool_size=2).event_store_env(
+            pg_database)
+        env.update(LEASE_SECONDS="0.001", MAX_ATTEMPTS="2")
+        create_tables(env)
+        envs.append(env)
+        return env
+
+    yield make
+    for env in envs:
+        drop_schema(pg_database, env["POSTGRES_SCHEMA"])
+
+
+class CreditsAndLifecycles(RuleBasedStateMachine):
+    tasks = Bundle("tasks")
+    make_env = None
+
+    @initialize()
+    def start(self) -> None:
+        self.app = MediaTasks(env=type(self).make_env())
+        self.refunds = RefundsInline(self.app)
+        for user in USERS:
+            self.app.create_user(user, 6)
+
+    def teardown(self) -> None:
+        self.app.close()
+
+    @rule(target=tasks, user=st.sampled_from(USERS), output=st.sampled_from(OUTPUTS),
+          key=st.sampled_from(["a", "b", "c", None]))
+    def submit(self, user: str, output: str, key: str | None) -> UUID | None:
+        try:
+            return self.app.submit(user, URL, output, idempotency_key=key).task_id
+        except DomainError:
+            return None
+
+    @rule(user=st.sampled_from(USERS), amount=st.integers(min_value=-2, max_value=5))
+    def grant(self, user: str, amount: int) -> None:
+        try:
+            self.app.grant_credits(user, amount)
+        except DomainError:
+            pass
+
+    @rule(task=tasks, duplicates=st.integers(min_value=1, max_value=3))
+    def deliver(self, task: UUID | None, duplicates: int) -> None:
+        if task is None:
+            return
+        for _ in range(duplicates):
+            self.app.begin_attempt(task, "w")
+
+    @rule(task=tasks, progress=st.integers(min_value=0, max_value=99))
+    def progress(self, task: UUID | None, progress: int) -> None:
+        self._on_active(task, lambda t: self.app.report_progress(task, t.attempt, "video", progress))
+
+    @rule(task=tasks, retryable=st.booleans())
+    def fail(self, task: UUID | None, retryable: bool) -> None:
+        self._on_active(task, lambda t: self.app.fail(task, t.attempt, "timeout" if retryable else "media_private",
+                                                      "x", retryable))
+
+    @rule(task=tasks)
+    def complete(self, task: UUID | None) -> None:
+        self._on_active(task, lambda t: self.app.complete(task, t.attempt, {}))
+
+    @rule(task=tasks)
+    def retry(self, task: UUID | None) -> None:
+        if task is None:
+            return
+        user = self.app.get_task(task).user_id
+        try:
+            self.app.retry_task(user, task)
+        except DomainError:
+            pass
+
+    def _on_active(self, task: UUID | None, act) -> None:
+        if task is None:
+            return
+        current = self.app.get_task(task)
+        try:
+            act(current)
+        except DomainError:
+            pass
+
+    @invariant()
+    def history_keeps_every_invariant(self) -> None:
+        if not hasattr(self, "app"):
+            return
+        self.refunds.run()
+        auditor = HistoryAuditor(refunds_tracked_to=10**12)
+        for position, event in replay(self.app):
+            auditor.feed(position, event)
+        report = auditor.finish()
+        assert report.ok, report.violations
+        for user in USERS:
+            account = self.app.get_account(user)
+            assert account.balance >= 0
+            folded = next(a for a in auditor.accounts.values() if a.user_id == user)
+            assert folded.balance == account.balance
+
+
+@pytest.mark.slow
+def test_random_histories_keep_the_invariants(machine_env) -> None:
+    CreditsAndLifecycles.make_env = staticmethod(machine_env)
+    runner = CreditsAndLifecycles.TestCase
+    runner.settings = settings(max_examples=15, stateful_step_count=25, deadline=None,
+                               suppress_health_check=list(HealthCheck))
+    runner().runTest()
