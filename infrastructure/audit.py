@@ -67,32 +67,39 @@ def _row_key(row: dict[str, Any]) -> str:
 
 
 def rebuild(env: dict[str, str], app: Any, *, grace_seconds: float | None = None,
-            progress: Progress | None = None) -> tuple[str, str, float]:
+            progress: Progress | None = None, page: int = 2000) -> tuple[str, str, float]:
     """Build the read model afresh under a new name, switch readers to it, drop the old one.
 
+    The catch-up applies `page` events per transaction; the last stretch and the switch happen
+    while the live runners keep the old model current, so readers never see a half-built one.
     Returns (old name, new name, seconds taken to catch up).
     """
-    from infrastructure.bootstrap import ProjectionRunners, construct_views, create_tables
+    from infrastructure.bootstrap import construct_views, create_tables
     from infrastructure.read_model import POINTER_CHECK_SECONDS, switch_views
 
     started = time.perf_counter()
     new_name = f"TaskViews_{time.strftime('%Y%m%d%H%M%S')}"
     create_tables(env, views_name=new_name)
-    runners = ProjectionRunners(env, views_name=new_name, refunds=False)
+    views = construct_views(env, new_name)
+    projection = TaskViewsProjection(view=views)
     try:
+        position = 0
         while True:
             head = app.recorder.max_notification_id() or 0
-            at = runners.views.max_tracking_id(app.name) or 0
-            if progress is not None:
-                progress(at, head)
-            if at >= head:
+            if position >= head:
                 break
-            runners.check()
-            time.sleep(0.05)
+            notifications = app.recorder.select_notifications(start=position, limit=page, inclusive_of_start=False)
+            with views.batch():
+                for notification in notifications:
+                    projection.process_event(app.mapper.to_domain_event(notification),
+                                             Tracking(app.name, notification.id))
+            position = notifications[-1].id if notifications else head
+            if progress is not None:
+                progress(position, head)
         caught_up = time.perf_counter() - started
         old_name = switch_views(app.recorder.datastore, new_name)
     finally:
-        runners.stop()
+        views.datastore.close()
     time.sleep(grace_seconds if grace_seconds is not None else 2 * POINTER_CHECK_SECONDS + 1)
     if old_name != new_name:
         old = construct_views(env, old_name)

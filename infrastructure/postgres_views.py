@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import datetime
 from typing import Any
@@ -37,6 +39,7 @@ JSON_COLUMNS = {"languages", "error", "result", "timings"}
 class PostgresTaskViews(TaskViews, PostgresTrackingRecorder):
     def __init__(self, datastore: PostgresDatastore, *, tracking_table_name: str, **kwargs: Any) -> None:
         super().__init__(datastore, tracking_table_name=tracking_table_name, **kwargs)
+        self._batch = threading.local()
         prefix = tracking_table_name.removesuffix("_tracking")
         self.prefix = prefix
         schema = Identifier(datastore.schema)
@@ -169,6 +172,11 @@ class PostgresTaskViews(TaskViews, PostgresTrackingRecorder):
         If a rival runner (a standby taking over) recorded this position already, the
         change is dropped: the view has it.
         """
+        batch = getattr(self._batch, "curs", None)
+        if batch is not None:  # inside batch(): one transaction for many events
+            self._insert_tracking(batch, tracking)
+            write(batch)
+            return
         try:
             with self.datastore.transaction(commit=True) as curs:
                 self._insert_tracking(curs, tracking)
@@ -176,6 +184,16 @@ class PostgresTaskViews(TaskViews, PostgresTrackingRecorder):
         except IntegrityError:
             if not self.has_tracking_id(tracking.application_name, tracking.notification_id):
                 raise
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Apply many events in one transaction (for rebuilds): all of them, with their tracking, or none."""
+        with self.datastore.transaction(commit=True) as curs:
+            self._batch.curs = curs
+            try:
+                yield
+            finally:
+                self._batch.curs = None
 
     # Queries --------------------------------------------------------------------
 
