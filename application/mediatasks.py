@@ -192,12 +192,9 @@ class MediaTasks(Application[UUID]):
                 max_attempts=self.max_attempts,
                 trace_context=trace_context,
             )
-            account.charge(task.id, task.charge_attempt, price)
-            try:
-                recordings = self.save(task, account)
-            except IntegrityError:
-                continue
-            return Submission(task.id, task.status, price, True, _last_id(recordings))
+            submission = self._charge_and_save(task, account, task.charge_attempt, price)
+            if submission is not None:
+                return submission
         raise ConcurrentUpdates("Too many concurrent updates; try again.")
 
     def retry_task(self, user_id: str, task_id: UUID) -> Submission:
@@ -211,13 +208,19 @@ class MediaTasks(Application[UUID]):
             account = self.get_account(user_id)
             price = self.prices[task.output_type]
             first_attempt = task.retry(credits=price, requested_at=self.clock())
-            account.charge(task.id, first_attempt, price)
-            try:
-                recordings = self.save(task, account)
-            except IntegrityError:
-                continue
-            return Submission(task.id, task.status, price, True, _last_id(recordings))
+            submission = self._charge_and_save(task, account, first_attempt, price)
+            if submission is not None:
+                return submission
         raise ConcurrentUpdates("Too many concurrent updates; try again.")
+
+    def _charge_and_save(self, task: MediaTask, account: CreditAccount, attempt: int, price: int) -> Submission | None:
+        """Charge for the task's new paid run and save both in one transaction; None if a rival won."""
+        account.charge(task.id, attempt, price)
+        try:
+            recordings = self.save(task, account)
+        except IntegrityError:
+            return None
+        return Submission(task.id, task.status, price, True, _last_id(recordings))
 
     def begin_attempt(
         self, task_id: UUID, worker_id: str, delivery: dict[str, Any] | None = None

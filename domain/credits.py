@@ -40,12 +40,10 @@ class CreditAccount(Aggregate):
     """One per user. Balance never negative; each charge refunded at most once."""
 
     @staticmethod
-    def id_for(user_id: str) -> UUID:
+    def create_id(user_id: str) -> UUID:
         return uuid5(NAMESPACE, f"account:{user_id}")
 
-    @staticmethod
-    def create_id(user_id: str) -> UUID:
-        return CreditAccount.id_for(user_id)
+    id_for = create_id
 
     @classmethod
     def open(cls, user_id: str) -> CreditAccount:
@@ -111,12 +109,10 @@ class ApiKey(Aggregate):
     """A user's API key, found by the SHA-256 of the key; the key itself is never stored."""
 
     @staticmethod
-    def id_for(key_hash: str) -> UUID:
+    def create_id(key_hash: str) -> UUID:
         return uuid5(NAMESPACE, f"api-key:{key_hash}")
 
-    @staticmethod
-    def create_id(key_hash: str) -> UUID:
-        return ApiKey.id_for(key_hash)
+    id_for = create_id
 
     @classmethod
     def issue(cls, user_id: str, key_hash: str, key_prefix: str) -> ApiKey:

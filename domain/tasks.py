@@ -63,12 +63,10 @@ class MediaTask(Aggregate):
     """Lifecycle: queued → downloading → processing… → extracted | failed (→ retried → queued)."""
 
     @staticmethod
-    def id_for(user_id: str, idempotency_key: str) -> UUID:
+    def create_id(user_id: str, idempotency_key: str) -> UUID:
         return uuid5(NAMESPACE, f"task:{user_id}:{idempotency_key}")
 
-    @staticmethod
-    def create_id(user_id: str, idempotency_key: str) -> UUID:
-        return MediaTask.id_for(user_id, idempotency_key)
+    id_for = create_id
 
     @classmethod
     def start(
