@@ -100,7 +100,7 @@ def main() -> None:
               f"{report.events / audit_s:,.0f} events/s, {scan_s / audit_s:.2f} of the scan's rate; {report.summary()}")
 
         old, new, rebuild_s = rebuild(env, app, grace_seconds=0)
-        print(f"read-model rebuild (projection runner, one transaction per event): {head:,} events in "
+        print(f"read-model rebuild (2,000 events per transaction): {head:,} events in "
               f"{rebuild_s:.1f} s = {head / rebuild_s:,.0f} events/s")
 
         views = construct_views(env, new)

@@ -17,8 +17,8 @@ class Settings(BaseSettings):
     )
     data_dir: Path = Field(default=Path("data"), description="embedded PostgreSQL and blobs live here")
     postgres_schema: str = Field(default="", description="schema of every table (one shard per schema)")
-    postgres_pool_size: int = 10
-    postgres_max_overflow: int = 10
+    postgres_pool_size: int = Field(default=4, ge=1, description="connections each pool keeps open")
+    postgres_max_overflow: int = Field(default=16, ge=0, description="extra connections a pool may open under load")
     admin_token: SecretStr | None = Field(default=None, description="bearer token for /v1/admin/*")
     lease_seconds: float = Field(default=600, gt=0)
     max_attempts: int = Field(default=3, ge=1, le=20)
