@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 SERVICE_NAME = "mediatasks"
 UNTRACED_ROUTES = "/metrics,/healthz,/readyz"
 PROMETHEUS_CONTENT_TYPE = CONTENT_TYPE_LATEST
+MAX_COUNTED_LAG = 10_000  # the refund issuer's lag is counted up to this many events
 URL_ATTRIBUTES = ("url.full", "http.url")  # the stable and the older HTTP semantic conventions
 
 
@@ -63,17 +64,23 @@ class Telemetry:
         if not self.enabled:
             return
 
+        from projections.refund_issuer import RefundIssuer
+
+        recorder, name = runtime.app.recorder, runtime.app.name
+
         def lag(_: CallbackOptions) -> Iterable[Observation]:
             try:
-                head = runtime.app.recorder.max_notification_id() or 0
-                positions = {"task_views": runtime.views.max_tracking_id(runtime.app.name) or 0}
-                if projections is not None:
-                    recorder = projections.refunds_runner.projection.recorder
-                    positions["refund_issuer"] = recorder.max_tracking_id(runtime.app.name) or 0
+                head = recorder.max_notification_id() or 0
+                found = [Observation(head - (runtime.views.max_tracking_id(name) or 0), {"projection": "task_views"})]
+                if projections is not None:  # it follows Failed events only: count those it has not seen
+                    position = projections.refunds_runner.projection.recorder.max_tracking_id(name) or 0
+                    behind = recorder.select_notifications(position, MAX_COUNTED_LAG, topics=RefundIssuer.topics,
+                                                           inclusive_of_start=False)
+                    found.append(Observation(len(behind), {"projection": "refund_issuer"}))
             except Exception:  # noqa: BLE001 - a scrape must not fail because the store is down
                 logger.warning("projection lag unavailable")
                 return []
-            return [Observation(max(head - position, 0), {"projection": name}) for name, position in positions.items()]
+            return found
 
         meter = self.meter_provider.get_meter(__name__)
         meter.create_observable_gauge("mediatasks.projection.lag", callbacks=[lag], unit="{event}",
