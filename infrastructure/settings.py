@@ -52,6 +52,7 @@ class Settings(BaseSettings):
     telemetry: bool = Field(default=True, description="traces, metrics and instrumentation; false turns all off")
     otel_exporter: Literal["none", "console", "otlp"] = Field(
         default="none", description="where spans (and pushed metrics) go; otlp uses OTEL_EXPORTER_OTLP_ENDPOINT")
+    otel_trace_ratio: float = Field(default=1.0, ge=0, le=1, description="share of new traces kept (head sampling)")
     host: str = "127.0.0.1"
     port: int = 8000
 

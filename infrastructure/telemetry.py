@@ -27,6 +27,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from opentelemetry import metrics, trace
 from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult, TraceIdRatioBased
+from opentelemetry.trace import SpanKind
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from infrastructure.settings import Settings
@@ -57,7 +59,8 @@ class Telemetry:
         from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
         FastAPIInstrumentor.instrument_app(api, tracer_provider=self.tracer_provider,
-                                           meter_provider=self.meter_provider, excluded_urls=UNTRACED_ROUTES)
+                                           meter_provider=self.meter_provider, excluded_urls=UNTRACED_ROUTES,
+                                           exclude_spans=["receive", "send"])
 
     def observe_projection_lag(self, runtime: Any, projections: Any = None) -> None:
         """A gauge of how many events each projection is behind the head of the log."""
@@ -100,6 +103,23 @@ class Telemetry:
             self.meter_provider.shutdown()
 
 
+class ClientCallsWithinTraces(Sampler):
+    """The root sampler: a share `ratio` of new traces is kept (by trace id), but a client call made
+    outside any trace (a projection polling the event store, the dispatcher's LISTEN) starts none."""
+
+    def __init__(self, ratio: float = 1.0) -> None:
+        self.ratio = TraceIdRatioBased(ratio)
+
+    def should_sample(self, parent_context: Any, trace_id: int, name: str, kind: SpanKind | None = None,
+                      attributes: Any = None, links: Any = None, trace_state: Any = None) -> SamplingResult:
+        if kind is SpanKind.CLIENT:
+            return SamplingResult(Decision.DROP)
+        return self.ratio.should_sample(parent_context, trace_id, name, kind, attributes, links, trace_state)
+
+    def get_description(self) -> str:
+        return f"ClientCallsWithinTraces({self.ratio.rate})"
+
+
 _current: Telemetry | None = None
 
 
@@ -126,6 +146,7 @@ def configure_telemetry(settings: Settings, *, span_exporters: Sequence[Any] = (
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+    from opentelemetry.sdk.trace.sampling import ParentBased
 
     resource = Resource.create({
         "service.name": SERVICE_NAME,
@@ -133,7 +154,7 @@ def configure_telemetry(settings: Settings, *, span_exporters: Sequence[Any] = (
         "service.instance.id": str(uuid.uuid4()),
         "host.name": socket.gethostname(),
     })
-    tracer_provider = TracerProvider(resource=resource)
+    tracer_provider = TracerProvider(resource=resource, sampler=ParentBased(root=ClientCallsWithinTraces(settings.otel_trace_ratio)))
     span_exporter, metric_exporter = _exporters(settings.otel_exporter)
     if span_exporter is not None:
         tracer_provider.add_span_processor(BatchSpanProcessor(span_exporter))

@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.telemetry import TelemetryConfig
 
 from infrastructure.api.errors import install_error_handlers
 from infrastructure.api.limits import BodySizeLimit
@@ -18,6 +19,11 @@ Turn a social-media video link into stored subtitles and/or a stored video, paid
 refunded automatically when a task fails. Authenticate with `Authorization: Bearer <api key>`.
 Errors are `{"error": {"code", "message", "details"}}`.
 """
+
+# FastAPI's own OpenTelemetry support would trace every request a second time (beside the contrib
+# instrumentation installed by infrastructure/telemetry.py) and log exception messages.
+NATIVE_TELEMETRY_OFF: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False,
+                                         "operation_spans": False, "auto_configure": False}
 
 
 def create_api(runtime: Any, *, projections: Any = None) -> FastAPI:
@@ -31,7 +37,8 @@ def create_api(runtime: Any, *, projections: Any = None) -> FastAPI:
         finally:
             hub.stop()
 
-    api = FastAPI(title="mediatasks", version="1", description=DESCRIPTION, lifespan=lifespan)
+    api = FastAPI(title="mediatasks", version="1", description=DESCRIPTION, lifespan=lifespan,
+                  telemetry=NATIVE_TELEMETRY_OFF)
     api.state.runtime = runtime
     api.state.projections = projections
     api.state.hub = hub

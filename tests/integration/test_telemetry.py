@@ -58,9 +58,10 @@ class Service:
     def submit(self, media_url: str, output_type: str) -> tuple[uuid.UUID, str]:
         """POST /v1/tasks as a new user; returns the task id and the api key."""
         key = self.runtime.app.create_user("u" + uuid.uuid4().hex[:12], 10).api_key
-        r = httpx.post(self.url + "/v1/tasks", json={"url": media_url, "output_type": output_type,
-                                                     "languages": ["en"]},
-                       headers={"Authorization": f"Bearer {key}"}, timeout=10)
+        with trace.get_tracer(__name__).start_as_current_span("client"):  # httpx is instrumented here too
+            r = httpx.post(self.url + "/v1/tasks", json={"url": media_url, "output_type": output_type,
+                                                         "languages": ["en"]},
+                           headers={"Authorization": f"Bearer {key}"}, timeout=10)
         assert r.status_code == 202, r.text
         return uuid.UUID(r.json()["task_id"]), key
 
@@ -139,6 +140,10 @@ def metric_value(reader: InMemoryMetricReader, name: str, **attributes: str) -> 
 
 
 def trace_of(spans: InMemorySpanExporter, root_name: str) -> tuple[ReadableSpan, list[ReadableSpan]]:
+    """The one finished span of this name and the rest of its trace (a server span ends after its response)."""
+    deadline = time.monotonic() + 5
+    while not any(s.name == root_name for s in spans.get_finished_spans()) and time.monotonic() < deadline:
+        time.sleep(0.01)
     finished = spans.get_finished_spans()
     roots = [s for s in finished if s.name == root_name]
     assert len(roots) == 1, [s.name for s in finished]
@@ -154,7 +159,8 @@ def test_a_task_makes_a_span_tree_linked_to_its_submission(service: Service, obs
     observed.spans.clear()
     size = 40_000
     task_id, _ = service.submit(service.platform.media_url("ok", size=size, sig=SIGNATURE), "video_and_subtitles")
-    request_span, _ = trace_of(observed.spans, "POST /v1/tasks")
+    request_span, request_trace = trace_of(observed.spans, "POST /v1/tasks")
+    assert any(s.attributes.get("db.system") == "postgresql" for s in request_trace), "the submission's queries"
     started = service.runtime.app.get_task(task_id)
     assert started.trace_context["traceparent"].split("-")[1] == f"{request_span.context.trace_id:032x}"
 
