@@ -10,9 +10,13 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
+
+from opentelemetry import metrics, propagate, trace
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from application.mediatasks import MediaTasks
 from application.ports.blob_store import BlobRef, BlobStore
@@ -26,10 +30,50 @@ from domain.subtitles import SubtitleTrack
 from domain.tasks import RETRYING, STARTED, MediaTask
 
 logger = logging.getLogger(__name__)
+tracer = trace.get_tracer(__name__)
+meter = metrics.get_meter(__name__)
 
 SubtitleParser = Callable[..., SubtitleTrack]
 VIDEO_TYPES = ("video/", "application/octet-stream", "binary/octet-stream", "application/mp4")
 MAX_SUBTITLE_TRACKS = 8
+SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+
+
+class PipelineMetrics:
+    """The pipeline's instruments (OpenTelemetry API; the process chooses where they are exported)."""
+
+    phase_duration = meter.create_histogram(
+        "mediatasks.phase.duration", unit="s", description="Duration of one phase of an attempt, by phase",
+        explicit_bucket_boundaries_advisory=SECONDS_BUCKETS)
+    task_duration = meter.create_histogram(
+        "mediatasks.task.duration", unit="s", description="Duration of an attempt run to its end, by outcome",
+        explicit_bucket_boundaries_advisory=SECONDS_BUCKETS)
+    tasks = meter.create_counter(
+        "mediatasks.tasks", unit="{attempt}",
+        description="Attempts run to an end, by outcome (extracted, failed, retry_scheduled, lease_lost) and error code")
+    deliveries = meter.create_counter(
+        "mediatasks.deliveries", unit="{delivery}", description="Deliveries of a task to the pipeline, by outcome")
+    active_attempts = meter.create_up_down_counter(
+        "mediatasks.attempts.active", unit="{attempt}", description="Attempts running now in this process")
+    downloaded_bytes = meter.create_counter(
+        "mediatasks.download.bytes", unit="By", description="Video bytes streamed into the blob store")
+
+
+@contextmanager
+def phase(name: str, **attributes: Any) -> Iterator[Span]:
+    """A child span and a duration sample for one phase; errors are recorded by code, never by message."""
+    started = time.perf_counter()
+    with tracer.start_as_current_span(name, attributes=attributes, record_exception=False,
+                                      set_status_on_exception=False) as span:
+        try:
+            yield span
+        except BaseException as e:
+            code = e.code if isinstance(e, MediaError) else type(e).__name__
+            span.set_attribute("error.type", code)
+            span.set_status(Status(StatusCode.ERROR, code))
+            raise
+        finally:
+            PipelineMetrics.phase_duration.record(time.perf_counter() - started, {"phase": name})
 
 
 @dataclass(frozen=True)
@@ -65,7 +109,8 @@ class AttemptReporter:
 
     def stage(self, stage: str, progress: int, details: dict[str, Any] | None = None) -> None:
         self.progress = max(self.progress, progress)
-        self.app.report_progress(self.task_id, self.attempt, stage, self.progress, details)
+        with phase("event_store.append", **{"mediatasks.event": "Processing", "mediatasks.stage": stage}):
+            self.app.report_progress(self.task_id, self.attempt, stage, self.progress, details)
         self.last_report = time.monotonic()
         logger.info("task progress", extra={"task_id": str(self.task_id), "attempt": self.attempt, "phase": stage,
                                             "progress": self.progress, **({"timings": details["timings"]}
@@ -98,11 +143,44 @@ class TaskPipeline:
         self.worker_id = worker_id
 
     def run(self, task_id: UUID, delivery: dict[str, Any] | None = None) -> PipelineOutcome:
-        decision = self.app.begin_attempt(task_id, self.worker_id, delivery)
+        """One delivery: a `task.process` span linked to the submission's trace, and its metrics."""
+        with tracer.start_as_current_span("task.process", kind=SpanKind.CONSUMER, record_exception=False,
+                                          attributes={"mediatasks.task_id": str(task_id)}) as span:
+            outcome = self._deliver(task_id, delivery, span)
+            span.set_attribute("mediatasks.outcome", outcome.outcome)
+            span.set_attribute("mediatasks.attempt", outcome.attempt)
+            if outcome.error_code:
+                span.set_attribute("mediatasks.error_code", outcome.error_code)
+                span.set_attribute("error.type", outcome.error_code)
+                span.set_status(Status(StatusCode.ERROR, outcome.error_code))
+        PipelineMetrics.deliveries.add(1, {"outcome": outcome.outcome})
+        return outcome
+
+    def _deliver(self, task_id: UUID, delivery: dict[str, Any] | None, span: Span) -> PipelineOutcome:
+        with phase("event_store.append", **{"mediatasks.event": "Downloading"}):
+            decision = self.app.begin_attempt(task_id, self.worker_id, delivery)
         if decision.outcome not in (STARTED, RETRYING):
             return PipelineOutcome(decision.outcome, decision.attempt, lease_remaining=decision.lease_remaining)
         task = self.app.get_task(task_id)
-        attempt = decision.attempt
+        submission = trace.get_current_span(propagate.extract(task.trace_context or {})).get_span_context()
+        if submission.is_valid:
+            span.add_link(submission, {"mediatasks.link": "submission"})
+        span.set_attributes({"mediatasks.attempt": decision.attempt, "mediatasks.platform": task.platform,
+                             "mediatasks.output_type": task.output_type})
+        started = time.perf_counter()
+        PipelineMetrics.active_attempts.add(1)
+        try:
+            outcome = self._attempt(task, decision.attempt)
+        finally:
+            PipelineMetrics.active_attempts.add(-1)
+        attributes = {"outcome": outcome.outcome, "output_type": task.output_type,
+                      **({"error_code": outcome.error_code} if outcome.error_code else {})}
+        PipelineMetrics.tasks.add(1, attributes)
+        PipelineMetrics.task_duration.record(time.perf_counter() - started, attributes)
+        return outcome
+
+    def _attempt(self, task: MediaTask, attempt: int) -> PipelineOutcome:
+        task_id = task.id
         reporter = AttemptReporter(self.app, task_id, attempt, self.limits.heartbeat_seconds)
         timings: dict[str, float] = {}
         stored: list[BlobRef] = []
@@ -124,8 +202,10 @@ class TaskPipeline:
             reporter.stage("upload", 90, {"timings": dict(timings)})
             timings["total_ms"] = _ms(started)
             result["timings"] = timings
-            self.app.complete(task_id, attempt, result)
-            logger.info("task extracted", extra={"task_id": str(task_id), "attempt": attempt, "timings": timings})
+            with phase("event_store.append", **{"mediatasks.event": "Extracted"}):
+                self.app.complete(task_id, attempt, result)
+            logger.info("task extracted", extra={"task_id": str(task_id), "attempt": attempt, "outcome": "extracted",
+                                                 "timings": timings})
             return PipelineOutcome("extracted", attempt, timings=timings)
         except (StaleAttempt, InvalidTransition):
             logger.warning("attempt lost its lease", extra={"task_id": str(task_id), "attempt": attempt})
@@ -146,12 +226,15 @@ class TaskPipeline:
 
     def _metadata(self, task: MediaTask, cache_key: str, timings: dict[str, float]) -> tuple[MediaInfo, bool]:
         t = time.perf_counter()
-        cached = self.cache.get(cache_key)
+        with phase("metadata.cache_lookup") as span:
+            cached = self.cache.get(cache_key)
+            span.set_attribute("mediatasks.cache_hit", cached is not None)
         timings["cache_lookup_ms"] = _ms(t)
         if cached is not None:
             return MediaInfo.from_dict(cached), True
         t = time.perf_counter()
-        info = self.provider.fetch_metadata(task.url)
+        with phase("provider.fetch", **{"mediatasks.platform": task.platform}):
+            info = self.provider.fetch_metadata(task.url)
         timings["provider_ms"] = _ms(t)
         self.cache.put(cache_key, info.to_dict(), self.limits.metadata_ttl_seconds)
         return info, False
@@ -165,17 +248,21 @@ class TaskPipeline:
                                       f"{self.limits.max_video_bytes}.")
         reporter.stage("video", 30)
         t = time.perf_counter()
-        with self.fetcher.stream(info.video.url, max_bytes=self.limits.max_video_bytes,
-                                 headers=info.video.headers) as response:
+        with phase("video.download") as span, self.fetcher.stream(
+                info.video.url, max_bytes=self.limits.max_video_bytes, headers=info.video.headers) as response:
             content_type = (response.headers.get("content-type") or info.video.mime_type or "").split(";")[0].strip()
             if not content_type.lower().startswith(VIDEO_TYPES):
                 raise PermanentMediaError("unsupported_content", f"Expected a video, got {content_type or 'no type'}.")
             expected = info.video.size or _int(response.headers.get("content-length"))
             key = f"videos/{task.id}/{attempt}{_extension(content_type)}"
-            ref = self.blobs.put_stream(
-                key, self._counted(response.iter_bytes(), expected, reporter, timings),
-                content_type=content_type, max_bytes=self.limits.max_video_bytes,
-            )
+            with phase("blob.upload", **{"mediatasks.content_type": content_type}) as upload:
+                ref = self.blobs.put_stream(
+                    key, self._counted(response.iter_bytes(), expected, reporter, timings),
+                    content_type=content_type, max_bytes=self.limits.max_video_bytes,
+                )
+                upload.set_attribute("mediatasks.bytes", ref.size)
+            span.set_attribute("mediatasks.bytes", ref.size)
+            PipelineMetrics.downloaded_bytes.add(ref.size)
         seconds = time.perf_counter() - t
         timings["download_ms"] = round(seconds * 1000, 1)
         timings["download_bytes"] = ref.size
@@ -202,19 +289,23 @@ class TaskPipeline:
         reporter.stage("subtitles", max(reporter.progress, 75))
         t = time.perf_counter()
         tracks: list[dict[str, Any]] = []
-        for source in sources:
-            data = self.fetcher.get_bytes(source.url, max_bytes=self.limits.max_subtitle_bytes)
-            track = self.parse_subtitles(data, lang=source.lang, kind=source.kind, fmt=source.format)
-            if not track.cues:
-                continue
-            cues = [{"start": c.start, "end": c.end, "text": c.text} for c in track.cues]
-            payload = json.dumps(cues, ensure_ascii=False).encode()
-            ref = self.blobs.put_stream(f"subtitles/{task.id}/{attempt}/{source.lang}.json", [payload],
-                                        content_type="application/json")
-            stored.append(ref)
-            tracks.append({"lang": source.lang, "kind": source.kind, "source_format": source.format,
-                           "cues": len(cues), "blob": ref.to_dict()})
-            reporter.tick("subtitles", 80)
+        with phase("subtitles.extract", **{"mediatasks.tracks_wanted": len(sources)}) as span:
+            for source in sources:
+                data = self.fetcher.get_bytes(source.url, max_bytes=self.limits.max_subtitle_bytes)
+                track = self.parse_subtitles(data, lang=source.lang, kind=source.kind, fmt=source.format)
+                if not track.cues:
+                    continue
+                cues = [{"start": c.start, "end": c.end, "text": c.text} for c in track.cues]
+                payload = json.dumps(cues, ensure_ascii=False).encode()
+                with phase("blob.upload", **{"mediatasks.content_type": "application/json",
+                                             "mediatasks.bytes": len(payload)}):
+                    ref = self.blobs.put_stream(f"subtitles/{task.id}/{attempt}/{source.lang}.json", [payload],
+                                                content_type="application/json")
+                stored.append(ref)
+                tracks.append({"lang": source.lang, "kind": source.kind, "source_format": source.format,
+                               "cues": len(cues), "blob": ref.to_dict()})
+                reporter.tick("subtitles", 80)
+            span.set_attribute("mediatasks.tracks", len(tracks))
         timings["subtitles_ms"] = _ms(t)
         if not tracks:
             raise PermanentMediaError("no_subtitles", "The subtitle tracks of this video are empty.")
@@ -232,10 +323,12 @@ class TaskPipeline:
             details["retry_after"] = retry_after
         context = {"timings": timings, **({"details": details} if details else {})}
         try:
-            terminal = self.app.fail(task.id, attempt, error.code, error.message, error.retryable, context)
+            with phase("event_store.append", **{"mediatasks.event": "Failed", "mediatasks.error_code": error.code}):
+                terminal = self.app.fail(task.id, attempt, error.code, error.message, error.retryable, context)
         except (StaleAttempt, InvalidTransition):
             return PipelineOutcome("lease_lost", attempt, error.code, error.retryable)
         logger.info("attempt failed", extra={"task_id": str(task.id), "attempt": attempt, "error_code": error.code,
+                                             "outcome": "failed" if terminal else "retry_scheduled",
                                              "terminal": terminal, "timings": timings})
         return PipelineOutcome("failed" if terminal else "retry_scheduled", attempt, error.code, error.retryable,
                                terminal, retry_after, timings=timings)

@@ -20,6 +20,7 @@ class ServiceProcess:
         if run_dispatcher and self.runtime.settings.dispatch == "inline":
             start_inline_dispatcher(self.runtime, worker_id=f"{socket.gethostname()}:{os.getpid()}")
         self.api = create_api(self.runtime, projections=self.projections)
+        self.runtime.telemetry.observe_projection_lag(self.runtime, self.projections)
 
     def close(self) -> None:
         if self.projections is not None:

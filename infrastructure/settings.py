@@ -49,6 +49,10 @@ class Settings(BaseSettings):
     download_connect_timeout: float = Field(default=10, gt=0)
     download_read_timeout: float = Field(default=30, gt=0)
     download_deadline_seconds: float = Field(default=3600, gt=0)
+    telemetry: bool = Field(default=True, description="traces, metrics and instrumentation; false turns all off")
+    otel_exporter: Literal["none", "console", "otlp"] = Field(
+        default="none", description="where spans (and pushed metrics) go; otlp uses OTEL_EXPORTER_OTLP_ENDPOINT")
+    otel_trace_ratio: float = Field(default=1.0, ge=0, le=1, description="share of new traces kept (head sampling)")
     host: str = "127.0.0.1"
     port: int = 8000
 

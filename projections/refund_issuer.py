@@ -12,12 +12,16 @@ from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import IntegrityError, Tracking
 from eventsourcing.projection import EventSourcedProjection
 from eventsourcing.utils import get_topic
+from opentelemetry import metrics
 
 from application.mediatasks import ACCOUNT_SNAPSHOT_INTERVAL
 from domain.credits import CreditAccount
 from domain.tasks import MediaTask
 
 MAX_CONFLICT_RETRIES = 50
+
+refunds_issued = metrics.get_meter(__name__).create_counter(
+    "mediatasks.refunds", unit="{refund}", description="Refunds issued (counted once committed)")
 
 
 class RefundIssuer(EventSourcedProjection[UUID]):
@@ -31,18 +35,25 @@ class RefundIssuer(EventSourcedProjection[UUID]):
     name = "MediaTasks"
     topics = (get_topic(MediaTask.Failed),)
     snapshotting_intervals = {CreditAccount: ACCOUNT_SNAPSHOT_INTERVAL}
+    _refunds_collected = 0
 
     def process_event(self, domain_event: DomainEventProtocol[UUID], tracking: Tracking) -> None:
         """Retry on optimistic-concurrency conflicts with concurrent writers to the same account."""
         for n in range(MAX_CONFLICT_RETRIES):
             try:
-                super().process_event(domain_event, tracking)
+                self._process_and_count(domain_event, tracking)
                 return
             except IntegrityError:
                 if self.recorder.has_tracking_id(tracking.application_name, tracking.notification_id):
                     return
                 time.sleep(min(0.05, 0.002 * (n + 1)))
+        self._process_and_count(domain_event, tracking)
+
+    def _process_and_count(self, domain_event: DomainEventProtocol[UUID], tracking: Tracking) -> None:
+        self._refunds_collected = 0
         super().process_event(domain_event, tracking)
+        if self._refunds_collected:  # committed with the tracking position
+            refunds_issued.add(self._refunds_collected)
 
     @singledispatchmethod
     def policy(self, domain_event: Any, processing_event: ProcessingEvent[UUID]) -> None:
@@ -58,3 +69,4 @@ class RefundIssuer(EventSourcedProjection[UUID]):
             return
         account.refund(task.id, task.charge_attempt)
         processing_event.collect_events(account)
+        self._refunds_collected += 1

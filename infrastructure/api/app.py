@@ -7,17 +7,23 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.telemetry import TelemetryConfig
 
 from infrastructure.api.errors import install_error_handlers
 from infrastructure.api.limits import BodySizeLimit
 from infrastructure.api.live import TaskUpdateHub
-from infrastructure.api.routes import account, admin, health, media, tasks
+from infrastructure.api.routes import account, admin, health, media, metrics, tasks
 
 DESCRIPTION = """
 Turn a social-media video link into stored subtitles and/or a stored video, paid in credits and
 refunded automatically when a task fails. Authenticate with `Authorization: Bearer <api key>`.
 Errors are `{"error": {"code", "message", "details"}}`.
 """
+
+# FastAPI's own OpenTelemetry support would trace every request a second time (beside the contrib
+# instrumentation installed by infrastructure/telemetry.py) and log exception messages.
+NATIVE_TELEMETRY_OFF: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False,
+                                         "operation_spans": False, "auto_configure": False}
 
 
 def create_api(runtime: Any, *, projections: Any = None) -> FastAPI:
@@ -31,7 +37,8 @@ def create_api(runtime: Any, *, projections: Any = None) -> FastAPI:
         finally:
             hub.stop()
 
-    api = FastAPI(title="mediatasks", version="1", description=DESCRIPTION, lifespan=lifespan)
+    api = FastAPI(title="mediatasks", version="1", description=DESCRIPTION, lifespan=lifespan,
+                  telemetry=NATIVE_TELEMETRY_OFF)
     api.state.runtime = runtime
     api.state.projections = projections
     api.state.hub = hub
@@ -39,6 +46,9 @@ def create_api(runtime: Any, *, projections: Any = None) -> FastAPI:
     api.state.sse_ping_seconds = runtime.settings.sse_ping_seconds
     install_error_handlers(api)
     api.add_middleware(BodySizeLimit, max_bytes=runtime.settings.max_body_bytes)
-    for router in (health.router, admin.router, tasks.router, media.router, account.router):
+    for router in (health.router, admin.router, tasks.router, media.router, account.router, metrics.router):
         api.include_router(router)
+    api.state.telemetry = getattr(runtime, "telemetry", None)
+    if api.state.telemetry is not None:
+        api.state.telemetry.instrument_api(api)
     return api

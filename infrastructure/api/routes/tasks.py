@@ -11,6 +11,7 @@ from uuid import UUID
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
+from opentelemetry import propagate
 from sse_starlette.event import ServerSentEvent
 from sse_starlette.sse import EventSourceResponse
 
@@ -77,7 +78,10 @@ def visible_task(app: Any, views: TaskViews, task_id: UUID, user_id: str) -> Tas
 def submit_task(body: SubmitTask, user_id: CurrentUser, app: AppDep,
                 idempotency_key: IdempotencyKey = None) -> JSONResponse:
     """Submit a link; the price is charged now and refunded automatically if the task fails."""
-    sub = app.submit(user_id, body.url, body.output_type, body.languages, idempotency_key=idempotency_key)
+    trace_context: dict[str, str] = {}
+    propagate.inject(trace_context)  # W3C traceparent of this request: the worker's span links back to it
+    sub = app.submit(user_id, body.url, body.output_type, body.languages, idempotency_key=idempotency_key,
+                     trace_context=trace_context)
     out = Accepted(task_id=sub.task_id, status="queued", credits_charged=sub.credits_charged)
     headers = {"Location": f"/v1/tasks/{sub.task_id}"}
     if not sub.created:

@@ -1,0 +1,24 @@
+"""Prometheus metrics of this process."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import PlainTextResponse
+
+from infrastructure.telemetry import PROMETHEUS_CONTENT_TYPE
+
+router = APIRouter(tags=["operations"])
+
+
+class PrometheusResponse(PlainTextResponse):
+    media_type = PROMETHEUS_CONTENT_TYPE
+
+
+@router.get("/metrics", response_class=PrometheusResponse,
+            responses={200: {"content": {PROMETHEUS_CONTENT_TYPE: {"schema": {"type": "string"}}},
+                             "description": "Prometheus text exposition format (empty when telemetry is off)"}})
+def prometheus_metrics(request: Request) -> PrometheusResponse:
+    """Histograms, counters and gauges of the pipeline, the projections and the HTTP API (docs/observability.md)."""
+    telemetry = request.app.state.telemetry
+    body = telemetry.prometheus_text() if telemetry is not None else b""
+    return PrometheusResponse(body)

@@ -1,0 +1,89 @@
+"""GET /metrics of the real server process after a few tasks against the fake platform."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.e2e.conftest import RunningService, start_service
+from tests.support.fake_platform import FakePlatform
+from tests.support.postgres import drop_schema
+
+
+@pytest.fixture(scope="module")
+def platform() -> Iterator[FakePlatform]:
+    with FakePlatform() as fake:
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def worker_service(pg_database_one: dict[str, str], tmp_path_factory: pytest.TempPathFactory,
+                   platform: FakePlatform) -> Iterator[RunningService]:
+    log_dir = tmp_path_factory.mktemp("metrics")
+    process, schema = start_service(
+        pg_database_one, log_dir,
+        provider="http", provider_url=platform.provider_url, provider_key=platform.api_key,
+        provider_host=platform.api_host, url_allow_cidrs="127.0.0.1/32", workers="2", otel_exporter="none",
+    )
+    try:
+        yield RunningService(process.url, process, schema)
+    finally:
+        process.stop()
+        drop_schema(pg_database_one, schema)
+
+
+def finish(client: httpx.Client, task_id: str, *, refunded: bool) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        task = client.get(f"/v1/tasks/{task_id}").json()
+        if task["status"] in ("extracted", "failed") and (task["refunded_credits"] > 0) == refunded:
+            return
+        assert time.monotonic() < deadline, f"task stuck: {task}"
+        time.sleep(0.1)
+
+
+def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def value(found: dict, name: str, **labels: str) -> float:
+    """The sum of the samples of this name whose labels include these."""
+    return sum(v for (n, ls), v in found.items() if n == name and set(labels.items()) <= ls)
+
+
+def test_metrics_count_the_tasks_that_ran(worker_service: RunningService, platform: FakePlatform) -> None:
+    _, key = worker_service.new_user(10)
+    client = worker_service.client(key)
+    submitted = []
+    for url, output_type in ((platform.media_url("ok"), "subtitles"), (platform.media_url("ok"), "subtitles"),
+                             (platform.media_url("404"), "video")):
+        r = client.post("/v1/tasks", json={"url": url, "output_type": output_type, "languages": ["en"]})
+        assert r.status_code == 202, r.text
+        submitted.append(r.json()["task_id"])
+    for task_id, refunded in zip(submitted, (False, False, True), strict=True):
+        finish(client, task_id, refunded=refunded)
+
+    response = httpx.get(worker_service.url + "/metrics", timeout=10)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    found = samples(response.text)
+    assert value(found, "mediatasks_tasks_total", outcome="extracted") == 2
+    assert value(found, "mediatasks_tasks_total", outcome="failed", error_code="media_not_found") == 1
+    assert value(found, "mediatasks_deliveries_total") >= 3
+    assert value(found, "mediatasks_refunds_total") == 1
+    assert value(found, "mediatasks_task_duration_seconds_count") == 3
+    assert value(found, "mediatasks_task_duration_seconds_count", outcome="extracted", output_type="subtitles") == 2
+    assert value(found, "mediatasks_phase_duration_seconds_count", phase="metadata.cache_lookup") == 3
+    assert value(found, "mediatasks_phase_duration_seconds_count", phase="provider.fetch") == 3
+    assert value(found, "mediatasks_phase_duration_seconds_count", phase="subtitles.extract") == 2
+    assert value(found, "mediatasks_phase_duration_seconds_bucket", phase="subtitles.extract", le="+Inf") == 2
+    assert value(found, "mediatasks_attempts_active") == 0
+    lag = {dict(ls)["projection"]: v for (n, ls), v in found.items() if n == "mediatasks_projection_lag"}
+    assert set(lag) == {"task_views", "refund_issuer"}
+    assert lag["refund_issuer"] == 0, "the refund was issued: no Failed event is left to follow"
+    assert value(found, "http_server_duration_milliseconds_count") >= 5, "FastAPI's instrumentation measures requests"
