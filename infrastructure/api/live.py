@@ -10,7 +10,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from typing import Any
 from uuid import UUID
 
@@ -19,6 +19,7 @@ from eventsourcing.utils import get_topic
 from domain.tasks import MediaTask
 
 logger = logging.getLogger(__name__)
+LATEST_MAX = 100_000
 
 TASK_TOPICS = tuple(
     get_topic(cls)
@@ -46,6 +47,7 @@ class TaskUpdateHub:
         self._views = views
         self._lock = threading.Lock()
         self._waiters: dict[UUID, set[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = defaultdict(set)
+        self._latest: OrderedDict[UUID, int] = OrderedDict()  # newest event position seen per task (bounded)
         self._subscription: Any = None
         self._thread: threading.Thread | None = None
         self._stopped = threading.Event()
@@ -78,12 +80,21 @@ class TaskUpdateHub:
                 if not waiters:
                     del self._waiters[task_id]
 
+    def latest_position(self, task_id: UUID) -> int:
+        """The newest event of the task this process has seen (0 if none since it started)."""
+        with self._lock:
+            return self._latest.get(task_id, 0)
+
     def _follow(self) -> None:
         try:
             for notification in self._subscription:
                 if self._stopped.is_set():
                     return
                 with self._lock:
+                    self._latest[notification.originator_id] = notification.id
+                    self._latest.move_to_end(notification.originator_id)
+                    if len(self._latest) > LATEST_MAX:
+                        self._latest.popitem(last=False)
                     waiters = list(self._waiters.get(notification.originator_id, ()))
                 if not waiters:
                     continue

@@ -170,6 +170,9 @@ async def task_events(
                         return
                 if after is None:
                     after = 0
+                if hub.latest_position(task_id) > after:
+                    await asyncio.sleep(0.05)  # the read model has not caught up with an event seen already
+                    continue
                 try:
                     await asyncio.wait_for(waiter[1].wait(), timeout=STREAM_SAFETY_SECONDS)
                 except TimeoutError:
