@@ -236,7 +236,10 @@ def _check_canonical_ipv4(url: str, host: str) -> None:
 
 def _transport_host(url: str) -> str:
     """The host exactly as httpcore will hand it to the network backend."""
-    return httpx.URL(url).raw_host.decode("ascii")
+    try:
+        return httpx.URL(url).raw_host.decode("ascii")
+    except httpx.InvalidURL as bad:
+        raise PermanentMediaError("invalid_url", f"the URL cannot be parsed: {bad}") from bad
 
 
 def _remaining(deadline: float | None) -> float | None:
