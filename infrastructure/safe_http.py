@@ -1,243 +1,595 @@
-"""Fetching URLs the service did not choose: the SSRF guard and bounded, streamed downloads.
+"""The SSRF guard and the bounded streaming fetcher for every URL the service fetches itself.
 
-Every hop is checked before any connection: http/https only, the name resolved and EVERY address
-checked (loopback, private, link-local and cloud metadata, CGNAT, multicast, reserved, unspecified,
-IPv4-mapped/NAT64/6to4/Teredo embeddings of those), then the connection is pinned to the checked
-address (the Host header and TLS SNI/certificate check keep the name), so DNS cannot change between
-check and connect. Redirects are followed by hand, each hop checked again, at most 5. Bodies are
-streamed; the size limit is enforced while reading, and an overall deadline bounds each download.
-`allow_cidrs` (MEDIATASKS_URL_ALLOW_CIDRS) is the only way to reach a blocked range (tests).
+`UrlPolicy` decides whether a URL may be fetched: http/https only, no credentials in the
+authority, no numeric host spellings other than canonical addresses, no ``localhost`` names, and
+every address the host resolves to must be permitted. An address is permitted when it is inside
+an explicitly allowed CIDR (``MEDIATASKS_URL_ALLOW_CIDRS``, for tests), or else when it passes
+both ssrfguard's IANA-derived table (which decodes IPv4-mapped, NAT64, 6to4 and Teredo wrappers
+and names the cloud metadata endpoints) and ``ipaddress``'s ``is_global``.
+
+`SafeFetcher` fetches with one `httpx.Client` whose connections are pinned: each hop is resolved
+and checked once here, and the transport connects only to those checked addresses (no second
+lookup, so no DNS rebinding), while TLS still verifies the certificate and sends SNI for the
+hostname. Redirects are followed by hand, each hop checked again; bodies are read in bounded
+chunks under a byte cap and an overall deadline that also caps every socket read.
 """
 
 from __future__ import annotations
 
+import contextvars
+import email.utils
 import ipaddress
+import os
+import re
 import socket
+import ssl
+import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import urllib.parse
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from urllib.parse import urljoin, urlsplit
+from datetime import datetime, timezone
+from typing import Any
 
+import httpcore
 import httpx
+import ssrfguard
+from ssrfguard.httpx import SafeBackend, SafeTransport
 
-from application.ports.errors import PermanentMediaError, TransientMediaError
+from application.ports.errors import MediaError, PermanentMediaError, TransientMediaError
+
+__all__ = [
+    "ALLOW_CIDRS_ENV",
+    "FetchedResponse",
+    "PinnedTarget",
+    "Resolver",
+    "SafeFetcher",
+    "UrlPolicy",
+    "system_resolver",
+]
+
+ALLOW_CIDRS_ENV = "MEDIATASKS_URL_ALLOW_CIDRS"
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-Resolver = Callable[[str, int], list[str]]
-REDIRECTS = (301, 302, 303, 307, 308)
-CHECKED = "mediatasks_checked_address"
-BLOCKED_NETWORKS = tuple(ipaddress.ip_network(n) for n in (
-    "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
-    "192.0.0.0/24", "192.0.2.0/24", "192.88.99.0/24", "192.168.0.0/16", "198.18.0.0/15", "198.51.100.0/24",
-    "203.0.113.0/24", "224.0.0.0/4", "240.0.0.0/4", "255.255.255.255/32",
-    "::/128", "::1/128", "::ffff:0:0/96", "64:ff9b::/96", "64:ff9b:1::/48", "100::/64", "2001::/23",
-    "2001:db8::/32", "2002::/16", "fc00::/7", "fe80::/10", "fec0::/10", "ff00::/8",
-))
+
+#: Resolves a host name (never a literal address) to address strings; raises ``socket.gaierror``.
+Resolver = Callable[[str, int], Sequence[str]]
+
+_ALL_PORTS = frozenset(range(1, 65536))
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_MIB = 1024 * 1024
+_REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+_SENSITIVE_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
+#: A last label that URL parsers (WHATWG, inet_aton) read as a number: decimal, octal or hex.
+_NUMERIC_LABEL = re.compile(r"^(?:0x[0-9a-f]*|[0-9]+)$", re.IGNORECASE)
+
+#: The monotonic deadline of the download running on this thread, read by every socket operation.
+_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("safe_http_deadline", default=None)
 
 
-def system_resolver(host: str, port: int) -> list[str]:
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror as e:
-        if e.errno in (socket.EAI_AGAIN,):
-            raise TransientMediaError("dns_unavailable", f"Could not resolve {host} right now.") from e
-        raise PermanentMediaError("media_not_found", f"The host {host} does not exist.") from e
-    return list(dict.fromkeys(info[4][0] for info in infos))
+class _GlobalOnlyPolicy(ssrfguard.Policy):
+    """ssrfguard's policy, additionally requiring ``is_global`` outside the allowed networks."""
 
-
-def embedded_ipv4(ip: IPAddress) -> ipaddress.IPv4Address | None:
-    """The IPv4 address an IPv6 address carries (mapped, NAT64, 6to4, Teredo), if any."""
-    if isinstance(ip, ipaddress.IPv4Address):
-        return None
-    if ip.ipv4_mapped:
-        return ip.ipv4_mapped
-    if ip.sixtofour:
-        return ip.sixtofour
-    if ip.teredo:
-        return ip.teredo[1]
-    if ip in ipaddress.ip_network("64:ff9b::/96"):
-        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-    return None
+    def check_address(self, address: str | IPAddress) -> None:
+        parsed = ipaddress.ip_address(address) if isinstance(address, str) else address
+        if any(parsed.version == net.version and parsed in net for net in self.allowed_networks):
+            return
+        super().check_address(parsed)
+        if not parsed.is_global:
+            raise ssrfguard.BlockedAddressError(str(parsed), "the address is not globally reachable")
 
 
 @dataclass(frozen=True)
+class PinnedTarget:
+    """A URL's origin after the check: the host as the transport sees it and its checked addresses."""
+
+    host: str
+    port: int
+    addresses: tuple[ssrfguard.Address, ...]
+
+
+def system_resolver(host: str, port: int) -> list[str]:
+    """The platform's resolver (``getaddrinfo``), every distinct address in its order."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+def _refused(url: str, reason: str, **details: Any) -> PermanentMediaError:
+    return PermanentMediaError("url_not_allowed", reason, details={"host": _host_of(url), **details})
+
+
+def _host_of(url: str) -> str | None:
+    try:
+        return urllib.parse.urlsplit(url).hostname
+    except ValueError:
+        return None
+
+
+def _parse_networks(cidrs: Iterable[str]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    networks = []
+    for cidr in cidrs:
+        try:
+            networks.append(ipaddress.ip_network(cidr.strip()))
+        except ValueError as bad:
+            raise ValueError(f"{ALLOW_CIDRS_ENV}: {cidr!r} is not a CIDR network: {bad}") from bad
+    return tuple(networks)
+
+
 class UrlPolicy:
-    allow_cidrs: Sequence[str] = ()
-    resolver: Resolver = system_resolver
+    """Which URLs the service may fetch; ``check_url`` resolves once and checks every address.
 
-    def allowed_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
-        return [ipaddress.ip_network(c, strict=False) for c in self.allow_cidrs]
+    Userinfo (``http://user@host``) is refused: it only ever serves to disguise the host.
+    Numeric hosts other than a canonical address (``2130706433``, ``0177.0.0.1``, ``0x7f.1``,
+    ``127.1``) are refused whatever they decode to, because parsers disagree on them; the
+    decoded address is reported in the error details. ``localhost`` and ``*.localhost`` names
+    are refused without asking a resolver. ``allow_cidrs`` is the only way to reach a denied
+    range; an entry does not cross address families (``127.0.0.1/32`` does not permit
+    ``::ffff:127.0.0.1``).
+    """
 
-    def is_forbidden(self, ip: IPAddress) -> bool:
-        if any(ip in net for net in self.allowed_networks()):
-            return False
-        inner = embedded_ipv4(ip)
-        if inner is not None and self.is_forbidden(inner):
-            return True
-        if inner is not None and any(inner in net for net in self.allowed_networks()):
-            return False
-        return (not ip.is_global or ip.is_multicast or ip.is_reserved or ip.is_loopback or ip.is_link_local
-                or ip.is_private or ip.is_unspecified or any(ip in net for net in BLOCKED_NETWORKS))
+    def __init__(
+        self,
+        allow_cidrs: Sequence[str] = (),
+        allowed_schemes: Sequence[str] = ("http", "https"),
+        *,
+        resolver: Resolver | None = None,
+    ) -> None:
+        self.allowed_schemes = frozenset(s.lower() for s in allowed_schemes)
+        self._resolver: Resolver = resolver if resolver is not None else system_resolver
+        self.guard = _GlobalOnlyPolicy(
+            allowed_schemes=self.allowed_schemes,
+            allowed_networks=_parse_networks(allow_cidrs),
+            allowed_ports=_ALL_PORTS,
+        )
 
-    def check_url(self, url: str) -> tuple[str, int, list[str]]:
-        """(host, port, checked addresses) or PermanentMediaError invalid_url / url_not_allowed."""
+    @classmethod
+    def from_environment(
+        cls, environ: Mapping[str, str] | None = None, *, resolver: Resolver | None = None
+    ) -> UrlPolicy:
+        """Build the policy with the allow list from ``MEDIATASKS_URL_ALLOW_CIDRS`` (comma separated)."""
+        raw = (os.environ if environ is None else environ).get(ALLOW_CIDRS_ENV, "")
+        cidrs = [part for part in re.split(r"[,\s]+", raw) if part]
+        return cls(allow_cidrs=cidrs, resolver=resolver)
+
+    def check_url(self, url: str) -> list[IPAddress]:
+        """Resolve the URL's host and return its addresses, all permitted, or raise.
+
+        Raises `PermanentMediaError` ``invalid_url`` (not http(s), malformed, host does not
+        exist) or ``url_not_allowed`` (any forbidden address or spelling), and
+        `TransientMediaError` ``dns_unavailable`` when the resolver fails temporarily.
+        """
+        return [address.ip for address in self.resolve(url).addresses]
+
+    def resolve(self, url: str) -> PinnedTarget:
+        """Check the URL, resolve its host once, and return the checked addresses to pin."""
+        self._check_shape(url)
         try:
-            parts = urlsplit(url)
-            port = parts.port
-        except ValueError as e:
-            raise PermanentMediaError("invalid_url", f"Not a valid URL: {e}") from e
-        scheme = parts.scheme.lower()
-        if scheme not in ("http", "https") or not parts.hostname:
-            raise PermanentMediaError("invalid_url", "Only absolute http and https URLs can be fetched.")
-        if parts.username or parts.password:
-            raise PermanentMediaError("url_not_allowed", "URLs with credentials are not fetched.")
-        host = parts.hostname.rstrip(".").lower()
-        port = port or (443 if scheme == "https" else 80)
+            target = self.guard.check_url(url)
+            addresses = ssrfguard.resolve(target, policy=self.guard, resolver=self._lookup)
+        except ssrfguard.SSRFGuardError as refused:
+            raise _refused(url, str(getattr(refused, "reason", refused))) from refused
+        except socket.gaierror as failed:
+            if failed.errno in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)):
+                raise PermanentMediaError(
+                    "invalid_url", "the host does not resolve", details={"host": _host_of(url)}
+                ) from failed
+            raise TransientMediaError(
+                "dns_unavailable", f"name resolution failed: {failed}", details={"host": _host_of(url)}
+            ) from failed
+        return PinnedTarget(host=_transport_host(url), port=target.port, addresses=addresses)
+
+    def _check_shape(self, url: str) -> None:
         try:
-            addresses = [ipaddress.ip_address(host)]
+            split = urllib.parse.urlsplit(url)
+            split.port  # noqa: B018 - parsing the port is the check
+        except ValueError as bad:
+            raise PermanentMediaError("invalid_url", f"the URL cannot be parsed: {bad}") from bad
+        scheme = split.scheme.lower()
+        if scheme not in self.allowed_schemes:
+            raise PermanentMediaError(
+                "invalid_url",
+                f"scheme {scheme or '(none)'!r} is not one of {sorted(self.allowed_schemes)}",
+            )
+        host = (split.hostname or "").rstrip(".")
+        if not host:
+            raise PermanentMediaError("invalid_url", "the URL has no host")
+        if host == "localhost" or host.endswith(".localhost"):
+            raise _refused(url, "localhost names always point at this machine")
+        if ":" not in host and _NUMERIC_LABEL.match(host.rsplit(".", 1)[-1]):
+            _check_canonical_ipv4(url, host)
+
+    def _lookup(self, host: str, port: int, *_getaddrinfo_args: int) -> list[tuple[Any, ...]]:
+        """getaddrinfo's shape for ssrfguard: literals answered here, names by the resolver."""
+        try:
+            addresses: Sequence[str] = [str(ipaddress.ip_address(host))]
         except ValueError:
-            addresses = [ipaddress.ip_address(a.split("%")[0]) for a in self.resolver(host, port)]
-        if not addresses:
-            raise PermanentMediaError("media_not_found", f"The host {host} has no address.")
-        for ip in addresses:
-            if self.is_forbidden(ip):
-                raise PermanentMediaError("url_not_allowed", f"{host} resolves to a blocked address ({ip}).",
-                                          details={"host": host})
-        return host, port, [str(ip) for ip in addresses]
+            addresses = self._resolver(host, port)
+        answers: list[tuple[Any, ...]] = []
+        for address in addresses:
+            ip = ipaddress.ip_address(address.split("%")[0])
+            if ip.version == 4:
+                answers.append((socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (str(ip), port)))
+            else:
+                answers.append((socket.AF_INET6, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (str(ip), port, 0, 0)))
+        return answers
 
 
-class PinnedTransport(httpx.HTTPTransport):
-    """Connects to the address the policy checked, never to a fresh DNS answer."""
+def _check_canonical_ipv4(url: str, host: str) -> None:
+    """Refuse a host whose last label is a number unless it is a canonical dotted quad."""
+    try:
+        ipaddress.IPv4Address(host)
+        return
+    except ValueError:
+        pass
+    try:
+        decoded: str | None = socket.inet_ntoa(socket.inet_aton(host))
+    except OSError:
+        decoded = None
+    raise _refused(
+        url,
+        "a numeric host must be a canonical dotted-quad address; other spellings are refused whatever they decode to",
+        decodes_to=decoded,
+    )
 
-    def __init__(self, policy: UrlPolicy, **kwargs: object) -> None:
-        super().__init__(**kwargs)  # type: ignore[arg-type]
-        self.policy = policy
-        self.connections_attempted = 0
 
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        extensions = dict(request.extensions)
-        checked = extensions.pop(CHECKED, None)
-        host, port, addresses = checked or self.policy.check_url(str(request.url))
-        request.extensions = extensions
-        address = addresses[0]
-        pinned = request.url.copy_with(host=address)
-        request.url = pinned
-        request.headers["Host"] = host if port in (80, 443) else f"{host}:{port}"
-        request.extensions = {**request.extensions, "sni_hostname": host}
+def _transport_host(url: str) -> str:
+    """The host exactly as httpcore will hand it to the network backend."""
+    try:
+        return httpx.URL(url).raw_host.decode("ascii")
+    except httpx.InvalidURL as bad:
+        raise PermanentMediaError("invalid_url", f"the URL cannot be parsed: {bad}") from bad
+
+
+def _remaining(deadline: float | None) -> float | None:
+    return None if deadline is None else deadline - time.monotonic()
+
+
+def _capped(timeout: float | None, kind: type[Exception]) -> float | None:
+    """The smaller of a socket timeout and the time left before this thread's deadline."""
+    left = _remaining(_DEADLINE.get())
+    if left is None:
+        return timeout
+    if left <= 0:
+        raise kind("the download deadline has passed")
+    return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    """httpcore's own stream, with every read, write and handshake capped by the deadline."""
+
+    def __init__(self, inner: httpcore.NetworkStream) -> None:
+        self._inner = inner
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._inner.read(max_bytes, _capped(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._inner.write(buffer, _capped(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.NetworkStream:
+        tls = self._inner.start_tls(ssl_context, server_hostname, _capped(timeout, httpcore.ConnectTimeout))
+        return _DeadlineStream(tls)
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
+
+
+class _DeadlineBackend(SafeBackend):
+    """ssrfguard's pinning backend, with the connect timeout and the stream under the deadline."""
+
+    connections_attempted = 0
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.NetworkStream:
+        timeout = _capped(timeout, httpcore.ConnectTimeout)
         self.connections_attempted += 1
-        return super().handle_request(request)
+        return _DeadlineStream(super().connect_tcp(host, port, timeout, local_address, socket_options))
 
 
-@dataclass
+class _PinnedTransport(SafeTransport):
+    """ssrfguard's transport over a pool whose backend connects only to pinned addresses."""
+
+    def __init__(self, *, policy: ssrfguard.Policy, resolver: Resolver, ssl_context: ssl.SSLContext | None) -> None:
+        if ssl_context is None:
+            ssl_context = httpx.create_ssl_context(trust_env=False)
+        super().__init__(policy=policy, resolver=resolver, verify=ssl_context, trust_env=False)
+        limits = httpx.Limits()
+        self._backend = _DeadlineBackend(policy=policy, resolver=resolver)
+        self._pool = httpcore.ConnectionPool(
+            ssl_context=ssl_context,
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            network_backend=self._backend,
+        )
+
+    @property
+    def connections_attempted(self) -> int:
+        """TCP connections this transport has tried to open (each to a checked address)."""
+        return self._backend.connections_attempted
+
+
+class _PinTable:
+    """Checked addresses per (host, port), the latest check winning; the transport's only resolver."""
+
+    _MAX_ENTRIES = 4096
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pins: OrderedDict[tuple[str, int], tuple[ssrfguard.Address, ...]] = OrderedDict()
+
+    def pin(self, target: PinnedTarget) -> None:
+        with self._lock:
+            key = (target.host, target.port)
+            self._pins[key] = target.addresses
+            self._pins.move_to_end(key)
+            while len(self._pins) > self._MAX_ENTRIES:
+                self._pins.popitem(last=False)
+
+    def lookup(
+        self, host: str, port: int, family: int = 0, type: int = 0, proto: int = 0, flags: int = 0
+    ) -> list[tuple[Any, ...]]:
+        with self._lock:
+            addresses = self._pins.get((host, port))
+        if addresses is None:
+            raise socket.gaierror(socket.EAI_NONAME, f"{host}:{port} was not checked before use")
+        return [(a.family, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", a.sockaddr) for a in addresses]
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+
+
+def _status_error(response: httpx.Response) -> MediaError | None:
+    """The classified error for a final (non-redirect) status, or None for 2xx."""
+    status = response.status_code
+    details = {"status": status, "host": response.url.host}
+    if 200 <= status < 300:
+        return None
+    if status in (404, 410):
+        return PermanentMediaError("media_not_found", f"the server answered {status}", details=details)
+    if status in (401, 403):
+        return PermanentMediaError("media_private", f"the server answered {status}", details=details)
+    if status == 429:
+        return TransientMediaError(
+            "rate_limited",
+            "the server answered 429",
+            retry_after=_retry_after(response.headers.get("retry-after")),
+            details=details,
+        )
+    if status == 408:
+        return TransientMediaError("timeout", "the server answered 408", details=details)
+    if status >= 500:
+        return TransientMediaError(
+            "upstream_unavailable",
+            f"the server answered {status}",
+            retry_after=_retry_after(response.headers.get("retry-after")),
+            details=details,
+        )
+    return PermanentMediaError("media_not_found", f"the server answered {status}", details=details)
+
+
+@contextmanager
+def _classified_transport_errors(url: httpx.URL) -> Iterator[None]:
+    """Turn httpx/httpcore failures and ssrfguard refusals into classified media errors."""
+    details = {"host": url.host}
+    try:
+        yield
+    except ssrfguard.SSRFGuardError as refused:
+        reason = str(getattr(refused, "reason", refused))
+        raise PermanentMediaError("url_not_allowed", reason, details=details) from refused
+    except httpx.TimeoutException as timed_out:
+        raise TransientMediaError("timeout", f"timed out: {timed_out}", details=details) from timed_out
+    except httpx.TransportError as failed:
+        raise TransientMediaError("connection_failed", f"connection failed: {failed}", details=details) from failed
+
+
 class FetchedResponse:
-    status_code: int
-    headers: httpx.Headers
-    final_url: str
-    _response: httpx.Response
-    _max_bytes: int
-    _deadline: float
+    """A final 2xx response: status, headers, URL after redirects, and a bounded body iterator."""
+
+    def __init__(
+        self,
+        response: httpx.Response,
+        *,
+        redirects: tuple[str, ...],
+        max_bytes: int,
+        chunk_size: int,
+        deadline: float,
+    ) -> None:
+        self._response = response
+        self._max_bytes = max_bytes
+        self._chunk_size = chunk_size
+        self._deadline = deadline
+        self.status_code = response.status_code
+        self.headers = response.headers
+        self.final_url = str(response.url)
+        self.redirects = redirects
+        self.bytes_read = 0
 
     def iter_bytes(self) -> Iterator[bytes]:
-        received = 0
-        try:
-            for chunk in self._response.iter_bytes():
-                received += len(chunk)
-                if received > self._max_bytes:
-                    raise PermanentMediaError("too_large", f"The file is larger than {self._max_bytes} bytes.")
+        """Yield the body as it arrives, in chunks of at most ``chunk_size`` bytes.
+
+        Raises ``too_large`` once more than ``max_bytes`` have arrived (never yielding past the
+        cap) and ``timeout`` when the overall deadline passes.
+        """
+        with _classified_transport_errors(self._response.url):
+            for piece in self._response.iter_bytes():
+                self.bytes_read += len(piece)
+                if self.bytes_read > self._max_bytes:
+                    raise PermanentMediaError(
+                        "too_large",
+                        f"the body is larger than {self._max_bytes} bytes",
+                        details={"max_bytes": self._max_bytes, "bytes_read": self.bytes_read},
+                    )
                 if time.monotonic() > self._deadline:
-                    raise TransientMediaError("timeout", "The download took longer than allowed.")
-                yield chunk
-        except httpx.TimeoutException as e:
-            raise TransientMediaError("timeout", "The media server stopped sending data.") from e
-        except httpx.TransportError as e:
-            raise TransientMediaError("connection_failed", f"The download broke off: {type(e).__name__}.") from e
+                    raise TransientMediaError("timeout", "the download deadline has passed")
+                for start in range(0, len(piece), self._chunk_size):
+                    yield piece[start : start + self._chunk_size]
 
 
 class SafeFetcher:
-    """The `MediaFetcher` adapter: one httpx client with the pinned transport."""
+    """Fetches URLs through the policy with pinned connections, redirect re-checks and limits.
 
-    def __init__(self, policy: UrlPolicy, *, connect_timeout: float = 10, read_timeout: float = 30,
-                 deadline_seconds: float = 3600, max_redirects: int = 5, user_agent: str = "mediatasks/1") -> None:
+    Use as a context manager; it owns one `httpx.Client`. Safe to share between threads.
+    """
+
+    def __init__(
+        self,
+        policy: UrlPolicy,
+        connect_timeout: float = 10,
+        read_timeout: float = 30,
+        deadline_seconds: float = 3600,
+        max_redirects: int = 5,
+        *,
+        user_agent: str = "mediatasks/1",
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        """``ssl_context`` replaces the default verifying context (a private CA, in tests)."""
         self.policy = policy
         self.deadline_seconds = deadline_seconds
         self.max_redirects = max_redirects
-        # No keep-alive: each hop is a fresh connection to the address just checked.
-        self.transport = PinnedTransport(policy, retries=0, limits=httpx.Limits(max_keepalive_connections=0))
-        self.client = httpx.Client(
-            transport=self.transport, follow_redirects=False, headers={"User-Agent": user_agent},
+        self._pins = _PinTable()
+        self.transport = _PinnedTransport(policy=policy.guard, resolver=self._pins.lookup, ssl_context=ssl_context)
+        self._client = httpx.Client(
+            transport=self.transport,
+            headers={"User-Agent": user_agent},
             timeout=httpx.Timeout(connect=connect_timeout, read=read_timeout, write=read_timeout, pool=connect_timeout),
+            follow_redirects=False,
+            trust_env=False,
         )
-
-    def close(self) -> None:
-        self.client.close()
 
     def __enter__(self) -> SafeFetcher:
         return self
 
-    def __exit__(self, *_: object) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    def close(self) -> None:
+        """Close the pooled connections."""
+        self._client.close()
+
     @contextmanager
-    def stream(self, url: str, *, max_bytes: int, headers: Mapping[str, str] | None = None,
-               deadline_seconds: float | None = None) -> Iterator[FetchedResponse]:
+    def stream(
+        self,
+        url: str,
+        *,
+        max_bytes: int,
+        headers: Mapping[str, str] | None = None,
+        chunk_size: int = _MIB,
+        deadline_seconds: float | None = None,
+    ) -> Iterator[FetchedResponse]:
+        """GET ``url``, following up to ``max_redirects`` checked redirects, and yield the 2xx response.
+
+        Errors: see `UrlPolicy.check_url` for refusals; ``too_large`` (Content-Length or body
+        over ``max_bytes``); ``media_not_found`` (404/410, other 4xx), ``media_private``
+        (401/403), ``rate_limited`` (429, with ``retry_after``), ``upstream_unavailable`` (5xx),
+        ``connection_failed`` (refused, reset, cut short), ``timeout`` (connect/read timeout or
+        the overall deadline, ``deadline_seconds`` or the fetcher's), ``too_many_redirects``.
+        """
         deadline = time.monotonic() + (deadline_seconds or self.deadline_seconds)
-        current = url
-        for _ in range(self.max_redirects + 1):
-            checked = self.policy.check_url(current)  # before httpx parses it: every spelling meets the policy
+        token = _DEADLINE.set(deadline)
+        try:
+            response, redirects = self._follow(url, dict(headers or {}))
             try:
-                request = self.client.build_request("GET", current, headers=dict(headers or {}))
-            except httpx.InvalidURL as e:
-                raise PermanentMediaError("invalid_url", f"Not a valid URL: {e}") from e
-            request.extensions = {**request.extensions, CHECKED: checked}  # connect to what was checked
-            try:
-                response = self.client.send(request, stream=True)
-            except httpx.TimeoutException as e:
-                raise TransientMediaError("timeout", "The media server did not answer in time.") from e
-            except httpx.RemoteProtocolError as e:
-                if "location header" in str(e).lower():  # e.g. an octal or otherwise obfuscated address
-                    raise PermanentMediaError("url_not_allowed", "Redirected to an address that is not allowed.") from e
-                raise TransientMediaError("connection_failed", "The media server broke the protocol.") from e
-            except httpx.TransportError as e:
-                raise TransientMediaError("connection_failed", f"Could not connect: {type(e).__name__}.") from e
-            try:
-                if response.status_code in REDIRECTS and "location" in response.headers:
-                    current = urljoin(current, response.headers["location"])
-                    continue
-                _raise_for_status(response)
-                length = response.headers.get("content-length")
-                if length and length.isdigit() and int(length) > max_bytes:
-                    raise PermanentMediaError("too_large", f"The file is {length} bytes; the limit is {max_bytes}.")
-                yield FetchedResponse(response.status_code, response.headers, current, response, max_bytes, deadline)
-                return
+                self._refuse_declared_oversize(response, max_bytes)
+                yield FetchedResponse(
+                    response,
+                    redirects=redirects,
+                    max_bytes=max_bytes,
+                    chunk_size=chunk_size,
+                    deadline=deadline,
+                )
             finally:
                 response.close()
-        raise PermanentMediaError("too_many_redirects", f"More than {self.max_redirects} redirects.")
+        finally:
+            _DEADLINE.reset(token)
 
-    def get_bytes(self, url: str, *, max_bytes: int, headers: Mapping[str, str] | None = None) -> bytes:
+    def get_bytes(self, url: str, max_bytes: int, *, headers: Mapping[str, str] | None = None) -> bytes:
+        """The whole body of a small resource (subtitles, manifests), bounded by ``max_bytes``."""
         with self.stream(url, max_bytes=max_bytes, headers=headers) as response:
             return b"".join(response.iter_bytes())
 
+    def _follow(self, url: str, headers: dict[str, str]) -> tuple[httpx.Response, tuple[str, ...]]:
+        headers.setdefault("accept-encoding", "identity")
+        chain: list[str] = []
+        current = url
+        while True:
+            response = self._send(current, headers)
+            location = response.headers.get("location")
+            if response.status_code not in _REDIRECT_STATUSES or location is None:
+                break
+            response.close()
+            chain.append(current)
+            if len(chain) > self.max_redirects:
+                raise PermanentMediaError(
+                    "too_many_redirects", f"more than {self.max_redirects} redirects", details={"hops": len(chain)}
+                )
+            following = urllib.parse.urljoin(current, location)
+            if _origin(following) is None or _origin(following) != _origin(current):
+                headers = {k: v for k, v in headers.items() if k.lower() not in _SENSITIVE_HEADERS}
+            current = following
+        error = _status_error(response)
+        if error is not None:
+            response.close()
+            raise error
+        return response, tuple(chain)
 
-def _raise_for_status(response: httpx.Response) -> None:
-    status = response.status_code
-    if status < 400:
-        return
-    if status in (404, 410):
-        raise PermanentMediaError("media_not_found", f"The media server answered {status}.")
-    if status in (401, 403):
-        raise PermanentMediaError("media_private", f"The media server refused access ({status}).")
-    if status == 429:
-        raise TransientMediaError("rate_limited", "The media server asked us to slow down.",
-                                  retry_after=_retry_after(response.headers.get("retry-after")))
-    if status >= 500:
-        raise TransientMediaError("upstream_unavailable", f"The media server answered {status}.",
-                                  retry_after=_retry_after(response.headers.get("retry-after")))
-    raise PermanentMediaError("media_not_found", f"The media server answered {status}.")
+    def _send(self, url: str, headers: dict[str, str]) -> httpx.Response:
+        target = self.policy.resolve(url)
+        self._pins.pin(target)
+        try:
+            request = self._client.build_request("GET", url, headers=headers)
+        except httpx.InvalidURL as bad:
+            raise PermanentMediaError("invalid_url", f"the URL cannot be parsed: {bad}") from bad
+        with _classified_transport_errors(request.url):
+            # The transport directly: httpx.Client.send would parse Location itself, unchecked.
+            response = self.transport.handle_request(request)
+        response.request = request
+        return response
+
+    @staticmethod
+    def _refuse_declared_oversize(response: httpx.Response, max_bytes: int) -> None:
+        declared = response.headers.get("content-length")
+        if declared is not None and declared.strip().isdigit() and int(declared) > max_bytes:
+            raise PermanentMediaError(
+                "too_large",
+                f"Content-Length {declared} is larger than {max_bytes} bytes",
+                details={"max_bytes": max_bytes, "content_length": int(declared)},
+            )
 
 
-def _retry_after(value: str | None) -> float | None:
+def _origin(url: str) -> tuple[str, str | None, int | None] | None:
+    """Scheme, host and port of a URL, or None when it cannot be parsed."""
     try:
-        return max(0.0, float(value)) if value else None
+        split = urllib.parse.urlsplit(url)
+        scheme = split.scheme.lower()
+        return scheme, split.hostname, split.port or _DEFAULT_PORTS.get(scheme)
     except ValueError:
         return None
