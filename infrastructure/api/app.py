@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from infrastructure.api.errors import install_error_handlers
 from infrastructure.api.limits import BodySizeLimit
 from infrastructure.api.live import TaskUpdateHub
-from infrastructure.api.routes import account, admin, health, media, tasks
+from infrastructure.api.routes import account, admin, health, media, tasks, web
 
 DESCRIPTION = """
 Turn a social-media video link into stored subtitles and/or a stored video, paid in credits and
@@ -39,6 +39,6 @@ def create_api(runtime: Any, *, projections: Any = None) -> FastAPI:
     api.state.sse_ping_seconds = runtime.settings.sse_ping_seconds
     install_error_handlers(api)
     api.add_middleware(BodySizeLimit, max_bytes=runtime.settings.max_body_bytes)
-    for router in (health.router, admin.router, tasks.router, media.router, account.router):
+    for router in (health.router, admin.router, tasks.router, media.router, account.router, web.router):
         api.include_router(router)
     return api
