@@ -45,6 +45,7 @@ def only_task(client: httpx.Client) -> dict:
 
 def test_submit_watch_live_progress_then_read_outputs(page: Page, worker_service: RunningService,
                                                       platform: FakePlatform) -> None:
+    page.set_viewport_size({"width": 760, "height": 1000})
     _, key = worker_service.new_user(10)
     sign_in(page, key)
     expect(page.locator("#balance")).to_have_text("10")
@@ -92,6 +93,8 @@ def test_submit_watch_live_progress_then_read_outputs(page: Page, worker_service
         page.click("#download-video")
     assert len(open(video_download.value.path(), "rb").read()) == SLOW_VIDEO["size"]
     expect(page.locator("#retry")).to_have_count(0)
+    page.set_viewport_size({"width": 360, "height": 740})
+    assert page.evaluate("document.documentElement.scrollWidth") <= 360
 
 
 def test_failed_task_shows_the_error_and_refund_then_retry_succeeds(page: Page, worker_service: RunningService,

@@ -358,7 +358,7 @@ function renderSummary(task) {
     retry.addEventListener("click", () => retryTask(task.task_id, retry));
     parts.push(retry);
   }
-  $("task-summary").replaceChildren(...parts);
+  $("task-summary").replaceChildren(...parts.filter(Boolean));
 }
 
 async function retryTask(taskId, button) {
