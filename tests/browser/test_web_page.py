@@ -12,6 +12,26 @@ from tests.support.fake_platform import FakePlatform
 
 pytestmark = pytest.mark.browser
 
+# The lowest contrast ratio (WCAG 2 relative luminance) between the text and the background behind it.
+LOWEST_CONTRAST = """
+(selectors) => {
+  const rgb = (css) => css.match(/[\\d.]+/g).map(Number);
+  const channel = (c) => { c /= 255; return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4; };
+  const luminance = ([r, g, b]) => 0.2126 * channel(r) + 0.7152 * channel(g) + 0.0722 * channel(b);
+  const background = (element) => {
+    for (let e = element; e; e = e.parentElement) {
+      const color = rgb(getComputedStyle(e).backgroundColor);
+      if (color.length < 4 || color[3] > 0) return color;
+    }
+    return [255, 255, 255];
+  };
+  const ratios = selectors.flatMap((selector) => [...document.querySelectorAll(selector)]).map((element) => {
+    const [a, b] = [luminance(rgb(getComputedStyle(element).color)), luminance(background(element))];
+    return (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+  });
+  return Math.min(...ratios);
+}
+"""
 SLOW_VIDEO = {"size": 16384 * 48, "chunk": 16384, "delay": 0.04}  # ~2 s of streaming: progress 30 → 60 in steps
 
 
@@ -178,6 +198,8 @@ def test_narrow_screen_keyboard_order_and_sign_out(page: Page, worker_service: R
     page.keyboard.press("Enter")
     expect(page.locator("#home-title")).to_be_focused()
     assert page.evaluate("document.documentElement.scrollWidth") <= 360
+    text = ["body", "h1", "h2", "label", ".hint", "caption", "th", "td", "button", ".bar a", ".who", "a"]
+    assert page.evaluate(LOWEST_CONTRAST, text) >= 4.5
 
     order = []
     for _ in range(4):
