@@ -77,6 +77,11 @@ function say(text) {
   $("live").textContent = text;
 }
 
+/** A background refresh that failed: say so (a 401 has already signed the user out). */
+function reportProblem(failure) {
+  if (failure.status !== 401) say(`Could not refresh: ${failure.message}`);
+}
+
 // ---- sign in / out -------------------------------------------------------------------------------
 
 async function signIn(event) {
@@ -137,15 +142,15 @@ function route() {
   if (match) {
     state.route = match[1];
     show("task-view", "task-title");
-    renderTaskPage(match[1]);
+    renderTaskPage(match[1]).catch(reportProblem);
   } else {
     state.route = "home";
     show("home-view", "home-title");
     document.title = "Your tasks · mediatasks";
-    loadTasks();
-    state.pollTimer = setInterval(pollUnstreamed, 3000);
+    loadTasks().catch(reportProblem);
+    state.pollTimer = setInterval(() => pollUnstreamed().catch(reportProblem), 3000);
   }
-  loadAccount();
+  loadAccount().catch(reportProblem);
 }
 
 // ---- account -------------------------------------------------------------------------------------
@@ -318,10 +323,10 @@ async function follow(taskId) {
       source.close();
       state.streams.delete(taskId);
       say(update.status === "extracted" ? "A task finished." : "A task failed.");
-      if (state.route === taskId) renderTaskPage(taskId);
-      else api(`/v1/tasks/${taskId}`).then(updateTask);
-      if (update.status === "failed") awaitRefund(taskId);
-      else loadAccount();
+      if (state.route === taskId) renderTaskPage(taskId).catch(reportProblem);
+      else api(`/v1/tasks/${taskId}`).then(updateTask, reportProblem);
+      if (update.status === "failed") awaitRefund(taskId).catch(reportProblem);
+      else loadAccount().catch(reportProblem);
     }
   });
   source.addEventListener("error", () => {
@@ -438,7 +443,7 @@ function renderSubtitles(taskId, tracks, query) {
     const response = await api(`/v1/tasks/${taskId}/subtitles?lang=${lang}&format=vtt`, { raw: true });
     $("subtitle-preview").textContent = await response.text();
   };
-  select.onchange = showLanguage;
+  select.onchange = () => showLanguage().catch(reportProblem);
   return showLanguage();
 }
 
