@@ -12,7 +12,7 @@ from fastapi.telemetry import TelemetryConfig
 from infrastructure.api.errors import install_error_handlers
 from infrastructure.api.limits import BodySizeLimit
 from infrastructure.api.live import TaskUpdateHub
-from infrastructure.api.routes import account, admin, health, media, metrics, tasks
+from infrastructure.api.routes import account, admin, health, media, metrics, tasks, web
 
 DESCRIPTION = """
 Turn a social-media video link into stored subtitles and/or a stored video, paid in credits and
@@ -46,7 +46,8 @@ def create_api(runtime: Any, *, projections: Any = None) -> FastAPI:
     api.state.sse_ping_seconds = runtime.settings.sse_ping_seconds
     install_error_handlers(api)
     api.add_middleware(BodySizeLimit, max_bytes=runtime.settings.max_body_bytes)
-    for router in (health.router, admin.router, tasks.router, media.router, account.router, metrics.router):
+    for router in (health.router, admin.router, tasks.router, media.router, account.router, metrics.router,
+                   web.router):
         api.include_router(router)
     api.state.telemetry = getattr(runtime, "telemetry", None)
     if api.state.telemetry is not None:

@@ -10,7 +10,7 @@ from uuid import UUID
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
-from infrastructure.api.deps import AppDep, CurrentUser, ViewsDep
+from infrastructure.api.deps import AppDep, TaskReader, ViewsDep
 from infrastructure.api.errors import ApiError, responses
 from infrastructure.api.routes.tasks import visible_task
 from infrastructure.subtitles import render_subtitles
@@ -35,7 +35,7 @@ def finished(view: TaskView) -> dict:
                              "description": "The subtitles in the requested format"},
                        **responses(401, 404, 409, 422)})
 def get_subtitles(
-    request: Request, task_id: UUID, user_id: CurrentUser, app: AppDep, views: ViewsDep,
+    request: Request, task_id: UUID, user_id: TaskReader, app: AppDep, views: ViewsDep,
     lang: Annotated[str | None, Query(max_length=16, description="default: the first track")] = None,
     format: Annotated[Literal["vtt", "srt", "txt", "json"], Query()] = "vtt",  # noqa: A002
 ) -> Response:
@@ -68,7 +68,7 @@ def _cues(rows: list[dict]) -> list:
                        416: {"description": "The range is outside the video"},
                        **responses(401, 404, 409, 422)})
 def get_video(
-    request: Request, task_id: UUID, user_id: CurrentUser, app: AppDep, views: ViewsDep,
+    request: Request, task_id: UUID, user_id: TaskReader, app: AppDep, views: ViewsDep,
     range_header: Annotated[str | None, Header(alias="Range")] = None,
 ) -> Response:
     """The stored video, streamed; `Range: bytes=…` answers 206 with that part."""

@@ -12,10 +12,11 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from opentelemetry import propagate
+from pydantic import BaseModel, Field
 from sse_starlette.event import ServerSentEvent
 from sse_starlette.sse import EventSourceResponse
 
-from infrastructure.api.deps import AppDep, CurrentUser, ViewsDep
+from infrastructure.api.deps import AppDep, CurrentUser, TaskReader, ViewsDep, stream_tokens
 from infrastructure.api.errors import ApiError, responses
 from infrastructure.api.schemas import (
     Accepted,
@@ -131,6 +132,19 @@ def retry_task(task_id: UUID, user_id: CurrentUser, app: AppDep) -> Accepted:
     return Accepted(task_id=sub.task_id, status="queued", credits_charged=sub.credits_charged)
 
 
+class StreamToken(BaseModel):
+    access_token: str = Field(description="pass as ?access_token= on this task's events, subtitles and video")
+    expires_at: int = Field(description="Unix time after which the token is refused")
+
+
+@router.post("/{task_id}/stream-token", response_model=StreamToken, responses=responses(401, 404, 422, 503))
+def stream_token(request: Request, task_id: UUID, user_id: CurrentUser, app: AppDep, views: ViewsDep) -> StreamToken:
+    """A short-lived token for `?access_token=` on this task's events, subtitles and video (for browsers)."""
+    visible_task(app, views, task_id, user_id)
+    token, expires = stream_tokens(request).issue(user_id, task_id)
+    return StreamToken(access_token=token, expires_at=expires)
+
+
 def status_event(update: TaskUpdate) -> ServerSentEvent:
     data = StatusEvent(task_id=update.task_id, status=update.status, progress=update.progress,
                        attempt=update.attempt, stage=update.stage,
@@ -145,7 +159,7 @@ def status_event(update: TaskUpdate) -> ServerSentEvent:
 async def task_events(
     request: Request,
     task_id: UUID,
-    user_id: CurrentUser,
+    user_id: TaskReader,
     app: AppDep,
     views: ViewsDep,
     last_event_id: Annotated[int | None, Header(alias="Last-Event-ID", ge=0)] = None,
