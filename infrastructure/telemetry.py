@@ -60,7 +60,7 @@ class Telemetry:
 
         FastAPIInstrumentor.instrument_app(api, tracer_provider=self.tracer_provider,
                                            meter_provider=self.meter_provider, excluded_urls=UNTRACED_ROUTES,
-                                           exclude_spans=["receive", "send"])
+                                           exclude_spans=["receive", "send"], server_request_hook=without_query)
 
     def observe_projection_lag(self, runtime: Any, projections: Any = None) -> None:
         """A gauge of how many events each projection is behind the head of the log."""
@@ -189,6 +189,21 @@ def _exporters(kind: str) -> tuple[Any, Any]:
 
         return OTLPSpanExporter(), OTLPMetricExporter()
     return None, None
+
+
+def without_query(span: Any, scope: dict[str, Any]) -> None:
+    """Incoming URLs are recorded without their query: stream tokens (?access_token=) travel there."""
+    if not scope.get("query_string") or not span.is_recording():
+        return
+    attributes = getattr(span, "attributes", None) or {}
+    for key in URL_ATTRIBUTES:
+        if key in attributes:
+            parts = urlsplit(str(attributes[key]))
+            span.set_attribute(key, urlunsplit((parts.scheme, parts.netloc, parts.path, "", "")))
+    if "http.target" in attributes:
+        span.set_attribute("http.target", scope.get("path", ""))
+    if "url.query" in attributes:
+        span.set_attribute("url.query", "")
 
 
 def _without_query(span: Any, request: Any) -> None:
