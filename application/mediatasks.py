@@ -66,6 +66,7 @@ class AttemptDecision:
     attempt: int
     lease_remaining: float = 0.0
     notification_id: int | None = None
+    task: MediaTask | None = None  # as saved, when this delivery started an attempt
 
 
 @dataclass(frozen=True)
@@ -237,7 +238,7 @@ class MediaTasks(Application[UUID]):
             current = self.get_task(task_id)
             remaining = current.lease_remaining(self.clock(), self.lease) or self.lease.total_seconds()
             return AttemptDecision(ALREADY_PROCESSING, current.attempt, remaining)
-        return AttemptDecision(outcome, task.attempt, self.lease.total_seconds(), _last_id(recordings))
+        return AttemptDecision(outcome, task.attempt, self.lease.total_seconds(), _last_id(recordings), task)
 
     def report_progress(
         self, task_id: UUID, attempt: int, stage: str, progress: int, details: dict[str, Any] | None = None
@@ -272,9 +273,12 @@ class MediaTasks(Application[UUID]):
         return task
 
     def task_history(self, task_id: UUID, user_id: str | None = None) -> list[HistoryEntry]:
-        """Every event of the task, in order."""
-        self.get_task(task_id, user_id=user_id)
-        return [_history_entry(e) for e in self.repository.event_store.get(task_id)]
+        """Every event of the task, in order (one read: the first event says whose task it is)."""
+        events = list(self.repository.event_store.get(task_id))
+        if not events or not isinstance(events[0], MediaTask.Started) or (
+                user_id is not None and events[0].user_id != user_id):
+            raise TaskNotFound("There is no such task.", task_id=str(task_id))
+        return [_history_entry(e) for e in events]
 
     def task_at(self, task_id: UUID, when: datetime) -> MediaTask | None:
         """The task as it was at a past moment (None if it did not exist yet)."""

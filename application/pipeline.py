@@ -159,9 +159,9 @@ class TaskPipeline:
     def _deliver(self, task_id: UUID, delivery: dict[str, Any] | None, span: Span) -> PipelineOutcome:
         with phase("event_store.append", **{"mediatasks.event": "Downloading"}):
             decision = self.app.begin_attempt(task_id, self.worker_id, delivery)
-        if decision.outcome not in (STARTED, RETRYING):
+        if decision.outcome not in (STARTED, RETRYING) or decision.task is None:
             return PipelineOutcome(decision.outcome, decision.attempt, lease_remaining=decision.lease_remaining)
-        task = self.app.get_task(task_id)
+        task = decision.task
         submission = trace.get_current_span(propagate.extract(task.trace_context or {})).get_span_context()
         if submission.is_valid:
             span.add_link(submission, {"mediatasks.link": "submission"})

@@ -148,4 +148,5 @@ class InlineDispatcher:
         found = self.views.stale_tasks(now - self.lease, statuses=("downloading", "processing"))
         waiting_since = now if initial else now - self.missed_dispatch
         found += self.views.stale_tasks(waiting_since, statuses=("queued", "retrying"))
+        self.pipeline.cache.purge_expired()
         return sum(self.dispatch(task.task_id) for task in found)

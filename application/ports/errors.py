@@ -8,20 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-PERMANENT_CODES = frozenset(
-    {
-        "invalid_url",
-        "unsupported_url",
-        "media_not_found",
-        "media_private",
-        "too_large",
-        "url_not_allowed",
-        "no_subtitles",
-        "provider_auth",
-        "unsupported_content",
-    }
-)
-
 
 class MediaError(Exception):
     """A classified failure of an adapter: a stable code, a message for people, and whether to retry."""

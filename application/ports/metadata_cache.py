@@ -14,3 +14,6 @@ class MetadataCache(Protocol):
 
     def invalidate(self, url_key: str) -> None:
         """Forget an entry (its URLs stopped working)."""
+
+    def purge_expired(self) -> int:
+        """Delete expired entries; returns how many."""

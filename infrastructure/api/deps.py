@@ -68,10 +68,6 @@ CurrentUser = Annotated[str, Depends(current_user)]
 AdminOnly = Depends(require_admin)
 
 
-def runtime_of(request: Request) -> Any:
-    return request.app.state.runtime
-
-
 class StreamTokens:
     """Short-lived signed tokens that let one user read one task's stream and outputs from a URL.
 
