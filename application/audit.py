@@ -212,9 +212,9 @@ _HANDLERS: dict[type, Callable[[HistoryAuditor, int, Any], None]] = {
 }
 
 
-def replay(app: Any, *, stop: int | None = None, page: int = PAGE) -> Iterator[tuple[int, Any]]:
-    """Every event of the application in log order, read in pages from the recorder."""
-    start = 0
+def replay(app: Any, *, after: int = 0, stop: int | None = None, page: int = PAGE) -> Iterator[tuple[int, Any]]:
+    """Every event of the application after a position, in log order, read in pages from the recorder."""
+    start = after
     while True:
         notifications = app.recorder.select_notifications(start=start, limit=page, stop=stop,
                                                           inclusive_of_start=False)

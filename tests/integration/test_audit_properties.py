@@ -5,6 +5,7 @@ from __future__ import annotations
 from uuid import UUID
 
 import pytest
+from eventsourcing.persistence import Tracking
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invariant, rule
@@ -12,9 +13,9 @@ from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invar
 from application.audit import HistoryAuditor, replay
 from application.mediatasks import MediaTasks
 from domain.errors import DomainError
-from domain.tasks import MediaTask
 from infrastructure.bootstrap import create_tables
 from infrastructure.settings import Settings
+from projections.refund_issuer import RefundIssuer
 from tests.support.postgres import drop_schema
 
 URL = "https://vimeo.com/12345"
@@ -23,22 +24,19 @@ OUTPUTS = ("subtitles", "video", "video_and_subtitles")
 
 
 class RefundsInline:
-    """The refund issuer's policy applied right after each step (the projection runner does this in a thread)."""
+    """The real RefundIssuer, fed each new event right after a step (its runner does this in a thread)."""
 
-    def __init__(self, app: MediaTasks) -> None:
+    def __init__(self, app: MediaTasks, env: dict[str, str]) -> None:
         self.app = app
-        self.done: set[int] = set()
+        self.issuer = RefundIssuer(env=env)
 
     def run(self) -> None:
-        for position, event in replay(self.app):
-            if position in self.done or not isinstance(event, MediaTask.Failed) or not event.terminal:
-                continue
-            self.done.add(position)
-            task = self.app.repository.get(event.originator_id, version=event.originator_version)
-            account = self.app.get_account(task.user_id)
-            if not account.is_refunded(task.id, task.charge_attempt):
-                account.refund(task.id, task.charge_attempt)
-                self.app.save(account)
+        done = self.issuer.recorder.max_tracking_id(self.app.name) or 0
+        for position, event in replay(self.app, after=done):
+            self.issuer.process_event(event, Tracking(self.app.name, position))
+
+    def close(self) -> None:
+        self.issuer.close()
 
 
 @pytest.fixture(scope="module")
@@ -64,12 +62,14 @@ class CreditsAndLifecycles(RuleBasedStateMachine):
 
     @initialize()
     def start(self) -> None:
-        self.app = MediaTasks(env=type(self).make_env())
-        self.refunds = RefundsInline(self.app)
+        env = type(self).make_env()
+        self.app = MediaTasks(env=env)
+        self.refunds = RefundsInline(self.app, env)
         for user in USERS:
             self.app.create_user(user, 6)
 
     def teardown(self) -> None:
+        self.refunds.close()
         self.app.close()
 
     @rule(target=tasks, user=st.sampled_from(USERS), output=st.sampled_from(OUTPUTS),
