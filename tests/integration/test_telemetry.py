@@ -237,17 +237,27 @@ def test_no_secret_reaches_a_span_or_a_log_line(service: Service, observed: Obse
     assert service.pipeline.run(task_id).outcome == "extracted"
     assert any(r.path.startswith("/media/") and r.query.get("sig") == SIGNATURE for r in _video_requests(service.platform)), \
         "the signed query reached the media server (else this test proves nothing)"
+    auth = {"Authorization": f"Bearer {api_key}"}
+    with trace.get_tracer(__name__).start_as_current_span("client"):  # a sampled caller, as in submit()
+        token = httpx.post(f"{service.url}/v1/tasks/{task_id}/stream-token", headers=auth,
+                           timeout=10).json()["access_token"]
+        video = httpx.get(f"{service.url}/v1/tasks/{task_id}/video", params={"access_token": token}, timeout=10)
+    assert video.status_code == 200, "the stream token was accepted (else this test proves nothing)"
+    deadline = time.monotonic() + 5
+    while not any(s.name.endswith("/video") for s in observed.spans.get_finished_spans()):
+        assert time.monotonic() < deadline, "the video request's server span was not recorded"
+        time.sleep(0.05)
     spans = observed.spans.get_finished_spans()
     assert len(spans) > 10
     for span in spans:
         text = json.dumps({"attributes": dict(span.attributes or {}), "status": span.status.description,
                            "events": [dict(e.attributes or {}) for e in span.events],
                            "links": [dict(link.attributes or {}) for link in span.links]}, default=str)
-        for secret in (PROVIDER_KEY, SIGNATURE, api_key):
+        for secret in (PROVIDER_KEY, SIGNATURE, api_key, token):
             assert secret not in text, f"{secret[:6]}… in span {span.name}: {text}"
     log = observed.log.getvalue()
     assert str(task_id) in log
-    for secret in (PROVIDER_KEY, SIGNATURE, api_key):
+    for secret in (PROVIDER_KEY, SIGNATURE, api_key, token):
         assert secret not in log
 
 
