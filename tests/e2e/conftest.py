@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.support.fake_platform import FakePlatform
 from tests.support.postgres import database_url, drop_schema
 from tests.support.service_process import ServiceProcess
 
@@ -53,13 +55,32 @@ def start_service(pg: dict[str, str], log_dir: Path, *args: str, **settings: str
     return process, schema
 
 
-@pytest.fixture(scope="module")
-def service(pg_database_one: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningService]:
-    log_dir = tmp_path_factory.mktemp("service")
-    # No dispatcher: these tests play the worker themselves (and nothing may reach a real platform).
-    process, schema = start_service(pg_database_one, log_dir, sse_ping_seconds="1", dispatch="none")
+@contextmanager
+def running_service(pg: dict[str, str], log_dir: Path, *args: str, **settings: str) -> Iterator[RunningService]:
+    """A started service in a fresh schema; stopped and its schema dropped afterwards."""
+    process, schema = start_service(pg, log_dir, *args, **settings)
     try:
         yield RunningService(process.url, process, schema)
     finally:
         process.stop()
-        drop_schema(pg_database_one, schema)
+        drop_schema(pg, schema)
+
+
+def platform_settings(platform: FakePlatform, **settings: str) -> dict[str, str]:
+    """Settings that point the service's HTTP provider at the fake platform (and let it reach loopback)."""
+    return {"provider": "http", "provider_url": platform.provider_url, "provider_key": platform.api_key,
+            "provider_host": platform.api_host, "url_allow_cidrs": "127.0.0.1/32", **settings}
+
+
+@pytest.fixture(scope="module")
+def platform() -> Iterator[FakePlatform]:
+    with FakePlatform() as fake:
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def service(pg_database_one: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningService]:
+    # No dispatcher: these tests play the worker themselves (and nothing may reach a real platform).
+    with running_service(pg_database_one, tmp_path_factory.mktemp("service"), sse_ping_seconds="1",
+                         dispatch="none") as running:
+        yield running

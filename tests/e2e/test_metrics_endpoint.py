@@ -9,31 +9,16 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.conftest import RunningService, start_service
+from tests.e2e.conftest import RunningService, platform_settings, running_service
 from tests.support.fake_platform import FakePlatform
-from tests.support.postgres import drop_schema
-
-
-@pytest.fixture(scope="module")
-def platform() -> Iterator[FakePlatform]:
-    with FakePlatform() as fake:
-        yield fake
 
 
 @pytest.fixture(scope="module")
 def worker_service(pg_database_one: dict[str, str], tmp_path_factory: pytest.TempPathFactory,
                    platform: FakePlatform) -> Iterator[RunningService]:
-    log_dir = tmp_path_factory.mktemp("metrics")
-    process, schema = start_service(
-        pg_database_one, log_dir,
-        provider="http", provider_url=platform.provider_url, provider_key=platform.api_key,
-        provider_host=platform.api_host, url_allow_cidrs="127.0.0.1/32", workers="2", otel_exporter="none",
-    )
-    try:
-        yield RunningService(process.url, process, schema)
-    finally:
-        process.stop()
-        drop_schema(pg_database_one, schema)
+    settings = platform_settings(platform, workers="2", otel_exporter="none")
+    with running_service(pg_database_one, tmp_path_factory.mktemp("metrics"), **settings) as running:
+        yield running
 
 
 def finish(client: httpx.Client, task_id: str, *, refunded: bool) -> None:

@@ -9,36 +9,21 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from tests.e2e.conftest import RunningService, start_service
+from tests.e2e.conftest import RunningService, platform_settings, running_service
 from tests.support.fake_platform import FakePlatform, video_sha256
-from tests.support.postgres import drop_schema
 
 PRICES = {"subtitles": 1, "video": 2, "video_and_subtitles": 3}
 
 
 @pytest.fixture(scope="module")
-def platform() -> Iterator[FakePlatform]:
-    fake = FakePlatform().start()
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture(scope="module")
 def worker_service(pg_database_one: dict[str, str], tmp_path_factory: pytest.TempPathFactory,
                    platform: FakePlatform) -> Iterator[RunningService]:
-    log_dir = tmp_path_factory.mktemp("pipeline")
-    process, schema = start_service(
-        pg_database_one, log_dir,
-        provider="http", provider_url=platform.provider_url, provider_key="fake-key",
-        provider_host="fake-platform.test", url_allow_cidrs="127.0.0.1/32", lease_seconds="6",
-        retry_base_seconds="0.2", max_attempts="3", max_video_bytes=str(5 * 1024 * 1024),
-        download_deadline_seconds="20", download_read_timeout="5", workers="4",
+    settings = platform_settings(
+        platform, lease_seconds="6", retry_base_seconds="0.2", max_attempts="3",
+        max_video_bytes=str(5 * 1024 * 1024), download_deadline_seconds="20", download_read_timeout="5", workers="4",
     )
-    try:
-        yield RunningService(process.url, process, schema)
-    finally:
-        process.stop()
-        drop_schema(pg_database_one, schema)
+    with running_service(pg_database_one, tmp_path_factory.mktemp("pipeline"), **settings) as running:
+        yield running
 
 
 @dataclass

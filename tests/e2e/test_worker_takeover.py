@@ -7,16 +7,14 @@ import time
 
 import httpx
 
-from tests.e2e.conftest import ADMIN_TOKEN, start_service
+from tests.e2e.conftest import ADMIN_TOKEN, platform_settings, start_service
 from tests.support.fake_platform import FakePlatform, video_sha256
 from tests.support.postgres import drop_schema
 
 
 def test_killed_worker_task_is_taken_over_after_the_lease(pg_database_one: dict[str, str], tmp_path) -> None:
     with FakePlatform() as platform:
-        settings = dict(provider="http", provider_url=platform.provider_url, provider_key="fake-key",
-                        provider_host="fake-platform.test", url_allow_cidrs="127.0.0.1/32", lease_seconds="3",
-                        retry_base_seconds="0.2", workers="2")
+        settings = platform_settings(platform, lease_seconds="3", retry_base_seconds="0.2", workers="2")
         first, schema = start_service(pg_database_one, tmp_path, **settings)
         second = None
         try:
