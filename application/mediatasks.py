@@ -281,13 +281,13 @@ class MediaTasks(Application[UUID]):
         return [_history_entry(e) for e in events]
 
     def task_at(self, task_id: UUID, when: datetime) -> MediaTask | None:
-        """The task as it was at a past moment (None if it did not exist yet)."""
-        version = None
+        """The task as it was at a past moment (None if it did not exist yet): its events up to then, folded."""
+        task: MediaTask | None = None
         for e in self.repository.event_store.get(task_id):
             if e.timestamp > when:
                 break
-            version = e.originator_version
-        return None if version is None else self.repository.get(task_id, version=version)
+            task = e.mutate(task)
+        return task if isinstance(task, MediaTask) else None
 
     # Internals --------------------------------------------------------------------
 
