@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from tests.e2e.conftest import RunningService
-from tests.e2e.test_pipeline_modes import platform, worker_service  # noqa: F401 (the fixtures: same service)
+from tests.e2e.conftest import RunningService, platform  # noqa: F401 (a fixture)
+from tests.e2e.test_pipeline_modes import worker_service  # noqa: F401 (the fixture: the same service)
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
