@@ -1,6 +1,6 @@
-"""eventsourcing's PostgreSQL persistence, with subscriptions that also catch up periodically.
+"""eventsourcing's PostgreSQL persistence, with group commit and subscriptions that also catch up.
 
-The library's LISTEN/NOTIFY subscription waits for a notification before it reads again; if a
+Inserts go through infrastructure/group_commit.py unless GROUP_COMMIT=off. The library's LISTEN/NOTIFY subscription waits for a notification before it reads again; if a
 NOTIFY is lost (a dropped listening connection, a restart), it would stall until the next write.
 Here every subscription also wakes itself every CATCH_UP_SECONDS and reads what is new.
 """
@@ -10,13 +10,16 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 
-from eventsourcing.persistence import ApplicationRecorder, Subscription
+from eventsourcing.persistence import ApplicationRecorder, ProcessRecorder, Subscription
 from eventsourcing.postgres import (
     PostgresApplicationRecorder,
     PostgresFactory,
     PostgresProcessRecorder,
     PostgresSubscription,
 )
+from eventsourcing.utils import Environment, EnvType, get_topic
+
+from infrastructure.group_commit import DEFAULT_MAX_BATCH_EVENTS, GroupCommitInserts
 
 DEFAULT_CATCH_UP_SECONDS = 1.0
 
@@ -55,18 +58,44 @@ class CatchUpSubscriptions:
 
 
 class MediaTasksApplicationRecorder(CatchUpSubscriptions, PostgresApplicationRecorder):
-    pass
+    """One insert, one transaction (eventsourcing's own behaviour): GROUP_COMMIT=off."""
 
 
 class MediaTasksProcessRecorder(CatchUpSubscriptions, PostgresProcessRecorder):
-    pass
+    """One insert, one transaction (eventsourcing's own behaviour): GROUP_COMMIT=off."""
+
+
+class GroupCommitApplicationRecorder(GroupCommitInserts, MediaTasksApplicationRecorder):
+    """Concurrent inserts share one transaction (infrastructure/group_commit.py): GROUP_COMMIT=on."""
+
+
+class GroupCommitProcessRecorder(GroupCommitInserts, MediaTasksProcessRecorder):
+    """Concurrent inserts (with their tracking records) share one transaction: GROUP_COMMIT=on."""
 
 
 class MediaTasksPostgresFactory(PostgresFactory):
-    application_recorder_class = MediaTasksApplicationRecorder
-    process_recorder_class = MediaTasksProcessRecorder
+    """eventsourcing's PostgreSQL factory; GROUP_COMMIT (on|off, default on) picks the recorders."""
+
+    application_recorder_class = GroupCommitApplicationRecorder
+    process_recorder_class = GroupCommitProcessRecorder
+
+    def __init__(self, env: Environment | EnvType | None) -> None:
+        super().__init__(env)
+        group_commit = (self.env.get("GROUP_COMMIT") or "on").strip().lower()
+        if group_commit not in ("on", "off"):
+            raise ValueError(f"GROUP_COMMIT must be 'on' or 'off', not {group_commit!r}")
+        if group_commit == "off":
+            self.env.setdefault(self.APPLICATION_RECORDER_TOPIC, get_topic(MediaTasksApplicationRecorder))
+            self.env.setdefault(self.PROCESS_RECORDER_TOPIC, get_topic(MediaTasksProcessRecorder))
+        self.max_batch_events = int(self.env.get("GROUP_COMMIT_MAX_EVENTS") or DEFAULT_MAX_BATCH_EVENTS)
 
     def application_recorder(self) -> ApplicationRecorder:
         recorder = super().application_recorder()
         recorder.catch_up_seconds = float(self.env.get("CATCH_UP_SECONDS") or DEFAULT_CATCH_UP_SECONDS)  # type: ignore[attr-defined]
+        recorder.max_batch_events = self.max_batch_events  # type: ignore[attr-defined]
+        return recorder
+
+    def process_recorder(self) -> ProcessRecorder:
+        recorder = super().process_recorder()
+        recorder.max_batch_events = self.max_batch_events  # type: ignore[attr-defined]
         return recorder

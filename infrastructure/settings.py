@@ -19,6 +19,10 @@ class Settings(BaseSettings):
     postgres_schema: str = Field(default="", description="schema of every table (one shard per schema)")
     postgres_pool_size: int = Field(default=4, ge=1, description="connections each pool keeps open")
     postgres_max_overflow: int = Field(default=16, ge=0, description="extra connections a pool may open under load")
+    group_commit: Literal["on", "off"] = Field(
+        default="on", description="concurrent event-store inserts of a process share one transaction and commit"
+    )
+    group_commit_max_events: int = Field(default=500, ge=1, description="most events one shared transaction holds")
     admin_token: SecretStr | None = Field(default=None, description="bearer token for /v1/admin/*")
     lease_seconds: float = Field(default=600, gt=0)
     max_attempts: int = Field(default=3, ge=1, le=20)
@@ -74,6 +78,8 @@ class Settings(BaseSettings):
             "POSTGRES_MAX_OVERFLOW": str(self.postgres_max_overflow),
             "POSTGRES_SCHEMA": self.postgres_schema,
             "POSTGRES_LOCK_TIMEOUT": "10",
+            "GROUP_COMMIT": self.group_commit,
+            "GROUP_COMMIT_MAX_EVENTS": str(self.group_commit_max_events),
             "CREATE_TABLE": "no",
             "CATCH_UP_SECONDS": str(self.catch_up_seconds),
             "AGGREGATE_CACHE_MAXSIZE": str(self.aggregate_cache_size),

@@ -1,0 +1,254 @@
+"""Group commit for eventsourcing's PostgreSQL recorders.
+
+eventsourcing serialises inserts with `LOCK TABLE … IN EXCLUSIVE MODE` so that notification ids
+are issued in commit order (readers never pass a gap that is filled later). One insert per
+transaction then means one commit, one fsync, one lock hand-over per caller. Here every
+`insert_events` call is handed to one writer thread per recorder, which takes the callers waiting
+at that moment (never waiting for more) and writes them in ONE transaction: one lock, one NOTIFY,
+one commit. Each caller still gets exactly its own outcome:
+
+- first, all callers' rows go in together (one INSERT, pipelined, one round trip);
+- if that fails with an error that belongs to a caller (a duplicate version, a tracking position
+  already recorded, bad data), the transaction is rolled back and the batch is written again with
+  each caller under its own SAVEPOINT: the callers that conflict get their own error and nothing of
+  theirs is written; the rest commit together;
+- a connection-level error fails the whole batch, as it would have failed each caller alone, and
+  eventsourcing's retry decorator resubmits.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from eventsourcing import persistence
+from eventsourcing.persistence import StoredEvent
+from eventsourcing.postgres import PostgresApplicationRecorder
+from eventsourcing.utils import retry
+from psycopg.sql import SQL, Identifier
+
+DEFAULT_MAX_BATCH_EVENTS = 500
+
+_ERROR_CLASSES: tuple[tuple[type[psycopg.Error], type[persistence.PersistenceError]], ...] = (
+    (psycopg.InterfaceError, persistence.InterfaceError),
+    (psycopg.OperationalError, persistence.OperationalError),
+    (psycopg.DataError, persistence.DataError),
+    (psycopg.IntegrityError, persistence.IntegrityError),
+    (psycopg.InternalError, persistence.InternalError),
+    (psycopg.ProgrammingError, persistence.ProgrammingError),
+    (psycopg.NotSupportedError, persistence.NotSupportedError),
+    (psycopg.DatabaseError, persistence.DatabaseError),
+)
+
+
+def persistence_error(error: BaseException) -> BaseException:
+    """The eventsourcing error a caller would have seen for this psycopg error (as its datastore maps them)."""
+    if isinstance(error, psycopg.Error):
+        for psycopg_class, persistence_class in _ERROR_CLASSES:
+            if isinstance(error, psycopg_class):
+                converted = persistence_class(str(error))
+                break
+        else:
+            converted = persistence.PersistenceError(str(error))
+        converted.__cause__ = error
+        return converted
+    return error
+
+
+def _is_connection_error(error: BaseException) -> bool:
+    return isinstance(error, (psycopg.OperationalError, psycopg.InterfaceError,
+                              persistence.OperationalError, persistence.InterfaceError))
+
+
+@dataclass(eq=False)
+class PendingInsert:
+    """One caller's insert, waiting for the writer."""
+
+    stored_events: Sequence[StoredEvent]
+    kwargs: dict[str, Any]
+    done: threading.Event = field(default_factory=threading.Event)
+    notification_ids: list[int] | None = None
+    error: BaseException | None = None
+
+    def succeed(self, notification_ids: list[int]) -> None:
+        self.notification_ids = notification_ids
+        self.done.set()
+
+    def fail(self, error: BaseException) -> None:
+        self.error = persistence_error(error)
+        self.done.set()
+
+
+class GroupCommitWriter:
+    """Writes the inserts of many callers of one recorder in shared transactions."""
+
+    def __init__(self, recorder: PostgresApplicationRecorder, max_batch_events: int) -> None:
+        self._recorder = recorder
+        self._max_batch_events = max(1, max_batch_events)
+        self._queue: deque[PendingInsert] = deque()
+        self._wakeup = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+        self._insert_statement = SQL(
+            "INSERT INTO {schema}.{table} (originator_id, originator_version, topic, state) "
+            "SELECT * FROM unnest(%b::{id_type}[], %b::bigint[], %b::text[], %b::bytea[]) "
+            "RETURNING notification_id"
+        ).format(
+            schema=Identifier(recorder.datastore.schema),
+            table=Identifier(recorder.events_table_name),
+            id_type=Identifier(recorder.datastore.originator_id_type),
+        )
+        self.batches = 0
+        self.inserts = 0
+        self.savepoint_batches = 0
+
+    def write(self, pending: PendingInsert) -> list[int]:
+        """Queue one caller's insert and wait until its transaction has committed or it failed."""
+        with self._wakeup:
+            self._ensure_running()
+            self._queue.append(pending)
+            self._wakeup.notify()
+        pending.done.wait()
+        if pending.error is not None:
+            raise pending.error
+        assert pending.notification_ids is not None
+        return pending.notification_ids
+
+    def _ensure_running(self) -> None:
+        if self._thread is None or not self._thread.is_alive() or self._pid != os.getpid():
+            self._pid = os.getpid()
+            self._thread = threading.Thread(target=self._run, name="group-commit-writer", daemon=True)
+            self._thread.start()
+
+    def _next_batch(self) -> list[PendingInsert]:
+        with self._wakeup:
+            while not self._queue:
+                self._wakeup.wait()
+            batch = [self._queue.popleft()]
+            size = len(batch[0].stored_events)
+            while self._queue and size + len(self._queue[0].stored_events) <= self._max_batch_events:
+                pending = self._queue.popleft()
+                size += len(pending.stored_events)
+                batch.append(pending)
+            return batch
+
+    def _run(self) -> None:
+        while True:
+            batch = self._next_batch()
+            try:
+                self._write_batch(batch)
+            except BaseException as error:  # noqa: BLE001 - every waiting caller must be answered
+                for pending in batch:
+                    if not pending.done.is_set():
+                        pending.fail(error)
+            self.batches += 1
+            self.inserts += len(batch)
+
+    def _write_batch(self, batch: list[PendingInsert]) -> None:
+        with self._recorder.datastore.get_connection() as conn:
+            error = self._write_together(conn, batch)
+            if error is None:
+                return
+            if len(batch) == 1 or _is_connection_error(error):
+                for pending in batch:
+                    pending.fail(error)
+                return
+            self.savepoint_batches += 1
+            self._write_each_under_savepoint(conn, batch)
+
+    def _write_together(self, conn: psycopg.Connection[Any], batch: list[PendingInsert]) -> BaseException | None:
+        """All callers in one pipelined round trip; returns the error (all rolled back) instead of raising it."""
+        recorder = self._recorder
+        error: BaseException | None = None
+        notification_ids: list[int] = []
+        with conn.pipeline() as pipeline, conn.transaction():
+            try:
+                with conn.cursor() as curs:
+                    for pending in batch:
+                        recorder._insert_events(curs, pending.stored_events, **pending.kwargs)
+                    self._lock_and_notify(curs)
+                with conn.cursor() as curs:
+                    self._insert_rows(curs, [e for pending in batch for e in pending.stored_events])
+                    pipeline.sync()
+                    notification_ids = [row["notification_id"] for row in curs.fetchall()]
+            except Exception as e:  # noqa: BLE001 - decided on by the caller, after the rollback
+                error = e
+            if error is not None:
+                raise psycopg.Rollback
+        if error is not None:
+            return error
+        start = 0
+        for pending in batch:
+            end = start + len(pending.stored_events)
+            pending.succeed(notification_ids[start:end])
+            start = end
+        return None
+
+    def _write_each_under_savepoint(self, conn: psycopg.Connection[Any], batch: list[PendingInsert]) -> None:
+        """The slow path after a conflict: each caller under its own SAVEPOINT, one commit."""
+        recorder = self._recorder
+        written: list[tuple[PendingInsert, list[int]]] = []
+        with conn.transaction(), conn.cursor() as curs:
+            self._lock_and_notify(curs)
+            for pending in batch:
+                try:
+                    with conn.transaction():
+                        recorder._insert_events(curs, pending.stored_events, **pending.kwargs)
+                        self._insert_rows(curs, pending.stored_events)
+                        ids = [row["notification_id"] for row in curs.fetchall()]
+                except Exception as error:  # noqa: BLE001 - this caller's own failure
+                    if _is_connection_error(error):
+                        raise
+                    pending.fail(error)
+                else:
+                    written.append((pending, ids))
+        for pending, ids in written:
+            pending.succeed(ids)
+
+    def _insert_rows(self, curs: psycopg.Cursor[Any], stored_events: Sequence[StoredEvent]) -> None:
+        """The rows eventsourcing's statement inserts, sent as four binary arrays (not text composites)."""
+        curs.execute(
+            self._insert_statement,
+            ([e.originator_id for e in stored_events], [e.originator_version for e in stored_events],
+             [e.topic for e in stored_events], [e.state for e in stored_events]),
+            prepare=True,
+            binary=True,
+        )
+
+    def _lock_and_notify(self, curs: psycopg.Cursor[Any]) -> None:
+        recorder = self._recorder
+        for statement in recorder.lock_table_statements:
+            curs.execute(statement, prepare=True)
+        curs.execute(SQL("NOTIFY {0}").format(Identifier(recorder.channel_name)))
+
+
+class GroupCommitInserts:
+    """Mixin for PostgreSQL application and process recorders: inserts go through a GroupCommitWriter."""
+
+    max_batch_events = DEFAULT_MAX_BATCH_EVENTS
+    _group_commit_writer: GroupCommitWriter | None = None
+    _group_commit_writer_lock = threading.Lock()
+
+    @property
+    def group_commit_writer(self) -> GroupCommitWriter:
+        if self._group_commit_writer is None:
+            with self._group_commit_writer_lock:
+                if self._group_commit_writer is None:
+                    assert isinstance(self, PostgresApplicationRecorder)
+                    self._group_commit_writer = GroupCommitWriter(self, self.max_batch_events)
+        return self._group_commit_writer
+
+    def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
+        assert isinstance(self, PostgresApplicationRecorder)
+        if not stored_events or self.datastore.enable_db_functions:
+            return super().insert_events(stored_events, **kwargs)  # type: ignore[misc]
+        return self._insert_together(stored_events, kwargs)
+
+    @retry((persistence.InterfaceError, persistence.OperationalError), max_attempts=10, wait=0.2)
+    def _insert_together(self, stored_events: Sequence[StoredEvent], kwargs: dict[str, Any]) -> list[int]:
+        return self.group_commit_writer.write(PendingInsert(stored_events, kwargs))

@@ -1,0 +1,166 @@
+"""Group commit under load: conflicts stay with their callers, readers never skip, kill -9 is atomic."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from eventsourcing.persistence import IntegrityError, StoredEvent
+from eventsourcing.utils import Environment
+from psycopg.sql import SQL, Identifier
+
+from infrastructure.eventstore import GroupCommitApplicationRecorder, MediaTasksPostgresFactory
+from tests.support.postgres import database_url
+
+CALLERS = 100
+CONFLICTING = 10
+
+
+@pytest.fixture
+def recorder(store_env: dict[str, str]) -> Iterator[GroupCommitApplicationRecorder]:
+    factory = MediaTasksPostgresFactory(Environment("MediaTasks", {**store_env, "GROUP_COMMIT": "on"}))
+    r = factory.application_recorder()
+    assert isinstance(r, GroupCommitApplicationRecorder)
+    yield r
+    factory.close()
+
+
+def _connect(store_env: dict[str, str]) -> psycopg.Connection[Any]:
+    return psycopg.connect(database_url(store_env), autocommit=True)
+
+
+def _rows_by_notification_id(store_env: dict[str, str], after: int) -> list[tuple[int, int, uuid.UUID]]:
+    """(notification_id, xmin, originator_id) of the rows written after a position, in id order."""
+    with _connect(store_env) as conn:
+        return conn.execute(
+            SQL("SELECT notification_id, xmin::text::bigint, originator_id FROM {}.mediatasks_events "
+                "WHERE notification_id > %s ORDER BY notification_id").format(
+                Identifier(store_env["POSTGRES_SCHEMA"])),
+            (after,),
+        ).fetchall()
+
+
+def test_a_hundred_concurrent_inserts_ten_conflicting(store_env: dict[str, str],
+                                                      recorder: GroupCommitApplicationRecorder) -> None:
+    existing = [uuid.uuid4() for _ in range(CONFLICTING)]
+    for originator_id in existing:
+        recorder.insert_events([StoredEvent(originator_id, 1, "first", b"kept")])
+    start = recorder.max_notification_id() or 0
+
+    fresh = [uuid.uuid4() for _ in range(CALLERS - CONFLICTING)]
+    callers = fresh + existing
+    outcomes: dict[uuid.UUID, list[int] | BaseException] = {}
+    barrier = threading.Barrier(CALLERS)
+
+    def insert(originator_id: uuid.UUID) -> None:
+        events = [StoredEvent(originator_id, v, "second", b"new") for v in (1, 2)]
+        barrier.wait()
+        try:
+            outcomes[originator_id] = list(recorder.insert_events(events) or [])
+        except IntegrityError as error:
+            outcomes[originator_id] = error
+
+    seen: list[int] = []
+    writers_done = threading.Event()
+
+    def read_continuously() -> None:
+        position = start
+        while True:
+            finished = writers_done.is_set()
+            page = recorder.select_notifications(position, limit=20, inclusive_of_start=False)
+            seen.extend(n.id for n in page)
+            if page:
+                position = page[-1].id
+            elif finished:
+                return
+
+    reader = threading.Thread(target=read_continuously)
+    reader.start()
+    threads = [threading.Thread(target=insert, args=(c,)) for c in callers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    writers_done.set()
+    reader.join()
+
+    failed = {c for c, outcome in outcomes.items() if isinstance(outcome, BaseException)}
+    assert failed == set(existing)
+    for originator_id in existing:
+        assert [(e.originator_version, e.state) for e in recorder.select_events(originator_id)] == [(1, b"kept")]
+
+    rows = _rows_by_notification_id(store_env, start)
+    returned = sorted(i for c in fresh for i in outcomes[c])  # type: ignore[union-attr]
+    assert [r[0] for r in rows] == returned
+    for originator_id in fresh:
+        ids = outcomes[originator_id]
+        assert isinstance(ids, list) and len(ids) == 2 and ids[1] == ids[0] + 1
+        assert [e.originator_version for e in recorder.select_events(originator_id)] == [1, 2]
+
+    # xmin is the (sub)transaction that wrote a row: a caller under a SAVEPOINT has its own
+    writers = [r[1] for r in rows]
+    runs = [x for i, x in enumerate(writers) if i == 0 or writers[i - 1] != x]
+    assert len(runs) == len(set(runs)), "one writer's ids are interleaved with another's"
+    assert runs == sorted(runs), "ids are not in the order the writers took the table lock"
+    writer = recorder.group_commit_writer
+    assert writer.inserts == CONFLICTING + CALLERS
+    assert writer.batches < CONFLICTING + CALLERS - 10, "the concurrent inserts did not share transactions"
+    assert writer.savepoint_batches >= 1, "no conflict happened inside a shared transaction"
+
+    assert seen == [r[0] for r in rows], "the reader skipped an id that appeared later"
+
+
+def test_a_lone_caller_does_not_wait_for_company(recorder: GroupCommitApplicationRecorder) -> None:
+    writer = recorder.group_commit_writer
+    ids = [recorder.insert_events([StoredEvent(uuid.uuid4(), 1, "alone", b"x")]) for _ in range(20)]
+    assert writer.batches == writer.inserts == 20
+    assert [i for group in ids for i in group or []] == sorted({i for group in ids for i in group or []})
+
+
+def _counts(store_env: dict[str, str], ids: set[str]) -> dict[str, int]:
+    with _connect(store_env) as conn:
+        rows = conn.execute(
+            SQL("SELECT originator_id::text, count(*) FROM {}.mediatasks_events "
+                "WHERE originator_id::text = ANY(%s) GROUP BY originator_id").format(
+                Identifier(store_env["POSTGRES_SCHEMA"])),
+            (list(ids),),
+        ).fetchall()
+    return dict(rows)
+
+
+@pytest.mark.parametrize("round_", range(3))
+def test_sigkill_mid_batch_leaves_no_caller_half_written(store_env: dict[str, str], round_: int) -> None:
+    env = {**store_env, "GROUP_COMMIT": "on"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.support.group_commit_load", json.dumps(env), "32"],
+        stdout=subprocess.PIPE, text=True, cwd=os.getcwd(),
+    )
+    tried: set[str] = set()
+    succeeded: set[str] = set()
+    assert process.stdout is not None
+    deadline = time.monotonic() + 60
+    while len(succeeded) < 300 + 97 * round_ and time.monotonic() < deadline:
+        word, _, originator_id = process.stdout.readline().strip().partition(" ")
+        (succeeded if word == "ok" else tried).add(originator_id)
+    process.send_signal(signal.SIGKILL)
+    rest, _ = process.communicate(timeout=30)
+    for line in rest.splitlines():
+        word, _, originator_id = line.partition(" ")
+        (succeeded if word == "ok" else tried).add(originator_id)
+    assert len(succeeded) >= 300
+
+    in_flight = tried - succeeded
+    counts = _counts(store_env, tried)
+    assert all(counts.get(c) == 3 for c in succeeded), "a caller told of success is not (fully) in the store"
+    assert all(counts.get(c, 0) in (0, 3) for c in in_flight), "a caller's insert is partly in the store"
+    assert any(counts.get(c, 0) == 0 for c in in_flight), "nothing was in flight when the writer was killed"
