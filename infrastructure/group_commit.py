@@ -7,7 +7,7 @@ transaction then means one commit, one fsync, one lock hand-over per caller. Her
 at that moment (never waiting for more) and writes them in ONE transaction: one lock, one NOTIFY,
 one commit. Each caller still gets exactly its own outcome:
 
-- first, all callers' rows go in together (one INSERT, pipelined, one round trip);
+- first, all callers' rows go in together (lock and NOTIFY in one round trip, then one INSERT);
 - if that fails with an error that belongs to a caller (a duplicate version, a tracking position
   already recorded, bad data), the transaction is rolled back and the batch is written again with
   each caller under its own SAVEPOINT: the callers that conflict get their own error and nothing of
@@ -103,6 +103,10 @@ class GroupCommitWriter:
             table=Identifier(recorder.events_table_name),
             id_type=Identifier(recorder.datastore.originator_id_type),
         )
+        # eventsourcing's lock statements and its NOTIFY, sent as one simple query (one round trip)
+        self._lock_and_notify = SQL("; ").join(
+            [*recorder.lock_table_statements, SQL("NOTIFY {0}").format(Identifier(recorder.channel_name))]
+        )
         self.batches = 0
         self.inserts = 0
         self.savepoint_batches = 0
@@ -162,25 +166,16 @@ class GroupCommitWriter:
             self._write_each_under_savepoint(conn, batch)
 
     def _write_together(self, conn: psycopg.Connection[Any], batch: list[PendingInsert]) -> BaseException | None:
-        """All callers in one pipelined round trip; returns the error (all rolled back) instead of raising it."""
+        """All callers in one transaction and one INSERT; returns the error (all rolled back) instead of raising it."""
         recorder = self._recorder
-        error: BaseException | None = None
-        notification_ids: list[int] = []
-        with conn.pipeline() as pipeline, conn.transaction():
-            try:
-                with conn.cursor() as curs:
-                    for pending in batch:
-                        recorder._insert_events(curs, pending.stored_events, **pending.kwargs)
-                    self._lock_and_notify(curs)
-                with conn.cursor() as curs:
-                    self._insert_rows(curs, [e for pending in batch for e in pending.stored_events])
-                    pipeline.sync()
-                    notification_ids = [row["notification_id"] for row in curs.fetchall()]
-            except Exception as e:  # noqa: BLE001 - decided on by the caller, after the rollback
-                error = e
-            if error is not None:
-                raise psycopg.Rollback
-        if error is not None:
+        try:
+            with conn.transaction(), conn.cursor() as curs:
+                for pending in batch:
+                    recorder._insert_events(curs, pending.stored_events, **pending.kwargs)
+                curs.execute(self._lock_and_notify)
+                self._insert_rows(curs, [e for pending in batch for e in pending.stored_events])
+                notification_ids = [row["notification_id"] for row in curs.fetchall()]
+        except Exception as error:  # noqa: BLE001 - decided on by the caller
             return error
         start = 0
         for pending in batch:
@@ -194,7 +189,7 @@ class GroupCommitWriter:
         recorder = self._recorder
         written: list[tuple[PendingInsert, list[int]]] = []
         with conn.transaction(), conn.cursor() as curs:
-            self._lock_and_notify(curs)
+            curs.execute(self._lock_and_notify)
             for pending in batch:
                 try:
                     with conn.transaction():
@@ -219,12 +214,6 @@ class GroupCommitWriter:
             prepare=True,
             binary=True,
         )
-
-    def _lock_and_notify(self, curs: psycopg.Cursor[Any]) -> None:
-        recorder = self._recorder
-        for statement in recorder.lock_table_statements:
-            curs.execute(statement, prepare=True)
-        curs.execute(SQL("NOTIFY {0}").format(Identifier(recorder.channel_name)))
 
 
 class GroupCommitInserts:

@@ -34,6 +34,8 @@ TASK_COLUMNS = (
     "refunded_credits",
 )
 JSON_COLUMNS = {"languages", "error", "result", "timings"}
+# The read model is derived from the events: its commits need not wait for the disk (see _write_tracked).
+ASYNCHRONOUS_COMMIT = SQL("SET LOCAL synchronous_commit = off")
 
 
 class PostgresTaskViews(TaskViews, PostgresTrackingRecorder):
@@ -170,7 +172,9 @@ class PostgresTaskViews(TaskViews, PostgresTrackingRecorder):
         """Record the tracking position and the change in one transaction.
 
         If a rival runner (a standby taking over) recorded this position already, the
-        change is dropped: the view has it.
+        change is dropped: the view has it. The commit does not wait for the WAL flush
+        (synchronous_commit off): a crash can lose the last few view changes, but always
+        with their tracking positions, so the projection redoes them from the events.
         """
         batch = getattr(self._batch, "curs", None)
         if batch is not None:  # inside batch(): one transaction for many events
@@ -179,6 +183,7 @@ class PostgresTaskViews(TaskViews, PostgresTrackingRecorder):
             return
         try:
             with self.datastore.transaction(commit=True) as curs:
+                curs.execute(ASYNCHRONOUS_COMMIT)
                 self._insert_tracking(curs, tracking)
                 write(curs)
         except IntegrityError:
