@@ -11,6 +11,7 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from application.mediatasks import MediaTasks, hash_api_key
@@ -22,11 +23,13 @@ AUTH_CACHE_SECONDS = 30.0
 STREAM_TOKEN_SECONDS = 600
 
 
-def get_app(request: Request) -> MediaTasks:
+# Dependencies that do no blocking I/O are `async def`: FastAPI runs a sync dependency in its thread
+# pool, and each such hop costs a thread switch per request (the routes themselves stay sync).
+async def get_app(request: Request) -> MediaTasks:
     return request.app.state.runtime.app
 
 
-def get_views(request: Request) -> TaskViews:
+async def get_views(request: Request) -> TaskViews:
     return request.app.state.runtime.views
 
 
@@ -39,7 +42,8 @@ def _unauthorized(message: str) -> ApiError:
     return ApiError(401, "unauthorized", message, headers={"WWW-Authenticate": "Bearer"})
 
 
-def current_user(request: Request, app: AppDep, credentials: Credentials) -> str:
+async def current_user(request: Request, app: AppDep, credentials: Credentials) -> str:
+    """The caller's user id: from a 30 s cache of key hashes, else from the event store (in the thread pool)."""
     if credentials is None:
         raise _unauthorized("Send your API key as 'Authorization: Bearer <key>'.")
     cache: dict[str, tuple[str, float]] = request.app.state.auth_cache
@@ -47,7 +51,7 @@ def current_user(request: Request, app: AppDep, credentials: Credentials) -> str
     cached = cache.get(key_hash)
     if cached and cached[1] > time.monotonic():
         return cached[0]
-    user_id = app.authenticate(credentials.credentials)
+    user_id = await run_in_threadpool(app.authenticate, credentials.credentials)
     if user_id is None:
         raise _unauthorized("This API key is not valid.")
     if len(cache) > 10_000:
@@ -56,7 +60,7 @@ def current_user(request: Request, app: AppDep, credentials: Credentials) -> str
     return user_id
 
 
-def require_admin(request: Request, credentials: Credentials) -> None:
+async def require_admin(request: Request, credentials: Credentials) -> None:
     token = request.app.state.runtime.settings.admin_token
     if credentials is None:
         raise _unauthorized("Send the admin token as 'Authorization: Bearer <token>'.")
@@ -111,7 +115,7 @@ def stream_tokens(request: Request) -> StreamTokens:
     return tokens
 
 
-def reader_of_task(
+async def reader_of_task(
     request: Request,
     task_id: UUID,
     app: AppDep,
@@ -121,7 +125,7 @@ def reader_of_task(
 ) -> str:
     """The caller: by `Authorization: Bearer <api key>`, or by a stream token for this very task."""
     if credentials is not None or access_token is None:
-        return current_user(request, app, credentials)
+        return await current_user(request, app, credentials)
     user_id = stream_tokens(request).user_of(access_token, task_id)
     if user_id is None:
         raise _unauthorized("This stream token is not valid for this task, or it has expired.")
