@@ -33,6 +33,7 @@ from eventsourcing.utils import retry
 from psycopg.sql import SQL, Identifier
 
 DEFAULT_MAX_BATCH_EVENTS = 500
+WRITER_IDLE_SECONDS = 10.0  # an idle writer thread ends; the next insert starts another
 
 _ERROR_CLASSES: tuple[tuple[type[psycopg.Error], type[persistence.PersistenceError]], ...] = (
     (psycopg.InterfaceError, persistence.InterfaceError),
@@ -123,16 +124,25 @@ class GroupCommitWriter:
         assert pending.notification_ids is not None
         return pending.notification_ids
 
+    @property
+    def running(self) -> bool:
+        """Whether this writer has a thread now (it ends after WRITER_IDLE_SECONDS without inserts)."""
+        return self._thread is not None
+
     def _ensure_running(self) -> None:
-        if self._thread is None or not self._thread.is_alive() or self._pid != os.getpid():
+        if self._thread is None or self._pid != os.getpid():
             self._pid = os.getpid()
             self._thread = threading.Thread(target=self._run, name="group-commit-writer", daemon=True)
             self._thread.start()
 
-    def _next_batch(self) -> list[PendingInsert]:
+    def _next_batch(self) -> list[PendingInsert] | None:
+        """The inserts queued now (at least one), or None when none came for a while (the thread ends)."""
         with self._wakeup:
-            while not self._queue:
-                self._wakeup.wait()
+            if not self._queue:
+                self._wakeup.wait(WRITER_IDLE_SECONDS)
+            if not self._queue:
+                self._thread = None
+                return None
             batch = [self._queue.popleft()]
             size = len(batch[0].stored_events)
             while self._queue and size + len(self._queue[0].stored_events) <= self._max_batch_events:
@@ -142,8 +152,7 @@ class GroupCommitWriter:
             return batch
 
     def _run(self) -> None:
-        while True:
-            batch = self._next_batch()
+        while (batch := self._next_batch()) is not None:
             try:
                 self._write_batch(batch)
             except BaseException as error:  # noqa: BLE001 - every waiting caller must be answered

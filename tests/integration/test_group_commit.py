@@ -19,6 +19,7 @@ from eventsourcing.persistence import IntegrityError, StoredEvent
 from eventsourcing.utils import Environment
 from psycopg.sql import SQL, Identifier
 
+from infrastructure import group_commit
 from infrastructure.eventstore import GroupCommitApplicationRecorder, MediaTasksPostgresFactory
 from tests.support.postgres import database_url
 
@@ -164,3 +165,15 @@ def test_sigkill_mid_batch_leaves_no_caller_half_written(store_env: dict[str, st
     assert all(counts.get(c) == 3 for c in succeeded), "a caller told of success is not (fully) in the store"
     assert all(counts.get(c, 0) in (0, 3) for c in in_flight), "a caller's insert is partly in the store"
     assert any(counts.get(c, 0) == 0 for c in in_flight), "nothing was in flight when the writer was killed"
+
+
+def test_an_idle_writer_thread_ends_and_the_next_insert_starts_another(
+        recorder: GroupCommitApplicationRecorder, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(group_commit, "WRITER_IDLE_SECONDS", 0.1)
+    first = recorder.insert_events([StoredEvent(uuid.uuid4(), 1, "idle", b"x")])
+    deadline = time.monotonic() + 5
+    while recorder.group_commit_writer.running:
+        assert time.monotonic() < deadline, "the idle writer thread did not end"
+        time.sleep(0.05)
+    second = recorder.insert_events([StoredEvent(uuid.uuid4(), 1, "idle", b"x")])
+    assert second and first and second[0] > first[0]

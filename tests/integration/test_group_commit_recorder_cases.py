@@ -68,11 +68,13 @@ class GroupCommitStore(unittest.TestCase):
                                autocommit=True)
 
     def factory(self) -> MediaTasksPostgresFactory:
-        env = Settings(postgres_schema=self.schema, group_commit="on").event_store_env(self.pg)
-        env["CREATE_TABLE"] = "yes"
-        factory = MediaTasksPostgresFactory(Environment("", env))
-        self.factories.append(factory)
-        return factory
+        """One factory (one connection pool) per test, however often the case asks for a recorder."""
+        if not self.factories:
+            env = Settings(postgres_schema=self.schema, group_commit="on", postgres_pool_size=2,
+                           postgres_max_overflow=8).event_store_env(self.pg)
+            env["CREATE_TABLE"] = "yes"
+            self.factories.append(MediaTasksPostgresFactory(Environment("", env)))
+        return self.factories[0]
 
 
 class ApplicationRecorderCases(GroupCommitStore, library_cases.ApplicationRecorderTestCase[ApplicationRecorder]):
