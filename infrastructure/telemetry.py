@@ -16,6 +16,7 @@ and metrics go:
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import sys
 import uuid
@@ -156,7 +157,8 @@ def configure_telemetry(settings: Settings, *, span_exporters: Sequence[Any] = (
     from opentelemetry.exporter.prometheus import PrometheusMetricReader
     from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
     from opentelemetry.instrumentation.psycopg import PsycopgInstrumentor
-    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.environment_variables import OTEL_METRICS_EXEMPLAR_FILTER
+    from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
     from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import SynchronousMultiSpanProcessor, TracerProvider
@@ -182,7 +184,10 @@ def configure_telemetry(settings: Settings, *, span_exporters: Sequence[Any] = (
     readers = [PrometheusMetricReader(registry=registry), *metric_readers]
     if metric_exporter is not None:
         readers.append(PeriodicExportingMetricReader(metric_exporter))
-    meter_provider = MeterProvider(resource=resource, metric_readers=readers)
+    # Exemplars (the SDK's default: a trace id on each histogram bucket) are paid on every measurement
+    # inside a sampled span and /metrics does not show them: off unless OTEL_METRICS_EXEMPLAR_FILTER asks.
+    exemplars = None if os.environ.get(OTEL_METRICS_EXEMPLAR_FILTER) else AlwaysOffExemplarFilter()
+    meter_provider = MeterProvider(resource=resource, metric_readers=readers, exemplar_filter=exemplars)
     trace.set_tracer_provider(tracer_provider)
     metrics.set_meter_provider(meter_provider)
 
