@@ -16,6 +16,7 @@ and metrics go:
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import sys
 import uuid
@@ -27,7 +28,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from opentelemetry import metrics, trace
 from opentelemetry.metrics import CallbackOptions, Observation
-from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult, TraceIdRatioBased
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, Decision, Sampler, SamplingResult, TraceIdRatioBased
 from opentelemetry.trace import SpanKind
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
@@ -120,6 +121,21 @@ class ClientCallsWithinTraces(Sampler):
         return f"ClientCallsWithinTraces({self.ratio.rate})"
 
 
+class StatementsWithinTasks(Sampler):
+    """psycopg's sampler below a sampled parent: a statement an HTTP request runs itself (its parent is
+    the request's server span) is dropped; one run inside a task's trace (under `task.process` or a
+    phase) is kept. A request's statements would be most of its spans and of telemetry's cost per request."""
+
+    def should_sample(self, parent_context: Any, trace_id: int, name: str, kind: SpanKind | None = None,
+                      attributes: Any = None, links: Any = None, trace_state: Any = None) -> SamplingResult:
+        if getattr(trace.get_current_span(parent_context), "kind", None) is SpanKind.SERVER:
+            return SamplingResult(Decision.DROP)
+        return ALWAYS_ON.should_sample(parent_context, trace_id, name, kind, attributes, links, trace_state)
+
+    def get_description(self) -> str:
+        return "StatementsWithinTasks"
+
+
 _current: Telemetry | None = None
 
 
@@ -141,12 +157,13 @@ def configure_telemetry(settings: Settings, *, span_exporters: Sequence[Any] = (
     from opentelemetry.exporter.prometheus import PrometheusMetricReader
     from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
     from opentelemetry.instrumentation.psycopg import PsycopgInstrumentor
-    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.environment_variables import OTEL_METRICS_EXEMPLAR_FILTER
+    from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
     from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
     from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace import SynchronousMultiSpanProcessor, TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
-    from opentelemetry.sdk.trace.sampling import ParentBased
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
 
     resource = Resource.create({
         "service.name": SERVICE_NAME,
@@ -154,7 +171,11 @@ def configure_telemetry(settings: Settings, *, span_exporters: Sequence[Any] = (
         "service.instance.id": str(uuid.uuid4()),
         "host.name": socket.gethostname(),
     })
-    tracer_provider = TracerProvider(resource=resource, sampler=ParentBased(root=ClientCallsWithinTraces(settings.otel_trace_ratio)))
+    processors = SynchronousMultiSpanProcessor()  # shared: psycopg's spans go where all others go
+    tracer_provider = TracerProvider(resource=resource, active_span_processor=processors,
+                                     sampler=ParentBased(root=ClientCallsWithinTraces(settings.otel_trace_ratio)))
+    statements_provider = TracerProvider(resource=resource, active_span_processor=processors, shutdown_on_exit=False,
+                                         sampler=ParentBased(root=ALWAYS_OFF, local_parent_sampled=StatementsWithinTasks()))
     span_exporter, metric_exporter = _exporters(settings.otel_exporter)
     if span_exporter is not None:
         tracer_provider.add_span_processor(BatchSpanProcessor(span_exporter))
@@ -163,7 +184,10 @@ def configure_telemetry(settings: Settings, *, span_exporters: Sequence[Any] = (
     readers = [PrometheusMetricReader(registry=registry), *metric_readers]
     if metric_exporter is not None:
         readers.append(PeriodicExportingMetricReader(metric_exporter))
-    meter_provider = MeterProvider(resource=resource, metric_readers=readers)
+    # Exemplars (the SDK's default: a trace id on each histogram bucket) are paid on every measurement
+    # inside a sampled span and /metrics does not show them: off unless OTEL_METRICS_EXEMPLAR_FILTER asks.
+    exemplars = None if os.environ.get(OTEL_METRICS_EXEMPLAR_FILTER) else AlwaysOffExemplarFilter()
+    meter_provider = MeterProvider(resource=resource, metric_readers=readers, exemplar_filter=exemplars)
     trace.set_tracer_provider(tracer_provider)
     metrics.set_meter_provider(meter_provider)
 
@@ -171,7 +195,7 @@ def configure_telemetry(settings: Settings, *, span_exporters: Sequence[Any] = (
     httpx_instrumentor.instrument(tracer_provider=tracer_provider, meter_provider=meter_provider,
                                   request_hook=_without_query)
     psycopg_instrumentor = PsycopgInstrumentor()
-    psycopg_instrumentor.instrument(tracer_provider=tracer_provider)
+    psycopg_instrumentor.instrument(tracer_provider=statements_provider)
     _current = Telemetry(enabled=True, registry=registry, tracer_provider=tracer_provider,
                          meter_provider=meter_provider, _instrumentors=[httpx_instrumentor, psycopg_instrumentor])
     return _current
