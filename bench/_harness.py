@@ -109,3 +109,27 @@ def wrk(url: str, *, connections: int, seconds: int, threads: int = 2, method: s
     assert match, out
     rps, p50, p99, non2xx, errors = match.groups()
     return WrkResult(float(rps), float(p50), float(p99), int(non2xx), int(errors))
+
+
+def cpu_seconds(root_pid: int) -> tuple[float, float]:
+    """CPU seconds used so far by a process and its descendants, and by every PostgreSQL server process."""
+    tick = os.sysconf("SC_CLK_TCK")
+    stats: dict[int, tuple[int, str, float]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            raw = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        name = raw[raw.index("(") + 1:raw.rindex(")")]
+        fields = raw[raw.rindex(")") + 2:].split()
+        stats[int(entry)] = (int(fields[1]), name, (int(fields[11]) + int(fields[12])) / tick)
+    tree, grew = {root_pid}, True
+    while grew:
+        children = {pid for pid, (ppid, _, _) in stats.items() if ppid in tree} - tree
+        tree |= children
+        grew = bool(children)
+    service = sum(stats[pid][2] for pid in tree if pid in stats)
+    postgres = sum(cpu for _, name, cpu in stats.values() if name.startswith("postgres"))
+    return service, postgres

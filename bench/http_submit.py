@@ -5,13 +5,14 @@ Run: .venv/bin/python bench/http_submit.py [--seconds 10] [--connections 32,128]
 Dispatch is not running, so only the write path (auth, validation, one save of two events) is measured.
 Each (workers, group commit) pair is a fresh server on the same database; for each connection count,
 GET /healthz and then POST /v1/tasks run against it, so the ceiling is measured beside each figure.
+CPU per request is read from /proc: the service's processes (all workers) and PostgreSQL's.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from _harness import WrkResult, database, new_user, service, wrk
+from _harness import WrkResult, cpu_seconds, database, new_user, service, wrk
 
 TIKTOK = "https://www.tiktok.com/@scout2015/video/6718335390845095173"
 
@@ -35,9 +36,12 @@ def main() -> None:
                     keys = [new_user(svc.url) for _ in range(args.users)]
                     for connections in [int(c) for c in args.connections.split(",")]:
                         ceiling = wrk(svc.url + "/healthz", connections=connections, seconds=args.seconds)
+                        service_before, postgres_before = cpu_seconds(svc.proc.pid)
                         submit = wrk(svc.url + "/v1/tasks", connections=connections, seconds=args.seconds,
                                      method="POST", body={"url": TIKTOK, "output_type": "subtitles"},
                                      api_keys=keys)
+                        service_after, postgres_after = cpu_seconds(svc.proc.pid)
+                        requests = submit.requests_per_second * args.seconds
                         posts[(workers, connections, mode)] = submit
                         ratio = submit.requests_per_second / ceiling.requests_per_second
                         off = posts.get((workers, connections, "off"))
@@ -46,7 +50,9 @@ def main() -> None:
                         print(f"{workers:>7} {mode:>5} {connections:>5}  {'GET /healthz':<15} {ceiling.row():<58} "
                               f"{1:6.2f}", flush=True)
                         print(f"{workers:>7} {mode:>5} {connections:>5}  {'POST /v1/tasks':<15} {submit.row():<58} "
-                              f"{ratio:6.3f} {on_off:>6}", flush=True)
+                              f"{ratio:6.3f} {on_off:>6}  CPU/request: service "
+                              f"{(service_after - service_before) / requests * 1e3:.2f} ms, PostgreSQL "
+                              f"{(postgres_after - postgres_before) / requests * 1e3:.2f} ms", flush=True)
 
 
 if __name__ == "__main__":
