@@ -258,11 +258,16 @@ class MediaTasks(Application[UUID]):
         message: str,
         retryable: bool,
         context: dict[str, Any] | None = None,
+        last_delivery: bool = False,
     ) -> bool:
-        """Record a failed attempt; True when the failure is terminal (the refund follows)."""
+        """Record a failed attempt; True when the failure is terminal (the refund follows).
+
+        `last_delivery`: no delivery of this task will follow, so a retryable failure is terminal too.
+        """
         outcome: list[bool] = []
         self._update_task(task_id, lambda t: outcome.append(
-            t.fail(attempt=attempt, code=code, message=message, retryable=retryable, context=context)
+            t.fail(attempt=attempt, code=code, message=message, retryable=retryable, context=context,
+                   last_delivery=last_delivery)
         ))
         return outcome[-1]
 
