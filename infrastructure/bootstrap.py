@@ -183,7 +183,7 @@ def start_qstash_publisher(runtime: Runtime) -> Any:
     datastore = runtime.app.recorder.datastore
     tracking = PostgresTrackingRecorder(datastore, tracking_table_name=TRACKING_TABLE)
     publisher = QStashPublisher(runtime.app, tracking, client)
-    sweeper = TakeoverSweeper(runtime.views, publisher, PostgresMetadataCache(datastore),
+    sweeper = TakeoverSweeper(runtime.app, runtime.views, publisher, PostgresMetadataCache(datastore),
                               lease_seconds=s.lease_seconds)
     publisher.start()
     sweeper.start()

@@ -180,9 +180,9 @@ class TakeoverSweeper:
     a task that waits for QStash's own retry is not published a second time.
     """
 
-    def __init__(self, views: Any, publisher: QStashPublisher, cache: Any, *, lease_seconds: float,
+    def __init__(self, app: Any, views: Any, publisher: QStashPublisher, cache: Any, *, lease_seconds: float,
                  missed_delivery_seconds: float = 330.0, sweep_seconds: float | None = None) -> None:
-        self.views, self.publisher, self.cache = views, publisher, cache
+        self.app, self.views, self.publisher, self.cache = app, views, publisher, cache
         self.lease = timedelta(seconds=lease_seconds)
         self.missed_delivery = timedelta(seconds=missed_delivery_seconds)
         self.sweep_seconds = sweep_seconds or max(1.0, min(lease_seconds / 4, 60.0))
@@ -206,13 +206,13 @@ class TakeoverSweeper:
         self._published_at = {k: at for k, at in self._published_at.items() if now - at < MESSAGE_REMEMBERED_SECONDS}
         published = 0
         for task in overdue_tasks(self.views, self.lease, self.missed_delivery):
-            key = (task.task_id, task.attempt + 1)
-            if key in self._published_at:
+            attempt = self.app.next_attempt_due(task.task_id)  # the read model may lag: ask the history
+            if attempt is None or (task.task_id, attempt) in self._published_at:
                 continue
-            if self.publisher.publish(*key):
-                self._published_at[key] = now
+            if self.publisher.publish(task.task_id, attempt):
+                self._published_at[(task.task_id, attempt)] = now
                 published += 1
-                logger.info("published a takeover", extra={"task_id": str(task.task_id), "attempt": key[1],
+                logger.info("published a takeover", extra={"task_id": str(task.task_id), "attempt": attempt,
                                                            "status": task.status})
         self.cache.purge_expired()
         return published

@@ -151,7 +151,7 @@ def test_the_sweeper_publishes_the_takeover_of_an_expired_lease_once(
     client = QStashPublishClient(emulator.url, emulator.token, PUBLIC_URL, retries=0)
     try:
         publisher = QStashPublisher(app, tracking(app), client)
-        sweeper = TakeoverSweeper(runners.views, publisher, PostgresMetadataCache(app.recorder.datastore),
+        sweeper = TakeoverSweeper(app, runners.views, publisher, PostgresMetadataCache(app.recorder.datastore),
                                   lease_seconds=1)
         held, running = app.submit("u", URL, "subtitles").task_id, app.submit("u", URL, "video").task_id
         app.begin_attempt(held, "dead-worker")
