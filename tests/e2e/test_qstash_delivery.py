@@ -137,6 +137,7 @@ def assert_paid_exactly_once(cluster: Cluster, clients: dict[str, httpx.Client],
     return dict(counts)
 
 
+@pytest.mark.slow
 def test_200_tasks_with_duplicate_deliveries_are_each_paid_and_finished_once(cluster: Cluster) -> None:
     clients = {f"load{n}": cluster.user(f"load{n}") for n in range(USERS)}
     links: list[tuple[str, str, str, str]] = []  # user, url, output type, expected outcome
@@ -175,6 +176,7 @@ def test_200_tasks_with_duplicate_deliveries_are_each_paid_and_finished_once(clu
           f"deliveries {dict(kinds)}; answers {dict(answers)}; events {counts}")
 
 
+@pytest.mark.slow
 def test_a_worker_killed_mid_download_has_its_tasks_taken_over_after_the_lease(cluster: Cluster) -> None:
     client = cluster.user("victims", credits=50)
     size = 16384 * 60  # 60 pieces 0.05 s apart: ~3 s of download
