@@ -22,6 +22,8 @@ from domain.errors import ConcurrentUpdates, IdempotencyKeyReused, TaskNotFound,
 from domain.platforms import validate_submission_url
 from domain.tasks import (
     ALREADY_PROCESSING,
+    EXTRACTED,
+    FAILED,
     OUTPUT_TYPES,
     MediaTask,
     check_languages,
@@ -258,13 +260,28 @@ class MediaTasks(Application[UUID]):
         message: str,
         retryable: bool,
         context: dict[str, Any] | None = None,
+        last_delivery: bool = False,
     ) -> bool:
-        """Record a failed attempt; True when the failure is terminal (the refund follows)."""
+        """Record a failed attempt; True when the failure is terminal (the refund follows).
+
+        `last_delivery`: no delivery of this task will follow, so a retryable failure is terminal too.
+        """
         outcome: list[bool] = []
         self._update_task(task_id, lambda t: outcome.append(
-            t.fail(attempt=attempt, code=code, message=message, retryable=retryable, context=context)
+            t.fail(attempt=attempt, code=code, message=message, retryable=retryable, context=context,
+                   last_delivery=last_delivery)
         ))
         return outcome[-1]
+
+    def next_attempt_due(self, task_id: UUID) -> int | None:
+        """The attempt a delivery would begin now (a takeover of an expired lease, or a retry nobody
+        delivered), or None when a delivery would begin none: finished, or an attempt holds its lease."""
+        task = self._find_task(task_id)
+        if task is None or task.status == EXTRACTED or (task.status == FAILED and task.terminal_failure):
+            return None
+        if task.lease_remaining(self.clock(), self.lease) > 0:
+            return None
+        return task.attempt + 1
 
     def get_task(self, task_id: UUID, user_id: str | None = None) -> MediaTask:
         task = self._find_task(task_id)

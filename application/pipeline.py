@@ -142,11 +142,16 @@ class TaskPipeline:
         self.limits = limits
         self.worker_id = worker_id
 
-    def run(self, task_id: UUID, delivery: dict[str, Any] | None = None) -> PipelineOutcome:
-        """One delivery: a `task.process` span linked to the submission's trace, and its metrics."""
+    def run(self, task_id: UUID, delivery: dict[str, Any] | None = None, *,
+            last_delivery: bool = False) -> PipelineOutcome:
+        """One delivery: a `task.process` span linked to the submission's trace, and its metrics.
+
+        `last_delivery`: the queue will not deliver this task again, so a transient failure of the
+        attempt is recorded as terminal (`retries_exhausted`, refunded) instead of awaiting a retry.
+        """
         with tracer.start_as_current_span("task.process", kind=SpanKind.CONSUMER, record_exception=False,
                                           attributes={"mediatasks.task_id": str(task_id)}) as span:
-            outcome = self._deliver(task_id, delivery, span)
+            outcome = self._deliver(task_id, delivery, span, last_delivery)
             span.set_attribute("mediatasks.outcome", outcome.outcome)
             span.set_attribute("mediatasks.attempt", outcome.attempt)
             if outcome.error_code:
@@ -156,7 +161,8 @@ class TaskPipeline:
         PipelineMetrics.deliveries.add(1, {"outcome": outcome.outcome})
         return outcome
 
-    def _deliver(self, task_id: UUID, delivery: dict[str, Any] | None, span: Span) -> PipelineOutcome:
+    def _deliver(self, task_id: UUID, delivery: dict[str, Any] | None, span: Span,
+                 last_delivery: bool) -> PipelineOutcome:
         with phase("event_store.append", **{"mediatasks.event": "Downloading"}):
             decision = self.app.begin_attempt(task_id, self.worker_id, delivery)
         if decision.outcome not in (STARTED, RETRYING) or decision.task is None:
@@ -170,7 +176,7 @@ class TaskPipeline:
         started = time.perf_counter()
         PipelineMetrics.active_attempts.add(1)
         try:
-            outcome = self._attempt(task, decision.attempt)
+            outcome = self._attempt(task, decision.attempt, last_delivery)
         finally:
             PipelineMetrics.active_attempts.add(-1)
         attributes = {"outcome": outcome.outcome, "output_type": task.output_type,
@@ -179,7 +185,7 @@ class TaskPipeline:
         PipelineMetrics.task_duration.record(time.perf_counter() - started, attributes)
         return outcome
 
-    def _attempt(self, task: MediaTask, attempt: int) -> PipelineOutcome:
+    def _attempt(self, task: MediaTask, attempt: int, last_delivery: bool) -> PipelineOutcome:
         task_id = task.id
         reporter = AttemptReporter(self.app, task_id, attempt, self.limits.heartbeat_seconds)
         timings: dict[str, float] = {}
@@ -215,12 +221,12 @@ class TaskPipeline:
             self._discard(stored)
             if cache_hit:
                 self.cache.invalidate(cache_key)
-            return self._fail(task, attempt, e, timings, started)
+            return self._fail(task, attempt, e, timings, started, last_delivery)
         except Exception as e:  # noqa: BLE001 - an unexpected fault must not lose the attempt
             logger.exception("unexpected error in the pipeline", extra={"task_id": str(task_id), "attempt": attempt})
             self._discard(stored)
             return self._fail(task, attempt, TransientMediaError("internal_error", f"Unexpected error: {type(e).__name__}"),
-                              timings, started)
+                              timings, started, last_delivery)
 
     # Phases -----------------------------------------------------------------------
 
@@ -315,7 +321,7 @@ class TaskPipeline:
     # Failure ----------------------------------------------------------------------
 
     def _fail(self, task: MediaTask, attempt: int, error: MediaError, timings: dict[str, float],
-              started: float) -> PipelineOutcome:
+              started: float, last_delivery: bool) -> PipelineOutcome:
         timings["total_ms"] = _ms(started)
         details = dict(error.details)
         retry_after = getattr(error, "retry_after", None)
@@ -324,7 +330,8 @@ class TaskPipeline:
         context = {"timings": timings, **({"details": details} if details else {})}
         try:
             with phase("event_store.append", **{"mediatasks.event": "Failed", "mediatasks.error_code": error.code}):
-                terminal = self.app.fail(task.id, attempt, error.code, error.message, error.retryable, context)
+                terminal = self.app.fail(task.id, attempt, error.code, error.message, error.retryable, context,
+                                         last_delivery=last_delivery)
         except (StaleAttempt, InvalidTransition):
             return PipelineOutcome("lease_lost", attempt, error.code, error.retryable)
         logger.info("attempt failed", extra={"task_id": str(task.id), "attempt": attempt, "error_code": error.code,

@@ -194,11 +194,17 @@ class MediaTask(Aggregate):
         self._extracted(attempt=attempt, result=result, progress=100)
 
     def fail(
-        self, *, attempt: int, code: str, message: str, retryable: bool, context: dict[str, Any] | None = None
+        self, *, attempt: int, code: str, message: str, retryable: bool, context: dict[str, Any] | None = None,
+        last_delivery: bool = False,
     ) -> bool:
-        """Record a failed attempt; returns True when it is terminal (a refund follows)."""
+        """Record a failed attempt; returns True when it is terminal (a refund follows).
+
+        `last_delivery`: the queue will not deliver this task again, so a retryable failure is
+        terminal too (`retries_exhausted`).
+        """
         self._check_active_attempt(attempt)
-        self._fail_attempt(code=code, message=message, retryable=retryable, context=context or {})
+        self._fail_attempt(code=code, message=message, retryable=retryable, context=context or {},
+                           last_delivery=last_delivery)
         return self.terminal_failure
 
     def retry(self, *, credits: int, requested_at: datetime) -> int:
@@ -221,8 +227,10 @@ class MediaTask(Aggregate):
                 current_attempt=self.attempt,
             )
 
-    def _fail_attempt(self, *, code: str, message: str, retryable: bool, context: dict[str, Any]) -> None:
-        terminal = not retryable or self.attempts_in_cycle >= self.max_attempts
+    def _fail_attempt(
+        self, *, code: str, message: str, retryable: bool, context: dict[str, Any], last_delivery: bool = False
+    ) -> None:
+        terminal = not retryable or last_delivery or self.attempts_in_cycle >= self.max_attempts
         if retryable and terminal:
             context = {**context, "last_error": code, "attempts": self.attempts_in_cycle}
             code = "retries_exhausted"

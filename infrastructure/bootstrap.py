@@ -50,8 +50,11 @@ def resolve_postgres_env(settings: Settings) -> dict[str, str]:
 def create_tables(env: dict[str, str], views_name: str = VIEWS_NAME) -> None:
     """Create every table once (serialised across processes by an advisory lock)."""
     from eventsourcing.persistence import InfrastructureFactory
+    from eventsourcing.postgres import PostgresTrackingRecorder
 
     from application.mediatasks import MediaTasks
+    from infrastructure.delivery.qstash_outbox import TRACKING_TABLE as PUBLISHER_TRACKING
+    from infrastructure.delivery.seen_token_ids import PostgresSeenTokenIds
     from infrastructure.metadata_cache import PostgresMetadataCache
     from infrastructure.postgres_views import PostgresTaskViews
     from infrastructure.read_model import ensure_pointer
@@ -67,6 +70,10 @@ def create_tables(env: dict[str, str], views_name: str = VIEWS_NAME) -> None:
             factory.process_recorder()
             ensure_pointer(factory.datastore)  # type: ignore[attr-defined]
             PostgresMetadataCache(factory.datastore).create_table()  # type: ignore[attr-defined]
+            PostgresSeenTokenIds(factory.datastore).create_table()  # type: ignore[attr-defined]
+            publisher_tracking = PostgresTrackingRecorder(factory.datastore,  # type: ignore[attr-defined]
+                                                          tracking_table_name=PUBLISHER_TRACKING)
+            publisher_tracking.create_table()
             views = InfrastructureFactory.construct(env=_named_env(views_name, create_env))
             views.tracking_recorder(PostgresTaskViews)
             views.close()
@@ -137,6 +144,51 @@ def start_inline_dispatcher(runtime: Runtime, worker_id: str) -> Any:
     dispatcher.start()
     runtime._closers.append(dispatcher.stop)
     return dispatcher
+
+
+def qstash_delivery_url(settings: Settings) -> str:
+    """Where QStash delivers: the configured public URL + the endpoint's path (also the tokens' `sub`)."""
+    if not settings.public_url:
+        raise ValueError("MEDIATASKS_PUBLIC_URL is required for QStash delivery")
+    return settings.public_url.rstrip("/") + "/v1/deliveries/qstash"
+
+
+def build_qstash_deliveries(runtime: Runtime, worker_id: str) -> Any:
+    """The delivery endpoint's handler: signature checks shared through PostgreSQL, then the pipeline."""
+    from infrastructure.delivery.qstash_delivery import QStashDeliveryHandler
+    from infrastructure.delivery.qstash_signature import QStashSignatureVerifier
+    from infrastructure.delivery.seen_token_ids import PostgresSeenTokenIds
+
+    s = runtime.settings
+    keys = [k.get_secret_value() if k else "" for k in (s.qstash_current_signing_key, s.qstash_next_signing_key)]
+    verifier = QStashSignatureVerifier(*keys, qstash_delivery_url(s), s.qstash_clock_tolerance_seconds,
+                                       seen_token_ids=PostgresSeenTokenIds(runtime.app.recorder.datastore))
+    return QStashDeliveryHandler(verifier, build_pipeline(runtime, worker_id), retries=s.qstash_retries,
+                                 retry_base_seconds=s.retry_base_seconds)
+
+
+def start_qstash_publisher(runtime: Runtime) -> Any:
+    """The outbox publisher and the takeover sweeper, running until the runtime is closed."""
+    from eventsourcing.postgres import PostgresTrackingRecorder
+
+    from infrastructure.delivery.qstash_outbox import TRACKING_TABLE, QStashPublisher, TakeoverSweeper
+    from infrastructure.delivery.qstash_publisher import QStashPublishClient
+    from infrastructure.metadata_cache import PostgresMetadataCache
+
+    s = runtime.settings
+    if s.qstash_token is None:
+        raise ValueError("MEDIATASKS_QSTASH_TOKEN is required when MEDIATASKS_DISPATCH=qstash")
+    client = QStashPublishClient(s.qstash_url, s.qstash_token.get_secret_value(), qstash_delivery_url(s),
+                                 s.qstash_retries)
+    datastore = runtime.app.recorder.datastore
+    tracking = PostgresTrackingRecorder(datastore, tracking_table_name=TRACKING_TABLE)
+    publisher = QStashPublisher(runtime.app, tracking, client)
+    sweeper = TakeoverSweeper(runtime.app, runtime.views, publisher, PostgresMetadataCache(datastore),
+                              lease_seconds=s.lease_seconds)
+    publisher.start()
+    sweeper.start()
+    runtime._closers.extend([client.close, publisher.stop, sweeper.stop])
+    return publisher
 
 
 class ProjectionRunners:

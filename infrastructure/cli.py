@@ -23,7 +23,11 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--no-projections", action="store_true", help="do not run projections in this process")
     serve.add_argument("--no-dispatch", action="store_true", help="do not run attempts in this process")
 
-    sub.add_parser("projections", help="run the read model and the refund issuer until stopped")
+    sub.add_parser("projections", help="run the read model and the refund issuer (and the QStash publisher) until stopped")
+
+    worker = sub.add_parser("worker", help="serve only POST /v1/deliveries/qstash: a stateless attempt runner")
+    worker.add_argument("--host", default=None)
+    worker.add_argument("--port", type=int, default=None)
 
     users = sub.add_parser("users", help="manage users").add_subparsers(dest="users_command", required=True)
     create = users.add_parser("create", help="create a user and print its API key")
@@ -42,11 +46,13 @@ def main(argv: list[str] | None = None) -> int:
     audit.add_parser("rebuild", help="rebuild the read model under a new name and switch to it")
 
     args = parser.parse_args(argv)
-    configure_logging(stream=sys.stdout if args.command in ("serve", "projections") else sys.stderr)
+    configure_logging(stream=sys.stdout if args.command in ("serve", "projections", "worker") else sys.stderr)
     if args.command == "serve":
         return _serve(args)
     if args.command == "projections":
         return _projections()
+    if args.command == "worker":
+        return _worker(args)
     if args.command == "users":
         return _users_create(args)
     if args.command == "audit":
@@ -100,11 +106,13 @@ def _exit_cleanly(*_: Any) -> None:
 
 
 def _projections() -> int:
-    from infrastructure.bootstrap import ProjectionRunners, bootstrap
+    from infrastructure.bootstrap import ProjectionRunners, bootstrap, start_qstash_publisher
 
     runtime = bootstrap()
     runners = ProjectionRunners(runtime.env)
     runtime.telemetry.observe_projection_lag(runtime, runners)
+    if runtime.settings.dispatch == "qstash":
+        start_qstash_publisher(runtime)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -115,6 +123,27 @@ def _projections() -> int:
             pass
     finally:
         runners.stop()
+        runtime.close()
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    """The delivery endpoint alone: no projections, no dispatcher, no publisher; start it N times."""
+    import uvicorn
+
+    from infrastructure.api.app import create_delivery_api
+    from infrastructure.asgi import worker_id
+    from infrastructure.bootstrap import bootstrap, build_qstash_deliveries
+    from infrastructure.settings import Settings
+
+    settings = Settings()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _exit_cleanly)
+    runtime = bootstrap(settings)
+    try:
+        api = create_delivery_api(runtime, build_qstash_deliveries(runtime, worker_id()))
+        uvicorn.run(api, host=args.host or settings.host, port=args.port or settings.port, log_level="warning")
+    finally:
         runtime.close()
     return 0
 

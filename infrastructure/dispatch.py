@@ -12,6 +12,7 @@ import heapq
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -136,17 +137,30 @@ class InlineDispatcher:
                 self._wakeup.wait(timeout=max(0.01, timeout))
 
     def _sweep_loop(self) -> None:
-        while not self._stopped.wait(self.sweep_seconds):
-            try:
-                self.sweep()
-            except Exception:  # noqa: BLE001 - try again next round
-                logger.exception("sweep failed")
+        sweep_until_stopped(self.sweep, self.sweep_seconds, self._stopped)
 
     def sweep(self, *, initial: bool = False) -> int:
         """Dispatch tasks whose lease ran out, and queued ones whose dispatch was missed."""
-        now = datetime.now(timezone.utc)
-        found = self.views.stale_tasks(now - self.lease, statuses=("downloading", "processing"))
-        waiting_since = now if initial else now - self.missed_dispatch
-        found += self.views.stale_tasks(waiting_since, statuses=("queued", "retrying"))
+        found = overdue_tasks(self.views, self.lease, self.missed_dispatch, initial=initial)
         self.pipeline.cache.purge_expired()
         return sum(self.dispatch(task.task_id) for task in found)
+
+
+def sweep_until_stopped(sweep: Callable[[], Any], every_seconds: float, stopped: threading.Event) -> None:
+    """Call `sweep` every `every_seconds` until `stopped` is set; a failed sweep is logged and tried again."""
+    while not stopped.wait(every_seconds):
+        try:
+            sweep()
+        except Exception:  # noqa: BLE001 - try again next round
+            logger.exception("sweep failed")
+
+
+def overdue_tasks(views: Any, lease: timedelta, missed_dispatch: timedelta, *, initial: bool = False) -> list[Any]:
+    """Tasks whose lease ran out (their worker died), and waiting ones not run for `missed_dispatch`.
+
+    `initial`: every waiting task counts (a process starting up cannot know what was dispatched).
+    """
+    now = datetime.now(timezone.utc)
+    found = views.stale_tasks(now - lease, statuses=("downloading", "processing"))
+    waiting_since = now if initial else now - missed_dispatch
+    return found + views.stale_tasks(waiting_since, statuses=("queued", "retrying"))

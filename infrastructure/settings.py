@@ -33,7 +33,8 @@ class Settings(BaseSettings):
     catch_up_seconds: float = Field(default=1.0, gt=0, description="projections poll this often in case a NOTIFY is lost")
     sse_ping_seconds: float = Field(default=15, gt=0, description="keep-alive comment interval of live streams")
     max_body_bytes: int = Field(default=16 * 1024, gt=0, description="larger request bodies get 413")
-    dispatch: Literal["inline", "none"] = Field(default="inline", description="inline: this process runs attempts")
+    dispatch: Literal["inline", "none", "qstash"] = Field(
+        default="inline", description="inline: this process runs attempts; qstash: QStash delivers them to workers")
     workers: int = Field(default=4, ge=1, le=64, description="attempts run at once by the inline dispatcher")
     retry_base_seconds: float = Field(default=2.0, ge=0, description="first backoff after a transient failure")
     provider: Literal["http", "ytdlp"] = "ytdlp"
@@ -57,6 +58,15 @@ class Settings(BaseSettings):
     otel_exporter: Literal["none", "console", "otlp"] = Field(
         default="none", description="where spans (and pushed metrics) go; otlp uses OTEL_EXPORTER_OTLP_ENDPOINT")
     otel_trace_ratio: float = Field(default=1.0, ge=0, le=1, description="share of new traces kept (head sampling)")
+    public_url: str | None = Field(
+        default=None, description="the service's public base URL; QStash delivers to it + /v1/deliveries/qstash")
+    qstash_url: str = Field(default="https://qstash.upstash.io", description="base URL of QStash's publish API")
+    qstash_token: SecretStr | None = Field(default=None, description="bearer token for QStash's publish API")
+    qstash_current_signing_key: SecretStr | None = Field(default=None, description="verifies Upstash-Signature")
+    qstash_next_signing_key: SecretStr | None = Field(default=None, description="tried after the current key")
+    qstash_retries: int = Field(
+        default=3, ge=0, le=20, description="Upstash-Retries of each message (at most the QStash plan's ceiling)")
+    qstash_clock_tolerance_seconds: float = Field(default=5, ge=0, description="leeway for a token's exp/nbf/iat")
     host: str = "127.0.0.1"
     port: int = 8000
 

@@ -12,7 +12,7 @@ from fastapi.telemetry import TelemetryConfig
 from infrastructure.api.errors import install_error_handlers
 from infrastructure.api.limits import BodySizeLimit
 from infrastructure.api.live import TaskUpdateHub
-from infrastructure.api.routes import account, admin, health, media, metrics, tasks, web
+from infrastructure.api.routes import account, admin, deliveries, health, media, metrics, tasks, web
 
 DESCRIPTION = """
 Turn a social-media video link into stored subtitles and/or a stored video, paid in credits and
@@ -52,4 +52,23 @@ def create_api(runtime: Any, *, projections: Any = None) -> FastAPI:
     api.state.telemetry = getattr(runtime, "telemetry", None)
     if api.state.telemetry is not None:
         api.state.telemetry.instrument_api(api)
+    return api
+
+
+def include_qstash_deliveries(api: FastAPI, handler: Any) -> None:
+    """Serve `POST /v1/deliveries/qstash` from this API, answered by `handler`."""
+    api.state.qstash_deliveries = handler
+    api.include_router(deliveries.router)
+
+
+def create_delivery_api(runtime: Any, handler: Any) -> FastAPI:
+    """A stateless worker's API: the QStash delivery endpoint, /healthz and /readyz, nothing else."""
+    api = FastAPI(title="mediatasks worker", version="1", telemetry=NATIVE_TELEMETRY_OFF)
+    api.state.runtime = runtime
+    install_error_handlers(api)
+    api.add_middleware(BodySizeLimit, max_bytes=runtime.settings.max_body_bytes)
+    api.include_router(health.router)
+    include_qstash_deliveries(api, handler)
+    if getattr(runtime, "telemetry", None) is not None:
+        runtime.telemetry.instrument_api(api)
     return api

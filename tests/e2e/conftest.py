@@ -40,8 +40,10 @@ class RunningService:
         return user_id, r.json()["api_key"]
 
 
-def start_service(pg: dict[str, str], log_dir: Path, *args: str, **settings: str) -> tuple[ServiceProcess, str]:
-    schema = f"e2e_{uuid.uuid4().hex[:10]}"
+def start_service(pg: dict[str, str], log_dir: Path, *args: str, command: str = "serve",
+                  **settings: str) -> tuple[ServiceProcess, str]:
+    """`mediatasks <command>` (serve or worker) in a fresh schema, unless `postgres_schema` names one."""
+    schema = settings.get("postgres_schema") or f"e2e_{uuid.uuid4().hex[:10]}"
     env = {
         "MEDIATASKS_DATABASE_URL": database_url(pg),
         "MEDIATASKS_POSTGRES_SCHEMA": schema,
@@ -50,7 +52,8 @@ def start_service(pg: dict[str, str], log_dir: Path, *args: str, **settings: str
         "MEDIATASKS_DATA_DIR": str(log_dir / "data"),
         **{f"MEDIATASKS_{k.upper()}": v for k, v in settings.items()},
     }
-    process = ServiceProcess(*args, env=env, cwd=log_dir, log_path=log_dir / f"{schema}.log")
+    log_path = log_dir / f"{schema}-{command}-{uuid.uuid4().hex[:6]}.log"
+    process = ServiceProcess(*args, env=env, cwd=log_dir, log_path=log_path, command=command)
     process.wait_ready()
     return process, schema
 

@@ -126,3 +126,15 @@ def test_fifty_concurrent_deliveries_start_exactly_one_attempt(app: MediaTasks) 
         outcomes = Counter(pool.map(deliver, range(50)))
     assert outcomes == {"started": 1, "already_processing": 49}
     assert types(app, task_id).count("Downloading") == 1
+
+
+def test_next_attempt_due_is_none_while_a_lease_runs_or_the_task_is_finished(app: MediaTasks) -> None:
+    task_id = app.submit("u", URL, "subtitles").task_id
+    assert app.next_attempt_due(task_id) == 1
+    app.begin_attempt(task_id, "w1")
+    assert app.next_attempt_due(task_id) is None
+    time.sleep(1.1)
+    assert app.next_attempt_due(task_id) == 2
+    app.begin_attempt(task_id, "w2")
+    app.complete(task_id, 2, {})
+    assert app.next_attempt_due(task_id) is None

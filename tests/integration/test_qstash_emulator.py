@@ -335,3 +335,17 @@ def test_emulator_calls_loopback_destinations_only(emulator: QStashEmulator) -> 
         with pytest.raises(PublishRejected):
             publisher.publish("task-12", 1)
     assert emulator.deliveries == []
+
+
+
+def test_several_loopback_targets_are_called_round_robin_skipping_refused_ones(
+    emulator: QStashEmulator, receiver: LoopbackReceiver
+) -> None:
+    emulator.route("https://balanced.example", "http://127.0.0.1:9", receiver.url)  # port 9: nobody listens
+    with QStashPublishClient(emulator.url, emulator.token, "https://balanced.example/hook", retries=0) as client:
+        for n in range(4):
+            client.publish(f"task-rr-{n}", 1)
+        emulator.wait_until_idle(5)
+
+    assert [request.path for request in receiver.requests] == ["/hook"] * 4
+    assert all(d.error is None and d.sent_to == receiver.url + "/hook" for d in emulator.deliveries)

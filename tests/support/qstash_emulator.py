@@ -118,6 +118,7 @@ class _Message:
     timeout_s: float
     retried: int = 0
     state: str = "pending"
+    targets: tuple[str, ...] = ()
 
 
 @dataclass
@@ -162,7 +163,8 @@ class QStashEmulator:
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
-        self._routes: list[tuple[str, str]] = []
+        self._routes: list[tuple[str, tuple[str, ...]]] = []
+        self._next_target = itertools.count()
         self._dedup: dict[str, tuple[str, float]] = {}
         self._messages: dict[str, _Message] = {}
         self._publishes: list[PublishRecord] = []
@@ -243,14 +245,17 @@ class QStashEmulator:
         with self._lock:
             self._current_key, self._next_key = self._next_key, new_next_key or new_signing_key()
 
-    def route(self, public_prefix: str, loopback_prefix: str) -> None:
+    def route(self, public_prefix: str, loopback_prefix: str, *more_loopback_prefixes: str) -> None:
         """Deliver messages for URLs under `public_prefix` to `loopback_prefix` instead.
+
+        With more prefixes the calls go round-robin, as through a load balancer in front of several
+        workers; a target that refuses the connection (a dead worker) is skipped for the next one.
 
         The token's `sub` stays the published destination, as when a proxy sits in front of the
         service: the receiver must check against its configured public URL, not the request's.
         """
         with self._lock:
-            self._routes.append((public_prefix, loopback_prefix))
+            self._routes.append((public_prefix, (loopback_prefix, *more_loopback_prefixes)))
 
     def fail_publishes(self, status_code: int, count: int = 1, retry_after: str | None = None) -> None:
         """Answer the next `count` publish calls with `status_code` (and a `Retry-After` if given)."""
@@ -314,8 +319,8 @@ class QStashEmulator:
         fault = self._take_publish_fault()
         if fault is not None:
             return fault.status_code, fault.headers, {"error": "injected publish failure"}, None, False
-        sent_to = self._sent_to(destination)
-        if sent_to is None:
+        targets = self._targets(destination)
+        if not targets:
             return 400, {}, {"error": f"invalid destination {destination!r} (the emulator calls loopback only)"}, None, False
         try:
             max_retries = min(int(headers.get("upstash-retries", self.max_retries)), self.max_retries)
@@ -332,7 +337,8 @@ class QStashEmulator:
             message = _Message(
                 message_id=f"msg_{uuid.uuid4().hex}",
                 destination=destination,
-                sent_to=sent_to,
+                sent_to=targets[0],
+                targets=targets,
                 method=headers.get("upstash-method", "POST").upper(),
                 body=body,
                 headers=_forwarded_headers(headers),
@@ -355,18 +361,20 @@ class QStashEmulator:
                 self._publish_faults.pop(0)
             return fault
 
-    def _sent_to(self, destination: str) -> str | None:
+    def _targets(self, destination: str) -> tuple[str, ...]:
+        """The loopback URLs a destination is delivered to (empty if it is not loopback)."""
         with self._lock:
             routes = list(self._routes)
-        sent_to = destination
-        for public_prefix, loopback_prefix in routes:
+        targets: tuple[str, ...] = (destination,)
+        for public_prefix, loopback_prefixes in routes:
             if destination.startswith(public_prefix):
-                sent_to = loopback_prefix + destination[len(public_prefix) :]
+                targets = tuple(prefix + destination[len(public_prefix) :] for prefix in loopback_prefixes)
                 break
-        parsed = urllib.parse.urlsplit(sent_to)
-        if parsed.scheme not in ("http", "https") or not _is_loopback(parsed.hostname):
-            return None
-        return sent_to
+        for target in targets:
+            parsed = urllib.parse.urlsplit(target)
+            if parsed.scheme not in ("http", "https") or not _is_loopback(parsed.hostname):
+                return ()
+        return targets
 
     # delivery
 
@@ -462,10 +470,19 @@ class QStashEmulator:
         status_code: int | None = None
         response_headers: dict[str, str] = {}
         error = None
+        first = next(self._next_target)
+        targets = [message.targets[(first + n) % len(message.targets)] for n in range(len(message.targets))]
+        sent_to = targets[0]
         try:
-            response = self._client.request(
-                message.method, message.sent_to, content=message.body, headers=headers, timeout=message.timeout_s
-            )
+            for sent_to in targets:
+                try:
+                    response = self._client.request(
+                        message.method, sent_to, content=message.body, headers=headers, timeout=message.timeout_s
+                    )
+                    break
+                except httpx.ConnectError:
+                    if sent_to == targets[-1]:
+                        raise
             status_code = response.status_code
             response_headers = {name.lower(): value for name, value in response.headers.items()}
         except httpx.TimeoutException as exc:
@@ -475,7 +492,7 @@ class QStashEmulator:
         record = DeliveryRecord(
             message_id=message.message_id,
             destination=message.destination,
-            sent_to=message.sent_to,
+            sent_to=sent_to,
             kind=kind,
             retried=retried,
             request_headers=headers,

@@ -22,7 +22,7 @@ def free_port() -> int:
 
 class ServiceProcess:
     def __init__(self, *args: str, env: Mapping[str, str] | None = None, cwd: Path | None = None,
-                 log_path: Path | None = None) -> None:
+                 log_path: Path | None = None, command: str = "serve") -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         clean_env = {k: v for k, v in os.environ.items() if not k.startswith("MEDIATASKS_")}
@@ -30,7 +30,7 @@ class ServiceProcess:
         self.log_path = log_path
         self._log = open(log_path, "wb") if log_path else subprocess.DEVNULL  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "infrastructure.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port), *args],
+            [sys.executable, "-m", "infrastructure.cli", command, "--host", "127.0.0.1", "--port", str(self.port), *args],
             env=clean_env, cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT,
         )
 

@@ -119,6 +119,16 @@ def test_retryable_failures_exhaust_into_retries_exhausted() -> None:
     assert task.begin_attempt(now=later(task, 0), lease=LEASE, worker_id="w") == "not_retryable"
 
 
+def test_a_transient_failure_on_the_queues_last_delivery_is_terminal() -> None:
+    task = new_task(max_attempts=3)
+    task.begin_attempt(now=later(task, 0), lease=LEASE, worker_id="w")
+    assert task.fail(attempt=1, code="timeout", message="slow", retryable=True, last_delivery=True) is True
+    failed = task.collect_events()[-1]
+    assert (failed.code, failed.terminal, failed.retryable) == ("retries_exhausted", True, True)
+    assert failed.context["last_error"] == "timeout"
+    assert task.begin_attempt(now=later(task, 1), lease=LEASE, worker_id="w") == "not_retryable"
+
+
 def test_user_retry_opens_a_new_paid_cycle() -> None:
     task = new_task(max_attempts=1)
     with pytest.raises(TaskNotRetryable):

@@ -9,6 +9,7 @@ from pydantic import BaseModel
 router = APIRouter(tags=["health"])
 
 READY_LAG_EVENTS = 1000
+PUBLISH_FAILING_SECONDS = 10.0
 
 
 class Health(BaseModel):
@@ -19,6 +20,7 @@ class Readiness(BaseModel):
     status: str
     head: int | None = None
     views_position: int | None = None
+    publisher_position: int | None = None
     reason: str | None = None
 
 
@@ -30,7 +32,8 @@ async def healthz() -> Health:
 
 @router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
 def readyz(request: Request) -> Readiness | JSONResponse:
-    """The event store answers and the read model is within READY_LAG_EVENTS of the head."""
+    """The event store answers, the read model is within READY_LAG_EVENTS of the head, and (with
+    MEDIATASKS_DISPATCH=qstash) QStash has not refused every publish for PUBLISH_FAILING_SECONDS."""
     runtime = request.app.state.runtime
     try:
         head = runtime.app.recorder.max_notification_id() or 0
@@ -42,4 +45,13 @@ def readyz(request: Request) -> Readiness | JSONResponse:
         body = Readiness(status="lagging", head=head, views_position=position,
                          reason=f"read model is {head - position} events behind")
         return JSONResponse(body.model_dump(), status_code=503)
-    return Readiness(status="ready", head=head, views_position=position)
+    publisher = getattr(request.app.state, "publisher", None)
+    published = publisher.status() if publisher is not None else None
+    if published is not None and published.failing_for() >= PUBLISH_FAILING_SECONDS:
+        body = Readiness(status="publishing_failed", head=head, views_position=position,
+                         publisher_position=published.position,
+                         reason=f"QStash has not taken a message for {int(published.failing_for())} s "
+                                f"({published.consecutive_failures} tries): {published.last_error}")
+        return JSONResponse(body.model_dump(), status_code=503)
+    return Readiness(status="ready", head=head, views_position=position,
+                     publisher_position=published.position if published is not None else None)
