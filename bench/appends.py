@@ -29,8 +29,8 @@ from tests.support.postgres import database_url
 RAW_ROWS_PER_TRANSACTION = 100
 
 
-def run_threads(threads: int, seconds: float, call: Callable[[], int]) -> tuple[float, float]:
-    """Calls per second and events per second of `call` (which returns its event count) run in a loop."""
+def run_threads(threads: int, seconds: float, call: Callable[[], int]) -> tuple[float, float, float]:
+    """Calls/s, events/s and this process's CPU ms per call of `call` (which returns its event count)."""
     stop = time.monotonic() + seconds
     totals = [[0, 0] for _ in range(threads)]
 
@@ -39,14 +39,15 @@ def run_threads(threads: int, seconds: float, call: Callable[[], int]) -> tuple[
             totals[i][1] += call()
             totals[i][0] += 1
 
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     workers = [threading.Thread(target=loop, args=(i,)) for i in range(threads)]
     for w in workers:
         w.start()
     for w in workers:
         w.join()
-    elapsed = time.perf_counter() - started
-    return sum(t[0] for t in totals) / elapsed, sum(t[1] for t in totals) / elapsed
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    calls = sum(t[0] for t in totals)
+    return calls / elapsed, sum(t[1] for t in totals) / elapsed, cpu / calls * 1e3
 
 
 def recorder_call(pg: dict[str, str], mode: str, events_per_call: int) -> tuple[Callable[[], int], Any]:
@@ -96,20 +97,20 @@ def main() -> None:
     parser.add_argument("--events-per-call", type=int, default=1)
     args = parser.parse_args()
     print(f"{args.threads} threads, {args.seconds:g} s each, {args.events_per_call} event(s) per insert_events()\n")
-    print(f"{'writer':<38} {'calls/s':>9} {'events/s':>9} {'vs off':>7}")
+    print(f"{'writer':<38} {'calls/s':>9} {'events/s':>9} {'vs off':>7} {'CPU ms/call':>12}")
     with database() as pg:
         results: dict[str, float] = {}
         for mode in ("off", "on"):
             call, factory = recorder_call(pg, mode, args.events_per_call)
             run_threads(args.threads, 1, call)
-            calls, events = run_threads(args.threads, args.seconds, call)
+            calls, events, cpu = run_threads(args.threads, args.seconds, call)
             factory.close()
             results[mode] = events
             label = f"recorder, group commit {mode}"
-            print(f"{label:<38} {calls:9.0f} {events:9.0f} {events / results['off']:7.2f}", flush=True)
-        calls, events = run_threads(args.threads, args.seconds, raw_call(pg))
+            print(f"{label:<38} {calls:9.0f} {events:9.0f} {events / results['off']:7.2f} {cpu:12.3f}", flush=True)
+        calls, events, cpu = run_threads(args.threads, args.seconds, raw_call(pg))
         label = f"raw psycopg, {RAW_ROWS_PER_TRANSACTION}-row transactions"
-        print(f"{label:<38} {calls:9.0f} {events:9.0f} {events / results['off']:7.2f}")
+        print(f"{label:<38} {calls:9.0f} {events:9.0f} {events / results['off']:7.2f} {cpu:12.3f}")
 
 
 if __name__ == "__main__":

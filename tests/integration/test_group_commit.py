@@ -121,7 +121,7 @@ def test_a_hundred_concurrent_inserts_ten_conflicting(store_env: dict[str, str],
     assert seen == [r[0] for r in rows], "the reader skipped an id that appeared later"
 
 
-def test_a_lone_caller_does_not_wait_for_company(recorder: GroupCommitApplicationRecorder) -> None:
+def test_sequential_inserts_each_commit_alone_with_increasing_ids(recorder: GroupCommitApplicationRecorder) -> None:
     writer = recorder.group_commit_writer
     ids = [recorder.insert_events([StoredEvent(uuid.uuid4(), 1, "alone", b"x")]) for _ in range(20)]
     assert writer.batches == writer.inserts == 20

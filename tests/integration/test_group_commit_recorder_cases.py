@@ -83,7 +83,7 @@ class ApplicationRecorderCases(GroupCommitStore, library_cases.ApplicationRecord
         assert isinstance(recorder, GroupCommitApplicationRecorder)
         return recorder
 
-    def test_conflict_inside_a_shared_transaction_fails_only_its_caller(self) -> None:
+    def test_a_conflicting_insert_writes_none_of_its_events(self) -> None:
         recorder = self.create_recorder()
         existing = uuid4()
         recorder.insert_events([StoredEvent(existing, 1, "topic", b"x")])
