@@ -25,6 +25,7 @@ from uuid import UUID
 from eventsourcing.utils import get_topic
 
 from domain.tasks import MediaTask
+from infrastructure.store_connections import is_connection_error
 from infrastructure.supervision import Supervised, Supervisor, subscription_stopped_by
 
 logger = logging.getLogger(__name__)
@@ -111,8 +112,10 @@ class InlineDispatcher:
             outcome = self.pipeline.run(task_id, {"via": "inline"})
             if outcome.outcome == "already_processing" and outcome.lease_remaining > 0:
                 self.dispatch_later(task_id, outcome.lease_remaining + 0.5)
-        except Exception:  # noqa: BLE001 - the sweeper will find the task again
+        except Exception as error:  # noqa: BLE001 - the sweeper will find the task again
             logger.exception("attempt crashed", extra={"task_id": str(task_id)})
+            if is_connection_error(error):  # the database went away: try again soon, not at the next sweep
+                self.dispatch_later(task_id, max(self.retry_base_seconds, 1.0))
         finally:
             with self._lock:
                 self._pending.discard(task_id)

@@ -72,7 +72,7 @@ class Settings(BaseSettings):
     follower_backoff_base_seconds: float = Field(
         default=0.5, gt=0, description="first wait before a failed follower (projection, dispatcher, ...) runs again")
     follower_backoff_cap_seconds: float = Field(
-        default=30, gt=0, description="longest wait between restarts of a failing follower (jittered)")
+        default=5, gt=0, description="longest wait between restarts of a failing follower (jittered)")
     ready_timeout_seconds: float = Field(
         default=1.0, gt=0, le=10, description="/readyz answers 503 if the event store does not answer within this")
     ready_lag_seconds: float = Field(

@@ -40,7 +40,7 @@ from opentelemetry import metrics
 logger = logging.getLogger(__name__)
 
 BACKOFF_BASE_SECONDS = 0.5
-BACKOFF_CAP_SECONDS = 30.0
+BACKOFF_CAP_SECONDS = 5.0
 HEALTHY_RUN_SECONDS = 30.0  # a run that lasted this long resets the backoff
 PROGRESS_SAMPLE_SECONDS = 0.5
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
 from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -63,6 +63,7 @@ def store_positions(runtime: Any, timeout: float) -> tuple[int, int]:
         schema, Identifier(recorder.events_table_name), schema, Identifier(views.tracking_table_name))
 
     def read() -> Any:
+        recorder.datastore.pool.open(wait=False)  # a no-op once open
         with recorder.datastore.pool.connection(timeout=timeout) as conn, conn.transaction():
             conn.execute(SQL("SET LOCAL statement_timeout = {}").format(int(timeout * 1000)))
             return conn.execute(query, (runtime.app.name,)).fetchone()
@@ -76,18 +77,22 @@ def _not_ready(body: Readiness) -> JSONResponse:
 
 
 @router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
-def readyz(request: Request) -> Readiness | JSONResponse:
+async def readyz(request: Request) -> Readiness | JSONResponse:
     """Ready when: the event store answers within MEDIATASKS_READY_TIMEOUT_SECONDS; every follower of
     this process is running (none restarting); the read model is within READY_LAG_EVENTS events and
     (where this process runs it) MEDIATASKS_READY_LAG_SECONDS of the head; and (with
-    MEDIATASKS_DISPATCH=qstash) QStash has not refused every publish for PUBLISH_FAILING_SECONDS."""
+    MEDIATASKS_DISPATCH=qstash) QStash has not refused every publish for PUBLISH_FAILING_SECONDS.
+
+    Async, with the store asked from threads of its own: a server whose threads all wait for the
+    database still answers this within its timeout."""
     runtime = request.app.state.runtime
     timeout = runtime.settings.ready_timeout_seconds
     supervisor = getattr(runtime, "supervisor", None)
     followers = [FollowerState(**s.as_dict()) for s in supervisor.statuses()] if supervisor is not None else []
     try:
-        head, position = _probes.submit(store_positions, runtime, timeout * 0.9).result(timeout=timeout)
-    except FutureTimeout:
+        probe = asyncio.wrap_future(_probes.submit(store_positions, runtime, timeout * 0.9))
+        head, position = await asyncio.wait_for(probe, timeout=timeout)
+    except TimeoutError:
         return _not_ready(Readiness(status="unavailable", followers=followers,
                                     reason=f"event store did not answer within {timeout:g} s"))
     except Exception as e:  # noqa: BLE001 - any failure here means not ready
