@@ -197,9 +197,12 @@ def wait_extracted(deployment: Deployment, load: Load, user: str, timeout: float
         time.sleep(0.1)
 
 
-def inject(fault: str, cluster: PrivateCluster, proxy: TcpProxy, deployment: Deployment) -> tuple[float, float]:
-    """Inject one fault; returns (seconds the database or service was away, the moment it was back)."""
+def inject(fault: str, cluster: PrivateCluster, proxy: TcpProxy,
+           deployment: Deployment) -> tuple[float, float, float]:
+    """Inject one fault; returns the seconds the database or service was away, the moment it was back,
+    and the slowest /readyz answer while the database was away (0 if not asked)."""
     started = time.monotonic()
+    slowest = 0.0
     if fault == "restart":
         cluster.restart()
     elif fault == "crash":
@@ -210,7 +213,8 @@ def inject(fault: str, cluster: PrivateCluster, proxy: TcpProxy, deployment: Dep
         deadline = time.monotonic() + OUTAGE_SECONDS
         while time.monotonic() < deadline:  # while it is away, /readyz says so within its timeout
             status, took = readyz(deployment.url)
-            assert status == 503 and took < 2.5, (status, took)
+            slowest = max(slowest, took)
+            assert status == 503 and took < 3.0, (status, took)  # 1 s on the server, plus a loaded machine
             time.sleep(0.2)
         proxy.refusing = False
     elif fault == "service_kill":
@@ -221,7 +225,7 @@ def inject(fault: str, cluster: PrivateCluster, proxy: TcpProxy, deployment: Dep
     if fault in ("restart", "crash"):
         cluster.wait_accepting()
     back = time.monotonic()
-    return back - started, back
+    return back - started, back, slowest
 
 
 def follower_restarts(deployment: Deployment) -> dict[str, float]:
@@ -286,11 +290,11 @@ def test_every_acknowledged_task_survives_each_database_fault(
         for fault in FAULT_ORDERS[order]:
             if fault == "service_kill":
                 restarts.append(follower_restarts(deployment))
-            down, back = inject(fault, cluster, proxy, deployment)
+            down, back, slowest_away = inject(fault, cluster, proxy, deployment)
             ready_after, not_ready, slowest = wait_ready(deployment, back)
             extracted_after = wait_extracted(deployment, load, "client0", EXTRACTED_WITHIN)
             figures.append(Figures(fault, round(down, 2), round(ready_after, 2), round(extracted_after, 2),
-                                   not_ready, round(slowest, 2)))
+                                   not_ready, round(max(slowest, slowest_away), 2)))
             time.sleep(2)
         load.stopping.set()
         for thread in clients:
