@@ -15,7 +15,7 @@ from typing import Any
 from uuid import UUID, uuid4
 
 from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.persistence import IntegrityError, Recording
+from eventsourcing.persistence import IntegrityError, InterfaceError, OperationalError, Recording
 
 from domain.credits import ApiKey, CreditAccount, check_user_id
 from domain.errors import ConcurrentUpdates, IdempotencyKeyReused, TaskNotFound, UserAlreadyExists, UserNotFound
@@ -198,6 +198,7 @@ class MediaTasks(Application[UUID]):
             submission = self._charge_and_save(task, account, task.charge_attempt, price)
             if submission is not None:
                 return submission
+            may_exist = True  # a rival save of this very task id (a commit whose answer was lost) is ours
         raise ConcurrentUpdates("Too many concurrent updates; try again.")
 
     def retry_task(self, user_id: str, task_id: UUID) -> Submission:
@@ -223,7 +224,17 @@ class MediaTasks(Application[UUID]):
             recordings = self.save(task, account)
         except IntegrityError:
             return None
+        except (OperationalError, InterfaceError):
+            # The connection may have been lost during COMMIT: the save may have happened. Re-read.
+            if self._task_version(task.id) != task.version:
+                raise
+            return Submission(task.id, task.status, price, True, None)
         return Submission(task.id, task.status, price, True, _last_id(recordings))
+
+    def _task_version(self, task_id: UUID) -> int | None:
+        """The task's version in the store, read afresh (not from the aggregate cache)."""
+        events = self.recorder.select_events(task_id, desc=True, limit=1)
+        return events[0].originator_version if events else None
 
     def begin_attempt(
         self, task_id: UUID, worker_id: str, delivery: dict[str, Any] | None = None

@@ -28,6 +28,7 @@ class Runtime:
     views: Any
     blobs: Any
     telemetry: Any = None
+    supervisor: Any = None
     _closers: list[Any] = field(default_factory=list)
 
     def close(self) -> None:
@@ -107,8 +108,13 @@ def bootstrap(settings: Settings | None = None, *, env_overrides: dict[str, str]
     views = ViewsSwitch(app.recorder.datastore, lambda name: construct_views(env, name))
     blobs = blob_store_from_url(settings.resolved_blob_url(), s3_endpoint_url=settings.s3_endpoint_url,
                                 s3_region=settings.s3_region)
-    runtime = Runtime(settings=settings, env=env, app=app, views=views, blobs=blobs, telemetry=telemetry)
-    runtime._closers.extend([telemetry.shutdown, app.close, views.close])
+    from infrastructure.supervision import Supervisor
+
+    supervisor = Supervisor(backoff_base_seconds=settings.follower_backoff_base_seconds,
+                            backoff_cap_seconds=settings.follower_backoff_cap_seconds)
+    runtime = Runtime(settings=settings, env=env, app=app, views=views, blobs=blobs, telemetry=telemetry,
+                      supervisor=supervisor)
+    runtime._closers.extend([telemetry.shutdown, app.close, views.close, supervisor.stop])
     return runtime
 
 
@@ -141,7 +147,7 @@ def start_inline_dispatcher(runtime: Runtime, worker_id: str) -> Any:
     s = runtime.settings
     dispatcher = InlineDispatcher(runtime.app, runtime.views, build_pipeline(runtime, worker_id), workers=s.workers,
                                   lease_seconds=s.lease_seconds, retry_base_seconds=s.retry_base_seconds)
-    dispatcher.start()
+    dispatcher.start(runtime.supervisor)
     runtime._closers.append(dispatcher.stop)
     return dispatcher
 
@@ -185,105 +191,139 @@ def start_qstash_publisher(runtime: Runtime) -> Any:
     publisher = QStashPublisher(runtime.app, tracking, client)
     sweeper = TakeoverSweeper(runtime.app, runtime.views, publisher, PostgresMetadataCache(datastore),
                               lease_seconds=s.lease_seconds)
-    publisher.start()
-    sweeper.start()
+    publisher.start(runtime.supervisor)
+    sweeper.start(runtime.supervisor)
     runtime._closers.extend([client.close, publisher.stop, sweeper.stop])
     return publisher
 
 
 class ProjectionRunners:
-    """Runs the read model and the refund issuer in this process until stopped.
+    """Runs the read model and the refund issuer in this process, supervised, until stopped.
 
-    With no views name given, the live read model's name is read from the pointer table and
-    followed: after `mediatasks audit rebuild` switches it, the views runner restarts on the new one.
+    Each is a ProjectionFollower under `supervisor` (else a supervisor of its own): after a database
+    error it follows again from its tracking position. With no views name given, the live read
+    model's name is read from the pointer table and followed (the `read-model-pointer` follower):
+    after `mediatasks audit rebuild` switches it, the read model's follower restarts on the new one.
     """
 
-    def __init__(self, env: dict[str, str], views_name: str | None = None, *, refunds: bool = True) -> None:
+    def __init__(self, env: dict[str, str], views_name: str | None = None, *, refunds: bool = True,
+                 supervisor: Any = None) -> None:
         from eventsourcing.persistence import InfrastructureFactory
-        from eventsourcing.projection import EventSourcedProjectionRunner
 
         from application.mediatasks import MediaTasks
+        from infrastructure.projection_followers import ProjectionFollower
         from infrastructure.read_model import active_views_name
+        from infrastructure.supervision import Supervisor
         from projections.refund_issuer import RefundIssuer
 
-        # Each runner holds a few pools of its own; projections work one event at a time.
+        # The followers share one source application with a few pools; projections work one event at a time.
         self.env = env = {**env, "POSTGRES_POOL_SIZE": "2", "POSTGRES_MAX_OVERFLOW": "4"}
-        self._stopped = threading.Event()
+        self.supervisor = supervisor or Supervisor()
+        self._owns_supervisor = supervisor is None
         self._lock = threading.Lock()
         self._factory = InfrastructureFactory.construct(
             env=_named_env("MediaTasks", {**env, "POSTGRES_POOL_SIZE": "1", "POSTGRES_MAX_OVERFLOW": "1"}))
+        self.source = MediaTasks(env=env)
         self.views_name = views_name or active_views_name(self._factory.datastore)  # type: ignore[attr-defined]
-        self.views_runner = self._start_views(self.views_name)
-        self.refunds_runner = None
+        self.views_runner = self._views_follower(self.views_name)
+        self.supervisor.add(self.views_runner)
+        self.refunds_runner: Any = None
         if refunds:
-            self.refunds_runner = EventSourcedProjectionRunner(
-                application_class=MediaTasks, projection_class=RefundIssuer, env=env)
-            self.refunds_runner.__enter__()
-        self._watcher = None
+            def refund_issuer(previous: Any) -> Any:
+                if previous is not None:
+                    previous.close()
+                return RefundIssuer(env=env)
+
+            self.refunds_runner = ProjectionFollower(REFUNDS_FOLLOWER, self.source, refund_issuer)
+            self.supervisor.add(self.refunds_runner)
+        self._pointer: Any = None
         if views_name is None:
-            self._watcher = threading.Thread(target=self._follow_pointer, name="read-model-pointer", daemon=True)
-            self._watcher.start()
+            self._pointer = ReadModelPointerFollower(self)
+            self.supervisor.add(self._pointer)
+        self._stopped = threading.Event()
 
-    def _start_views(self, views_name: str) -> Any:
-        from eventsourcing.projection import ProjectionRunner
-
-        from application.mediatasks import MediaTasks
-        from infrastructure.postgres_views import PostgresTaskViews
+    def _views_follower(self, views_name: str) -> Any:
+        from infrastructure.projection_followers import ProjectionFollower
         from projections.task_views import TaskViewsProjection
 
         projection_class = TaskViewsProjection
         if views_name != TaskViewsProjection.name:
             projection_class = type(f"TaskViewsProjection_{views_name}", (TaskViewsProjection,), {"name": views_name})
-        runner = ProjectionRunner(application_class=MediaTasks, projection_class=projection_class,
-                                  view_class=PostgresTaskViews, env=self.env)
-        runner.__enter__()
-        return runner
+        view = construct_views(self.env, views_name)
+        projection = projection_class(view=view)
+        return ProjectionFollower(VIEWS_FOLLOWER, self.source, lambda _: projection)
 
-    def _follow_pointer(self) -> None:
-        from infrastructure.read_model import POINTER_CHECK_SECONDS, active_views_name
-
-        while not self._stopped.wait(POINTER_CHECK_SECONDS):
-            try:
-                name = active_views_name(self._factory.datastore)  # type: ignore[attr-defined]
-                if name != self.views_name:
-                    logger.info("read model switched", extra={"views": name, "previous": self.views_name})
-                    with self._lock:
-                        old, self.views_runner = self.views_runner, self._start_views(name)
-                        self.views_name = name
-                    old.__exit__(None, None, None)
-            except Exception:  # noqa: BLE001 - try again at the next check
-                logger.exception("could not follow the read-model pointer")
+    def switch_views(self, name: str) -> None:
+        """Follow the read model named `name` instead of the current one."""
+        logger.info("read model switched", extra={"views": name, "previous": self.views_name})
+        with self._lock:
+            new = self._views_follower(name)
+            self.supervisor.remove(VIEWS_FOLLOWER)
+            old, self.views_runner, self.views_name = self.views_runner, new, name
+            self.supervisor.add(new)
+        old.projection.view.datastore.close()
 
     @property
     def runners(self) -> list[Any]:
         return [r for r in (self.views_runner, self.refunds_runner) if r is not None]
 
     @property
+    def names(self) -> list[str]:
+        return [r.name for r in self.runners] + ([self._pointer.name] if self._pointer is not None else [])
+
+    @property
     def views(self) -> Any:
-        return self.views_runner.view
+        return self.views_runner.projection.view
 
     def wait_for(self, notification_id: int | None, timeout: float = 5.0) -> None:
-        self.views_runner.wait(notification_id, timeout=timeout)
+        """Block until the read model has processed `notification_id` (TimeoutError after `timeout`)."""
+        if notification_id is None:
+            return
+        self.views.wait(self.source.name, notification_id, timeout=timeout)
 
     def check(self) -> None:
-        """Raise the error a runner thread died of, if any."""
-        for runner in self.runners:
-            runner.run_forever(timeout=0)
+        """Raise if any of these followers has failed since it started (it is being restarted)."""
+        for status in self.supervisor.statuses():
+            if status.name in self.names and status.restarts:
+                raise RuntimeError(f"{status.name} failed {status.restarts} times: {status.last_error}")
 
     def run_forever(self) -> None:
-        while not self._stopped.is_set():
-            for runner in self.runners:
-                runner.run_forever(timeout=0.5)
-                if runner.is_interrupted.is_set() and runner is not self.views_runner and not self._stopped.is_set():
-                    return
+        """Block until stop() (the followers run and restart in the supervisor's threads)."""
+        self._stopped.wait()
 
     def stop(self) -> None:
         self._stopped.set()
-        if self._watcher is not None:
-            self._watcher.join(timeout=5)
+        if self._owns_supervisor:
+            self.supervisor.stop()
+        else:
+            for name in self.names:
+                self.supervisor.remove(name)
         for runner in self.runners:
-            runner.__exit__(None, None, None)
+            runner.close()
+        self.views.datastore.close()
+        self.source.close()
         self._factory.close()
+
+
+VIEWS_FOLLOWER = "read-model"
+REFUNDS_FOLLOWER = "refund-issuer"
+
+
+class ReadModelPointerFollower:
+    """Checks the read-model pointer every POINTER_CHECK_SECONDS; a switch restarts the read model's follower."""
+
+    name = "read-model-pointer"
+
+    def __init__(self, runners: ProjectionRunners) -> None:
+        self.runners = runners
+
+    def run(self, stopping: threading.Event) -> None:
+        from infrastructure.read_model import POINTER_CHECK_SECONDS, active_views_name
+
+        while not stopping.wait(POINTER_CHECK_SECONDS):
+            name = active_views_name(self.runners._factory.datastore)  # type: ignore[attr-defined]
+            if name != self.runners.views_name:
+                self.runners.switch_views(name)
 
 
 def _named_env(name: str, env: dict[str, str]) -> Any:

@@ -109,22 +109,36 @@ def _projections() -> int:
     from infrastructure.bootstrap import ProjectionRunners, bootstrap, start_qstash_publisher
 
     runtime = bootstrap()
-    runners = ProjectionRunners(runtime.env)
+    runners = ProjectionRunners(runtime.env, supervisor=runtime.supervisor)
     runtime.telemetry.observe_projection_lag(runtime, runners)
     if runtime.settings.dispatch == "qstash":
         start_qstash_publisher(runtime)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    status = None
+    if runtime.settings.projections_port:  # /readyz and /healthz of this process (its followers)
+        status = _serve_status(runtime, runners, runtime.settings.projections_port)
     try:
-        thread = threading.Thread(target=runners.run_forever, daemon=True)
-        thread.start()
-        while not stop.wait(0.5) and thread.is_alive():
-            pass
+        stop.wait()
     finally:
+        if status is not None:
+            status.should_exit = True
         runners.stop()
         runtime.close()
     return 0
+
+
+def _serve_status(runtime: Any, runners: Any, port: int) -> Any:
+    """/healthz and /readyz of a `mediatasks projections` process, served from a thread."""
+    import uvicorn
+
+    from infrastructure.api.app import create_status_api
+
+    server = uvicorn.Server(uvicorn.Config(create_status_api(runtime, runners), host=runtime.settings.host,
+                                           port=port, log_level="warning"))
+    threading.Thread(target=server.run, name="status-api", daemon=True).start()
+    return server
 
 
 def _worker(args: argparse.Namespace) -> int:

@@ -4,6 +4,10 @@
 - a non-terminal `Failed` → run it again after a backoff (the failure's Retry-After, else exponential);
 - a sweeper finds tasks whose lease ran out (their worker died) or whose dispatch was missed,
   and runs them: `begin_attempt` decides from history whether to take over.
+
+The follower of the log and the sweeper run under the process's Supervisor
+(infrastructure/supervision.py): after a database error each starts again, the follower from the
+last position it handled, so no Started or Retried written meanwhile is missed.
 """
 
 from __future__ import annotations
@@ -21,10 +25,14 @@ from uuid import UUID
 from eventsourcing.utils import get_topic
 
 from domain.tasks import MediaTask
+from infrastructure.store_connections import is_connection_error
+from infrastructure.supervision import Supervised, Supervisor, subscription_stopped_by
 
 logger = logging.getLogger(__name__)
 
 DISPATCH_TOPICS = tuple(get_topic(c) for c in (MediaTask.Started, MediaTask.Retried, MediaTask.Failed))
+ATTEMPT_TOPICS = tuple(get_topic(c) for c in (MediaTask.Started, MediaTask.Retried))
+UNSEEN_LIMIT = 500
 
 
 def retry_delay(attempt: int, retry_after: float | None, base: float, cap: float = 300.0) -> float:
@@ -34,6 +42,10 @@ def retry_delay(attempt: int, retry_after: float | None, base: float, cap: float
 
 
 class InlineDispatcher:
+    """Runs attempts of the tasks it sees in the log; its follower is named `dispatcher`."""
+
+    name = "dispatcher"
+
     def __init__(self, app: Any, views: Any, pipeline: Any, *, workers: int, lease_seconds: float,
                  retry_base_seconds: float = 2.0, sweep_seconds: float | None = None,
                  missed_dispatch_seconds: float = 30.0) -> None:
@@ -49,31 +61,32 @@ class InlineDispatcher:
         self._timers: list[tuple[float, str, UUID]] = []
         self._wakeup = threading.Condition()
         self._stopped = threading.Event()
-        self._threads: list[threading.Thread] = []
-        self._subscription: Any = None
+        self._timer_thread: threading.Thread | None = None
+        self._position: int | None = None
+        self._supervised = Supervised()
+        self.sweeper = Sweeper("dispatch-sweeper", self.sweep, self.sweep_seconds, initial=self.initial_sweep)
 
     # Lifecycle ------------------------------------------------------------------
 
-    def start(self) -> None:
-        head = self.app.recorder.max_notification_id()
-        self._subscription = self.app.recorder.subscribe(gt=head, topics=DISPATCH_TOPICS)
-        self._subscription.__enter__()
-        for target, name in ((self._follow, "dispatch-follow"), (self._schedule_loop, "dispatch-timers"),
-                             (self._sweep_loop, "dispatch-sweep")):
-            thread = threading.Thread(target=target, name=name, daemon=True)
-            thread.start()
-            self._threads.append(thread)
-        self.sweep(initial=True)
+    def start(self, supervisor: Supervisor | None = None) -> None:
+        """Follow the log from its head now, and sweep; under `supervisor` (else a supervisor of its own)."""
+        self._position = self.app.recorder.max_notification_id() or 0
+        self._timer_thread = threading.Thread(target=self._schedule_loop, name="dispatch-timers", daemon=True)
+        self._timer_thread.start()
+        self._supervised.start(supervisor, self, self.sweeper)
 
     def stop(self) -> None:
         self._stopped.set()
         with self._wakeup:
             self._wakeup.notify_all()
-        if self._subscription is not None:
-            self._subscription.__exit__(None, None, None)
-        for thread in self._threads:
-            thread.join(timeout=5)
+        self._supervised.stop()
+        if self._timer_thread is not None:
+            self._timer_thread.join(timeout=5)
         self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def position(self) -> int | None:
+        """The last notification this dispatcher handled (where it resumes after an error)."""
+        return self._position
 
     # Dispatching ----------------------------------------------------------------
 
@@ -99,8 +112,10 @@ class InlineDispatcher:
             outcome = self.pipeline.run(task_id, {"via": "inline"})
             if outcome.outcome == "already_processing" and outcome.lease_remaining > 0:
                 self.dispatch_later(task_id, outcome.lease_remaining + 0.5)
-        except Exception:  # noqa: BLE001 - the sweeper will find the task again
+        except Exception as error:  # noqa: BLE001 - the sweeper will find the task again
             logger.exception("attempt crashed", extra={"task_id": str(task_id)})
+            if is_connection_error(error):  # the database went away: try again soon, not at the next sweep
+                self.dispatch_later(task_id, max(self.retry_base_seconds, 1.0))
         finally:
             with self._lock:
                 self._pending.discard(task_id)
@@ -109,10 +124,12 @@ class InlineDispatcher:
             if again:
                 self.dispatch(task_id)
 
-    def _follow(self) -> None:
-        try:
-            for notification in self._subscription:
-                if self._stopped.is_set():
+    def run(self, stopping: threading.Event) -> None:
+        """Follow Started, Retried and Failed from the last position handled until `stopping` is set."""
+        subscription = self.app.recorder.subscribe(gt=self._position, topics=DISPATCH_TOPICS)
+        with subscription_stopped_by(stopping, subscription):
+            for notification in subscription:
+                if stopping.is_set():
                     return
                 event = self.app.mapper.to_domain_event(notification)
                 if isinstance(event, MediaTask.Failed):
@@ -122,9 +139,7 @@ class InlineDispatcher:
                         self.dispatch_later(event.originator_id, delay)
                 else:
                     self.dispatch(event.originator_id)
-        except Exception:  # noqa: BLE001 - the sweeper keeps tasks moving
-            if not self._stopped.is_set():
-                logger.exception("dispatcher stopped following the log")
+                self._position = notification.id
 
     def _schedule_loop(self) -> None:
         with self._wakeup:
@@ -136,23 +151,36 @@ class InlineDispatcher:
                 timeout = self._timers[0][0] - now if self._timers else 1.0
                 self._wakeup.wait(timeout=max(0.01, timeout))
 
-    def _sweep_loop(self) -> None:
-        sweep_until_stopped(self.sweep, self.sweep_seconds, self._stopped)
+    def initial_sweep(self) -> int:
+        return self.sweep(initial=True)
 
     def sweep(self, *, initial: bool = False) -> int:
         """Dispatch tasks whose lease ran out, and queued ones whose dispatch was missed."""
         found = overdue_tasks(self.views, self.lease, self.missed_dispatch, initial=initial)
+        found_ids = {task.task_id for task in found}
+        found_ids.update(unseen_dispatches(self.app, self.views, self.missed_dispatch, initial=initial))
         self.pipeline.cache.purge_expired()
-        return sum(self.dispatch(task.task_id) for task in found)
+        return sum(self.dispatch(task_id) for task_id in found_ids)
 
 
-def sweep_until_stopped(sweep: Callable[[], Any], every_seconds: float, stopped: threading.Event) -> None:
-    """Call `sweep` every `every_seconds` until `stopped` is set; a failed sweep is logged and tried again."""
-    while not stopped.wait(every_seconds):
-        try:
-            sweep()
-        except Exception:  # noqa: BLE001 - try again next round
-            logger.exception("sweep failed")
+class Sweeper:
+    """A follower that calls `sweep` every `every_seconds` (and `initial` once at the start of each run).
+
+    A failed sweep raises: the supervisor logs it, counts it and starts the sweeper again after a backoff.
+    """
+
+    def __init__(self, name: str, sweep: Callable[[], Any], every_seconds: float,
+                 initial: Callable[[], Any] | None = None) -> None:
+        self.name, self.sweep, self.every_seconds, self.initial = name, sweep, every_seconds, initial
+        self.last_sweep_at: float | None = None
+
+    def run(self, stopping: threading.Event) -> None:
+        if self.initial is not None:
+            self.initial()
+            self.last_sweep_at = time.time()
+        while not stopping.wait(self.every_seconds):
+            self.sweep()
+            self.last_sweep_at = time.time()
 
 
 def overdue_tasks(views: Any, lease: timedelta, missed_dispatch: timedelta, *, initial: bool = False) -> list[Any]:
@@ -164,3 +192,22 @@ def overdue_tasks(views: Any, lease: timedelta, missed_dispatch: timedelta, *, i
     found = views.stale_tasks(now - lease, statuses=("downloading", "processing"))
     waiting_since = now if initial else now - missed_dispatch
     return found + views.stale_tasks(waiting_since, statuses=("queued", "retrying"))
+
+
+def unseen_dispatches(app: Any, views: Any, missed_dispatch: timedelta, *, initial: bool = False,
+                      limit: int = UNSEEN_LIMIT) -> list[UUID]:
+    """Tasks whose Started or Retried is in the event log but not yet in the read model, from the log.
+
+    A read model that stopped (or lags) must not hide accepted tasks from the sweeper. Only those
+    older than `missed_dispatch` count (every one when `initial`): newer ones are being dispatched.
+    """
+    position = views.max_tracking_id(app.name) or 0
+    notifications = app.recorder.select_notifications(position, limit, topics=ATTEMPT_TOPICS,
+                                                      inclusive_of_start=False)
+    before = datetime.now(timezone.utc) - (timedelta(0) if initial else missed_dispatch)
+    found: list[UUID] = []
+    for notification in notifications:
+        event = app.mapper.to_domain_event(notification)
+        if event.timestamp < before and event.originator_id not in found:
+            found.append(event.originator_id)
+    return found

@@ -17,6 +17,7 @@ from psycopg.sql import SQL, Identifier, Literal
 from psycopg.types.json import Jsonb
 
 from domain.credits import CreditAccount
+from infrastructure.store_connections import read_retried
 from projections.memory_views import decode_cursor, encode_cursor, plain_row
 from projections.task_views import (
     OPEN_STATUSES,
@@ -203,9 +204,13 @@ class PostgresTaskViews(TaskViews, PostgresTrackingRecorder):
     # Queries --------------------------------------------------------------------
 
     def _select(self, query: SQL | Any, params: Any = ()) -> list[DictRow]:
-        with self.datastore.get_connection() as conn, conn.cursor() as curs:
-            curs.execute(query, params)
-            return curs.fetchall()
+        """One read, retried once on a fresh connection if it met a broken one (after a database restart)."""
+        def read() -> list[DictRow]:
+            with self.datastore.get_connection() as conn, conn.cursor() as curs:
+                curs.execute(query, params)
+                return curs.fetchall()
+
+        return read_retried(self.datastore, read)
 
     def get_task(self, task_id: UUID) -> TaskView | None:
         rows = self._select(SQL("SELECT * FROM {} WHERE task_id = %s").format(self.tables["tasks"]), (task_id,))

@@ -13,6 +13,8 @@ from typing import Any
 
 from psycopg.sql import SQL, Identifier
 
+from infrastructure.store_connections import read_retried
+
 DEFAULT_VIEWS_NAME = "TaskViews"
 POINTER_TABLE = "mediatasks_read_model"
 POINTER_CHECK_SECONDS = 2.0
@@ -32,9 +34,12 @@ def ensure_pointer(datastore: Any) -> None:
 
 
 def active_views_name(datastore: Any) -> str:
-    with datastore.get_connection() as conn, conn.cursor() as curs:
-        curs.execute(SQL("SELECT views_name FROM {}").format(_table(datastore)))
-        row = curs.fetchone()
+    def read() -> Any:
+        with datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(SQL("SELECT views_name FROM {}").format(_table(datastore)))
+            return curs.fetchone()
+
+    row = read_retried(datastore, read)
     return row["views_name"] if row else DEFAULT_VIEWS_NAME
 
 

@@ -69,6 +69,20 @@ class Settings(BaseSettings):
     qstash_clock_tolerance_seconds: float = Field(default=5, ge=0, description="leeway for a token's exp/nbf/iat")
     host: str = "127.0.0.1"
     port: int = 8000
+    follower_backoff_base_seconds: float = Field(
+        default=0.5, gt=0, description="first wait before a failed follower (projection, dispatcher, ...) runs again")
+    follower_backoff_cap_seconds: float = Field(
+        default=5, gt=0, description="longest wait between restarts of a failing follower (jittered)")
+    ready_timeout_seconds: float = Field(
+        default=1.0, gt=0, le=10, description="/readyz answers 503 if the event store does not answer within this")
+    ready_lag_seconds: float = Field(
+        default=30, gt=0, description="/readyz answers 503 when the read model is this many seconds behind the log")
+    store_retry_after_seconds: int = Field(
+        default=2, ge=1, description="Retry-After of a 503 store_unavailable (the database did not answer)")
+    projections_port: int | None = Field(
+        default=None, description="`mediatasks projections` serves /healthz and /readyz on this port (unset: none)")
+    postgres_wait_seconds: int = Field(
+        default=5, ge=1, description="longest wait for a pooled connection before the request answers 503")
 
     @field_validator("url_allow_cidrs", mode="before")
     @classmethod
@@ -88,6 +102,7 @@ class Settings(BaseSettings):
             "POSTGRES_MAX_OVERFLOW": str(self.postgres_max_overflow),
             "POSTGRES_SCHEMA": self.postgres_schema,
             "POSTGRES_LOCK_TIMEOUT": "10",
+            "POSTGRES_CONNECT_TIMEOUT": str(self.postgres_wait_seconds),
             "GROUP_COMMIT": self.group_commit,
             "GROUP_COMMIT_MAX_EVENTS": str(self.group_commit_max_events),
             "CREATE_TABLE": "no",

@@ -31,7 +31,7 @@ def create_api(runtime: Any, *, projections: Any = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        hub.start()
+        hub.start(runtime.supervisor)
         try:
             yield
         finally:
@@ -71,4 +71,14 @@ def create_delivery_api(runtime: Any, handler: Any) -> FastAPI:
     include_qstash_deliveries(api, handler)
     if getattr(runtime, "telemetry", None) is not None:
         runtime.telemetry.instrument_api(api)
+    return api
+
+
+def create_status_api(runtime: Any, projections: Any = None) -> FastAPI:
+    """/healthz and /readyz alone: for `mediatasks projections` (MEDIATASKS_PROJECTIONS_PORT)."""
+    api = FastAPI(title="mediatasks projections", version="1", telemetry=NATIVE_TELEMETRY_OFF)
+    api.state.runtime = runtime
+    api.state.projections = projections
+    install_error_handlers(api)
+    api.include_router(health.router)
     return api

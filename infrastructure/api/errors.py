@@ -12,6 +12,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from domain.errors import DomainError
+from infrastructure.store_connections import STORE_ERRORS, discard_broken_connections_soon
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +43,8 @@ HTTP_CODES = {
     500: "internal_error",
     503: "unavailable",
 }
+STORE_UNAVAILABLE = "store_unavailable"
+DEFAULT_STORE_RETRY_AFTER = 2
 
 
 class ErrorDetail(BaseModel):
@@ -93,6 +96,23 @@ def install_error_handlers(api: FastAPI) -> None:
     @api.exception_handler(ApiError)
     async def api_error(_: Request, e: ApiError) -> JSONResponse:
         return error_response(e.status, e.code, e.message, e.details, e.headers)
+
+    async def store_error(request: Request, e: Exception) -> JSONResponse:
+        """Any database error: the store is unavailable for now (never a 500); its broken connections go."""
+        runtime = getattr(request.app.state, "runtime", None)
+        logger.warning("database error on %s %s: %s: %s", request.method, request.url.path, type(e).__name__,
+                       str(e).splitlines()[0][:200] if str(e) else "", extra={"error_type": type(e).__name__})
+        retry_after = DEFAULT_STORE_RETRY_AFTER
+        if runtime is not None:
+            retry_after = getattr(runtime.settings, "store_retry_after_seconds", retry_after)
+            views = getattr(runtime, "views", None)
+            discard_broken_connections_soon(runtime.app.recorder.datastore,
+                                            *([views.current().datastore] if hasattr(views, "current") else []))
+        return error_response(503, STORE_UNAVAILABLE, "The database is not answering; try again shortly.",
+                              None, {"Retry-After": str(retry_after)})
+
+    for error_class in STORE_ERRORS:
+        api.add_exception_handler(error_class, store_error)
 
     @api.exception_handler(RequestValidationError)
     async def validation_error(_: Request, e: RequestValidationError) -> JSONResponse:

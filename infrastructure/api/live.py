@@ -17,6 +17,7 @@ from uuid import UUID
 from eventsourcing.utils import get_topic
 
 from domain.tasks import MediaTask
+from infrastructure.supervision import Supervised, Supervisor, subscription_stopped_by
 
 logger = logging.getLogger(__name__)
 LATEST_MAX = 100_000
@@ -42,29 +43,29 @@ def wait_for_position(views: Any, application_name: str, notification_id: int, t
 
 
 class TaskUpdateHub:
+    """A supervised follower (infrastructure/supervision.py): after an error it resumes from the last event seen."""
+
+    name = "task-update-hub"
+
     def __init__(self, app: Any, views: Any) -> None:
         self._app = app
         self._views = views
         self._lock = threading.Lock()
         self._waiters: dict[UUID, set[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = defaultdict(set)
         self._latest: OrderedDict[UUID, int] = OrderedDict()  # newest event position seen per task (bounded)
-        self._subscription: Any = None
-        self._thread: threading.Thread | None = None
-        self._stopped = threading.Event()
+        self._position: int | None = None
+        self._supervised = Supervised()
 
-    def start(self) -> None:
-        head = self._app.recorder.max_notification_id()
-        self._subscription = self._app.recorder.subscribe(gt=head, topics=TASK_TOPICS)
-        self._subscription.__enter__()
-        self._thread = threading.Thread(target=self._follow, name="task-update-hub", daemon=True)
-        self._thread.start()
+    def start(self, supervisor: Supervisor | None = None) -> None:
+        """Follow from the head now, under `supervisor` (else a supervisor of its own)."""
+        self._position = self._app.recorder.max_notification_id() or 0
+        self._supervised.start(supervisor, self)
 
     def stop(self) -> None:
-        self._stopped.set()
-        if self._subscription is not None:
-            self._subscription.__exit__(None, None, None)
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        self._supervised.stop()
+
+    def position(self) -> int | None:
+        return self._position
 
     def register(self, task_id: UUID) -> tuple[asyncio.AbstractEventLoop, asyncio.Event]:
         waiter = (asyncio.get_running_loop(), asyncio.Event())
@@ -85,11 +86,13 @@ class TaskUpdateHub:
         with self._lock:
             return self._latest.get(task_id, 0)
 
-    def _follow(self) -> None:
-        try:
-            for notification in self._subscription:
-                if self._stopped.is_set():
-                    return
+    def run(self, stopping: threading.Event) -> None:
+        """Follow from the last event seen until `stopping` is set; raises on error (streams fall back
+        to their safety interval meanwhile)."""
+        subscription = self._app.recorder.subscribe(gt=self._position, topics=TASK_TOPICS)
+        with subscription_stopped_by(stopping, subscription):
+            for notification in subscription:
+                self._position = notification.id
                 with self._lock:
                     self._latest[notification.originator_id] = notification.id
                     self._latest.move_to_end(notification.originator_id)
@@ -101,6 +104,3 @@ class TaskUpdateHub:
                 wait_for_position(self._views, self._app.name, notification.id, timeout=5)
                 for loop, event in waiters:
                     loop.call_soon_threadsafe(event.set)
-        except Exception:  # noqa: BLE001 - streams fall back to their safety interval
-            if not self._stopped.is_set():
-                logger.exception("task update hub stopped")

@@ -4,7 +4,8 @@
   projection's) and publishes attempt 1, or the retry's first attempt. The position moves past an
   event only after QStash answered 2xx; until then the same attempt is published again after a
   backoff. Publishing is therefore at least once, and the deduplication id `<task_id>-<attempt>`
-  makes a repeat harmless.
+  makes a repeat harmless. It runs under the process's Supervisor (infrastructure/supervision.py):
+  after a database error it follows again from the tracked position.
 - `TakeoverSweeper` publishes the next attempt of tasks whose lease ran out (their worker died) or
   whose delivery was missed (QStash gave up on them): `begin_attempt` decides from history.
 """
@@ -24,7 +25,8 @@ from eventsourcing.utils import get_topic
 
 from domain.tasks import MediaTask
 from infrastructure.delivery.qstash_publisher import PublishError, PublishRejected, PublishUnavailable
-from infrastructure.dispatch import overdue_tasks, retry_delay, sweep_until_stopped
+from infrastructure.dispatch import Sweeper, overdue_tasks, retry_delay, unseen_dispatches
+from infrastructure.supervision import Supervised, Supervisor, subscription_stopped_by
 
 logger = logging.getLogger(__name__)
 
@@ -59,33 +61,32 @@ def first_attempt_of(event: Any) -> int:
 class QStashPublisher:
     """Follows the event log and publishes each new attempt to QStash, at least once."""
 
+    name = "qstash-publisher"
+
     def __init__(self, app: Any, tracking: TrackingRecorder, client: Any, *, backoff_base_seconds: float = 0.5,
                  backoff_cap_seconds: float = 30.0) -> None:
         self.app, self.tracking, self.client = app, tracking, client
         self.backoff_base_seconds = backoff_base_seconds
         self.backoff_cap_seconds = backoff_cap_seconds
-        self._stopped = threading.Event()
         self._lock = threading.Lock()
-        self._subscription: Any = None
-        self._thread: threading.Thread | None = None
+        self._supervised = Supervised()
         self._position = 0
         self._published = 0
         self._failures = 0
         self._failing_since: float | None = None
         self._last_error: str | None = None
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._follow, name="qstash-publisher", daemon=True)
-        self._thread.start()
+    def start(self, supervisor: Supervisor | None = None) -> None:
+        """Follow under `supervisor` (else under a supervisor of its own)."""
+        self._supervised.start(supervisor, self, backoff_base_seconds=self.backoff_base_seconds,
+                               backoff_cap_seconds=self.backoff_cap_seconds)
 
     def stop(self) -> None:
-        self._stopped.set()
+        self._supervised.stop()
+
+    def position(self) -> int | None:
         with self._lock:
-            subscription = self._subscription
-        if subscription is not None:
-            subscription.stop()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+            return self._position
 
     def status(self) -> PublisherStatus:
         with self._lock:
@@ -109,47 +110,37 @@ class QStashPublisher:
 
     # Following the log ----------------------------------------------------------
 
-    def _follow(self) -> None:
-        failures = 0
-        while not self._stopped.is_set():
-            try:
-                self._follow_from_tracked_position()
-                failures = 0
-            except Exception as error:  # noqa: BLE001 - the database went away: follow again from the position
-                if self._stopped.is_set():
-                    return
-                failures += 1
-                logger.exception("the publisher lost the event log; following it again")
-                with self._lock:
-                    self._last_error = f"event log: {type(error).__name__}: {error}"
-                self._stopped.wait(retry_delay(failures, None, self.backoff_base_seconds, self.backoff_cap_seconds))
+    def run(self, stopping: threading.Event) -> None:
+        """Follow from the tracked position until `stopping` is set (a database error is raised)."""
+        try:
+            self._follow_from_tracked_position(stopping)
+        except Exception as error:
+            with self._lock:
+                self._last_error = f"event log: {type(error).__name__}: {error}"
+            raise
 
-    def _follow_from_tracked_position(self) -> None:
+    def _follow_from_tracked_position(self, stopping: threading.Event) -> None:
         position = self.tracking.max_tracking_id(self.app.name) or 0
         with self._lock:
             self._position = max(self._position, position)
         subscription = self.app.recorder.subscribe(gt=position, topics=PUBLISH_TOPICS)
-        with self._lock:
-            self._subscription = subscription
-        if self._stopped.is_set():
-            subscription.stop()
-        with subscription:
+        with subscription_stopped_by(stopping, subscription):
             for notification in subscription:
                 event = self.app.mapper.to_domain_event(notification)
-                if not self._publish_until_accepted(event.originator_id, first_attempt_of(event)):
+                if not self._publish_until_accepted(event.originator_id, first_attempt_of(event), stopping):
                     return
                 self._track(notification.id)
 
-    def _publish_until_accepted(self, task_id: UUID, attempt: int) -> bool:
+    def _publish_until_accepted(self, task_id: UUID, attempt: int, stopping: threading.Event) -> bool:
         """Publish until QStash answers 2xx (True) or the publisher is stopped (False)."""
         tries = 0
-        while not self._stopped.is_set():
+        while not stopping.is_set():
             tries += 1
             error = self._try_publish(task_id, attempt)
             if error is None:
                 return True
             retry_after = error.retry_after if isinstance(error, PublishUnavailable) else None
-            self._stopped.wait(retry_delay(tries, retry_after, self.backoff_base_seconds, self.backoff_cap_seconds))
+            stopping.wait(retry_delay(tries, retry_after, self.backoff_base_seconds, self.backoff_cap_seconds))
         return False
 
     def _track(self, notification_id: int) -> None:
@@ -187,32 +178,31 @@ class TakeoverSweeper:
         self.missed_delivery = timedelta(seconds=missed_delivery_seconds)
         self.sweep_seconds = sweep_seconds or max(1.0, min(lease_seconds / 4, 60.0))
         self._published_at: dict[tuple[UUID, int], float] = {}
-        self._stopped = threading.Event()
-        self._thread: threading.Thread | None = None
+        self.sweeper = Sweeper("qstash-sweeper", self.sweep, self.sweep_seconds)
+        self._supervised = Supervised()
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=sweep_until_stopped, name="qstash-sweeper", daemon=True,
-                                        args=(self.sweep, self.sweep_seconds, self._stopped))
-        self._thread.start()
+    def start(self, supervisor: Supervisor | None = None) -> None:
+        self._supervised.start(supervisor, self.sweeper)
 
     def stop(self) -> None:
-        self._stopped.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        self._supervised.stop()
 
     def sweep(self) -> int:
         """Publish the next attempt of each overdue task (not again within QStash's deduplication window)."""
         now = time.monotonic()
         self._published_at = {k: at for k, at in self._published_at.items() if now - at < MESSAGE_REMEMBERED_SECONDS}
         published = 0
-        for task in overdue_tasks(self.views, self.lease, self.missed_delivery):
-            attempt = self.app.next_attempt_due(task.task_id)  # the read model may lag: ask the history
-            if attempt is None or (task.task_id, attempt) in self._published_at:
+        found = {task.task_id: task.status for task in overdue_tasks(self.views, self.lease, self.missed_delivery)}
+        for task_id in unseen_dispatches(self.app, self.views, self.missed_delivery):
+            found.setdefault(task_id, "not in the read model")
+        for task_id, status in found.items():
+            attempt = self.app.next_attempt_due(task_id)  # the read model may lag: ask the history
+            if attempt is None or (task_id, attempt) in self._published_at:
                 continue
-            if self.publisher.publish(task.task_id, attempt):
-                self._published_at[(task.task_id, attempt)] = now
+            if self.publisher.publish(task_id, attempt):
+                self._published_at[(task_id, attempt)] = now
                 published += 1
-                logger.info("published a takeover", extra={"task_id": str(task.task_id), "attempt": attempt,
-                                                           "status": task.status})
+                logger.info("published a takeover", extra={"task_id": str(task_id), "attempt": attempt,
+                                                           "status": status})
         self.cache.purge_expired()
         return published

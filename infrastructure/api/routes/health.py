@@ -2,56 +2,127 @@
 
 from __future__ import annotations
 
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from psycopg.sql import SQL, Identifier
 from pydantic import BaseModel
+
+from infrastructure.store_connections import read_retried
+from infrastructure.supervision import LagClock
 
 router = APIRouter(tags=["health"])
 
 READY_LAG_EVENTS = 1000
 PUBLISH_FAILING_SECONDS = 10.0
+# The store is asked from these threads, so a probe that hangs (a pool waiting for a connection, a
+# dead socket) cannot hold /readyz past its timeout; two are enough for a probe every second.
+_probes = ThreadPoolExecutor(max_workers=2, thread_name_prefix="readiness-probe")
 
 
 class Health(BaseModel):
     status: str
 
 
+class FollowerState(BaseModel):
+    name: str
+    state: str
+    since: float
+    restarts: int
+    last_error: str | None = None
+    position: int | None = None
+    progressed_at: float | None = None
+
+
 class Readiness(BaseModel):
     status: str
     head: int | None = None
     views_position: int | None = None
+    views_behind_seconds: float | None = None
     publisher_position: int | None = None
+    followers: list[FollowerState] = []
     reason: str | None = None
 
 
 @router.get("/healthz", response_model=Health)
 async def healthz() -> Health:
-    """The process is alive."""
+    """The process is alive (nothing else is checked: a database outage does not make it restart)."""
     return Health(status="ok")
 
 
+def store_positions(runtime: Any, timeout: float) -> tuple[int, int]:
+    """The head of the log and the read model's position, in one statement bounded by `timeout`."""
+    recorder = runtime.app.recorder
+    views = runtime.views.current() if hasattr(runtime.views, "current") else runtime.views
+    schema = Identifier(recorder.datastore.schema)
+    query = SQL("SELECT (SELECT max(notification_id) FROM {}.{}) AS head, "
+                "(SELECT max(notification_id) FROM {}.{} WHERE application_name = %s) AS position").format(
+        schema, Identifier(recorder.events_table_name), schema, Identifier(views.tracking_table_name))
+
+    def read() -> Any:
+        recorder.datastore.pool.open(wait=False)  # a no-op once open
+        with recorder.datastore.pool.connection(timeout=timeout) as conn, conn.transaction():
+            conn.execute(SQL("SET LOCAL statement_timeout = {}").format(int(timeout * 1000)))
+            return conn.execute(query, (runtime.app.name,)).fetchone()
+
+    row = read_retried(recorder.datastore, read)
+    return row["head"] or 0, row["position"] or 0
+
+
+def _not_ready(body: Readiness) -> JSONResponse:
+    return JSONResponse(body.model_dump(), status_code=503, headers={"Retry-After": "1"})
+
+
 @router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
-def readyz(request: Request) -> Readiness | JSONResponse:
-    """The event store answers, the read model is within READY_LAG_EVENTS of the head, and (with
-    MEDIATASKS_DISPATCH=qstash) QStash has not refused every publish for PUBLISH_FAILING_SECONDS."""
+async def readyz(request: Request) -> Readiness | JSONResponse:
+    """Ready when: the event store answers within MEDIATASKS_READY_TIMEOUT_SECONDS; every follower of
+    this process is running (none restarting); the read model is within READY_LAG_EVENTS events and
+    (where this process runs it) MEDIATASKS_READY_LAG_SECONDS of the head; and (with
+    MEDIATASKS_DISPATCH=qstash) QStash has not refused every publish for PUBLISH_FAILING_SECONDS.
+
+    Async, with the store asked from threads of its own: a server whose threads all wait for the
+    database still answers this within its timeout."""
     runtime = request.app.state.runtime
+    timeout = runtime.settings.ready_timeout_seconds
+    supervisor = getattr(runtime, "supervisor", None)
+    followers = [FollowerState(**s.as_dict()) for s in supervisor.statuses()] if supervisor is not None else []
     try:
-        head = runtime.app.recorder.max_notification_id() or 0
-        position = runtime.views.max_tracking_id(runtime.app.name) or 0
+        probe = asyncio.wrap_future(_probes.submit(store_positions, runtime, timeout * 0.9))
+        head, position = await asyncio.wait_for(probe, timeout=timeout)
+    except TimeoutError:
+        return _not_ready(Readiness(status="unavailable", followers=followers,
+                                    reason=f"event store did not answer within {timeout:g} s"))
     except Exception as e:  # noqa: BLE001 - any failure here means not ready
-        body = Readiness(status="unavailable", reason=f"event store unreachable: {type(e).__name__}")
-        return JSONResponse(body.model_dump(), status_code=503)
+        return _not_ready(Readiness(status="unavailable", followers=followers,
+                                    reason=f"event store unreachable: {type(e).__name__}"))
+    down = [f for f in followers if f.state != "running"]
+    if down:
+        named = "; ".join(f"{f.name} is {f.state} ({f.restarts} restarts): {f.last_error}" for f in down)
+        return _not_ready(Readiness(status="follower_down", head=head, views_position=position, followers=followers,
+                                    reason=named))
     if head - position > READY_LAG_EVENTS:
-        body = Readiness(status="lagging", head=head, views_position=position,
-                         reason=f"read model is {head - position} events behind")
-        return JSONResponse(body.model_dump(), status_code=503)
+        return _not_ready(Readiness(status="lagging", head=head, views_position=position, followers=followers,
+                                    reason=f"read model is {head - position} events behind"))
+    behind = None
+    if getattr(request.app.state, "projections", None) is not None:
+        clock = getattr(request.app.state, "lag_clock", None)
+        if clock is None:
+            clock = request.app.state.lag_clock = LagClock()
+        behind = round(clock.observe(head, position), 3)
+        if behind > runtime.settings.ready_lag_seconds:
+            return _not_ready(Readiness(status="lagging", head=head, views_position=position,
+                                        views_behind_seconds=behind, followers=followers,
+                                        reason=f"read model has not shown the log's last {head - position} "
+                                               f"events for {behind:.0f} s"))
     publisher = getattr(request.app.state, "publisher", None)
     published = publisher.status() if publisher is not None else None
     if published is not None and published.failing_for() >= PUBLISH_FAILING_SECONDS:
-        body = Readiness(status="publishing_failed", head=head, views_position=position,
-                         publisher_position=published.position,
-                         reason=f"QStash has not taken a message for {int(published.failing_for())} s "
-                                f"({published.consecutive_failures} tries): {published.last_error}")
-        return JSONResponse(body.model_dump(), status_code=503)
-    return Readiness(status="ready", head=head, views_position=position,
-                     publisher_position=published.position if published is not None else None)
+        return _not_ready(Readiness(status="publishing_failed", head=head, views_position=position,
+                                    publisher_position=published.position, followers=followers,
+                                    reason=f"QStash has not taken a message for {int(published.failing_for())} s "
+                                           f"({published.consecutive_failures} tries): {published.last_error}"))
+    return Readiness(status="ready", head=head, views_position=position, views_behind_seconds=behind,
+                     publisher_position=published.position if published is not None else None, followers=followers)
