@@ -10,6 +10,7 @@ import re
 from collections.abc import Callable
 
 from domain.subtitles import Cue, SubtitleKind, SubtitleTrack, dedupe_rolling
+from domain.text import REPLACEMENT_CHARACTER, clean_text
 from infrastructure.subtitles.cue_lines import parse_timing_line
 from infrastructure.subtitles.decoding import decode_text
 from infrastructure.subtitles.errors import unreadable_subtitles
@@ -40,12 +41,16 @@ def parse_subtitles(data: bytes, fmt: str | None = None) -> list[Cue]:
     """Cues of a subtitle file in `fmt` (one of PARSE_FORMATS), or of the sniffed format when `fmt` is None.
 
     Raises PermanentMediaError("unsupported_content") for an unknown format or unreadable data.
+    NUL becomes U+FFFD before parsing, as WebVTT's preprocessing says (so a NUL inside a timestamp
+    breaks that cue); other control characters left in cue text become U+FFFD too (domain/text.py).
     """
     fmt = _canonical_format(fmt) or detect_format(data)
     if fmt in {"ttml", "srv1", "srv2", "srv3"}:
         root = parse_xml(data)
-        return parse_ttml(root) if fmt == "ttml" else parse_timedtext(root)
-    return _TEXT_PARSERS[fmt](decode_text(data))
+        cues = parse_ttml(root) if fmt == "ttml" else parse_timedtext(root)
+    else:
+        cues = _TEXT_PARSERS[fmt](decode_text(data).replace("\x00", REPLACEMENT_CHARACTER))
+    return [Cue(cue.start, cue.end, clean_text(cue.text)) for cue in cues]
 
 
 def parse_track(data: bytes, *, lang: str, kind: SubtitleKind = "manual", fmt: str | None = None) -> SubtitleTrack:
