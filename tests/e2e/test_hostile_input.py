@@ -100,6 +100,7 @@ def test_a_hostile_provider_gives_a_clean_extracted_task(worker_service: Running
     assert task["result"]["media"]["uploader"] == "up\ufffdloader"
     assert [track["lang"] for track in task["result"]["subtitles"]] == ["en"]
     assert all(lang not in str(task) for lang in HOSTILE_LANGUAGES)
+    assert "subtitle tracks skipped" in worker_service.process.log_path.read_text(errors="replace")
     video_requests = [r for r in hostile_platform.requests if r.path == f"/media/{media_id}.mp4"]
     assert video_requests, "the video was not downloaded"
     sent = {name.lower(): value for name, value in video_requests[-1].headers.items()}
