@@ -22,12 +22,13 @@ from application.mediatasks import MediaTasks
 from application.ports.blob_store import BlobRef, BlobStore
 from application.ports.errors import MediaError, PermanentMediaError, TransientMediaError
 from application.ports.media_fetcher import MediaFetcher
-from application.ports.media_provider import MediaInfo, MediaProvider, SubtitleSource
+from application.ports.media_provider import MediaInfo, MediaProvider, SubtitleSource, is_subtitle_language
 from application.ports.metadata_cache import MetadataCache
 from domain.errors import InvalidTransition, StaleAttempt
 from domain.platforms import normalize_media_url
 from domain.subtitles import SubtitleTrack
 from domain.tasks import RETRYING, STARTED, MediaTask
+from domain.text import clean_json, clean_text
 
 logger = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
@@ -79,7 +80,7 @@ def phase(name: str, **attributes: Any) -> Iterator[Span]:
 @dataclass(frozen=True)
 class PipelineLimits:
     max_video_bytes: int = 2 * 1024**3
-    max_subtitle_bytes: int = 20 * 1024**2
+    max_subtitle_bytes: int = 4 * 1024**2
     metadata_ttl_seconds: float = 900
     heartbeat_seconds: float = 60
 
@@ -237,10 +238,10 @@ class TaskPipeline:
             span.set_attribute("mediatasks.cache_hit", cached is not None)
         timings["cache_lookup_ms"] = _ms(t)
         if cached is not None:
-            return MediaInfo.from_dict(cached), True
+            return _cleaned(MediaInfo.from_dict(cached), task), True
         t = time.perf_counter()
         with phase("provider.fetch", **{"mediatasks.platform": task.platform}):
-            info = self.provider.fetch_metadata(task.url)
+            info = _cleaned(self.provider.fetch_metadata(task.url), task)
         timings["provider_ms"] = _ms(t)
         self.cache.put(cache_key, info.to_dict(), self.limits.metadata_ttl_seconds)
         return info, False
@@ -255,7 +256,8 @@ class TaskPipeline:
         reporter.stage("video", 30)
         t = time.perf_counter()
         with phase("video.download") as span, self.fetcher.stream(
-                info.video.url, max_bytes=self.limits.max_video_bytes, headers=info.video.headers) as response:
+                info.video.url, max_bytes=self.limits.max_video_bytes,
+                headers=info.video.forwarded_headers()) as response:
             content_type = (response.headers.get("content-type") or info.video.mime_type or "").split(";")[0].strip()
             if not content_type.lower().startswith(VIDEO_TYPES):
                 raise PermanentMediaError("unsupported_content", f"Expected a video, got {content_type or 'no type'}.")
@@ -327,11 +329,12 @@ class TaskPipeline:
         retry_after = getattr(error, "retry_after", None)
         if retry_after is not None:
             details["retry_after"] = retry_after
-        context = {"timings": timings, **({"details": details} if details else {})}
+        # Messages and details may quote a provider or a file: cleaned before they enter an event.
+        context = clean_json({"timings": timings, **({"details": details} if details else {})})
         try:
             with phase("event_store.append", **{"mediatasks.event": "Failed", "mediatasks.error_code": error.code}):
-                terminal = self.app.fail(task.id, attempt, error.code, error.message, error.retryable, context,
-                                         last_delivery=last_delivery)
+                terminal = self.app.fail(task.id, attempt, clean_text(error.code), clean_text(error.message),
+                                         error.retryable, context, last_delivery=last_delivery)
         except (StaleAttempt, InvalidTransition):
             return PipelineOutcome("lease_lost", attempt, error.code, error.retryable)
         logger.info("attempt failed", extra={"task_id": str(task.id), "attempt": attempt, "error_code": error.code,
@@ -346,6 +349,16 @@ class TaskPipeline:
                 self.blobs.delete(ref.key)
             except Exception:  # noqa: BLE001 - cleanup is best effort
                 logger.warning("could not delete %s", ref.key)
+
+
+def _cleaned(info: MediaInfo, task: MediaTask) -> MediaInfo:
+    """Provider metadata fit for events and the cache (MediaInfo.cleaned); skipped tracks are logged."""
+    cleaned = info.cleaned()
+    skipped = [track.lang for track in info.subtitles if not is_subtitle_language(clean_text(track.lang))]
+    if skipped:
+        logger.warning("subtitle tracks skipped: their language is not a language tag",
+                       extra={"task_id": str(task.id), "languages": [repr(lang[:40]) for lang in skipped]})
+    return cleaned
 
 
 def _choose_tracks(info: MediaInfo, languages: list[str]) -> list[SubtitleSource]:

@@ -15,6 +15,7 @@ from domain.errors import (
     InvalidAmount,
     InvalidUserId,
 )
+from domain.text import check_free_text
 
 NAMESPACE = uuid5(NAMESPACE_URL, "https://mediatasks.invalid/")
 USER_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
@@ -61,7 +62,7 @@ class CreditAccount(Aggregate):
             raise InvalidAmount("A grant must be a positive whole number of credits.", amount=amount)
         if self.balance + amount > MAX_GRANT:
             raise InvalidAmount(f"A balance may not exceed {MAX_GRANT} credits.", amount=amount)
-        self._granted(amount=amount, reason=reason[:200])
+        self._granted(amount=amount, reason=check_free_text(reason, field="reason")[:200])
 
     def charge(self, task_id: UUID, attempt: int, amount: int) -> None:
         key = charge_key(task_id, attempt)

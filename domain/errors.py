@@ -40,6 +40,12 @@ class InvalidUserId(DomainError):
     code = "invalid_user_id"
 
 
+class InvalidText(DomainError):
+    """Free text from a user holds a control character or a lone surrogate (see domain/text.py)."""
+
+    code = "invalid_text"
+
+
 class UserNotFound(DomainError):
     code = "user_not_found"
 

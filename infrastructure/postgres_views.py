@@ -17,6 +17,7 @@ from psycopg.sql import SQL, Identifier, Literal
 from psycopg.types.json import Jsonb
 
 from domain.credits import CreditAccount
+from domain.text import clean_json, clean_text
 from infrastructure.store_connections import read_retried
 from projections.memory_views import decode_cursor, encode_cursor, plain_row
 from projections.task_views import (
@@ -106,7 +107,7 @@ class PostgresTaskViews(TaskViews, PostgresTrackingRecorder):
         self._write_tracked(tracking, write)
 
     def task_changed(self, task_id: UUID, changes: dict[str, Any], at: datetime, tracking: Tracking) -> None:
-        params = {k: (Jsonb(v) if k in JSON_COLUMNS and v is not None else v) for k, v in changes.items()}
+        params = {k: _storable(k, v) for k, v in changes.items()}
         params.update(_task_id=task_id, updated_at=at, position=tracking.notification_id)
         assignments = SQL(", ").join(
             SQL("{} = %({})s").format(Identifier(k), SQL(k)) for k in [*changes, "updated_at", "position"]
@@ -137,7 +138,7 @@ class PostgresTaskViews(TaskViews, PostgresTrackingRecorder):
             curs.execute(
                 SQL("INSERT INTO {} (account_id, user_id, balance, updated_at, position) "
                     "VALUES (%s, %s, 0, %s, %s) ON CONFLICT DO NOTHING").format(self.tables["accounts"]),
-                (account_id, user_id, at, tracking.notification_id),
+                (account_id, clean_text(user_id), at, tracking.notification_id),
             )
 
         self._write_tracked(tracking, write)
@@ -154,8 +155,8 @@ class PostgresTaskViews(TaskViews, PostgresTrackingRecorder):
             curs.execute(
                 SQL("INSERT INTO {} (position, account_id, kind, amount, balance, task_id, attempt, reason, at) "
                     "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)").format(self.tables["ledger"]),
-                (entry.position, entry.account_id, entry.kind, entry.amount, balance, entry.task_id,
-                 entry.attempt, entry.reason, entry.at),
+                (entry.position, entry.account_id, clean_text(entry.kind), entry.amount, balance, entry.task_id,
+                 entry.attempt, clean_text(entry.reason), entry.at),
             )
             if entry.kind == "refund" and entry.task_id is not None:
                 curs.execute(
@@ -284,8 +285,17 @@ class PostgresTaskViews(TaskViews, PostgresTrackingRecorder):
 
 
 def _task_params(task: TaskView) -> dict[str, Any]:
-    row = asdict(task)
-    return {k: (Jsonb(v) if k in JSON_COLUMNS and v is not None else v) for k, v in row.items()}
+    return {k: _storable(k, v) for k, v in asdict(task).items()}
+
+
+def _storable(column: str, value: Any) -> Any:
+    """A value PostgreSQL accepts whatever an event held: text without NUL or lone surrogates, jsonb without
+    \\u0000 or NaN (domain/text.py). A projection must never stop on data the domain accepted."""
+    if column in JSON_COLUMNS:
+        return Jsonb(clean_json(value)) if value is not None else None
+    if isinstance(value, str):
+        return clean_text(value)
+    return value
 
 
 def _task_view(row: DictRow) -> TaskView:

@@ -47,7 +47,8 @@ class Settings(BaseSettings):
     s3_endpoint_url: str | None = None
     s3_region: str = "us-east-1"
     max_video_bytes: int = Field(default=2 * 1024**3, gt=0)
-    max_subtitle_bytes: int = Field(default=20 * 1024**2, gt=0)
+    max_subtitle_bytes: int = Field(
+        default=4 * 1024**2, gt=0, description="largest subtitle file read (real tracks: under 1 MiB; docs/security.md)")
     metadata_ttl_seconds: float = Field(default=900, ge=0)
     url_allow_cidrs: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="comma-separated ranges the SSRF guard lets through (tests)")

@@ -18,6 +18,7 @@ from eventsourcing.projection import Projection
 
 from domain.credits import CreditAccount
 from domain.tasks import EXTRACTED, FAILED, MediaTask
+from domain.text import clean_json, clean_text
 
 TERMINAL_STATUSES = (EXTRACTED, FAILED)
 OPEN_STATUSES = ("queued", "downloading", "processing", "retrying")
@@ -146,7 +147,11 @@ class TaskViews(TrackingRecorder):
 
 
 class TaskViewsProjection(Projection[TaskViews]):
-    """Follows MediaTasks and keeps TaskViews up to date."""
+    """Follows MediaTasks and keeps TaskViews up to date.
+
+    Text from events reaches the view cleaned (domain/text.py): an event is immutable, so one holding
+    a NUL or a lone surrogate must not stop the projection at every replay.
+    """
 
     name = "TaskViews"
     topics = ()
@@ -161,11 +166,11 @@ class TaskViewsProjection(Projection[TaskViews]):
         self.view.task_started(
             TaskView(
                 task_id=e.originator_id,
-                user_id=e.user_id,
-                url=e.url,
-                platform=e.platform,
-                output_type=e.output_type,
-                languages=list(e.languages),
+                user_id=clean_text(e.user_id),
+                url=clean_text(e.url),
+                platform=clean_text(e.platform),
+                output_type=clean_text(e.output_type),
+                languages=clean_json(list(e.languages)),
                 status="queued",
                 progress=0,
                 attempt=0,
@@ -181,7 +186,7 @@ class TaskViewsProjection(Projection[TaskViews]):
     def _(self, domain_event: MediaTask.Downloading, tracking: Tracking) -> None:
         e = domain_event
         changes = {"status": "downloading", "progress": e.progress, "attempt": e.attempt, "stage": "download", "error": None}
-        self.view.task_changed(e.originator_id, changes, e.timestamp, tracking)
+        self._task_changed(e, changes, tracking)
 
     @process_event.register
     def _(self, domain_event: MediaTask.Processing, tracking: Tracking) -> None:
@@ -192,15 +197,15 @@ class TaskViewsProjection(Projection[TaskViews]):
             changes["timings"] = timings
         title = e.details.get("title")
         if title:
-            changes["title"] = title
-        self.view.task_changed(e.originator_id, changes, e.timestamp, tracking)
+            changes["title"] = str(title)
+        self._task_changed(e, changes, tracking)
 
     @process_event.register
     def _(self, domain_event: MediaTask.Extracted, tracking: Tracking) -> None:
         e = domain_event
         changes = {"status": EXTRACTED, "progress": 100, "stage": "done", "result": e.result,
                    "timings": e.result.get("timings", {})}
-        self.view.task_changed(e.originator_id, changes, e.timestamp, tracking)
+        self._task_changed(e, changes, tracking)
 
     @process_event.register
     def _(self, domain_event: MediaTask.Failed, tracking: Tracking) -> None:
@@ -208,19 +213,19 @@ class TaskViewsProjection(Projection[TaskViews]):
         error = {"code": e.code, "message": e.message, "retryable": e.retryable, "terminal": e.terminal,
                  "attempt": e.attempt}
         status = FAILED if e.terminal else "retrying"
-        self.view.task_changed(e.originator_id, {"status": status, "error": error}, e.timestamp, tracking)
+        self._task_changed(e, {"status": status, "error": error}, tracking)
 
     @process_event.register
     def _(self, domain_event: MediaTask.Retried, tracking: Tracking) -> None:
         e = domain_event
         changes = {"status": "queued", "progress": 0, "error": None, "result": None, "credits_charged": e.credits,
                    "stage": ""}
-        self.view.task_changed(e.originator_id, changes, e.timestamp, tracking)
+        self._task_changed(e, changes, tracking)
 
     @process_event.register
     def _(self, domain_event: CreditAccount.Opened, tracking: Tracking) -> None:
         e = domain_event
-        self.view.account_opened(e.originator_id, e.user_id, e.timestamp, tracking)
+        self.view.account_opened(e.originator_id, clean_text(e.user_id), e.timestamp, tracking)
 
     @process_event.register
     def _(self, domain_event: CreditAccount.Granted, tracking: Tracking) -> None:
@@ -238,6 +243,9 @@ class TaskViewsProjection(Projection[TaskViews]):
 
     def _ledger(self, e: Any, tracking: Tracking, kind: str, amount: int, task_id: UUID | None,
                 attempt: int | None, reason: str) -> None:
-        entry = LedgerEntry(tracking.notification_id, e.originator_id, kind, amount, 0, task_id, attempt, reason,
-                            e.timestamp)
+        entry = LedgerEntry(tracking.notification_id, e.originator_id, kind, amount, 0, task_id, attempt,
+                            clean_text(reason), e.timestamp)
         self.view.account_changed(entry, tracking)
+
+    def _task_changed(self, e: Any, changes: dict[str, Any], tracking: Tracking) -> None:
+        self.view.task_changed(e.originator_id, clean_json(changes), e.timestamp, tracking)

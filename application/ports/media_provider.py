@@ -10,14 +10,33 @@ values, the form stored in events and in the metadata cache.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol, get_args, runtime_checkable
+
+from domain.text import clean_json, has_unsafe_characters
 
 SubtitleFormat = Literal["vtt", "srt", "json3", "ttml", "srv1", "srv3"]
 SubtitleKind = Literal["manual", "asr"]
 
 SUBTITLE_FORMATS: tuple[str, ...] = get_args(SubtitleFormat)
 SUBTITLE_KINDS: tuple[str, ...] = get_args(SubtitleKind)
+
+#: Request headers a provider may ask the video download to send (what CDNs check); any other is dropped,
+#: Host, Cookie, Authorization and the hop-by-hop headers among them.
+FORWARDED_VIDEO_HEADERS = frozenset({
+    "user-agent", "referer", "origin", "accept", "accept-language", "sec-fetch-mode", "sec-fetch-site",
+    "sec-fetch-dest",
+})
+MAX_FORWARDED_HEADER_LENGTH = 1024
+#: A subtitle track's language as providers write it ("en", "pt-BR", "zh-Hans", "es-419", "en_US"); it names
+#: a blob, so anything else ("../x", CR LF) skips the track.
+SUBTITLE_LANGUAGE = re.compile(r"[A-Za-z0-9]{1,8}(?:[-_][A-Za-z0-9]{1,8}){0,4}")
+
+
+def is_subtitle_language(lang: str) -> bool:
+    """True for a language tag a track may be stored under."""
+    return SUBTITLE_LANGUAGE.fullmatch(lang) is not None
 
 
 @dataclass(frozen=True)
@@ -31,6 +50,16 @@ class VideoSource:
 
     def to_dict(self) -> dict[str, Any]:
         return {"url": self.url, "size": self.size, "mime_type": self.mime_type, "headers": dict(self.headers)}
+
+    def forwarded_headers(self) -> dict[str, str]:
+        """The headers the download may send: names in FORWARDED_VIDEO_HEADERS, values short and free of controls."""
+        return {
+            name: value
+            for name, value in self.headers.items()
+            if isinstance(name, str) and isinstance(value, str) and name.lower() in FORWARDED_VIDEO_HEADERS
+            and len(value) <= MAX_FORWARDED_HEADER_LENGTH and not has_unsafe_characters(value) and "\n" not in value
+            and "\r" not in value
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> VideoSource:
@@ -95,6 +124,14 @@ class MediaInfo:
             if track.lang.lower() == wanted or track.lang.lower().split("-")[0] == wanted
         ]
         return tuple(sorted(matching, key=lambda track: track.kind != "manual"))
+
+    def cleaned(self) -> MediaInfo:
+        """This metadata as events and caches may hold it: text with control characters replaced
+        (domain/text.py), only forwardable video headers, only tracks whose language is a tag."""
+        info = MediaInfo.from_dict(clean_json(self.to_dict()))
+        video = replace(info.video, headers=info.video.forwarded_headers()) if info.video else None
+        tracks = tuple(track for track in info.subtitles if is_subtitle_language(track.lang))
+        return replace(info, video=video, subtitles=tracks)
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -7,7 +7,6 @@ are checked later by the fetcher, like any other URL from outside.
 
 from __future__ import annotations
 
-import json
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -50,6 +49,18 @@ class _SubtitleBody(BaseModel):
     name: str | None = None
 
     _check_url = field_validator("url")(_http_url)
+
+
+class _ErrorCode(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    code: str | None = None
+
+
+class _ErrorBody(BaseModel):
+    """What an error answer may say: `{"error": {"code": C}}`; anything else in it is ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+    error: _ErrorCode | None = None
 
 
 class _MediaBody(BaseModel):
@@ -124,7 +135,10 @@ class HttpMediaProvider:
             with self._client.stream(
                 "GET", self._endpoint, params={"url": url}, headers=self._headers, timeout=self._timeout
             ) as response:
-                return response.status_code, response.headers, self._read_limited(response)
+                body = self._read_limited(response)
+                if body is None and response.status_code == 200:
+                    raise _too_big()
+                return response.status_code, response.headers, body or b""
         except httpx.TimeoutException as error:
             raise TransientMediaError("timeout", f"the provider did not answer in time: {error!r}") from error
         except httpx.TransportError as error:
@@ -133,16 +147,17 @@ class HttpMediaProvider:
             ) from error
 
     @staticmethod
-    def _read_limited(response: httpx.Response) -> bytes:
+    def _read_limited(response: httpx.Response) -> bytes | None:
+        """The body, or None when it is larger than MAX_RESPONSE_BYTES (declared or counted)."""
         declared = response.headers.get("Content-Length")
         if declared and declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES:
-            raise _too_big()
+            return None
         chunks: list[bytes] = []
         received = 0
         for chunk in response.iter_bytes():
             received += len(chunk)
             if received > MAX_RESPONSE_BYTES:
-                raise _too_big()
+                return None
             chunks.append(chunk)
         return b"".join(chunks)
 
@@ -175,8 +190,8 @@ class HttpMediaProvider:
     def _media_info(self, body: bytes, url: str) -> MediaInfo:
         try:
             parsed = _MediaBody.model_validate_json(body)
-        except ValidationError as error:
-            raise TransientMediaError(
+        except ValidationError as error:  # also JSON nested deeper than pydantic's recursion limit
+            raise PermanentMediaError(
                 "provider_bad_response",
                 f"the provider's answer does not match the contract: {error.error_count()} problem(s)",
                 details={"url": url, "problems": [problem["msg"] for problem in error.errors()[:5]]},
@@ -208,17 +223,16 @@ class HttpMediaProvider:
         )
 
 
-def _too_big() -> TransientMediaError:
-    return TransientMediaError(
+def _too_big() -> PermanentMediaError:
+    return PermanentMediaError(
         "provider_bad_response", f"the provider's answer is larger than {MAX_RESPONSE_BYTES} bytes"
     )
 
 
 def _error_code_in(body: bytes) -> str | None:
+    """The code an error answer names, or None (not JSON, another shape, nested past the recursion limit)."""
     try:
-        data = json.loads(body)
-    except ValueError:
+        parsed = _ErrorBody.model_validate_json(body)
+    except ValidationError:
         return None
-    error = data.get("error") if isinstance(data, dict) else None
-    code = error.get("code") if isinstance(error, dict) else None
-    return code if isinstance(code, str) else None
+    return parsed.error.code if parsed.error else None

@@ -103,7 +103,12 @@ class YtDlpMediaProvider:
             raise classify_ytdlp_error(error) from error
         if not info:
             raise PermanentMediaError("media_not_found", "yt-dlp found nothing at this URL", details={"url": url})
-        return media_info_from_ytdlp(info, url, include_translated_captions=self.options.include_translated_captions)
+        try:
+            return media_info_from_ytdlp(info, url, include_translated_captions=self.options.include_translated_captions)
+        except (TypeError, ValueError, KeyError, AttributeError) as error:  # an info dict of an unexpected shape
+            raise PermanentMediaError(
+                "provider_bad_response", f"yt-dlp's answer has an unexpected shape: {type(error).__name__}",
+                details={"url": url}) from error
 
 
 def media_info_from_ytdlp(info: Mapping[str, Any], url: str, *, include_translated_captions: bool = False) -> MediaInfo:

@@ -6,11 +6,11 @@ See docs/subtitles.md for the tolerant policy applied to malformed files.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable
 
 from domain.subtitles import Cue, SubtitleKind, SubtitleTrack, dedupe_rolling
-from infrastructure.subtitles.cue_lines import parse_timing_line
+from domain.text import REPLACEMENT_CHARACTER, clean_text
+from infrastructure.subtitles.cue_lines import LINE_BREAK, parse_timing_line
 from infrastructure.subtitles.decoding import decode_text
 from infrastructure.subtitles.errors import unreadable_subtitles
 from infrastructure.subtitles.json3 import parse_json3
@@ -33,19 +33,24 @@ __all__ = [
 
 PARSE_FORMATS = ("vtt", "srt", "json3", "ttml", "srv1", "srv2", "srv3", "json")
 _FORMAT_ALIASES = {"webvtt": "vtt", "subrip": "srt", "dfxp": "ttml", "imsc": "ttml", "xml": None}
-_TIMING_LINE = re.compile(r"^[^\n]*-->[^\n]*$", re.MULTILINE)
 
 
 def parse_subtitles(data: bytes, fmt: str | None = None) -> list[Cue]:
     """Cues of a subtitle file in `fmt` (one of PARSE_FORMATS), or of the sniffed format when `fmt` is None.
 
     Raises PermanentMediaError("unsupported_content") for an unknown format or unreadable data.
+    An empty file (or one of only whitespace) has no cues. NUL becomes U+FFFD before parsing, as WebVTT's preprocessing says (so a NUL inside a timestamp
+    breaks that cue); other control characters left in cue text become U+FFFD too (domain/text.py).
     """
+    if not data.strip():
+        return []
     fmt = _canonical_format(fmt) or detect_format(data)
     if fmt in {"ttml", "srv1", "srv2", "srv3"}:
         root = parse_xml(data)
-        return parse_ttml(root) if fmt == "ttml" else parse_timedtext(root)
-    return _TEXT_PARSERS[fmt](decode_text(data))
+        cues = parse_ttml(root) if fmt == "ttml" else parse_timedtext(root)
+    else:
+        cues = _TEXT_PARSERS[fmt](decode_text(data).replace("\x00", REPLACEMENT_CHARACTER))
+    return [Cue(cue.start, cue.end, clean_text(cue.text)) for cue in cues]
 
 
 def parse_track(data: bytes, *, lang: str, kind: SubtitleKind = "manual", fmt: str | None = None) -> SubtitleTrack:
@@ -72,7 +77,7 @@ def detect_format(data: bytes) -> str:
         if flavour is not None:
             return flavour
         raise unreadable_subtitles(f"unknown subtitle XML root element <{local_name(root.tag)}>")
-    if any(parse_timing_line(line) for line in _TIMING_LINE.findall(text)):
+    if any(parse_timing_line(line) for line in LINE_BREAK.split(text)):
         return "srt"
     raise unreadable_subtitles("not a subtitle format this service reads")
 

@@ -9,4 +9,4 @@ from infrastructure.subtitles.text import strip_markup
 
 def parse_srt(text: str) -> list[Cue]:
     """Cues of a SubRip document; broken cues are skipped (see docs/subtitles.md)."""
-    return parse_cue_lines(text, strip_markup, whitespace_ends_cue=True)
+    return parse_cue_lines(text, strip_markup, webvtt=False)

@@ -9,8 +9,9 @@ import re
 _RUBY_ANNOTATION = re.compile(r"<(rt|rp)\b[^>]*>.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
 # ASS/SSA override blocks such as {\an8} or {\ tag}; "{ \an2}" (space first) is plain text.
 _ASS_OVERRIDE = re.compile(r" ?\{\\[^}]*\}")
-# Tags (<i>, </c>, <c.colorE5E5E5>, <v Roger>, <font ...>) and WebVTT timestamp tags (<00:05:04.199>).
-_TAG = re.compile(r"</?[A-Za-z][^<>]*>|<\d+(?::\d+)+[.,]\d+>")
+# Tags (<i>, </c>, <c.colorE5E5E5>, <v Roger>, <font ...>, also written "< u>" or "< /  i >" as pysubs2
+# reads them) and WebVTT timestamp tags (<00:05:04.199>). "2<3,5>1" is text: no letter after "<".
+_TAG = re.compile(r"<\s*/?\s*[A-Za-z][^<>]*>|<\d+(?::\d+)+[.,]\d+>")
 _INVISIBLE = str.maketrans("", "", "\u200b\ufeff")
 
 

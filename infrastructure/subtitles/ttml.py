@@ -25,6 +25,8 @@ _OFFSET_TIME = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s|f|t)")
 _RUBY_DROPPED = frozenset({"text", "textContainer", "delimiter"})
 _LINE_BREAK = "\u2028"
 _XML_WHITESPACE = re.compile(r"[ \t\r\n]+")
+# TTML writes "1000 1001"; "1000:1001" is seen in the wild (go-astisub's example).
+_FRAME_RATE_MULTIPLIER = re.compile(r"(\d+)\s*[\s:]\s*(\d+)")
 
 
 @dataclass(frozen=True)
@@ -37,19 +39,19 @@ class _TimeBase:
 
     @classmethod
     def of(cls, root: ET.Element) -> _TimeBase:
-        try:
-            frame_rate_attr = attribute(root, "frameRate")
-            frame_rate = Fraction(int(frame_rate_attr or 30))
-            multiplier = (attribute(root, "frameRateMultiplier") or "1 1").split()
-            frame_rate *= Fraction(int(multiplier[0]), int(multiplier[1]))
-            sub_frame_rate = int(attribute(root, "subFrameRate") or 1)
-            tick_rate_attr = attribute(root, "tickRate")
-            if tick_rate_attr:
-                tick_rate = Fraction(int(tick_rate_attr))
-            else:
-                tick_rate = frame_rate * sub_frame_rate if frame_rate_attr else Fraction(1)
-        except (ValueError, IndexError, ZeroDivisionError) as error:
-            raise unreadable_subtitles(f"TTML timing parameters are invalid: {error}") from error
+        """The parameters of the root; a value that does not parse is ignored (its default applies),
+        as go-astisub does with `ttp:frameRateMultiplier="1:1"`, so one odd attribute fails no file."""
+        frame_rate_attr = attribute(root, "frameRate")
+        frame_rate = Fraction(_positive_int(frame_rate_attr) or 30)
+        multiplier = _FRAME_RATE_MULTIPLIER.fullmatch((attribute(root, "frameRateMultiplier") or "").strip())
+        if multiplier and int(multiplier.group(1)) and int(multiplier.group(2)):
+            frame_rate *= Fraction(int(multiplier.group(1)), int(multiplier.group(2)))
+        sub_frame_rate = _positive_int(attribute(root, "subFrameRate")) or 1
+        tick_rate_attr = _positive_int(attribute(root, "tickRate"))
+        if tick_rate_attr:
+            tick_rate = Fraction(tick_rate_attr)
+        else:
+            tick_rate = frame_rate * sub_frame_rate if _positive_int(frame_rate_attr) else Fraction(1)
         return cls(frame_rate, sub_frame_rate, tick_rate)
 
     def seconds(self, expression: str) -> Fraction | None:
@@ -168,6 +170,15 @@ def _drop_whitespace_around_ruby(root: ET.Element) -> None:
                 before = children[index - 1]
                 if before.tail is not None and not before.tail.strip():
                     before.tail = None
+
+
+def _positive_int(value: str | None) -> int | None:
+    """The whole number a parameter holds, or None when it is absent, not a number or not positive."""
+    try:
+        number = int(value.strip()) if value else 0
+    except ValueError:
+        return None
+    return number if number > 0 else None
 
 
 def _milliseconds(seconds: Fraction) -> float:

@@ -77,7 +77,8 @@ def run_task(service: RunningService, url: str, output_type: str, *, credits: in
         ("subtitles-only", {}, "video", "no_video", 1),
         ("no-subtitles", {}, "subtitles", "no_subtitles", 1),
         ("429", {"fails": 10, "retry_after": 0}, "subtitles", "retries_exhausted", 3),
-        ("malformed", {}, "subtitles", "retries_exhausted", 3),
+        ("malformed", {}, "subtitles", "provider_bad_response", 1),
+        ("deep-404", {}, "subtitles", "media_not_found", 1),
     ],
 )
 def test_failing_modes_fail_with_their_code_and_refund_once(

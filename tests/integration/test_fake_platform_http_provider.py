@@ -122,9 +122,9 @@ def test_no_subtitles_media(platform: FakePlatform, provider: HttpMediaProvider)
     assert info.subtitles == ()
 
 
-@pytest.mark.parametrize("mode", ["malformed", "malformed-schema", "api-oversize"])
-def test_bad_answers_are_transient_bad_response(platform: FakePlatform, provider: HttpMediaProvider, mode: str) -> None:
-    with pytest.raises(TransientMediaError) as raised:
+@pytest.mark.parametrize("mode", ["malformed", "malformed-schema", "api-oversize", "deep-200"])
+def test_bad_answers_are_permanent_bad_response(platform: FakePlatform, provider: HttpMediaProvider, mode: str) -> None:
+    with pytest.raises(PermanentMediaError) as raised:
         provider.fetch_metadata(platform.media_url(mode))
     assert raised.value.code == "provider_bad_response"
 

@@ -58,7 +58,15 @@ MODES: dict[str, str] = {
     "video-404": "the video URL answers 404",
     "redirect": "the video URL redirects `hops` times (default 3) before the bytes",
     "redirect-blocked": "the video URL redirects to a blocked address: `to`=metadata (default), ipv6-loopback, private",
+    "deep-404": "the API answers 404 with a JSON body nested 100,000 arrays deep",
+    "deep-200": "the API answers 200 with a JSON body whose title is nested 100,000 arrays deep",
+    "hostile-text": "like ok, but title, uploader and subtitle name hold NUL and other C0 controls, the video "
+                    "headers include Host, Cookie, Connection and a CR LF value, and extra subtitle tracks have the "
+                    "languages '../x' and 'en\\r\\nX-Injected: 1'",
 }
+DEEP_JSON = b"[" * 100_000 + b"]" * 100_000
+HOSTILE_TITLE = "Fake\x00title\x07with\x1bcontrols"
+HOSTILE_LANGUAGES = ("../x", "en\r\nX-Injected: 1")
 
 BLOCKED_TARGETS = {
     "metadata": "http://169.254.169.254/latest/meta-data/",
@@ -428,6 +436,10 @@ class _Handler(BaseHTTPRequestHandler):
         elif mode == "flaky-503" and self.platform._attempt(f"api:{media_url}") <= fails:
             extra = {"Retry-After": options["retry_after"]} if "retry_after" in options else None
             self._error(503, "unavailable", extra)
+        elif mode == "deep-404":
+            self._send(404, DEEP_JSON, "application/json")
+        elif mode == "deep-200":
+            self._send(200, b'{"id": "' + media_id.encode() + b'", "title": ' + DEEP_JSON + b"}", "application/json")
         elif mode == "malformed":
             self._send(200, b'{"platform": "tiktok", "id": "' + media_id.encode() + b'", "tit', "application/json")
         elif mode == "malformed-schema":
@@ -445,6 +457,16 @@ class _Handler(BaseHTTPRequestHandler):
         video = None
         if mode != "subtitles-only":
             video = {"url": self.platform.video_url(media_id, options), "size": size, "mime_type": "video/mp4"}
+        if mode == "hostile-text":
+            assert video is not None
+            video["headers"] = {"Host": "evil.example", "Cookie": "session=stolen", "Connection": "close",
+                                "Referer": "https://fake.example/\r\nX-Injected: 1", "User-Agent": "fake-cdn-check"}
+            tracks = [*self._subtitle_tracks(media_id, options),
+                      *({"lang": lang, "format": "vtt", "url": f"{self.platform.url}/subs/generated/{media_id}/en.vtt"}
+                        for lang in HOSTILE_LANGUAGES)]
+            return {"platform": "tiktok", "id": media_id, "title": HOSTILE_TITLE, "uploader": "up\x00loader",
+                    "duration": 4.25, "video": video,
+                    "subtitles": [{**track, "name": "English\x00"} for track in tracks]}
         return {
             "platform": options.get("platform", "tiktok"),
             "id": media_id,

@@ -67,15 +67,15 @@ def test_unknown_subtitle_formats_are_skipped_and_noted() -> None:
         b"<html>",
     ],
 )
-def test_answers_outside_the_contract_are_bad_responses(body: Any) -> None:
-    with pytest.raises(TransientMediaError) as raised:
+def test_answers_outside_the_contract_are_permanent_bad_responses(body: Any) -> None:
+    with pytest.raises(PermanentMediaError) as raised:
         provider_answering(200, body).fetch_metadata(MEDIA_URL)
     assert raised.value.code == "provider_bad_response"
 
 
 def test_declared_oversize_body_is_refused() -> None:
     provider = provider_answering(200, b"{}", headers={"Content-Length": str(MAX_RESPONSE_BYTES + 1)})
-    with pytest.raises(TransientMediaError) as raised:
+    with pytest.raises(PermanentMediaError) as raised:
         provider.fetch_metadata(MEDIA_URL)
     assert raised.value.code == "provider_bad_response"
 

@@ -181,3 +181,23 @@ def test_bot_check_is_flagged_in_details() -> None:
     classified = classify_ytdlp_error(DownloadError("ERROR: [youtube] x: Sign in to confirm you’re not a bot."))
     assert classified.details["bot_check"] is True
     assert classify_ytdlp_error(DownloadError("ERROR: Private video")).details["bot_check"] is False
+
+
+def test_an_info_dict_of_an_unexpected_shape_is_a_permanent_bad_response(monkeypatch: pytest.MonkeyPatch) -> None:
+    from infrastructure.providers import ytdlp_provider
+
+    class Answering:
+        def __init__(self, params: dict) -> None: ...
+
+        def __enter__(self) -> Answering:
+            return self
+
+        def __exit__(self, *exc_info: object) -> None: ...
+
+        def extract_info(self, url: str, download: bool) -> dict:
+            return {"id": "1", "title": "t", "duration": "not a number"}
+
+    monkeypatch.setattr(ytdlp_provider.yt_dlp, "YoutubeDL", Answering)
+    with pytest.raises(PermanentMediaError) as raised:
+        ytdlp_provider.YtDlpMediaProvider().fetch_metadata("https://www.tiktok.com/@a/video/1")
+    assert raised.value.code == "provider_bad_response"
