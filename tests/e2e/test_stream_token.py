@@ -7,7 +7,6 @@ import time
 from uuid import uuid4
 
 from infrastructure.api.deps import STREAM_TOKEN_SECONDS, StreamTokens
-from infrastructure.settings import Settings
 from tests.e2e.conftest import RunningService
 from tests.support.sse import read_sse
 
@@ -52,14 +51,19 @@ def test_a_stream_token_opens_its_own_task_only(service: RunningService) -> None
 
 
 def test_stream_tokens_expire_and_are_bound_to_user_and_task() -> None:
-    tokens = StreamTokens(Settings(admin_token="a", postgres_schema="s"))
+    tokens = StreamTokens("secret-a")
     task_id = uuid4()
     token, expires = tokens.issue("alice", task_id, now=1000.0)
     assert expires == 1000 + STREAM_TOKEN_SECONDS
     assert tokens.user_of(token, task_id, now=1000.0 + STREAM_TOKEN_SECONDS) == "alice"
     assert tokens.user_of(token, task_id, now=1001.0 + STREAM_TOKEN_SECONDS) is None
     assert tokens.user_of(token, uuid4(), now=1000.0) is None
-    # every process of one deployment accepts the others' tokens; another deployment does not
-    assert StreamTokens(Settings(admin_token="a", postgres_schema="s")).user_of(token, task_id, now=1000.0) == "alice"
-    assert StreamTokens(Settings(admin_token="b", postgres_schema="s")).user_of(token, task_id, now=1000.0) is None
+    # every process with the same secret accepts the others' tokens; another secret does not
+    assert StreamTokens("secret-a").user_of(token, task_id, now=1000.0) == "alice"
+    assert StreamTokens("secret-b").user_of(token, task_id, now=1000.0) is None
+    # during a rotation the previous secret still verifies, and new tokens are signed with the new one
+    rotated = StreamTokens("secret-b", ["secret-a"])
+    assert rotated.user_of(token, task_id, now=1000.0) == "alice"
+    assert StreamTokens("secret-a").user_of(rotated.issue("bob", task_id, now=1000.0)[0], task_id, now=1000.0) is None
     assert tokens.user_of("not-a-token", task_id) is None
+    assert tokens.user_of("ünïcode.tökén.sïg", task_id) is None

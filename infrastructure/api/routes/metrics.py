@@ -5,6 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse
 
+from infrastructure.api.deps import MetricsReader
+from infrastructure.api.errors import responses
 from infrastructure.telemetry import PROMETHEUS_CONTENT_TYPE
 
 router = APIRouter(tags=["operations"])
@@ -14,11 +16,13 @@ class PrometheusResponse(PlainTextResponse):
     media_type = PROMETHEUS_CONTENT_TYPE
 
 
-@router.get("/metrics", response_class=PrometheusResponse,
+@router.get("/metrics", response_class=PrometheusResponse, dependencies=[MetricsReader],
             responses={200: {"content": {PROMETHEUS_CONTENT_TYPE: {"schema": {"type": "string"}}},
-                             "description": "Prometheus text exposition format (empty when telemetry is off)"}})
+                             "description": "Prometheus text exposition format (empty when telemetry is off)"},
+                       **responses(401, 429)})
 def prometheus_metrics(request: Request) -> PrometheusResponse:
-    """Histograms, counters and gauges of the pipeline, the projections and the HTTP API (docs/observability.md)."""
+    """Histograms, counters and gauges of the pipeline, the projections and the HTTP API (docs/observability.md);
+    with the admin token unless MEDIATASKS_METRICS_AUTH=none."""
     telemetry = request.app.state.telemetry
     body = telemetry.prometheus_text() if telemetry is not None else b""
     return PrometheusResponse(body)

@@ -49,8 +49,20 @@ def task_out(view: TaskView) -> TaskOut:
         languages=view.languages, status=view.status, progress=view.progress, stage=view.stage,
         attempts=view.attempt, title=view.title, credits_charged=view.credits_charged,
         refunded_credits=view.refunded_credits, error=TaskError(**view.error) if view.error else None,
-        timings=view.timings or {}, result=view.result, created_at=view.created_at, updated_at=view.updated_at,
+        timings=view.timings or {}, result=without_blob_uris(view.result), created_at=view.created_at,
+        updated_at=view.updated_at,
     )
+
+
+def without_blob_uris(value: Any) -> Any:
+    """`value` with the `uri` of every stored blob left out: it names server paths and buckets; the API
+    serves a blob by task id (GET /v1/tasks/{id}/video, /subtitles), never by where it is stored."""
+    if isinstance(value, dict):
+        blob = "key" in value and "sha256" in value
+        return {k: without_blob_uris(v) for k, v in value.items() if not (blob and k == "uri")}
+    if isinstance(value, list):
+        return [without_blob_uris(v) for v in value]
+    return value
 
 
 def visible_task(app: Any, views: TaskViews, task_id: UUID, user_id: str) -> TaskView:
@@ -119,7 +131,7 @@ def task_history(task_id: UUID, user_id: CurrentUser, app: AppDep) -> TaskHistor
     positions = notification_ids(app.recorder, task_id)
     return TaskHistory(task_id=task_id, events=[
         HistoryEvent(type=e.type, version=e.version, position=positions.get(e.version), timestamp=e.timestamp,
-                     data=json.loads(json.dumps(e.data, default=str)))
+                     data=without_blob_uris(json.loads(json.dumps(e.data, default=str))))
         for e in entries
     ])
 
