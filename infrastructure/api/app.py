@@ -11,7 +11,7 @@ from fastapi.telemetry import TelemetryConfig
 
 from infrastructure.api.errors import install_error_handlers
 from infrastructure.api.limits import BodySizeLimit, FailedAuthentications
-from infrastructure.api.live import TaskUpdateHub
+from infrastructure.api.live import StreamsPerUser, TaskUpdateHub
 from infrastructure.api.routes import account, admin, deliveries, health, media, metrics, tasks, web
 from infrastructure.api.security_headers import SecurityHeaders
 from infrastructure.api.stream_tokens import stream_tokens_for
@@ -44,6 +44,7 @@ def create_api(runtime: Any, *, projections: Any = None) -> FastAPI:
     api.state.runtime = runtime
     api.state.projections = projections
     api.state.hub = hub
+    api.state.streams_per_user = StreamsPerUser(runtime.settings.max_streams_per_user)
     api.state.auth_cache = {}
     api.state.auth_failures = FailedAuthentications(runtime.settings.auth_failures_per_minute,
                                                     runtime.settings.auth_failure_delay_seconds)
