@@ -16,6 +16,7 @@ from tests.support.fake_platform import FakePlatform
 from tests.support.sse import read_sse
 
 HEADER_TIMEOUT = 2
+BODY_TIMEOUT = 2
 AUTH_FAILURES = 5
 
 
@@ -23,7 +24,7 @@ AUTH_FAILURES = 5
 def hostile(pg_database_one: dict[str, str], tmp_path_factory: pytest.TempPathFactory,
             platform: FakePlatform) -> Iterator[RunningService]:
     settings = platform_settings(platform, workers="1", sse_ping_seconds="1",
-                                 header_timeout_seconds=str(HEADER_TIMEOUT),
+                                 header_timeout_seconds=str(HEADER_TIMEOUT), body_timeout_seconds=str(BODY_TIMEOUT),
                                  auth_failures_per_minute=str(AUTH_FAILURES), auth_failure_delay_seconds="0.05")
     with running_service(pg_database_one, tmp_path_factory.mktemp("hostile"), **settings) as running:
         yield running
@@ -109,6 +110,19 @@ def test_a_slowloris_client_is_cut_after_the_header_timeout_while_healthz_answer
     finally:
         for sock in [*slow, idle]:
             sock.close()
+    assert httpx.get(hostile.url + "/healthz", timeout=5).status_code == 200
+
+
+def test_a_body_sent_slowly_is_cut_after_the_body_timeout(hostile: RunningService) -> None:
+    _, key = hostile.new_user(1)
+    with connect(hostile) as sock:
+        sock.sendall(f"POST /v1/tasks HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
+                     "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{".encode())
+        started = time.monotonic()
+        answer = raw_answer(sock, timeout=BODY_TIMEOUT + 10)
+        waited = time.monotonic() - started
+    assert BODY_TIMEOUT - 0.5 <= waited < BODY_TIMEOUT + 10, waited
+    assert answer == b"", "closed without an answer: the route saw a disconnect"
     assert httpx.get(hostile.url + "/healthz", timeout=5).status_code == 200
 
 
