@@ -159,6 +159,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._disarm()
         self._refused = True
         self._reading_headers = False
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.transport.close()  # a pipelined request while a response is being sent: no room for an answer
+            return
         body = json.dumps({"error": {"code": code, "message": message, "details": None}}).encode()
         head = [STATUS_LINE[status]]
         for name, value in self.server_state.default_headers:

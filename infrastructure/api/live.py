@@ -153,7 +153,10 @@ class TaskUpdateHub:
             logger.exception("task update hub could not read the task's updates")
             updates = None
         for stream in streams:
-            stream.loop.call_soon_threadsafe(stream.deliver, updates)
+            try:
+                stream.loop.call_soon_threadsafe(stream.deliver, updates)
+            except RuntimeError:  # its event loop has closed (the server is stopping)
+                continue
 
 
 class StreamsPerUser:
