@@ -13,12 +13,11 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from application.mediatasks import MediaTasks, hash_api_key
 from infrastructure.api.errors import ApiError
-from infrastructure.api.stream_tokens import STREAM_TOKEN_SECONDS, StreamTokens
+from infrastructure.api.stream_tokens import StreamTokens
 from projections.task_views import TaskViews
 
 bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <api key>`")
 AUTH_CACHE_SECONDS = 30.0
-__all__ = ["STREAM_TOKEN_SECONDS", "StreamTokens"]
 
 
 # Dependencies that do no blocking I/O are `async def`: FastAPI runs a sync dependency in its thread
@@ -57,12 +56,12 @@ async def current_user(request: Request, app: AppDep, credentials: Credentials) 
     cache: dict[str, tuple[str | None, float]] = request.app.state.auth_cache
     key_hash = hash_api_key(credentials.credentials)
     cached = cache.get(key_hash)
-    if cached and cached[1] > time.monotonic():
-        if cached[0] is None:
-            request.app.state.auth_failures.refuse_if_over(_client_address(request))
-            raise await _refused(request, "This API key is not valid.")
+    fresh = cached is not None and cached[1] > time.monotonic()
+    if cached is not None and fresh and cached[0] is not None:
         return cached[0]
     request.app.state.auth_failures.refuse_if_over(_client_address(request))
+    if fresh:  # a key found invalid moments ago: no second lookup
+        raise await _refused(request, "This API key is not valid.")
     user_id = await run_in_threadpool(app.authenticate, credentials.credentials)
     if len(cache) > 10_000:
         cache.clear()

@@ -12,7 +12,7 @@ from uuid import uuid4
 
 import httpx
 
-from infrastructure.api.deps import STREAM_TOKEN_SECONDS, StreamTokens
+from infrastructure.api.stream_tokens import STREAM_TOKEN_SECONDS, StreamTokens
 from tests.e2e.conftest import ADMIN_TOKEN, RunningService, start_service
 from tests.support.postgres import database_url, drop_schema
 from tests.support.service_process import ServiceProcess
