@@ -18,12 +18,12 @@ from domain.errors import (
 from domain.text import check_free_text
 
 NAMESPACE = uuid5(NAMESPACE_URL, "https://mediatasks.invalid/")
-USER_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
+USER_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
 MAX_GRANT = 1_000_000_000
 
 
 def check_user_id(user_id: str) -> str:
-    if not isinstance(user_id, str) or not USER_ID_PATTERN.match(user_id):
+    if not isinstance(user_id, str) or not USER_ID_PATTERN.fullmatch(user_id):
         raise InvalidUserId(
             "A user id is 1-64 characters: letters, digits, '_', '.', '@' or '-', "
             "starting with a letter or digit.",

@@ -54,6 +54,7 @@ def create_tables(env: dict[str, str], views_name: str = VIEWS_NAME) -> None:
     from eventsourcing.postgres import PostgresTrackingRecorder
 
     from application.mediatasks import MediaTasks
+    from infrastructure.api.stream_tokens import create_secret_table
     from infrastructure.delivery.qstash_outbox import TRACKING_TABLE as PUBLISHER_TRACKING
     from infrastructure.delivery.seen_token_ids import PostgresSeenTokenIds
     from infrastructure.metadata_cache import PostgresMetadataCache
@@ -72,6 +73,7 @@ def create_tables(env: dict[str, str], views_name: str = VIEWS_NAME) -> None:
             ensure_pointer(factory.datastore)  # type: ignore[attr-defined]
             PostgresMetadataCache(factory.datastore).create_table()  # type: ignore[attr-defined]
             PostgresSeenTokenIds(factory.datastore).create_table()  # type: ignore[attr-defined]
+            create_secret_table(factory.datastore)  # type: ignore[attr-defined]
             publisher_tracking = PostgresTrackingRecorder(factory.datastore,  # type: ignore[attr-defined]
                                                           tracking_table_name=PUBLISHER_TRACKING)
             publisher_tracking.create_table()

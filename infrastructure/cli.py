@@ -85,7 +85,7 @@ def _serve(args: argparse.Namespace) -> int:
             projections = subprocess.Popen([sys.executable, "-m", "infrastructure.cli", "projections"])
         try:
             uvicorn.run("infrastructure.asgi:create_worker_api", factory=True, host=host, port=port,
-                        workers=args.workers, log_level="warning")
+                        workers=args.workers, log_level="warning", **http_options(settings))
         finally:
             if projections is not None:
                 projections.terminate()
@@ -95,10 +95,17 @@ def _serve(args: argparse.Namespace) -> int:
 
     service = ServiceProcess(settings, run_projections=not args.no_projections, run_dispatcher=not args.no_dispatch)
     try:
-        uvicorn.run(service.api, host=host, port=port, log_level="warning")
+        uvicorn.run(service.api, host=host, port=port, log_level="warning", **http_options(settings))
     finally:
         service.close()
     return 0
+
+
+def http_options(settings: Any) -> dict[str, Any]:
+    """uvicorn's HTTP protocol with this service's header limits and read timeouts (docs/security.md)."""
+    from infrastructure.api.connection_limits import connection_limits, guarded_protocol
+
+    return {"http": guarded_protocol(connection_limits(settings)), "server_header": False}
 
 
 def _exit_cleanly(*_: Any) -> None:
@@ -156,7 +163,8 @@ def _worker(args: argparse.Namespace) -> int:
     runtime = bootstrap(settings)
     try:
         api = create_delivery_api(runtime, build_qstash_deliveries(runtime, worker_id()))
-        uvicorn.run(api, host=args.host or settings.host, port=args.port or settings.port, log_level="warning")
+        uvicorn.run(api, host=args.host or settings.host, port=args.port or settings.port, log_level="warning",
+                    **http_options(settings))
     finally:
         runtime.close()
     return 0

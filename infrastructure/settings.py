@@ -84,6 +84,20 @@ class Settings(BaseSettings):
         default=None, description="`mediatasks projections` serves /healthz and /readyz on this port (unset: none)")
     postgres_wait_seconds: int = Field(
         default=5, ge=1, description="longest wait for a pooled connection before the request answers 503")
+    stream_token_secret: SecretStr | None = Field(
+        default=None, description="signs stream tokens; unset: generated once (data dir or database) and reused")
+    stream_token_previous_secrets: SecretStr | None = Field(
+        default=None, description="comma-separated secrets whose tokens still verify during a rotation")
+    max_streams_per_user: int = Field(default=20, ge=1, description="live streams one user may hold open per process")
+    max_header_bytes: int = Field(default=32 * 1024, ge=1024, description="larger request line + headers get 431")
+    max_headers: int = Field(default=100, ge=10, description="more request header fields get 431")
+    header_timeout_seconds: float = Field(default=10, gt=0, description="request headers must arrive within this")
+    body_timeout_seconds: float = Field(default=30, gt=0, description="a request body must arrive within this")
+    auth_failures_per_minute: int = Field(
+        default=30, ge=1, description="failed authentications per client address per minute, then 429")
+    auth_failure_delay_seconds: float = Field(default=0.2, ge=0, description="each failed authentication waits this")
+    metrics_auth: Literal["admin", "none"] = Field(
+        default="admin", description="admin: GET /metrics needs the admin token; none: open (bind it privately)")
 
     @field_validator("url_allow_cidrs", mode="before")
     @classmethod

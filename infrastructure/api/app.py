@@ -10,9 +10,11 @@ from fastapi import FastAPI
 from fastapi.telemetry import TelemetryConfig
 
 from infrastructure.api.errors import install_error_handlers
-from infrastructure.api.limits import BodySizeLimit
-from infrastructure.api.live import TaskUpdateHub
+from infrastructure.api.limits import BodySizeLimit, FailedAuthentications
+from infrastructure.api.live import StreamsPerUser, TaskUpdateHub
 from infrastructure.api.routes import account, admin, deliveries, health, media, metrics, tasks, web
+from infrastructure.api.security_headers import SecurityHeaders
+from infrastructure.api.stream_tokens import stream_tokens_for
 
 DESCRIPTION = """
 Turn a social-media video link into stored subtitles and/or a stored video, paid in credits and
@@ -42,10 +44,15 @@ def create_api(runtime: Any, *, projections: Any = None) -> FastAPI:
     api.state.runtime = runtime
     api.state.projections = projections
     api.state.hub = hub
+    api.state.streams_per_user = StreamsPerUser(runtime.settings.max_streams_per_user)
     api.state.auth_cache = {}
+    api.state.auth_failures = FailedAuthentications(runtime.settings.auth_failures_per_minute,
+                                                    runtime.settings.auth_failure_delay_seconds)
+    api.state.stream_tokens = stream_tokens_for(runtime.settings, runtime.app.recorder.datastore)
     api.state.sse_ping_seconds = runtime.settings.sse_ping_seconds
     install_error_handlers(api)
     api.add_middleware(BodySizeLimit, max_bytes=runtime.settings.max_body_bytes)
+    api.add_middleware(SecurityHeaders)
     for router in (health.router, admin.router, tasks.router, media.router, account.router, metrics.router,
                    web.router):
         api.include_router(router)
@@ -67,6 +74,7 @@ def create_delivery_api(runtime: Any, handler: Any) -> FastAPI:
     api.state.runtime = runtime
     install_error_handlers(api)
     api.add_middleware(BodySizeLimit, max_bytes=runtime.settings.max_body_bytes)
+    api.add_middleware(SecurityHeaders)
     api.include_router(health.router)
     include_qstash_deliveries(api, handler)
     if getattr(runtime, "telemetry", None) is not None:

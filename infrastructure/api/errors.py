@@ -80,6 +80,7 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         404: "No such resource (or not yours)",
         409: "Conflicts with the current state",
         413: "Request body too large",
+        416: "The range is outside the video",
         422: "Invalid request",
         503: "Temporarily unavailable; retry after Retry-After seconds",
     }

@@ -1,7 +1,9 @@
-"""Live task updates: one event-log follower per process wakes the streams of the tasks it sees.
+"""Live task updates: one event-log follower per process feeds the streams of the tasks it sees.
 
-Streams read their task's updates from the read model only when woken (or after a long
-safety interval), so the database is not polled per client.
+For each event of a task that has open streams, the follower reads the task's new updates from the
+read model once and hands that one answer to every stream of the task; a stream reads by itself only
+when it opens, after a long safety interval, or when the follower could not read. The number of
+streams one user may hold open in a process is capped (`StreamsPerUser`).
 """
 
 from __future__ import annotations
@@ -10,11 +12,14 @@ import asyncio
 import logging
 import threading
 import time
-from collections import OrderedDict, defaultdict
+from collections import Counter, OrderedDict, defaultdict
+from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
 from eventsourcing.utils import get_topic
+from sse_starlette.sse import EventSourceResponse
+from starlette.types import Receive, Scope, Send
 
 from domain.tasks import MediaTask
 from infrastructure.supervision import Supervised, Supervisor, subscription_stopped_by
@@ -42,6 +47,40 @@ def wait_for_position(views: Any, application_name: str, notification_id: int, t
         delay = min(delay * 2, 0.1)
 
 
+class TaskStream:
+    """One open stream's mailbox: the hub drops the updates it read here and wakes the stream."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, after: int) -> None:
+        self.loop = loop
+        self.after = after  # the newest position the stream has sent (read by the hub's thread)
+        self._pending: dict[int, Any] = {}
+        self._reread = False
+        self._woken = asyncio.Event()
+
+    def deliver(self, updates: list[Any] | None) -> None:
+        """In the stream's loop: new updates, or None when the stream must read them itself."""
+        if updates is None:
+            self._reread = True
+        else:
+            self._pending.update((u.position, u) for u in updates if u.position > self.after)
+        self._woken.set()
+
+    async def next_updates(self, timeout: float) -> list[Any] | None:
+        """The updates delivered since the last call, in order; None on timeout or when asked to re-read."""
+        try:
+            await asyncio.wait_for(self._woken.wait(), timeout=timeout)
+        except TimeoutError:
+            return None
+        self._woken.clear()
+        if self._reread:
+            self._reread = False
+            self._pending.clear()
+            return None
+        updates = [self._pending[p] for p in sorted(self._pending) if p > self.after]
+        self._pending.clear()
+        return updates
+
+
 class TaskUpdateHub:
     """A supervised follower (infrastructure/supervision.py): after an error it resumes from the last event seen."""
 
@@ -51,10 +90,11 @@ class TaskUpdateHub:
         self._app = app
         self._views = views
         self._lock = threading.Lock()
-        self._waiters: dict[UUID, set[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = defaultdict(set)
+        self._streams: dict[UUID, set[TaskStream]] = defaultdict(set)
         self._latest: OrderedDict[UUID, int] = OrderedDict()  # newest event position seen per task (bounded)
         self._position: int | None = None
         self._supervised = Supervised()
+        self.reads = 0  # read-model reads made for streams (one per task event that has streams)
 
     def start(self, supervisor: Supervisor | None = None) -> None:
         """Follow from the head now, under `supervisor` (else a supervisor of its own)."""
@@ -67,19 +107,19 @@ class TaskUpdateHub:
     def position(self) -> int | None:
         return self._position
 
-    def register(self, task_id: UUID) -> tuple[asyncio.AbstractEventLoop, asyncio.Event]:
-        waiter = (asyncio.get_running_loop(), asyncio.Event())
+    def register(self, task_id: UUID, after: int = 0) -> TaskStream:
+        stream = TaskStream(asyncio.get_running_loop(), after)
         with self._lock:
-            self._waiters[task_id].add(waiter)
-        return waiter
+            self._streams[task_id].add(stream)
+        return stream
 
-    def unregister(self, task_id: UUID, waiter: tuple[asyncio.AbstractEventLoop, asyncio.Event]) -> None:
+    def unregister(self, task_id: UUID, stream: TaskStream) -> None:
         with self._lock:
-            waiters = self._waiters.get(task_id)
-            if waiters is not None:
-                waiters.discard(waiter)
-                if not waiters:
-                    del self._waiters[task_id]
+            streams = self._streams.get(task_id)
+            if streams is not None:
+                streams.discard(stream)
+                if not streams:
+                    del self._streams[task_id]
 
     def latest_position(self, task_id: UUID) -> int:
         """The newest event of the task this process has seen (0 if none since it started)."""
@@ -98,9 +138,55 @@ class TaskUpdateHub:
                     self._latest.move_to_end(notification.originator_id)
                     if len(self._latest) > LATEST_MAX:
                         self._latest.popitem(last=False)
-                    waiters = list(self._waiters.get(notification.originator_id, ()))
-                if not waiters:
-                    continue
-                wait_for_position(self._views, self._app.name, notification.id, timeout=5)
-                for loop, event in waiters:
-                    loop.call_soon_threadsafe(event.set)
+                    streams = list(self._streams.get(notification.originator_id, ()))
+                if streams:
+                    self._fan_out(notification, streams)
+
+    def _fan_out(self, notification: Any, streams: list[TaskStream]) -> None:
+        """One read of the task's updates since the oldest of its streams, handed to all of them."""
+        updates: list[Any] | None
+        try:
+            wait_for_position(self._views, self._app.name, notification.id, timeout=5)
+            self.reads += 1
+            updates = self._views.task_updates(notification.originator_id, min(s.after for s in streams))
+        except Exception:  # noqa: BLE001 - each stream reads for itself this time
+            logger.exception("task update hub could not read the task's updates")
+            updates = None
+        for stream in streams:
+            try:
+                stream.loop.call_soon_threadsafe(stream.deliver, updates)
+            except RuntimeError:  # its event loop has closed (the server is stopping)
+                continue
+
+
+class StreamsPerUser:
+    """How many live streams each user holds open in this process, capped at `limit` (event-loop only)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._open: Counter[str] = Counter()
+
+    def acquire(self, user_id: str) -> bool:
+        if self._open[user_id] >= self.limit:
+            return False
+        self._open[user_id] += 1
+        return True
+
+    def release(self, user_id: str) -> None:
+        self._open[user_id] -= 1
+        if self._open[user_id] <= 0:
+            del self._open[user_id]
+
+
+class CountedEventSourceResponse(EventSourceResponse):
+    """An SSE response that calls `on_close` once it ends, however it ends (done, disconnect, cancel)."""
+
+    def __init__(self, *args: Any, on_close: Callable[[], None], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._on_close = on_close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._on_close()

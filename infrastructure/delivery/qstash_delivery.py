@@ -42,7 +42,7 @@ def parse_message(body: bytes) -> tuple[UUID, int]:
     try:
         message: Any = json.loads(body)
         task_id, attempt = UUID(message["task_id"]), message["attempt"]
-    except (ValueError, KeyError, TypeError, AttributeError) as error:
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as error:
         raise ValueError(f"not a task message: {error}") from error
     if not isinstance(attempt, int) or isinstance(attempt, bool) or attempt < 1:
         raise ValueError("attempt must be a positive whole number")

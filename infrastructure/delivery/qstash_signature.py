@@ -116,6 +116,11 @@ class QStashSignatureVerifier:
         if not signature:
             raise InvalidSignature("missing Upstash-Signature header")
         claims = self._decode(signature)
+        for name in ("exp", "nbf", "iat"):
+            if not isinstance(claims[name], int | float) or isinstance(claims[name], bool):
+                raise InvalidSignature(f"claim {name} is not a number")
+        if not isinstance(claims["jti"], str):
+            raise InvalidSignature("claim jti is not a string")
         if not isinstance(claims["body"], str) or not hmac.compare_digest(
             claims["body"].rstrip("="), body_hash(body)
         ):
@@ -138,6 +143,6 @@ class QStashSignatureVerifier:
                 )
             except jwt.InvalidSignatureError:
                 continue
-            except jwt.PyJWTError as error:
+            except (jwt.PyJWTError, RecursionError) as error:
                 raise InvalidSignature(f"{type(error).__name__}: {error}") from error
         raise InvalidSignature("signature matches neither the current nor the next signing key")

@@ -53,7 +53,8 @@ def test_metrics_count_the_tasks_that_ran(worker_service: RunningService, platfo
     for task_id, refunded in zip(submitted, (False, False, True), strict=True):
         finish(client, task_id, refunded=refunded)
 
-    response = httpx.get(worker_service.url + "/metrics", timeout=10)
+    assert httpx.get(worker_service.url + "/metrics", timeout=10).status_code == 401, "the admin token is needed"
+    response = httpx.get(worker_service.url + "/metrics", headers=worker_service.admin, timeout=10)
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
     found = samples(response.text)

@@ -199,6 +199,29 @@ def test_a_malformed_message_is_refused_for_good(worker: Worker) -> None:
     assert worker.app.recorder.max_notification_id() == head
 
 
+def test_a_signed_body_nested_5000_deep_is_a_malformed_message_not_a_500(worker: Worker) -> None:
+    body = b"[" * 5000 + b"]" * 5000
+    head = worker.app.recorder.max_notification_id()
+    answer = worker.deliver(body, signed(body))
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"]["code"] == "malformed_message"
+    assert answer.headers["Upstash-NonRetryable-Error"] == "true"
+    assert worker.app.recorder.max_notification_id() == head
+
+
+@pytest.mark.parametrize("claim", ["exp", "nbf", "iat"])
+def test_a_signed_token_whose_time_claim_is_a_numeric_string_is_refused_with_401(
+        worker: Worker, platform: FakePlatform, claim: str) -> None:
+    task_id = new_task(worker, platform.media_url("ok"))
+    body = message(task_id)
+    claims = delivery_claims(ENDPOINT, body)
+    before = worker.written()
+    answer = worker.deliver(body, sign_claims({**claims, claim: str(claims[claim])}, CURRENT_KEY))
+    assert answer.status_code == 401, answer.text
+    assert answer.json()["error"]["code"] == "invalid_signature"
+    assert worker.written() == before
+
+
 def test_the_worker_serves_nothing_but_deliveries_and_probes(worker: Worker) -> None:
     assert httpx.get(worker.process.url + "/readyz").status_code == 200
     assert httpx.get(worker.process.url + "/v1/account").status_code == 404

@@ -20,7 +20,8 @@ router = APIRouter(prefix="/v1/tasks", tags=["media"])
 
 SUBTITLE_TYPES = {"vtt": "text/vtt; charset=utf-8", "srt": "application/x-subrip; charset=utf-8",
                   "txt": "text/plain; charset=utf-8", "json": "application/json"}
-RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+RANGE_DIGITS = 18  # beyond any stored size; longer numbers are not parsed (int() refuses > 4300 digits)
 
 
 def finished(view: TaskView) -> dict:
@@ -65,8 +66,7 @@ def _cues(rows: list[dict]) -> list:
 @router.get("/{task_id}/video", response_class=StreamingResponse,
             responses={200: {"content": {"video/mp4": {}}, "description": "The whole video"},
                        206: {"content": {"video/mp4": {}}, "description": "The requested byte range"},
-                       416: {"description": "The range is outside the video"},
-                       **responses(401, 404, 409, 422)})
+                       **responses(401, 404, 409, 416, 422)})
 def get_video(
     request: Request, task_id: UUID, user_id: TaskReader, app: AppDep, views: ViewsDep,
     range_header: Annotated[str | None, Header(alias="Range")] = None,
@@ -87,7 +87,8 @@ def get_video(
     if range_header:
         parsed = _parse_range(range_header, size)
         if parsed is None:
-            return Response(status_code=416, headers={"Content-Range": f"bytes */{size}"})
+            raise ApiError(416, "range_not_satisfiable", "The Range header is not a byte range within the video.",
+                           {"size": size}, headers={"Content-Range": f"bytes */{size}"})
         start, end = parsed
         status = 206
         headers["Content-Range"] = f"bytes {start}-{end}/{size}"
@@ -97,22 +98,28 @@ def get_video(
 
 
 def _parse_range(value: str, size: int) -> tuple[int, int] | None:
-    match = RANGE.match(value.strip())
+    match = RANGE.fullmatch(value.strip())
     if not match or size == 0:
         return None
     first, last = match.groups()
     if first == "" and last == "":
         return None
     if first == "":
-        length = int(last)
+        length = _position(last)
         if length == 0:
             return None
         return max(0, size - length), size - 1
-    start = int(first)
-    end = min(int(last), size - 1) if last else size - 1
+    start = _position(first)
+    end = min(_position(last), size - 1) if last else size - 1
     if start > end or start >= size:
         return None
     return start, end
+
+
+def _position(digits: str) -> int:
+    """A byte position; one too long to be any real size counts as past every end."""
+    digits = digits.lstrip("0") or "0"
+    return int(digits) if len(digits) <= RANGE_DIGITS else 10**RANGE_DIGITS
 
 
 def _suffix(key: str) -> str:

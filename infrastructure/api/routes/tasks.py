@@ -18,6 +18,7 @@ from sse_starlette.sse import EventSourceResponse
 
 from infrastructure.api.deps import AppDep, CurrentUser, TaskReader, ViewsDep, stream_tokens
 from infrastructure.api.errors import ApiError, responses
+from infrastructure.api.live import CountedEventSourceResponse
 from infrastructure.api.schemas import (
     Accepted,
     HistoryEvent,
@@ -36,6 +37,7 @@ router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
 
 READ_YOUR_WRITES_SECONDS = 3.0
 STREAM_SAFETY_SECONDS = 10.0
+STREAM_RETRY_AFTER_SECONDS = 10
 IdempotencyKey = Annotated[
     str | None,
     Header(alias="Idempotency-Key", max_length=255, pattern=r"^[\x21-\x7e]+$",
@@ -49,8 +51,20 @@ def task_out(view: TaskView) -> TaskOut:
         languages=view.languages, status=view.status, progress=view.progress, stage=view.stage,
         attempts=view.attempt, title=view.title, credits_charged=view.credits_charged,
         refunded_credits=view.refunded_credits, error=TaskError(**view.error) if view.error else None,
-        timings=view.timings or {}, result=view.result, created_at=view.created_at, updated_at=view.updated_at,
+        timings=view.timings or {}, result=without_blob_uris(view.result), created_at=view.created_at,
+        updated_at=view.updated_at,
     )
+
+
+def without_blob_uris(value: Any) -> Any:
+    """`value` with the `uri` of every stored blob left out: it names server paths and buckets; the API
+    serves a blob by task id (GET /v1/tasks/{id}/video, /subtitles), never by where it is stored."""
+    if isinstance(value, dict):
+        blob = "key" in value and "sha256" in value
+        return {k: without_blob_uris(v) for k, v in value.items() if not (blob and k == "uri")}
+    if isinstance(value, list):
+        return [without_blob_uris(v) for v in value]
+    return value
 
 
 def visible_task(app: Any, views: TaskViews, task_id: UUID, user_id: str) -> TaskView:
@@ -119,7 +133,7 @@ def task_history(task_id: UUID, user_id: CurrentUser, app: AppDep) -> TaskHistor
     positions = notification_ids(app.recorder, task_id)
     return TaskHistory(task_id=task_id, events=[
         HistoryEvent(type=e.type, version=e.version, position=positions.get(e.version), timestamp=e.timestamp,
-                     data=json.loads(json.dumps(e.data, default=str)))
+                     data=without_blob_uris(json.loads(json.dumps(e.data, default=str))))
         for e in entries
     ])
 
@@ -155,7 +169,7 @@ def status_event(update: TaskUpdate) -> ServerSentEvent:
 @router.get("/{task_id}/events", response_class=EventSourceResponse,
             responses={200: {"content": {"text/event-stream": {}},
                              "description": "`event: status` per change; `id` is the event's log position"},
-                       **responses(401, 404, 422)})
+                       **responses(401, 404, 422, 429)})
 async def task_events(
     request: Request,
     task_id: UUID,
@@ -164,34 +178,41 @@ async def task_events(
     views: ViewsDep,
     last_event_id: Annotated[int | None, Header(alias="Last-Event-ID", ge=0)] = None,
 ) -> EventSourceResponse:
-    """Server-Sent Events of the task's status and progress, until it ends."""
+    """Server-Sent Events of the task's status and progress, until it ends (at most
+    MEDIATASKS_MAX_STREAMS_PER_USER open at once per user, then 429)."""
     await run_in_threadpool(visible_task, app, views, task_id, user_id)
     hub = request.app.state.hub
+    open_streams = request.app.state.streams_per_user
+    if not open_streams.acquire(user_id):
+        raise ApiError(429, "too_many_streams",
+                       f"You have {open_streams.limit} live streams open; close one or retry later.",
+                       {"limit": open_streams.limit}, headers={"Retry-After": str(STREAM_RETRY_AFTER_SECONDS)})
 
     async def stream() -> Any:
-        waiter = hub.register(task_id)
+        mailbox = hub.register(task_id, last_event_id or 0)
         try:
             after = last_event_id
+            updates = await run_in_threadpool(views.task_updates, task_id, after or 0)
+            if after is None:
+                updates = updates[-1:]  # a fresh stream starts with the current state
             while True:
-                waiter[1].clear()
-                updates = await run_in_threadpool(views.task_updates, task_id, after or 0)
-                if after is None:
-                    updates = updates[-1:]  # a fresh stream starts with the current state
                 for update in updates:
                     yield status_event(update)
-                    after = update.position
+                    after = mailbox.after = update.position
                     if update.status in TERMINAL_STATUSES:
                         return
                 if after is None:
                     after = 0
                 if hub.latest_position(task_id) > after:
                     await asyncio.sleep(0.05)  # the read model has not caught up with an event seen already
-                    continue
-                try:
-                    await asyncio.wait_for(waiter[1].wait(), timeout=STREAM_SAFETY_SECONDS)
-                except TimeoutError:
-                    pass
+                    delivered = None
+                else:
+                    delivered = await mailbox.next_updates(timeout=STREAM_SAFETY_SECONDS)
+                # the hub's one read for this task's streams; else (timeout, hub could not read) our own
+                updates = delivered if delivered is not None else await run_in_threadpool(
+                    views.task_updates, task_id, after)
         finally:
-            hub.unregister(task_id, waiter)
+            hub.unregister(task_id, mailbox)
 
-    return EventSourceResponse(stream(), ping=request.app.state.sse_ping_seconds)
+    return CountedEventSourceResponse(stream(), ping=request.app.state.sse_ping_seconds,
+                                      on_close=lambda: open_streams.release(user_id))
