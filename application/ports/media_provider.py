@@ -183,7 +183,7 @@ class MediaInfo:
     """What a provider knows about one piece of media. `video` is None for subtitle-only media.
 
     `formats` lists every way the media is served (empty when the provider only knows `video`);
-    `items` holds the other media of a post with several (a carousel), each a MediaInfo of its own.
+    `items` holds every media of a post with several (a carousel), the first included, each a MediaInfo.
     `is_live` and `drm` say why a media cannot be stored at all.
     """
 
