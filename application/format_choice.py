@@ -19,10 +19,8 @@ from typing import Any
 
 from application.ports.errors import PermanentMediaError
 from application.ports.media_provider import MediaFormat
+from domain.media_options import DEFAULT_MAX_HEIGHT
 
-VIDEO_CODECS = ("h264", "vp9", "av1")
-AUDIO_FORMATS = ("best", "m4a", "mp3", "opus")
-MIN_HEIGHT, MAX_HEIGHT, DEFAULT_MAX_HEIGHT = 144, 4320, 1080
 _MP4_VIDEO = {"h264", "h265", "av1"}
 _WEBM_VIDEO = {"vp9", "vp8", "av1"}
 _MP4_AUDIO = {"aac", "mp3"}
@@ -78,10 +76,15 @@ class FormatChoice:
         return (self.video is not None and self.video.protocol == "https" and self.audio is self.video
                 and self.audio_encoder is None)
 
+    def sources(self) -> list[MediaFormat]:
+        """The formats to fetch: the video's, and the audio's when it is another."""
+        chosen = [self.video] if self.video is not None else []
+        return chosen + ([self.audio] if self.audio is not None and self.audio is not self.video else [])
+
     def summary(self) -> dict[str, Any]:
         """What the task's result keeps of the choice (never URLs)."""
         return {
-            "format_ids": [fmt.format_id for fmt in dict.fromkeys(f for f in (self.video, self.audio) if f)],
+            "format_ids": [fmt.format_id for fmt in self.sources()],
             "video": self.video.summary() if self.video else None,
             "audio": self.audio.summary() if self.audio else None,
             "container": self.container,

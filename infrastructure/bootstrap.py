@@ -137,10 +137,20 @@ def build_pipeline(runtime: Runtime, worker_id: str) -> Any:
                           read_timeout=s.download_read_timeout, deadline_seconds=s.download_deadline_seconds)
     runtime._closers.append(fetcher.close)
     limits = PipelineLimits(max_video_bytes=s.max_video_bytes, max_subtitle_bytes=s.max_subtitle_bytes,
-                            metadata_ttl_seconds=s.metadata_ttl_seconds, heartbeat_seconds=s.lease_seconds / 3)
+                            metadata_ttl_seconds=s.metadata_ttl_seconds, heartbeat_seconds=s.lease_seconds / 3,
+                            max_post_items=s.max_post_items, max_duration_seconds=s.max_duration_seconds)
     return TaskPipeline(runtime.app, provider=provider, fetcher=fetcher, blobs=runtime.blobs,
                         cache=PostgresMetadataCache(runtime.app.recorder.datastore), parse_subtitles=parse_track,
-                        limits=limits, worker_id=worker_id)
+                        limits=limits, worker_id=worker_id, assembler=build_media_assembler(s, fetcher))
+
+
+def build_media_assembler(settings: Any, fetcher: Any) -> Any:
+    """The HLS/DASH/split-file assembler over the pipeline's SSRF-guarded fetcher."""
+    from infrastructure.media_formats.assembler import AssemblyLimits, StreamingMediaAssembler
+
+    return StreamingMediaAssembler(fetcher, AssemblyLimits(
+        max_manifest_bytes=settings.max_manifest_bytes, segment_retries=settings.segment_retries,
+        max_duration_seconds=settings.max_duration_seconds))
 
 
 def start_inline_dispatcher(runtime: Runtime, worker_id: str) -> Any:

@@ -77,7 +77,7 @@ class StreamingMediaAssembler:
     @contextmanager
     def assemble(self, choice: FormatChoice, *, max_bytes: int) -> Iterator[_Assembly]:
         plans: dict[str, SegmentPlan | None] = {}
-        for fmt in dict.fromkeys(f for f in (choice.video, choice.audio) if f is not None):
+        for fmt in choice.sources():
             plans[fmt.format_id] = self.plan(fmt)
         durations = [plan.duration for plan in plans.values() if plan is not None and plan.duration]
         duration = max(durations) if durations else None
@@ -182,7 +182,7 @@ def _decrypt(data: bytes, key: bytes, iv: bytes) -> bytes:
 
 def _expected_bytes(plans: dict[str, SegmentPlan | None], choice: FormatChoice, duration: float | None) -> int | None:
     total = 0
-    for fmt in dict.fromkeys(f for f in (choice.video, choice.audio) if f is not None):
+    for fmt in choice.sources():
         if fmt.filesize:
             total += fmt.filesize
         elif fmt.bitrate and duration:

@@ -19,6 +19,7 @@ import threading
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
+from xml.sax.saxutils import escape as xml_escape
 
 from tests.support.test_media import CODECS, HEIGHTS, WIDTHS, MediaLayout, build_test_media
 
@@ -106,7 +107,7 @@ def _variant(text: str, suffix: str, variant: str | None, query: dict[str, str])
                 lines.append('#EXT-X-KEY:METHOD=SAMPLE-AES,URI="skd://key",KEYFORMAT="com.apple.streamingkeydelivery"')
         return "\n".join(lines) + "\n"
     if carried:
-        text = text.replace('.m4s"', f'.m4s?{carried}"')
+        text = text.replace('.m4s"', f'.m4s?{xml_escape(carried)}"')
     if variant == "live":
         text = text.replace('type="static"', 'type="dynamic"')
     if variant == "drm":

@@ -96,7 +96,7 @@ def submit_task(body: SubmitTask, user_id: CurrentUser, app: AppDep,
     trace_context: dict[str, str] = {}
     propagate.inject(trace_context)  # W3C traceparent of this request: the worker's span links back to it
     sub = app.submit(user_id, body.url, body.output_type, body.languages, idempotency_key=idempotency_key,
-                     trace_context=trace_context)
+                     trace_context=trace_context, options=body.media_options())
     out = Accepted(task_id=sub.task_id, status="queued", credits_charged=sub.credits_charged)
     headers = {"Location": f"/v1/tasks/{sub.task_id}"}
     if not sub.created:
