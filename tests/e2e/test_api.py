@@ -76,7 +76,7 @@ def test_error_bodies_for_402_409_422_401_404_405_413(service: RunningService) -
         assert_error(c.post("/v1/tasks", json={"url": "ftp://x", "output_type": "subtitles"}), 422, "invalid_url")
         assert_error(c.post("/v1/tasks", json={"url": "https://example.com/a.mp4", "output_type": "subtitles"}),
                      422, "unsupported_url")
-        err = assert_error(c.post("/v1/tasks", json={"url": TIKTOK, "output_type": "audio"}), 422, "validation_failed")
+        err = assert_error(c.post("/v1/tasks", json={"url": TIKTOK, "output_type": "podcast"}), 422, "validation_failed")
         assert err["details"][0]["loc"] == ["body", "output_type"]
         assert_error(c.post("/v1/tasks", content=b"{not json", headers={"Content-Type": "application/json"}),
                      422, "validation_failed")
