@@ -36,7 +36,7 @@ def config(request: Request) -> dict:
     """What the page needs to know about this deployment: the price of each output type."""
     settings = request.app.state.runtime.settings
     return {"prices": {"subtitles": settings.price_subtitles, "video": settings.price_video,
-                       "video_and_subtitles": settings.price_video_and_subtitles}}
+                       "video_and_subtitles": settings.price_video_and_subtitles, "audio": settings.price_audio}}
 
 
 @router.get("/web/{name}")
