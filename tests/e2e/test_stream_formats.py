@@ -108,6 +108,7 @@ def stored(done: Done, kind: str = "video", item: int | None = None) -> bytes:
     ("dash-vp9", {"video_codec": "vp9"}, ("vp9", "opus"), 360, "webm"),
     ("hls-ts", {}, ("h264", "aac"), 360, "mp4"),
     ("hls-fmp4", {}, ("h264", "aac"), 360, "mp4"),
+    ("hls-aes", {}, ("h264", "aac"), 360, "mp4"),
     ("split-h264", {}, ("h264", "aac"), 360, "mp4"),
     ("split-vp9", {}, ("vp9", "opus"), 360, "webm"),
     ("dash-h264", {"max_height": 288}, ("h264", "aac"), 288, "mp4"),

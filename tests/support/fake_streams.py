@@ -7,7 +7,7 @@
 - `variant=drm`: manifests announce DRM (HLS `SAMPLE-AES` key, MPD `ContentProtection`).
 
 `formats_json(kind, ...)` is the provider contract's `formats` list for a kind of media:
-`dash-h264`, `dash-vp9`, `hls-ts`, `hls-fmp4`, `split-h264`, `split-vp9`.
+`dash-h264`, `dash-vp9`, `hls-ts`, `hls-fmp4`, `hls-aes`, `split-h264`, `split-vp9`.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from xml.sax.saxutils import escape as xml_escape
 
 from tests.support.test_media import CODECS, HEIGHTS, WIDTHS, MediaLayout, build_test_media
 
-KINDS = ("dash-h264", "dash-vp9", "hls-ts", "hls-fmp4", "split-h264", "split-vp9")
+KINDS = ("dash-h264", "dash-vp9", "hls-ts", "hls-fmp4", "hls-aes", "split-h264", "split-vp9")
 CONTENT_TYPES = {".mpd": "application/dash+xml", ".m3u8": "application/vnd.apple.mpegurl", ".ts": "video/mp2t",
-                 ".m4s": "video/iso.segment", ".mp4": "video/mp4", ".m4a": "audio/mp4", ".webm": "video/webm"}
+                 ".m4s": "video/iso.segment", ".bin": "application/octet-stream", ".mp4": "video/mp4", ".m4a": "audio/mp4", ".webm": "video/webm"}
 _CODEC_STRINGS = {"h264": ("avc1.64001e", "mp4a.40.2"), "vp9": ("vp09.00.30.08", "opus")}
 #: The media URL's options that stream URLs carry (`media` keeps the failure counters of two media apart).
 CARRIED = ("fail", "fails", "blocked", "variant", "media")
@@ -61,8 +61,8 @@ def formats_json(kind: str, base_url: str, options: dict[str, str]) -> list[dict
         return [{"format_id": f"hls-{height}", "protocol": "hls", "url": f"{streams}/hls-ts-{height}/index.m3u8{query}",
                  "ext": "mp4", "vcodec": "avc1.64001e", "acodec": "mp4a.40.2", "width": WIDTHS[height],
                  "height": height, "bitrate": height * 1.5} for height in (288, 360)]
-    if kind == "hls-fmp4":
-        return [{"format_id": "hls-fmp4-360", "protocol": "hls", "url": f"{streams}/hls-fmp4/index.m3u8{query}",
+    if kind in ("hls-fmp4", "hls-aes"):
+        return [{"format_id": f"{kind}-360", "protocol": "hls", "url": f"{streams}/{kind}/index.m3u8{query}",
                  "ext": "mp4", "vcodec": "avc1.64001e", "acodec": "mp4a.40.2", "width": 640, "height": 360}]
     if kind.startswith("split-"):
         codec = kind.removeprefix("split-")

@@ -6,7 +6,8 @@ and a 440 Hz tone (`sine`), encoded as H.264+AAC and as VP9+Opus, cut into:
 - `dash-h264/` and `dash-vp9/`: DASH manifests (FFmpeg's dash muxer: SegmentTemplate with `$Number$`,
   fragmented MP4 segments), one video adaptation set at three heights and one audio adaptation set;
 - `hls-ts-{288,360}/` (MPEG-TS segments, muxed video+audio) under a master playlist `hls-ts/master.m3u8`,
-  and `hls-fmp4/` (fMP4 segments with an `EXT-X-MAP` init segment);
+  `hls-fmp4/` (fMP4 segments with an `EXT-X-MAP` init segment) and `hls-aes/` (TS segments encrypted
+  with AES-128, key `AES_KEY` at `key.bin`);
 - `progressive/`: split video-only and audio-only files (`video-360.mp4`, `audio.m4a`, `video-360.webm`,
   `audio.webm`), written with their index first so a reader never has to seek.
 
@@ -30,6 +31,7 @@ SAMPLE_RATE = 48000
 HEIGHTS = (144, 288, 360)
 WIDTHS = {144: 256, 288: 512, 360: 640}
 CODECS = {"h264": ("libx264", "aac"), "vp9": ("libvpx-vp9", "libopus")}
+AES_KEY = bytes(range(16))
 _DONE = ".complete"
 _LOCK = threading.Lock()
 
@@ -62,6 +64,7 @@ def build_test_media(root: Path) -> MediaLayout:
         for height in (288, 360):
             _write_hls(root / f"hls-ts-{height}", height, "mpegts")
         _write_hls(root / "hls-fmp4", 360, "fmp4")
+        _write_hls(root / "hls-aes", 360, "mpegts", key=AES_KEY)
         _write_master(root / "hls-ts" / "master.m3u8", (288, 360))
         progressive = root / "progressive"
         progressive.mkdir(exist_ok=True)
@@ -146,9 +149,14 @@ def _write_dash(folder: Path, codec: str) -> None:
         _encode(output, videos, _audio_stream(output, audio_encoder))
 
 
-def _write_hls(folder: Path, height: int, segment_type: str) -> None:
+def _write_hls(folder: Path, height: int, segment_type: str, key: bytes | None = None) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    options = {"hls_time": "1", "hls_playlist_type": "vod", "hls_segment_type": segment_type,
+    options: dict[str, str] = {}
+    if key is not None:  # AES-128: FFmpeg encrypts each segment, the playlist names "key.bin"
+        (folder / "key.bin").write_bytes(key)
+        (folder / "key.info").write_text(f"key.bin\n{folder / 'key.bin'}\n")
+        options["hls_key_info_file"] = str(folder / "key.info")
+    options |= {"hls_time": "1", "hls_playlist_type": "vod", "hls_segment_type": segment_type,
                "hls_segment_filename": str(folder / ("segment-%03d.ts" if segment_type == "mpegts" else
                                                      "segment-%03d.m4s"))}
     if segment_type == "fmp4":
