@@ -176,7 +176,7 @@ def media_formats_from_ytdlp(info: Mapping[str, Any]) -> Iterator[MediaFormat]:
         size = fmt.get("filesize") or fmt.get("filesize_approx")
         yield MediaFormat(
             format_id=format_id, protocol=protocol, url=str(url), ext=fmt.get("ext"),
-            vcodec=_codec(fmt.get("vcodec"), fmt.get("video_ext")), acodec=_codec(fmt.get("acodec"), fmt.get("audio_ext")),
+            vcodec=_codec(fmt.get("vcodec")), acodec=_codec(fmt.get("acodec")),
             width=_number(fmt.get("width"), int), height=_number(fmt.get("height"), int),
             fps=_number(fmt.get("fps"), float), bitrate=_number(fmt.get("tbr"), float),
             filesize=int(size) if size else None, language=fmt.get("language"),
@@ -185,9 +185,9 @@ def media_formats_from_ytdlp(info: Mapping[str, Any]) -> Iterator[MediaFormat]:
         )
 
 
-def _codec(value: Any, ext: Any) -> str | None:
+def _codec(value: Any) -> str | None:
     """yt-dlp says "none" for an absent stream and leaves the codec out when it does not know it."""
-    if value == "none" or (value is None and ext == "none"):
+    if value == "none":
         return None
     return str(value) if value else "unknown"
 
