@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
+from application.audit_chain import ChainReport
 from domain.credits import CreditAccount
 from domain.tasks import MediaTask
 
@@ -28,15 +29,32 @@ class AuditReport:
     accounts: int = 0
     violations: list[Violation] = field(default_factory=list)
     pending_refunds: int = 0
+    chain: ChainReport | None = None  # None: the chain was not checked
+    signatures_checked: bool = False
+    invariants_checked: bool = True  # False for a part of the history (the invariants need all of it)
 
     @property
     def ok(self) -> bool:
         return not self.violations
 
+    def add(self, code: str, message: str, *positions: int) -> None:
+        self.violations.append(Violation(code, message, tuple(positions)))
+
     def summary(self) -> str:
         verdict = "OK" if self.ok else f"{len(self.violations)} violation(s)"
         return (f"{verdict}: {self.events} events, {self.tasks} tasks, {self.accounts} accounts"
-                + (f", {self.pending_refunds} refund(s) not issued yet" if self.pending_refunds else ""))
+                + (f", {self.pending_refunds} refund(s) not issued yet" if self.pending_refunds else "")
+                + (f"; {self.chain_summary()}" if self.chain is not None else ""))
+
+    def chain_summary(self) -> str:
+        chain = self.chain
+        assert chain is not None
+        text = (f"sealed to {chain.sealed_to} by {chain.checkpoints} checkpoint(s)"
+                + ("" if self.signatures_checked else " (signatures not checked: no key)")
+                + (f", {chain.unsealed} event(s) not sealed yet" if chain.unsealed else ""))
+        if chain.first_tampered is not None:
+            text += f"; the history differs from the sealed chain first at position {chain.first_tampered}"
+        return text
 
 
 @dataclass
@@ -69,7 +87,7 @@ class HistoryAuditor:
         self.accounts: dict[UUID, _Account] = {}
 
     def violation(self, code: str, message: str, *positions: int) -> None:
-        self.report.violations.append(Violation(code, message, tuple(positions)))
+        self.report.add(code, message, *positions)
 
     def feed(self, position: int, event: Any) -> None:
         self.report.events += 1

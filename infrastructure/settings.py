@@ -69,6 +69,13 @@ class Settings(BaseSettings):
     qstash_clock_tolerance_seconds: float = Field(default=5, ge=0, description="leeway for a token's exp/nbf/iat")
     host: str = "127.0.0.1"
     port: int = 8000
+    audit_signing_key: SecretStr | None = Field(
+        default=None, description="Ed25519 private key (PEM text or a PEM file's path) signing audit checkpoints")
+    audit_hmac_key: SecretStr | None = Field(
+        default=None, description="HMAC-SHA256 secret signing audit checkpoints when no Ed25519 key is set")
+    audit_checkpoint_events: int = Field(default=10_000, ge=1, description="a signed checkpoint at least this often")
+    audit_checkpoint_seconds: float = Field(default=60, gt=0, description="... or after this long with new events")
+    audit_seal: bool = Field(default=True, description="run the sealing follower beside the projections")
 
     @field_validator("url_allow_cidrs", mode="before")
     @classmethod
