@@ -42,7 +42,7 @@ def export_writer(path: str) -> Iterator[IO[bytes]]:
         if path.endswith(".zst"):
             import zstandard
 
-            with zstandard.ZstdCompressor(level=3).stream_writer(raw, closefd=False) as compressed:
+            with zstandard.ZstdCompressor(level=3, write_checksum=True).stream_writer(raw, closefd=False) as compressed:
                 yield compressed
         else:
             yield raw
@@ -111,6 +111,15 @@ def write_export(app: Any, seal: Any, out: IO[bytes], *, from_position: int = 0,
 
 def verify_export(path: str, verifier: CheckpointVerifier, *, progress: Progress | None = None) -> AuditReport:
     """Check an export with no database: chain, signatures and (from the first event on) the invariants."""
+    import zstandard
+
+    try:
+        return _verify_export(path, verifier, progress)
+    except zstandard.ZstdError as e:
+        raise ExportRefused(f"the compressed file is damaged: {e}") from None
+
+
+def _verify_export(path: str, verifier: CheckpointVerifier, progress: Progress | None) -> AuditReport:
     from application.mediatasks import MediaTasks
     from infrastructure.event_decoder import EventDecoder
 
