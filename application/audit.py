@@ -73,8 +73,8 @@ class _Task:
 class _Account:
     user_id: str
     balance: int = 0
-    charges: dict[str, tuple[int, int]] = field(default_factory=dict)  # key → (amount, position)
-    refunds: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
+    charges: dict[tuple[Any, int], tuple[int, int]] = field(default_factory=dict)  # (task, attempt) → (amount, position)
+    refunds: dict[tuple[Any, int], list[int]] = field(default_factory=lambda: defaultdict(list))
 
 
 class HistoryAuditor:
@@ -158,7 +158,7 @@ class HistoryAuditor:
     def _charged(self, pos: int, e: CreditAccount.Charged) -> None:
         if (account := self._account(pos, e)) is None:
             return
-        key = f"{e.task_id}:{e.attempt}"
+        key = (e.task_id, e.attempt)
         if key in account.charges:
             self.violation("double_charge", f"{account.user_id} charged twice for task {e.task_id} attempt "
                            f"{e.attempt}", account.charges[key][1], pos)
@@ -170,7 +170,7 @@ class HistoryAuditor:
     def _refunded(self, pos: int, e: CreditAccount.Refunded) -> None:
         if (account := self._account(pos, e)) is None:
             return
-        key = f"{e.task_id}:{e.attempt}"
+        key = (e.task_id, e.attempt)
         if key not in account.charges:
             self.violation("refund_without_charge", f"{account.user_id} refunded for task {e.task_id} attempt "
                            f"{e.attempt}, which was never charged", pos)
@@ -185,7 +185,7 @@ class HistoryAuditor:
         for task_id, task in self.tasks.items():
             account = by_user.get(task.user_id)
             for first_attempt, outcome in task.cycles.items():
-                key = f"{task_id}:{first_attempt}"
+                key = (task_id, first_attempt)
                 charged = account is not None and key in account.charges
                 refunds = account.refunds.get(key, []) if account is not None else []
                 if not charged:
@@ -203,14 +203,12 @@ class HistoryAuditor:
                 if len(refunds) > 1:
                     self.violation("double_refund", f"task {task_id} attempt {first_attempt} refunded "
                                    f"{len(refunds)} times", *refunds)
-        tasks_by_key = {str(t) for t in self.tasks}
         for account in self.accounts.values():
-            for key, (_, pos) in account.charges.items():
-                task_id = key.split(":")[0]
-                if task_id not in tasks_by_key:
+            for (task_id, _), (_, pos) in account.charges.items():
+                if task_id not in self.tasks:
                     self.violation("charge_without_task", f"{account.user_id} charged for task {task_id}, which "
                                    "does not exist", pos)
-                elif self.tasks[UUID(task_id)].user_id != account.user_id:
+                elif self.tasks[task_id].user_id != account.user_id:
                     self.violation("charge_for_other_user", f"{account.user_id} charged for another user's task "
                                    f"{task_id}", pos)
         return self.report

@@ -73,6 +73,24 @@ def verify(app: Any, views: Any, *, seal: Any = None, verifier: CheckpointVerifi
     return report
 
 
+def replay_invariants(app: Any, *, refunds_tracked_to: int | None = None,
+                      progress: Progress | None = None) -> AuditReport:
+    """The invariant replay alone (no chain, no read model): every event, decoded, through the auditor."""
+    from infrastructure.eventstore_queries import event_rows
+
+    if refunds_tracked_to is None:
+        refunds_tracked_to = tracking_position(app.recorder, REFUNDS_TRACKING_TABLE, app.name) or 0
+    auditor = HistoryAuditor(refunds_tracked_to=refunds_tracked_to)
+    decode, feed = EventDecoder(app.mapper), auditor.feed
+    head = app.recorder.max_notification_id() or 0
+    every = _progress_every(head)
+    for position, originator_id, version, topic, state in event_rows(app.recorder, stop=head):
+        feed(position, decode(originator_id, version, topic, state))
+        if progress is not None and position % every == 0:
+            progress(position, head)
+    return auditor.finish()
+
+
 def verify_chain(app: Any, *, seal: Any = None, verifier: CheckpointVerifier | None = None, after: int = 0,
                  progress: Progress | None = None) -> AuditReport:
     """The sealed chain alone, from the last checkpoint at or before `after` (the chain needs a signed start)."""
@@ -126,28 +144,47 @@ def _row_key(row: dict[str, Any]) -> str:
 
 
 def rebuild(env: dict[str, str], app: Any, *, grace_seconds: float | None = None,
-            progress: Progress | None = None, page: int = 2000) -> tuple[str, str, float]:
+            progress: Progress | None = None, page: int = 20_000) -> tuple[str, str, float]:
     """Build the read model afresh under a new name, switch readers to it, drop the old one.
 
-    The catch-up applies `page` events per transaction; the last stretch and the switch happen
-    while the live runners keep the old model current, so readers never see a half-built one.
+    The history up to the head is folded in memory and written with COPY (the appended rows page
+    by page, tasks and accounts at the end, the secondary indexes built after the load); the events
+    that arrived meanwhile are then applied in transactions of 2,000 while the live runners keep the
+    old model current, and the pointer switches, so readers never see a half-built model.
     Returns (old name, new name, seconds taken to catch up).
     """
     from infrastructure.bootstrap import construct_views, create_tables
+    from infrastructure.eventstore_queries import event_rows
+    from infrastructure.postgres_views import TaskViewsBulkLoad
     from infrastructure.read_model import POINTER_CHECK_SECONDS, switch_views
 
     started = time.perf_counter()
     new_name = f"TaskViews_{time.strftime('%Y%m%d%H%M%S')}"
     create_tables(env, views_name=new_name)
     views = construct_views(env, new_name)
-    projection = TaskViewsProjection(view=views)
     try:
-        position = 0
-        while True:
+        load = TaskViewsBulkLoad(views)
+        load.drop_secondary_indexes()
+        projection, decode, name = TaskViewsProjection(view=load), EventDecoder(app.mapper), app.name
+        head = app.recorder.max_notification_id() or 0
+        with views.datastore.transaction(commit=True) as curs:
+            curs.execute("SET LOCAL synchronous_commit = off")
+            count = 0
+            for position, originator_id, version, topic, state in event_rows(app.recorder, stop=head):
+                projection.process_event(decode(originator_id, version, topic, state), Tracking(name, position))
+                count += 1
+                if count % page == 0:
+                    load.flush(curs)
+                    if progress is not None:
+                        progress(position, head)
+            load.finish(curs, name)
+        position = load.position
+        projection = TaskViewsProjection(view=views)
+        while True:  # what arrived during the load, in transactions of 2,000 events
             head = app.recorder.max_notification_id() or 0
             if position >= head:
                 break
-            notifications = app.recorder.select_notifications(start=position, limit=page, inclusive_of_start=False)
+            notifications = app.recorder.select_notifications(start=position, limit=2000, inclusive_of_start=False)
             with views.batch():
                 for notification in notifications:
                     projection.process_event(app.mapper.to_domain_event(notification),

@@ -9,11 +9,13 @@ differently.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 import orjson
-from eventsourcing.persistence import JSONTranscoder, StoredEvent
+from eventsourcing.persistence import DatetimeAsISO, JSONTranscoder, StoredEvent, UUIDAsHex
 from eventsourcing.utils import resolve_topic
 
 _new = object.__new__
@@ -27,6 +29,15 @@ class EventDecoder:
         self.fast = (isinstance(transcoder, JSONTranscoder) and mapper.cipher is None
                      and mapper.compressor is None)
         self.names = dict(transcoder.names) if self.fast else {}
+        # eventsourcing's own transcodings of a str, called without their wrappers (same results).
+        self.direct: dict[str, Callable[[str], Any]] = {}
+        for name, transcoding in self.names.items():
+            if type(transcoding) is DatetimeAsISO:
+                self.direct[name] = datetime.fromisoformat
+            elif type(transcoding) is UUIDAsHex:
+                self.direct[name] = UUID
+            else:
+                self.direct[name] = transcoding.decode
         self.classes: dict[str, type | None] = {}
 
     def __call__(self, originator_id: Any, version: int, topic: str, state: bytes) -> Any:
@@ -50,11 +61,17 @@ class EventDecoder:
         return self.mapper.to_domain_event(StoredEvent(originator_id, version, topic, state))
 
     def _transcode(self, data: dict[str, Any]) -> None:
+        direct = self.direct
         for key, value in data.items():
             kind = type(value)
             if kind is dict:
-                data[key] = self._object(value)
-            elif kind is list:
+                if len(value) == 2 and "_type_" in value and "_data_" in value:
+                    inner = value["_data_"]
+                    decode = direct.get(value["_type_"]) if type(inner) is str else None
+                    data[key] = decode(inner) if decode is not None else self._object(value)
+                elif value:
+                    self._transcode(value)
+            elif kind is list and value:
                 data[key] = self._list(value)
 
     def _object(self, value: dict[str, Any]) -> Any:
