@@ -12,7 +12,7 @@ from application.audit import AuditReport, HistoryAuditor
 from application.audit_chain import GENESIS, ChainCheck, CheckpointVerifier, merge_by_position
 from infrastructure.event_decoder import EventDecoder
 from infrastructure.eventstore_queries import tracking_position
-from projections.memory_views import MemoryTaskViews
+from infrastructure.postgres_views import TaskViewsBulkLoad
 from projections.task_views import TaskViewsProjection
 
 Progress = Callable[[int, int], None]
@@ -27,11 +27,11 @@ def verify(app: Any, views: Any, *, seal: Any = None, verifier: CheckpointVerifi
 
     refunds_at = tracking_position(app.recorder, REFUNDS_TRACKING_TABLE, app.name) or 0
     auditor = HistoryAuditor(refunds_tracked_to=refunds_at)
-    rebuild = MemoryTaskViews()
+    rebuild = TaskViewsBulkLoad(None, keep_updates=False)
     projection = TaskViewsProjection(view=rebuild)
     views_at, live = _settled_snapshot(app, views)
     decode = EventDecoder(app.mapper)
-    feed, process, name = auditor.feed, projection.process_event, app.name
+    feed, process, name = auditor.feed, projection.dispatcher(), app.name
     with sealed_history(app, seal or PostgresSeal(app.recorder.datastore)) as history:
         head = history.head
         chain = ChainCheck(history.checkpoints, verifier, auditor.violation)
@@ -155,7 +155,6 @@ def rebuild(env: dict[str, str], app: Any, *, grace_seconds: float | None = None
     """
     from infrastructure.bootstrap import construct_views, create_tables
     from infrastructure.eventstore_queries import event_rows
-    from infrastructure.postgres_views import TaskViewsBulkLoad
     from infrastructure.read_model import POINTER_CHECK_SECONDS, switch_views
 
     started = time.perf_counter()
@@ -165,13 +164,13 @@ def rebuild(env: dict[str, str], app: Any, *, grace_seconds: float | None = None
     try:
         load = TaskViewsBulkLoad(views)
         load.drop_secondary_indexes()
-        projection, decode, name = TaskViewsProjection(view=load), EventDecoder(app.mapper), app.name
+        process, decode, name = TaskViewsProjection(view=load).dispatcher(), EventDecoder(app.mapper), app.name
         head = app.recorder.max_notification_id() or 0
         with views.datastore.transaction(commit=True) as curs:
             curs.execute("SET LOCAL synchronous_commit = off")
             count = 0
             for position, originator_id, version, topic, state in event_rows(app.recorder, stop=head):
-                projection.process_event(decode(originator_id, version, topic, state), Tracking(name, position))
+                process(decode(originator_id, version, topic, state), Tracking(name, position))
                 count += 1
                 if count % page == 0:
                     load.flush(curs)

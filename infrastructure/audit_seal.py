@@ -251,7 +251,12 @@ def sealed_history(app: Any, seal: PostgresSeal, *, after: int = 0, stop: int | 
             links.execute(SQL("SELECT position, chain FROM {} WHERE position > %s AND position <= %s "
                                "ORDER BY position").format(seal.links_table), (after, stop if stop is not None else 2**62))
             try:
-                yield SealedHistory(iter(events), iter(links), checkpoints, head, last_link)
+                yield SealedHistory(_paged(events), _paged(links), checkpoints, head, last_link)
             finally:
                 events.close()
                 links.close()
+
+
+def _paged(cursor: Any) -> Iterator[Any]:
+    while rows := cursor.fetchmany(SCAN_ROWS):
+        yield from rows

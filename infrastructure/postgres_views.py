@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+import orjson
 from eventsourcing.persistence import IntegrityError, Tracking
 from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
 from psycopg.rows import DictRow
@@ -34,6 +35,9 @@ TASK_COLUMNS = (
     "refunded_credits",
 )
 JSON_COLUMNS = {"languages", "error", "result", "timings"}
+UPDATE_COLUMNS = ("position", "task_id", "status", "progress", "attempt", "stage", "error", "at")
+ACCOUNT_COLUMNS = ("account_id", "user_id", "balance", "updated_at", "position")
+LEDGER_COLUMNS = ("position", "account_id", "kind", "amount", "balance", "task_id", "attempt", "reason", "at")
 # The read model is derived from the events: its commits need not wait for the disk (see _write_tracked).
 ASYNCHRONOUS_COMMIT = SQL("SET LOCAL synchronous_commit = off")
 
@@ -263,10 +267,11 @@ class PostgresTaskViews(TaskViews, PostgresTrackingRecorder):
         tasks = self._select(SQL("SELECT * FROM {} ORDER BY task_id").format(self.tables["tasks"]))
         accounts = self._select(SQL("SELECT * FROM {} ORDER BY account_id").format(self.tables["accounts"]))
         ledger = self._select(SQL("SELECT * FROM {} ORDER BY position").format(self.tables["ledger"]))
-        return {
-            "tasks": sorted((plain_row(asdict(_task_view(r))) for r in tasks), key=lambda r: r["task_id"]),
-            "accounts": sorted((plain_row(asdict(AccountView(**r))) for r in accounts), key=lambda r: r["account_id"]),
-            "ledger": [plain_row(asdict(LedgerEntry(**r))) for r in ledger],
+        return {  # the rows as their views' fields (what asdict of TaskView, AccountView, LedgerEntry gives)
+            "tasks": sorted((plain_row({c: r[c] for c in TASK_COLUMNS}) for r in tasks), key=lambda r: r["task_id"]),
+            "accounts": sorted((plain_row({c: r[c] for c in ACCOUNT_COLUMNS}) for r in accounts),
+                               key=lambda r: r["account_id"]),
+            "ledger": [plain_row({c: r[c] for c in LEDGER_COLUMNS}) for r in ledger],
         }
 
     def drop_tables(self) -> None:
@@ -287,9 +292,6 @@ def _task_view(row: DictRow) -> TaskView:
     return TaskView(**{k: row[k] for k in TASK_COLUMNS})
 
 
-UPDATE_COLUMNS = ("position", "task_id", "status", "progress", "attempt", "stage", "error", "at")
-ACCOUNT_COLUMNS = ("account_id", "user_id", "balance", "updated_at", "position")
-LEDGER_COLUMNS = ("position", "account_id", "kind", "amount", "balance", "task_id", "attempt", "reason", "at")
 
 
 class TaskViewsBulkLoad:
@@ -300,8 +302,9 @@ class TaskViewsBulkLoad:
     copied once at the end (`finish`), with the secondary indexes built after the load.
     """
 
-    def __init__(self, views: PostgresTaskViews) -> None:
-        self.views = views
+    def __init__(self, views: PostgresTaskViews | None, *, keep_updates: bool = True) -> None:
+        self.views = views  # None: fold in memory only (audits compare its snapshot with the live model)
+        self.keep_updates = keep_updates
         self.tasks: dict[UUID, dict[str, Any]] = {}
         self.accounts: dict[UUID, list[Any]] = {}
         self.user_ids: set[str] = set()
@@ -314,7 +317,7 @@ class TaskViewsBulkLoad:
     def task_started(self, task: TaskView, tracking: Tracking) -> None:
         self.position = tracking.notification_id
         if task.task_id not in self.tasks:
-            row = asdict(task)
+            row = {c: getattr(task, c) for c in TASK_COLUMNS}  # the projection's values are not shared
             self.tasks[task.task_id] = row
             self._append_update(row, tracking.notification_id)
 
@@ -327,8 +330,9 @@ class TaskViewsBulkLoad:
             self._append_update(row, tracking.notification_id)
 
     def _append_update(self, row: dict[str, Any], position: int) -> None:
-        self.updates.append((position, row["task_id"], row["status"], row["progress"], row["attempt"], row["stage"],
-                             _json(row["error"]), row["updated_at"]))
+        if self.keep_updates:
+                self.updates.append((position, row["task_id"], row["status"], row["progress"], row["attempt"],
+                                 row["stage"], _json(row["error"]), row["updated_at"]))
 
     def account_opened(self, account_id: UUID, user_id: str, at: datetime, tracking: Tracking) -> None:
         self.position = tracking.notification_id
@@ -352,6 +356,16 @@ class TaskViewsBulkLoad:
 
     def track_only(self, tracking: Tracking) -> None:
         self.position = tracking.notification_id
+
+    def snapshot(self) -> dict[str, Any]:
+        """What PostgresTaskViews.snapshot() would read after loading this fold."""
+        return {
+            "tasks": sorted((plain_row(dict(row)) for row in self.tasks.values()), key=lambda r: r["task_id"]),
+            "accounts": sorted((plain_row(dict(zip(ACCOUNT_COLUMNS, a, strict=True))) for a in self.accounts.values()),
+                               key=lambda r: r["account_id"]),
+            "ledger": [plain_row(dict(zip(LEDGER_COLUMNS, e, strict=True)))
+                       for e in sorted(self.entries, key=lambda e: e[0])],
+        }
 
     # Loading ------------------------------------------------------------------------
 
@@ -389,4 +403,10 @@ class TaskViewsBulkLoad:
 
 
 def _json(value: Any) -> Any:
-    return Jsonb(value) if value is not None else None
+    """A jsonb value for COPY's text format: orjson's text (psycopg's Jsonb where orjson refuses the value)."""
+    if value is None:
+        return None
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return Jsonb(value)
