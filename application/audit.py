@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -94,6 +94,27 @@ class HistoryAuditor:
         handler = _HANDLERS.get(type(event))
         if handler is not None:
             handler(self, position, event)
+
+    def unreadable(self, position: int, error: Exception) -> None:
+        self.violation("undecodable_event", f"the event at {position} cannot be read: {error}", position)
+
+    def feed_all(self, events: Iterable[tuple[int, Any]], progress: Callable[[int], None] | None = None,
+                 every: int = 10_000) -> None:
+        """`feed` for each (position, event), with the lookups bound once; `progress(position)` now and then."""
+        handlers, count = _HANDLERS, 0
+        try:
+            for position, event in events:
+                count += 1
+                handler = handlers.get(type(event))
+                if handler is not None:
+                    try:
+                        handler(self, position, event)
+                    except Exception as e:  # noqa: BLE001 - a forged state (a wrong type): name it, go on
+                        self.unreadable(position, e)
+                if progress is not None and count % every == 0:
+                    progress(position)
+        finally:
+            self.report.events += count
 
     # Tasks ------------------------------------------------------------------------
 

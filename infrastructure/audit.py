@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from eventsourcing.persistence import Tracking
@@ -30,27 +30,32 @@ def verify(app: Any, views: Any, *, seal: Any = None, verifier: CheckpointVerifi
     rebuild = TaskViewsBulkLoad(None, keep_updates=False)
     projection = TaskViewsProjection(view=rebuild)
     views_at, live = _settled_snapshot(app, views)
-    decode = EventDecoder(app.mapper)
-    feed, process, name = auditor.feed, projection.dispatcher(), app.name
+    process, name = projection.dispatcher(), app.name
     with sealed_history(app, seal or PostgresSeal(app.recorder.datastore)) as history:
         head = history.head
         chain = ChainCheck(history.checkpoints, verifier, auditor.violation)
         chain.set_last_link(history.last_link)
         check = chain.check
-        every = _progress_every(head)
-        for position, row, link in merge_by_position(history.events, history.links):
-            check(position, row, link)
-            if row is None:
-                continue
-            try:
-                event = decode(row[1], row[2], row[3], row[4])
-                feed(position, event)
+
+        def checked(merged: Iterable[tuple[int, Any, Any]]) -> Iterator[Any]:
+            for position, row, link in merged:
+                check(position, row, link)
+                if row is not None:
+                    yield row
+
+        def projected(events: Iterable[tuple[int, Any]]) -> Iterator[tuple[int, Any]]:
+            for position, event in events:
                 if position <= views_at:
-                    process(event, Tracking(name, position))
-            except Exception as e:  # noqa: BLE001 - a forged state: name it and go on
-                auditor.violation("undecodable_event", f"the event at {position} cannot be read: {e}", position)
-            if progress is not None and position % every == 0:
-                progress(position, head)
+                    try:
+                        process(event, Tracking(name, position))
+                    except Exception as e:  # noqa: BLE001 - a forged state: named, and the audit goes on
+                        auditor.unreadable(position, e)
+                yield position, event
+
+        events = EventDecoder(app.mapper).events(checked(merge_by_position(history.events, history.links)),
+                                                 auditor.unreadable)
+        auditor.feed_all(projected(events), None if progress is None else lambda p: progress(p, head),
+                         _progress_every(head))
     report = auditor.finish()
     report.chain = chain.finish()
     report.signatures_checked = verifier is not None
@@ -81,13 +86,10 @@ def replay_invariants(app: Any, *, refunds_tracked_to: int | None = None,
     if refunds_tracked_to is None:
         refunds_tracked_to = tracking_position(app.recorder, REFUNDS_TRACKING_TABLE, app.name) or 0
     auditor = HistoryAuditor(refunds_tracked_to=refunds_tracked_to)
-    decode, feed = EventDecoder(app.mapper), auditor.feed
     head = app.recorder.max_notification_id() or 0
-    every = _progress_every(head)
-    for position, originator_id, version, topic, state in event_rows(app.recorder, stop=head):
-        feed(position, decode(originator_id, version, topic, state))
-        if progress is not None and position % every == 0:
-            progress(position, head)
+    auditor.feed_all(EventDecoder(app.mapper).events(event_rows(app.recorder, stop=head)),
+                     None if progress is None else lambda position: progress(position, head),
+                     _progress_every(head))
     return auditor.finish()
 
 
@@ -164,13 +166,13 @@ def rebuild(env: dict[str, str], app: Any, *, grace_seconds: float | None = None
     try:
         load = TaskViewsBulkLoad(views)
         load.drop_secondary_indexes()
-        process, decode, name = TaskViewsProjection(view=load).dispatcher(), EventDecoder(app.mapper), app.name
+        process, name = TaskViewsProjection(view=load).dispatcher(), app.name
         head = app.recorder.max_notification_id() or 0
         with views.datastore.transaction(commit=True) as curs:
             curs.execute("SET LOCAL synchronous_commit = off")
             count = 0
-            for position, originator_id, version, topic, state in event_rows(app.recorder, stop=head):
-                process(decode(originator_id, version, topic, state), Tracking(name, position))
+            for position, event in EventDecoder(app.mapper).events(event_rows(app.recorder, stop=head)):
+                process(event, Tracking(name, position))
                 count += 1
                 if count % page == 0:
                     load.flush(curs)

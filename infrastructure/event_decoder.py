@@ -9,7 +9,7 @@ differently.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -43,9 +43,7 @@ class EventDecoder:
     def __call__(self, originator_id: Any, version: int, topic: str, state: bytes) -> Any:
         cls = self.classes.get(topic, False)
         if cls is False:
-            resolved = resolve_topic(topic)
-            cls = resolved if self.fast and getattr(resolved, "class_version", 1) == 1 else None
-            self.classes[topic] = cls
+            cls = self._resolve(topic)
         if cls is not None and type(originator_id) is UUID:  # the mapper converts str ids: let it
             try:
                 data = orjson.loads(state)
@@ -59,6 +57,63 @@ class EventDecoder:
                 _set(event, "__dict__", data)
                 return event
         return self.mapper.to_domain_event(StoredEvent(originator_id, version, topic, state))
+
+    def events(self, rows: Iterable[tuple[int, Any, int, str, bytes]],
+               on_error: Callable[[int, Exception], None] | None = None) -> Iterator[tuple[int, Any]]:
+        """(position, domain event) for each (position, originator id, version, topic, state): `__call__`
+        with its lookups bound once (the replay's inner loop). A row that does not decode goes to
+        `on_error` and is skipped (raised without one)."""
+        for item in self._events(rows):
+            if type(item) is _Failed:
+                if on_error is None:
+                    raise item.error
+                on_error(item.position, item.error)
+            else:
+                yield item
+
+    def _events(self, rows: Iterable[tuple[int, Any, int, str, bytes]]) -> Iterator[Any]:
+        classes, loads, direct, new, set_dict = self.classes, orjson.loads, self.direct, _new, _set
+        transcode, decode_object, decode_list = self._transcode, self._object, self._list
+        for position, originator_id, version, topic, state in rows:
+            cls = classes.get(topic, False)
+            if cls is False:
+                cls = self._resolve(topic)
+            data = None
+            if cls is not None and type(originator_id) is UUID:
+                try:
+                    data = loads(state)
+                except orjson.JSONDecodeError:
+                    data = None
+            try:
+                if type(data) is not dict or "class_version" in data:
+                    yield position, self.mapper.to_domain_event(StoredEvent(originator_id, version, topic, state))
+                    continue
+                for key, value in data.items():
+                    kind = type(value)
+                    if kind is dict:
+                        if len(value) == 2 and "_type_" in value and "_data_" in value:
+                            inner = value["_data_"]
+                            decode = direct.get(value["_type_"]) if type(inner) is str else None
+                            data[key] = decode(inner) if decode is not None else decode_object(value)
+                        elif value:
+                            transcode(value)
+                    elif kind is list and value:
+                        data[key] = decode_list(value)
+            except Exception as error:  # noqa: BLE001 - handed to on_error by events()
+                yield _Failed(position, error)
+                continue
+            data["originator_id"] = originator_id
+            data["originator_version"] = version
+            event = new(cls)
+            set_dict(event, "__dict__", data)
+            yield position, event
+
+    def _resolve(self, topic: str) -> type | None:
+        """The event class, or None where the mapper must decode (a class version to upcast)."""
+        resolved = resolve_topic(topic)
+        cls = resolved if self.fast and getattr(resolved, "class_version", 1) == 1 else None
+        self.classes[topic] = cls
+        return cls
 
     def _transcode(self, data: dict[str, Any]) -> None:
         direct = self.direct
@@ -98,3 +153,10 @@ class EventDecoder:
             elif kind is list:
                 value[i] = self._list(item)
         return value
+
+
+class _Failed:
+    __slots__ = ("position", "error")
+
+    def __init__(self, position: int, error: Exception) -> None:
+        self.position, self.error = position, error
