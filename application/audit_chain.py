@@ -18,18 +18,24 @@ from uuid import UUID
 
 GENESIS = bytes(32)
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_FIXED = struct.Struct(">qq16sI")
-_LENGTH = struct.Struct(">I")
+_FIXED = struct.Struct(">qqQQII")
+_LOW64 = (1 << 64) - 1
 _sha256 = hashlib.sha256
+_topics: dict[str, bytes] = {}
 
 
 def chain_link(previous: bytes, position: int, originator_id: UUID | str, version: int, topic: str,
                state: bytes) -> bytes:
-    """The link of one event, given the link before it."""
-    oid = originator_id.bytes if isinstance(originator_id, UUID) else _sha256(originator_id.encode()).digest()[:16]
-    topic_bytes = topic.encode()
-    return _sha256(b"".join((previous, _FIXED.pack(position, version, oid, len(topic_bytes)), topic_bytes,
-                             _LENGTH.pack(len(state)), state))).digest()
+    """The link of one event, given the link before it:
+    SHA-256(previous || position, version (8 bytes each) || originator id (16) || len(topic), len(state)
+    (4 bytes each) || topic || state), all big-endian."""
+    oid = originator_id.int if isinstance(originator_id, UUID) else int.from_bytes(
+        _sha256(originator_id.encode()).digest()[:16], "big")
+    topic_bytes = _topics.get(topic)
+    if topic_bytes is None:
+        topic_bytes = _topics.setdefault(topic, topic.encode()) if len(_topics) < 10_000 else topic.encode()
+    return _sha256(b"".join((previous, _FIXED.pack(position, version, oid >> 64, oid & _LOW64, len(topic_bytes),
+                                                   len(state)), topic_bytes, state))).digest()
 
 
 @dataclass(frozen=True)

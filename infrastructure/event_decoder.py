@@ -63,15 +63,6 @@ class EventDecoder:
         """(position, domain event) for each (position, originator id, version, topic, state): `__call__`
         with its lookups bound once (the replay's inner loop). A row that does not decode goes to
         `on_error` and is skipped (raised without one)."""
-        for item in self._events(rows):
-            if type(item) is _Failed:
-                if on_error is None:
-                    raise item.error
-                on_error(item.position, item.error)
-            else:
-                yield item
-
-    def _events(self, rows: Iterable[tuple[int, Any, int, str, bytes]]) -> Iterator[Any]:
         classes, loads, direct, new, set_dict = self.classes, orjson.loads, self.direct, _new, _set
         transcode, decode_object, decode_list = self._transcode, self._object, self._list
         for position, originator_id, version, topic, state in rows:
@@ -99,8 +90,10 @@ class EventDecoder:
                             transcode(value)
                     elif kind is list and value:
                         data[key] = decode_list(value)
-            except Exception as error:  # noqa: BLE001 - handed to on_error by events()
-                yield _Failed(position, error)
+            except Exception as error:
+                if on_error is None:
+                    raise
+                on_error(position, error)
                 continue
             data["originator_id"] = originator_id
             data["originator_version"] = version
@@ -153,10 +146,3 @@ class EventDecoder:
             elif kind is list:
                 value[i] = self._list(item)
         return value
-
-
-class _Failed:
-    __slots__ = ("position", "error")
-
-    def __init__(self, position: int, error: Exception) -> None:
-        self.position, self.error = position, error
