@@ -39,6 +39,7 @@ class EventDecoder:
             else:
                 self.direct[name] = transcoding.decode
         self.classes: dict[str, type | None] = {}
+        self.shapes: dict[str, Shape | None] = {}
 
     def __call__(self, originator_id: Any, version: int, topic: str, state: bytes) -> Any:
         cls = self.classes.get(topic, False)
@@ -62,9 +63,15 @@ class EventDecoder:
                on_error: Callable[[int, Exception], None] | None = None) -> Iterator[tuple[int, Any]]:
         """(position, domain event) for each (position, originator id, version, topic, state): `__call__`
         with its lookups bound once (the replay's inner loop). A row that does not decode goes to
-        `on_error` and is skipped (raised without one)."""
+        `on_error` and is skipped (raised without one).
+
+        Each topic's first event leaves its shape: which top-level keys hold a transcoded value, which
+        an empty object, and so how many `{` the JSON has. A later event of the topic with that many
+        `{` bytes (every JSON object has one; more means objects elsewhere, or braces in strings)
+        whose keys hold those objects has no other object to transcode: only those keys are converted.
+        """
         classes, loads, direct, new, set_dict = self.classes, orjson.loads, self.direct, _new, _set
-        transcode, decode_object, decode_list = self._transcode, self._object, self._list
+        transcode, shapes = self._transcode, self.shapes
         for position, originator_id, version, topic, state in rows:
             cls = classes.get(topic, False)
             if cls is False:
@@ -79,17 +86,14 @@ class EventDecoder:
                 if type(data) is not dict or "class_version" in data:
                     yield position, self.mapper.to_domain_event(StoredEvent(originator_id, version, topic, state))
                     continue
-                for key, value in data.items():
-                    kind = type(value)
-                    if kind is dict:
-                        if len(value) == 2 and "_type_" in value and "_data_" in value:
-                            inner = value["_data_"]
-                            decode = direct.get(value["_type_"]) if type(inner) is str else None
-                            data[key] = decode(inner) if decode is not None else decode_object(value)
-                        elif value:
-                            transcode(value)
-                    elif kind is list and value:
-                        data[key] = decode_list(value)
+                shape = shapes.get(topic)
+                if shape is not None and state.count(b"{") == shape[0] and _fits(data, shape):
+                    for key, name in shape[1]:
+                        data[key] = direct[name](data[key]["_data_"])
+                else:
+                    if topic not in shapes:
+                        shapes[topic] = _shape(data, state, direct)
+                    transcode(data)
             except Exception as error:
                 if on_error is None:
                     raise
@@ -146,3 +150,36 @@ class EventDecoder:
             elif kind is list:
                 value[i] = self._list(item)
         return value
+
+
+Shape = tuple[int, tuple[tuple[str, str], ...], tuple[str, ...]]  # `{` count, (key, transcoding), empty keys
+
+
+def _shape(data: dict[str, Any], state: bytes, direct: dict[str, Any]) -> Shape | None:
+    """The shape of a decoded (not yet transcoded) event, or None if it has objects elsewhere."""
+    typed, empty = [], []
+    for key, value in data.items():
+        if type(value) is dict:
+            if (len(value) == 2 and type(value.get("_type_")) is str and value["_type_"] in direct
+                    and type(value.get("_data_")) is str):
+                typed.append((key, value["_type_"]))
+            elif not value:
+                empty.append(key)
+            else:
+                return None
+    count = 1 + len(typed) + len(empty)
+    return (count, tuple(typed), tuple(empty)) if state.count(b"{") == count else None
+
+
+def _fits(data: dict[str, Any], shape: Shape) -> bool:
+    """The shape's keys hold its objects: then, with as many `{` as the shape has, there are no others."""
+    for key, name in shape[1]:
+        value = data.get(key)
+        if (type(value) is not dict or len(value) != 2 or value.get("_type_") != name
+                or type(value.get("_data_")) is not str):
+            return False
+    for key in shape[2]:
+        value = data.get(key)
+        if type(value) is not dict or value:
+            return False
+    return True
