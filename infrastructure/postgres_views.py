@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -15,7 +16,7 @@ from eventsourcing.persistence import IntegrityError, Tracking
 from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier, Literal
-from psycopg.types.json import Jsonb
+from psycopg.types.json import Jsonb, set_json_dumps
 
 from domain.credits import CreditAccount
 from projections.memory_views import decode_cursor, encode_cursor, plain_row
@@ -332,7 +333,7 @@ class TaskViewsBulkLoad:
     def _append_update(self, row: dict[str, Any], position: int) -> None:
         if self.keep_updates:
                 self.updates.append((position, row["task_id"], row["status"], row["progress"], row["attempt"],
-                                 row["stage"], _json(row["error"]), row["updated_at"]))
+                                 row["stage"], row["error"], row["updated_at"]))
 
     def account_opened(self, account_id: UUID, user_id: str, at: datetime, tracking: Tracking) -> None:
         self.position = tracking.notification_id
@@ -386,8 +387,7 @@ class TaskViewsBulkLoad:
         """Copy the tasks and accounts, record the tracking position, build the indexes."""
         self.flush(curs)
         self._copy(curs, "tasks", TASK_COLUMNS, (
-            tuple(_json(row[c]) if c in JSON_COLUMNS else row[c] for c in TASK_COLUMNS)
-            for row in self.tasks.values()))
+            tuple(row[c] for c in TASK_COLUMNS) for row in self.tasks.values()))
         self._copy(curs, "accounts", ACCOUNT_COLUMNS, (tuple(a) for a in self.accounts.values()))
         if self.position:
             self.views._insert_tracking(curs, Tracking(application_name, self.position))
@@ -395,18 +395,29 @@ class TaskViewsBulkLoad:
             curs.execute(statement)
 
     def _copy(self, curs: Any, table: str, columns: tuple[str, ...], rows: Any) -> None:
-        statement = SQL("COPY {} ({}) FROM STDIN").format(self.views.tables[table],
-                                                          SQL(", ").join(map(Identifier, columns)))
+        """Binary COPY (a fifth of text COPY's CPU here), jsonb values serialised by orjson."""
+        set_json_dumps(_json_dumps, context=curs)
+        statement = SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(self.views.tables[table],
+                                                                          SQL(", ").join(map(Identifier, columns)))
         with curs.copy(statement) as copy:
+            copy.set_types([COLUMN_TYPES[c] for c in columns])
             for row in rows:
                 copy.write_row(row)
 
 
-def _json(value: Any) -> Any:
-    """A jsonb value for COPY's text format: orjson's text (psycopg's Jsonb where orjson refuses the value)."""
-    if value is None:
-        return None
+COLUMN_TYPES = {
+    "task_id": "uuid", "account_id": "uuid", "user_id": "text", "url": "text", "platform": "text",
+    "output_type": "text", "languages": "jsonb", "status": "text", "progress": "int4", "attempt": "int4",
+    "credits_charged": "int4", "created_at": "timestamptz", "updated_at": "timestamptz", "position": "int8",
+    "stage": "text", "title": "text", "error": "jsonb", "result": "jsonb", "timings": "jsonb",
+    "refunded_credits": "int4", "at": "timestamptz", "balance": "int8", "kind": "text", "amount": "int8",
+    "reason": "text",
+}
+
+
+def _json_dumps(value: Any) -> bytes:
+    """orjson's text of a jsonb value (the json module's where orjson refuses it, e.g. ints past 64 bits)."""
     try:
-        return orjson.dumps(value).decode()
+        return orjson.dumps(value)
     except TypeError:
-        return Jsonb(value)
+        return json.dumps(value).encode()
