@@ -125,8 +125,8 @@ def _verify(runtime: Any, args: argparse.Namespace) -> int:
         else:
             report = verify(runtime.app, runtime.views, verifier=verifier, progress=progress)
     if args.from_position:
-        print(f"chain checked from the checkpoint at {report.chain.sealed_to if report.chain else 0} on "
-              f"(the invariants need the whole history: run verify without --from)")
+        print(f"chain checked from the signed checkpoint at or before {args.from_position} on "
+              "(the invariants need the whole history: run verify without --from)")
     return _print_report(report, started)
 
 

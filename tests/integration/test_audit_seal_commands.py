@@ -64,12 +64,16 @@ def test_verify_and_verify_export_exit_1_naming_each_tampered_position(
     gap = make_history(app, store_env, tasks=8)
     signer = Ed25519Signer(load_private_key(key_files["private"]))
     follower = SealingFollower(app, PostgresSeal(app.recorder.datastore), signer, checkpoint_events=10,
-                               checkpoint_seconds=0)
+                               checkpoint_seconds=0, page=5)  # a checkpoint after every page
     follower.catch_up()
     env = service_env(store_env, key_files)
     clean = command(env, "verify")
     assert clean.returncode == 0, clean.stdout + clean.stderr
     assert "sealed to" in clean.stdout and "differs" not in clean.stdout
+    resumed = command(env, "verify", "--from", "20")
+    assert resumed.returncode == 0 and "chain checked from the signed checkpoint at or before 20" in resumed.stdout
+    public = command(env, "public-key")
+    assert public.returncode == 0 and public.stdout == Path(key_files["public"]).read_text()
 
     history = {"gap": gap}
     positions = {kind: tamper(store_env, history) for kind, tamper in
@@ -80,6 +84,9 @@ def test_verify_and_verify_export_exit_1_naming_each_tampered_position(
 
     tampered = command(env, "verify")
     assert tampered.returncode == 1
+    after_all = max(positions.values()) + 1 + 5  # a checkpoint every 5 positions: one past every tampering
+    assert after_all < app.recorder.max_notification_id()
+    assert command(env, "verify", "--from", str(after_all)).returncode == 0  # resumed past the tampering
     assert f"first at position {first}" in tampered.stdout
     for code, kind in (("event_changed", "update"), ("event_deleted", "delete"), ("event_inserted", "insert"),
                        ("event_changed", "swap")):
