@@ -130,14 +130,19 @@ def _verify_export(path: str, verifier: CheckpointVerifier, progress: Progress |
         header = next(parsed, None)
         if not isinstance(header, dict) or header.get("format") != FORMAT:
             raise ExportRefused("not a mediatasks audit export (no header)")
-        start = int(header["from"])
-        auditor = HistoryAuditor(refunds_tracked_to=int(header.get("refunds_tracked_to") or 0))
+        try:
+            start, head, anchor = int(header["from"]), int(header["to"]), bytes.fromhex(header["anchor"])
+            last_link, refunds_at = int(header.get("last_link") or 0), int(header.get("refunds_tracked_to") or 0)
+        except (KeyError, ValueError, TypeError):
+            raise ExportRefused("the export's header is malformed") from None
+        if not start and anchor != GENESIS:
+            raise ExportRefused("an export from the first event must start from the chain's genesis")
+        auditor = HistoryAuditor(refunds_tracked_to=refunds_at)
         report = auditor.report
         checkpoints, item = [], next(parsed, None)
         while isinstance(item, dict) and "checkpoint" in item:
             checkpoints.append(_checkpoint(item["checkpoint"]))
             item = next(parsed, None)
-        anchor = bytes.fromhex(header["anchor"])
         if start:
             first = next((c for c in checkpoints if c.position == start), None)
             if first is None or first.chain != anchor or not verifier.verify(first):
@@ -145,12 +150,13 @@ def _verify_export(path: str, verifier: CheckpointVerifier, progress: Progress |
                            "signed by the expected key", start)
         chain = ChainCheck([c for c in checkpoints if c.position > start], verifier, report.add, anchor=anchor,
                            anchor_position=start)
-        chain.set_last_link(int(header.get("last_link") or 0))
-        head = int(header["to"])
+        chain.set_last_link(last_link)
         every = max(1, min(10_000, head // 200 or 1))
         events, trailer = 0, None
         previous = start
         while item is not None:
+            if not isinstance(item, dict):
+                raise ExportRefused("a line is not an object")
             if "end" in item:
                 trailer = item["end"]
                 if next(parsed, None) is not None:
@@ -170,7 +176,7 @@ def _verify_export(path: str, verifier: CheckpointVerifier, progress: Progress |
             if progress is not None and position % every == 0:
                 progress(position, head)
             item = next(parsed, None)
-        if trailer is None or trailer.get("events") != events or trailer.get("checkpoints") != len(checkpoints):
+        if not isinstance(trailer, dict) or trailer.get("events") != events or trailer.get("checkpoints") != len(checkpoints):
             raise ExportRefused("the export is cut short or its counts do not match")
     report = auditor.finish() if not start else report
     report.events = events

@@ -202,6 +202,15 @@ def test_an_export_tampered_in_the_file_is_refused(sealed: dict[str, Any], signe
                                  *lines[checkpoint_index + 1:]]) + b"\n")
     assert any(v.code == "checkpoint_signature_invalid" for v in verify_export(str(path), signer.verifier()).violations)
 
+    # A header claiming another start of the chain, or none at all: refused.
+    header = orjson.loads(lines[0])
+    path.write_bytes(b"\n".join([orjson.dumps({**header, "anchor": "ab" * 32}), *lines[1:]]) + b"\n")
+    with pytest.raises(ExportRefused):
+        verify_export(str(path), signer.verifier())
+    path.write_bytes(b"\n".join(lines[1:]) + b"\n")
+    with pytest.raises(ExportRefused):
+        verify_export(str(path), signer.verifier())
+
     # Cut short: refused outright.
     path.write_bytes(b"\n".join(lines[:-3]) + b"\n")
     with pytest.raises(ExportRefused):
