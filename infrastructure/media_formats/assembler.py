@@ -12,6 +12,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from cryptography.hazmat.primitives import padding
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
 from application.format_choice import FormatChoice
 from application.ports.errors import PermanentMediaError, TransientMediaError
 from application.ports.media_fetcher import MediaFetcher
@@ -170,12 +173,11 @@ class StreamingMediaAssembler:
 
 
 def _decrypt(data: bytes, key: bytes, iv: bytes) -> bytes:
-    """AES-128-CBC with PKCS#7 padding, as HLS encrypts whole segments."""
-    from Crypto.Cipher import AES  # pycryptodome: only HLS AES-128 needs it
-    from Crypto.Util.Padding import unpad
-
+    """AES-128-CBC with PKCS#7 padding, as HLS encrypts whole segments (`cryptography`)."""
     try:
-        return unpad(AES.new(key, AES.MODE_CBC, iv).decrypt(data), 16)
+        decryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).decryptor()
+        unpadder = padding.PKCS7(128).unpadder()
+        return unpadder.update(decryptor.update(data) + decryptor.finalize()) + unpadder.finalize()
     except ValueError as error:
         raise PermanentMediaError("unsupported_content", "An HLS segment does not decrypt with its key.") from error
 
