@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -20,7 +21,6 @@ from application.ports.errors import PermanentMediaError, TransientMediaError
 from application.ports.media_fetcher import MediaFetcher
 from application.ports.media_provider import MediaFormat
 from infrastructure.media_formats.manifests import Segment, SegmentPlan, dash_variants, hls_plan, hls_variants
-from infrastructure.media_formats.remux import AUDIO_ENCODERS, OutputPlan, RemuxInput, remux
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,9 @@ class _Assembly:
         self.bytes_fetched = 0
 
     def iter_bytes(self) -> Iterator[bytes]:
+        # PyAV loads FFmpeg's libraries (about 50 MiB of RSS): only a process that remuxes pays for them.
+        from infrastructure.media_formats.remux import AUDIO_ENCODERS, OutputPlan, remux
+
         choice = self._choice
         inputs = []
         if choice.video is not None:
@@ -55,7 +58,9 @@ class _Assembly:
         encoder = AUDIO_ENCODERS[choice.audio_encoder] if choice.audio_encoder else None
         yield from remux(inputs, OutputPlan(choice.container, encoder))
 
-    def _input(self, fmt: MediaFormat, *, video: bool, audio: bool) -> RemuxInput:
+    def _input(self, fmt: MediaFormat, *, video: bool, audio: bool) -> Any:
+        from infrastructure.media_formats.remux import RemuxInput
+
         plan = self._plans[fmt.format_id]
         if plan is None:
             return RemuxInput(self._counted(self._assembler.progressive(fmt)), video=video, audio=audio)

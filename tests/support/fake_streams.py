@@ -31,6 +31,7 @@ _CODEC_STRINGS = {"h264": ("avc1.64001e", "mp4a.40.2"), "vp9": ("vp09.00.30.08",
 CARRIED = ("fail", "fails", "blocked", "variant", "media")
 _LOCK = threading.Lock()
 _ROOT: list[Path] = []
+_SERVE_ONLY: list[Path] = []
 
 
 def session_media() -> MediaLayout:
@@ -41,6 +42,20 @@ def session_media() -> MediaLayout:
             atexit.register(shutil.rmtree, root, True)
             _ROOT.append(root)
     return build_test_media(_ROOT[0])
+
+
+def serve_from(root: Path) -> None:
+    """Serve `/streams/` from `root` instead of the generated test media (bench/streaming.py's big streams)."""
+    with _LOCK:
+        _ROOT[:] = [root]
+        _SERVE_ONLY.append(root)
+
+
+def _streams_root() -> Path:
+    with _LOCK:
+        if _SERVE_ONLY:
+            return _SERVE_ONLY[-1]
+    return session_media().root
 
 
 def formats_json(kind: str, base_url: str, options: dict[str, str]) -> list[dict[str, Any]]:
@@ -64,6 +79,15 @@ def formats_json(kind: str, base_url: str, options: dict[str, str]) -> list[dict
     if kind in ("hls-fmp4", "hls-aes"):
         return [{"format_id": f"{kind}-360", "protocol": "hls", "url": f"{streams}/{kind}/index.m3u8{query}",
                  "ext": "mp4", "vcodec": "avc1.64001e", "acodec": "mp4a.40.2", "width": 640, "height": 360}]
+    if kind == "bench-hls":
+        return [{"format_id": "hls-720", "protocol": "hls", "url": f"{streams}/bench-hls/index.m3u8{query}",
+                 "ext": "mp4", "vcodec": "avc1.64001f", "acodec": "mp4a.40.2", "width": 1280, "height": 720}]
+    if kind == "bench-dash":
+        manifest = f"{streams}/bench-dash/manifest.mpd{query}"
+        return [{"format_id": "dash-720", "protocol": "dash", "url": manifest, "vcodec": "avc1.64001f", "acodec": None,
+                 "width": 1280, "height": 720, "stream_id": "0"},
+                {"format_id": "dash-audio", "protocol": "dash", "url": manifest, "vcodec": None, "acodec": "mp4a.40.2",
+                 "stream_id": "1"}]
     if kind.startswith("split-"):
         codec = kind.removeprefix("split-")
         video_codec, audio_codec = _CODEC_STRINGS[codec]
@@ -77,7 +101,7 @@ def formats_json(kind: str, base_url: str, options: dict[str, str]) -> list[dict
 
 def stream_response(path: str, query: dict[str, str], attempt: int) -> tuple[int, bytes, str, dict[str, str]]:
     """(status, body, content type, headers) for `/streams/<path>`; `attempt` counts requests of this path."""
-    layout = session_media()
+    layout = MediaLayout(_streams_root())
     name = path.rsplit("/", 1)[-1]
     if query.get("blocked") == name:
         return 302, b"", "text/plain", {"Location": "http://10.0.0.1/segment.ts"}

@@ -76,9 +76,9 @@ def build_test_media(root: Path) -> MediaLayout:
     return layout
 
 
-def _pattern_frames() -> Iterator[av.VideoFrame]:
+def _pattern_frames(duration: float = DURATION, size: str = "640x360") -> Iterator[av.VideoFrame]:
     graph = av.filter.Graph()
-    source = graph.add("testsrc2", f"size=640x360:rate={FPS}:duration={DURATION}")
+    source = graph.add("testsrc2", f"size={size}:rate={FPS}:duration={duration}")
     sink = graph.add("buffersink")
     source.link_to(sink)
     graph.configure()
@@ -89,9 +89,9 @@ def _pattern_frames() -> Iterator[av.VideoFrame]:
             return
 
 
-def _tone_frames() -> Iterator[av.AudioFrame]:
+def _tone_frames(duration: float = DURATION) -> Iterator[av.AudioFrame]:
     graph = av.filter.Graph()
-    source = graph.add("sine", f"frequency=440:sample_rate={SAMPLE_RATE}:duration={DURATION}")
+    source = graph.add("sine", f"frequency=440:sample_rate={SAMPLE_RATE}:duration={duration}")
     sink = graph.add("abuffersink")
     source.link_to(sink)
     graph.configure()
