@@ -194,3 +194,10 @@ def test_a_carousel_stores_every_item(stream_service: RunningService, platform: 
         assert probe(stored(done, item=index)).streams == {"video": "h264", "audio": "aac"}
     r = done.client.get(f"/v1/tasks/{done.task['task_id']}/video", params={"item": 3})
     assert r.status_code == 404 and r.json()["error"]["code"] == "item_not_found"
+
+
+def test_a_segment_that_keeps_failing_exhausts_the_retries(stream_service: RunningService,
+                                                           platform: FakePlatform) -> None:
+    done = run(stream_service, platform, "hls-ts", fail="segment-002.ts", fails=1000)
+    assert done.task["status"] == "failed" and done.task["error"]["code"] == "retries_exhausted", done.task
+    assert done.task["attempts"] == 2 and done.refunds == 1 and done.balance == 10
