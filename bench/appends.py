@@ -21,8 +21,8 @@ from _harness import database
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.utils import Environment
 
-from infrastructure.bootstrap import create_tables
-from infrastructure.eventstore import MediaTasksPostgresFactory
+from infrastructure.postgres.event_store import MediaTasksPostgresFactory
+from infrastructure.postgres.tables import create_tables
 from infrastructure.settings import Settings
 from tests.support.postgres import database_url
 

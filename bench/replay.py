@@ -23,7 +23,7 @@ from application.mediatasks import MediaTasks
 from domain.credits import CreditAccount
 from domain.tasks import MediaTask
 from infrastructure.audit import rebuild, verify
-from infrastructure.bootstrap import construct_views, create_tables
+from infrastructure.postgres.tables import construct_views, create_tables
 from infrastructure.settings import Settings
 
 URL = "https://www.tiktok.com/@scout2015/video/6718335390845095173"

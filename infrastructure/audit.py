@@ -9,7 +9,7 @@ from typing import Any
 from eventsourcing.persistence import Tracking
 
 from application.audit import AuditReport, HistoryAuditor, replay
-from infrastructure.eventstore_queries import tracking_position
+from infrastructure.postgres.queries import tracking_position
 from projections.memory_views import MemoryTaskViews
 from projections.task_views import TaskViewsProjection
 
@@ -74,8 +74,8 @@ def rebuild(env: dict[str, str], app: Any, *, grace_seconds: float | None = None
     while the live runners keep the old model current, so readers never see a half-built one.
     Returns (old name, new name, seconds taken to catch up).
     """
-    from infrastructure.bootstrap import construct_views, create_tables
-    from infrastructure.read_model import POINTER_CHECK_SECONDS, switch_views
+    from infrastructure.postgres.tables import construct_views, create_tables
+    from infrastructure.postgres.views_pointer import POINTER_CHECK_SECONDS, switch_views
 
     started = time.perf_counter()
     new_name = f"TaskViews_{time.strftime('%Y%m%d%H%M%S')}"

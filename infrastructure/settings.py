@@ -112,7 +112,7 @@ class Settings(BaseSettings):
     def event_store_env(self, postgres: dict[str, str]) -> dict[str, str]:
         """The environment eventsourcing's applications and projections are built from."""
         env = {
-            "PERSISTENCE_MODULE": "infrastructure.eventstore:MediaTasksPostgresFactory",
+            "PERSISTENCE_MODULE": "infrastructure.postgres.event_store:MediaTasksPostgresFactory",
             "POSTGRES_POOL_SIZE": str(self.postgres_pool_size),
             "POSTGRES_MAX_OVERFLOW": str(self.postgres_max_overflow),
             "POSTGRES_SCHEMA": self.postgres_schema,

@@ -47,7 +47,7 @@ def _store_env(pg: dict[str, str], **overrides: str) -> dict[str, str]:
 @pytest.fixture
 def store_env(pg_database: dict[str, str]) -> Iterator[dict[str, str]]:
     """Event-store environment in a fresh schema, tables created."""
-    from infrastructure.bootstrap import create_tables
+    from infrastructure.postgres.tables import create_tables
 
     env = _store_env(pg_database, LEASE_SECONDS="600")
     create_tables(env)

@@ -23,7 +23,7 @@ Errors are `{"error": {"code", "message", "details"}}`.
 """
 
 # FastAPI's own OpenTelemetry support would trace every request a second time (beside the contrib
-# instrumentation installed by infrastructure/telemetry.py) and log exception messages.
+# instrumentation installed by infrastructure/observability/telemetry.py) and log exception messages.
 NATIVE_TELEMETRY_OFF: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False,
                                          "operation_spans": False, "auto_configure": False}
 

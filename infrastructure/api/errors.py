@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from domain.errors import DomainError
-from infrastructure.store_connections import STORE_ERRORS, discard_broken_connections_soon
+from infrastructure.postgres.store_connections import STORE_ERRORS, discard_broken_connections_soon
 
 logger = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ from typing import Any
 from uuid import UUID
 
 from domain.errors import TaskNotFound
+from infrastructure.delivery.inline_dispatcher import retry_delay
 from infrastructure.delivery.qstash_signature import QStashSignatureVerifier
-from infrastructure.dispatch import retry_delay
 
 logger = logging.getLogger(__name__)
 

@@ -317,7 +317,7 @@ def test_every_acknowledged_task_survives_each_database_fault(
                 expected = 1 if final[ack.task_id]["status"] == "failed" else 0
                 assert refunds[ack.task_id] == expected, (ack, final[ack.task_id])
             balances_checked += 1
-        audit = subprocess.run([sys.executable, "-m", "infrastructure.cli", "audit", "verify"],
+        audit = subprocess.run([sys.executable, "-m", "infrastructure.entrypoints.cli", "audit", "verify"],
                                env={**env, "MEDIATASKS_DATABASE_URL": cluster.url, "PATH": "/usr/bin:/bin"},
                                capture_output=True, text=True, timeout=120, cwd=tmp_path)
         assert audit.returncode == 0, audit.stdout + audit.stderr

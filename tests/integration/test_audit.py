@@ -8,8 +8,9 @@ from uuid import uuid4
 from application.audit import HistoryAuditor, replay
 from application.mediatasks import MediaTasks
 from infrastructure.audit import rebuild, verify
-from infrastructure.bootstrap import ProjectionRunners, construct_views
-from infrastructure.read_model import active_views_name
+from infrastructure.postgres.tables import construct_views
+from infrastructure.postgres.views_pointer import active_views_name
+from infrastructure.projection_runners import ProjectionRunners
 
 URL = "https://www.reddit.com/r/videos/comments/abc123/a_title/"
 

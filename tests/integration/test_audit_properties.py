@@ -13,7 +13,7 @@ from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invar
 from application.audit import HistoryAuditor, replay
 from application.mediatasks import MediaTasks
 from domain.errors import DomainError
-from infrastructure.bootstrap import create_tables
+from infrastructure.postgres.tables import create_tables
 from infrastructure.settings import Settings
 from projections.refund_issuer import RefundIssuer
 from tests.support.postgres import drop_schema

@@ -14,7 +14,7 @@ from domain.errors import (
     UnsupportedUrl,
     UserNotFound,
 )
-from infrastructure.bootstrap import ProjectionRunners
+from infrastructure.projection_runners import ProjectionRunners
 
 URL = "https://www.tiktok.com/@someone/video/7301"
 

@@ -19,8 +19,8 @@ from eventsourcing.persistence import IntegrityError, StoredEvent
 from eventsourcing.utils import Environment
 from psycopg.sql import SQL, Identifier
 
-from infrastructure import group_commit
-from infrastructure.eventstore import GroupCommitApplicationRecorder, MediaTasksPostgresFactory
+from infrastructure.postgres import group_commit
+from infrastructure.postgres.event_store import GroupCommitApplicationRecorder, MediaTasksPostgresFactory
 from tests.support.postgres import database_url
 
 CALLERS = 100

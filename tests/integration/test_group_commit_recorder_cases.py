@@ -18,7 +18,7 @@ from eventsourcing.persistence import ApplicationRecorder, IntegrityError, Proce
 from eventsourcing.tests import persistence as library_cases
 from eventsourcing.utils import Environment
 
-from infrastructure.eventstore import (
+from infrastructure.postgres.event_store import (
     GroupCommitApplicationRecorder,
     GroupCommitProcessRecorder,
     MediaTasksPostgresFactory,

@@ -9,7 +9,7 @@ from application.mediatasks import MediaTasks
 from domain.credits import CreditAccount
 from domain.errors import InvalidText
 from domain.tasks import MediaTask
-from infrastructure.bootstrap import ProjectionRunners
+from infrastructure.projection_runners import ProjectionRunners
 
 URL = "https://x.com/someone/status/1790000000000000000"
 

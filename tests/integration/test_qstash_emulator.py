@@ -14,7 +14,7 @@ import httpx
 import pytest
 import qstash
 
-from infrastructure.delivery.qstash_publisher import PublishRejected, PublishUnavailable, QStashPublishClient
+from infrastructure.delivery.qstash_client import PublishRejected, PublishUnavailable, QStashPublishClient
 from infrastructure.delivery.qstash_signature import (
     InMemorySeenTokenIds,
     InvalidSignature,

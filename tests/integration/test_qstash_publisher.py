@@ -13,10 +13,10 @@ from eventsourcing.utils import get_topic
 
 from application.mediatasks import MediaTasks
 from domain.tasks import MediaTask
-from infrastructure.bootstrap import ProjectionRunners
-from infrastructure.delivery.qstash_outbox import TRACKING_TABLE, QStashPublisher, TakeoverSweeper
-from infrastructure.delivery.qstash_publisher import QStashPublishClient
-from infrastructure.metadata_cache import PostgresMetadataCache
+from infrastructure.delivery.qstash_client import QStashPublishClient
+from infrastructure.delivery.qstash_outbox_publisher import TRACKING_TABLE, QStashPublisher, TakeoverSweeper
+from infrastructure.postgres.metadata_cache import PostgresMetadataCache
+from infrastructure.projection_runners import ProjectionRunners
 from tests.support.qstash_emulator import QStashEmulator
 
 PUBLIC_URL = "https://mediatasks.example/v1/deliveries/qstash"

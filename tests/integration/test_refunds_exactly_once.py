@@ -15,7 +15,7 @@ from psycopg.sql import SQL, Identifier
 
 from application.mediatasks import MediaTasks
 from domain.credits import CreditAccount
-from infrastructure.bootstrap import ProjectionRunners
+from infrastructure.projection_runners import ProjectionRunners
 from tests.support.postgres import database_url
 
 URL = "https://vimeo.com/76979871"
@@ -113,7 +113,7 @@ def test_runner_killed_between_refunds_resumes_without_doubles(app: MediaTasks, 
     pg = {k: store_env[k] for k in ("POSTGRES_HOST", "POSTGRES_PORT", "POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DBNAME")}
     env = {**os.environ, "MEDIATASKS_DATABASE_URL": database_url(pg),
            "MEDIATASKS_POSTGRES_SCHEMA": store_env["POSTGRES_SCHEMA"]}
-    cmd = [sys.executable, "-m", "infrastructure.cli", "projections"]
+    cmd = [sys.executable, "-m", "infrastructure.entrypoints.cli", "projections"]
     kills = 0
     for _ in range(3):
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

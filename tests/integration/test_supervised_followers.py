@@ -18,8 +18,8 @@ from psycopg_pool import ConnectionPool
 
 from application.mediatasks import MediaTasks
 from infrastructure.api.app import create_status_api
-from infrastructure.bootstrap import construct_views
-from infrastructure.dispatch import unseen_dispatches
+from infrastructure.delivery.inline_dispatcher import unseen_dispatches
+from infrastructure.postgres.tables import construct_views
 from infrastructure.projection_followers import ProjectionFollower
 from infrastructure.settings import Settings
 from infrastructure.supervision import Supervisor

@@ -7,7 +7,8 @@ import time
 from eventsourcing.persistence import Tracking
 
 from application.mediatasks import MediaTasks
-from infrastructure.bootstrap import ProjectionRunners, create_tables
+from infrastructure.postgres.tables import create_tables
+from infrastructure.projection_runners import ProjectionRunners
 from projections.memory_views import MemoryTaskViews
 from projections.task_views import TaskViewsProjection
 

@@ -52,7 +52,7 @@ def embedded_server() -> dict[str, str]:
     """One embedded server per test run, in a temporary data dir; stopped at exit."""
     global _embedded
     if _embedded is None:
-        from infrastructure.embedded_postgres import postgres_env_from_url, start_embedded_postgres
+        from infrastructure.postgres.embedded_server import postgres_env_from_url, start_embedded_postgres
 
         data_dir = Path(tempfile.mkdtemp(prefix="mt-pg-"))
         env = postgres_env_from_url(start_embedded_postgres(data_dir))

@@ -30,7 +30,7 @@ class ServiceProcess:
         self.log_path = log_path
         self._log = open(log_path, "wb") if log_path else subprocess.DEVNULL  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "infrastructure.cli", command, "--host", "127.0.0.1", "--port", str(self.port), *args],
+            [sys.executable, "-m", "infrastructure.entrypoints.cli", command, "--host", "127.0.0.1", "--port", str(self.port), *args],
             env=clean_env, cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT,
         )
 

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from psycopg_pool import PoolTimeout
 
 from infrastructure.api.errors import install_error_handlers
-from infrastructure.store_connections import is_connection_error, read_retried
+from infrastructure.postgres.store_connections import is_connection_error, read_retried
 
 
 @pytest.mark.parametrize("error", [

@@ -6,7 +6,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from infrastructure.telemetry import without_query
+from infrastructure.observability.telemetry import without_query
 
 
 def test_query_strings_are_dropped_from_server_span_attributes() -> None:

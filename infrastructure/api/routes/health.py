@@ -8,10 +8,9 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from psycopg.sql import SQL, Identifier
 from pydantic import BaseModel
 
-from infrastructure.store_connections import read_retried
+from infrastructure.postgres.queries import log_positions
 from infrastructure.supervision import LagClock
 
 router = APIRouter(tags=["health"])
@@ -55,21 +54,8 @@ async def healthz() -> Health:
 
 def store_positions(runtime: Any, timeout: float) -> tuple[int, int]:
     """The head of the log and the read model's position, in one statement bounded by `timeout`."""
-    recorder = runtime.app.recorder
     views = runtime.views.current() if hasattr(runtime.views, "current") else runtime.views
-    schema = Identifier(recorder.datastore.schema)
-    query = SQL("SELECT (SELECT max(notification_id) FROM {}.{}) AS head, "
-                "(SELECT max(notification_id) FROM {}.{} WHERE application_name = %s) AS position").format(
-        schema, Identifier(recorder.events_table_name), schema, Identifier(views.tracking_table_name))
-
-    def read() -> Any:
-        recorder.datastore.pool.open(wait=False)  # a no-op once open
-        with recorder.datastore.pool.connection(timeout=timeout) as conn, conn.transaction():
-            conn.execute(SQL("SET LOCAL statement_timeout = {}").format(int(timeout * 1000)))
-            return conn.execute(query, (runtime.app.name,)).fetchone()
-
-    row = read_retried(recorder.datastore, read)
-    return row["head"] or 0, row["position"] or 0
+    return log_positions(runtime.app.recorder, views.tracking_table_name, runtime.app.name, timeout)
 
 
 def _not_ready(body: Readiness) -> JSONResponse:

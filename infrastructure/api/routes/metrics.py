@@ -7,7 +7,7 @@ from fastapi.responses import PlainTextResponse
 
 from infrastructure.api.deps import MetricsReader
 from infrastructure.api.errors import responses
-from infrastructure.telemetry import PROMETHEUS_CONTENT_TYPE
+from infrastructure.observability.telemetry import PROMETHEUS_CONTENT_TYPE
 
 router = APIRouter(tags=["operations"])
 

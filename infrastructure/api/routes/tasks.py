@@ -30,7 +30,7 @@ from infrastructure.api.schemas import (
     TaskOut,
     TaskStatus,
 )
-from infrastructure.eventstore_queries import notification_ids
+from infrastructure.postgres.queries import notification_ids
 from projections.task_views import TERMINAL_STATUSES, TaskUpdate, TaskView, TaskViews
 
 router = APIRouter(prefix="/v1/tasks", tags=["tasks"])

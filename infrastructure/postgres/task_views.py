@@ -18,7 +18,7 @@ from psycopg.types.json import Jsonb
 
 from domain.credits import CreditAccount
 from domain.text import clean_json, clean_text
-from infrastructure.store_connections import read_retried
+from infrastructure.postgres.store_connections import read_retried
 from projections.memory_views import decode_cursor, encode_cursor, plain_row
 from projections.task_views import (
     OPEN_STATUSES,

@@ -25,7 +25,7 @@ from uuid import UUID
 from eventsourcing.utils import get_topic
 
 from domain.tasks import MediaTask
-from infrastructure.store_connections import is_connection_error
+from infrastructure.postgres.store_connections import is_connection_error
 from infrastructure.supervision import Supervised, Supervisor, subscription_stopped_by
 
 logger = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ import sys
 import threading
 from typing import Any
 
-from infrastructure.logs import configure_logging
+from infrastructure.observability.logs import configure_logging
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "users":
         return _users_create(args)
     if args.command == "audit":
-        from infrastructure.audit_cli import run_audit
+        from infrastructure.entrypoints.audit_commands import run_audit
 
         return run_audit(args)
     return 2
@@ -82,16 +82,16 @@ def _serve(args: argparse.Namespace) -> int:
         bootstrap(settings).close()  # tables exist before the workers start
         projections = None
         if not args.no_projections:  # the workers serve HTTP only; projections run beside them
-            projections = subprocess.Popen([sys.executable, "-m", "infrastructure.cli", "projections"])
+            projections = subprocess.Popen([sys.executable, "-m", "infrastructure.entrypoints.cli", "projections"])
         try:
-            uvicorn.run("infrastructure.asgi:create_worker_api", factory=True, host=host, port=port,
+            uvicorn.run("infrastructure.entrypoints.asgi:create_worker_api", factory=True, host=host, port=port,
                         workers=args.workers, log_level="warning", **http_options(settings))
         finally:
             if projections is not None:
                 projections.terminate()
                 projections.wait(timeout=30)
         return 0
-    from infrastructure.asgi import ServiceProcess
+    from infrastructure.entrypoints.asgi import ServiceProcess
 
     service = ServiceProcess(settings, run_projections=not args.no_projections, run_dispatcher=not args.no_dispatch)
     try:
@@ -113,7 +113,8 @@ def _exit_cleanly(*_: Any) -> None:
 
 
 def _projections() -> int:
-    from infrastructure.bootstrap import ProjectionRunners, bootstrap, start_qstash_publisher
+    from infrastructure.bootstrap import bootstrap, start_qstash_publisher
+    from infrastructure.projection_runners import ProjectionRunners
 
     runtime = bootstrap()
     runners = ProjectionRunners(runtime.env, supervisor=runtime.supervisor)
@@ -153,8 +154,8 @@ def _worker(args: argparse.Namespace) -> int:
     import uvicorn
 
     from infrastructure.api.app import create_delivery_api
-    from infrastructure.asgi import worker_id
     from infrastructure.bootstrap import bootstrap, build_qstash_deliveries
+    from infrastructure.entrypoints.asgi import worker_id
     from infrastructure.settings import Settings
 
     settings = Settings()

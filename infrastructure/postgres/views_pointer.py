@@ -13,7 +13,7 @@ from typing import Any
 
 from psycopg.sql import SQL, Identifier
 
-from infrastructure.store_connections import read_retried
+from infrastructure.postgres.store_connections import read_retried
 
 DEFAULT_VIEWS_NAME = "TaskViews"
 POINTER_TABLE = "mediatasks_read_model"

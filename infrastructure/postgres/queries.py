@@ -1,4 +1,4 @@
-"""Reads of the events table that eventsourcing's recorder interface does not offer."""
+"""Reads of the events and tracking tables that eventsourcing's recorder interface does not offer."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ from typing import Any
 from uuid import UUID
 
 from psycopg.sql import SQL, Identifier
+
+from infrastructure.postgres.store_connections import read_retried
 
 
 def notification_ids(recorder: Any, originator_id: UUID) -> dict[int, int]:
@@ -27,3 +29,20 @@ def tracking_position(recorder: Any, tracking_table: str, application_name: str)
         curs.execute(statement, (application_name,))
         row = curs.fetchone()
     return row["notification_id"] if row else None
+
+
+def log_positions(recorder: Any, tracking_table: str, application_name: str, timeout: float) -> tuple[int, int]:
+    """The head of the log and a projection's position, in one statement bounded by `timeout` seconds."""
+    schema = Identifier(recorder.datastore.schema)
+    query = SQL("SELECT (SELECT max(notification_id) FROM {}.{}) AS head, "
+                "(SELECT max(notification_id) FROM {}.{} WHERE application_name = %s) AS position").format(
+        schema, Identifier(recorder.events_table_name), schema, Identifier(tracking_table))
+
+    def read() -> Any:
+        recorder.datastore.pool.open(wait=False)  # a no-op once open
+        with recorder.datastore.pool.connection(timeout=timeout) as conn, conn.transaction():
+            conn.execute(SQL("SET LOCAL statement_timeout = {}").format(int(timeout * 1000)))
+            return conn.execute(query, (application_name,)).fetchone()
+
+    row = read_retried(recorder.datastore, read)
+    return row["head"] or 0, row["position"] or 0

@@ -43,7 +43,7 @@ def _task_id(value: str) -> UUID:
 
 
 def _history(app: Any, task_id: str, *, as_json: bool) -> int:
-    from infrastructure.eventstore_queries import notification_ids
+    from infrastructure.postgres.queries import notification_ids
 
     tid = _task_id(task_id)
     entries = app.task_history(tid)

@@ -6,13 +6,8 @@ import os
 import socket
 from typing import Any
 
-from infrastructure.bootstrap import (
-    ProjectionRunners,
-    bootstrap,
-    build_qstash_deliveries,
-    start_inline_dispatcher,
-    start_qstash_publisher,
-)
+from infrastructure.bootstrap import bootstrap, build_qstash_deliveries, start_inline_dispatcher, start_qstash_publisher
+from infrastructure.projection_runners import ProjectionRunners
 from infrastructure.settings import Settings
 
 

@@ -24,14 +24,15 @@ from eventsourcing.persistence import IntegrityError, Tracking, TrackingRecorder
 from eventsourcing.utils import get_topic
 
 from domain.tasks import MediaTask
-from infrastructure.delivery.qstash_publisher import PublishError, PublishRejected, PublishUnavailable
-from infrastructure.dispatch import Sweeper, overdue_tasks, retry_delay, unseen_dispatches
+from infrastructure.delivery.inline_dispatcher import Sweeper, overdue_tasks, retry_delay, unseen_dispatches
+from infrastructure.delivery.qstash_client import PublishError, PublishRejected, PublishUnavailable
+from infrastructure.postgres.tables import PUBLISHER_TRACKING_TABLE
 from infrastructure.supervision import Supervised, Supervisor, subscription_stopped_by
 
 logger = logging.getLogger(__name__)
 
 PUBLISHER_NAME = "QStashPublisher"
-TRACKING_TABLE = PUBLISHER_NAME.lower() + "_tracking"
+TRACKING_TABLE = PUBLISHER_TRACKING_TABLE
 PUBLISH_TOPICS = tuple(get_topic(c) for c in (MediaTask.Started, MediaTask.Retried))
 MESSAGE_REMEMBERED_SECONDS = 600.0  # QStash's deduplication window: republishing sooner does nothing
 
