@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from application.mediatasks import MediaTasks
     from application.pipeline import TaskPipeline
     from application.ports.blob_store import BlobStore
+    from infrastructure.audit_seal import SealingFollower
     from infrastructure.delivery.inline_dispatcher import InlineDispatcher
     from infrastructure.delivery.qstash_delivery import QStashDeliveryHandler
     from infrastructure.delivery.qstash_outbox_publisher import QStashPublisher
@@ -153,3 +154,22 @@ def start_qstash_publisher(runtime: Runtime) -> QStashPublisher:
     sweeper.start(runtime.supervisor)
     runtime._closers.extend([client.close, publisher.stop, sweeper.stop])
     return publisher
+
+
+def start_sealing_follower(runtime: Runtime) -> SealingFollower | None:
+    """The sealing follower (docs/audit.md), running until the runtime is closed; None if off or unsigned."""
+    from infrastructure.audit_keys import signer_from_settings
+    from infrastructure.audit_seal import PostgresSeal, SealingFollower
+
+    s = runtime.settings
+    if not s.audit_seal:
+        return None
+    signer = signer_from_settings(s)
+    if signer is None:
+        logger.warning("no audit signing key (MEDIATASKS_AUDIT_SIGNING_KEY or _AUDIT_HMAC_KEY): history not sealed")
+        return None
+    follower = SealingFollower(runtime.app, PostgresSeal(runtime.app.recorder.datastore), signer,
+                               checkpoint_events=s.audit_checkpoint_events,
+                               checkpoint_seconds=s.audit_checkpoint_seconds, poll_seconds=s.catch_up_seconds)
+    follower.start(runtime.supervisor)
+    return follower

@@ -34,6 +34,7 @@ def named_env(name: str, env: dict[str, str]) -> Environment:
 def create_tables(env: dict[str, str], views_name: str = VIEWS_NAME) -> None:
     """Create every table once (serialised across processes by an advisory lock)."""
     from application.mediatasks import MediaTasks
+    from infrastructure.audit_seal import PostgresSeal
     from infrastructure.postgres import stream_token_secret
     from infrastructure.postgres.metadata_cache import PostgresMetadataCache
     from infrastructure.postgres.seen_token_ids import PostgresSeenTokenIds
@@ -55,6 +56,7 @@ def create_tables(env: dict[str, str], views_name: str = VIEWS_NAME) -> None:
             PostgresSeenTokenIds(datastore).create_table()
             stream_token_secret.create_table(datastore)
             publisher_tracking(datastore).create_table()
+            PostgresSeal(datastore).create_table()
             views = InfrastructureFactory.construct(env=named_env(views_name, create_env))
             views.tracking_recorder(PostgresTaskViews)
             views.close()
