@@ -26,10 +26,10 @@ from psycopg.sql import SQL, Identifier
 from application.mediatasks import MediaTasks
 from domain.credits import CreditAccount
 from domain.tasks import MediaTask
-from infrastructure.audit import rebuild, replay_invariants, verify, verify_chain
-from infrastructure.audit_export import export_writer, verify_export, write_export
-from infrastructure.audit_keys import Ed25519Signer
-from infrastructure.audit_seal import PostgresSeal, SealingFollower
+from infrastructure.audit.export import export_writer, verify_export, write_export
+from infrastructure.audit.history import rebuild, replay_invariants, verify, verify_chain
+from infrastructure.audit.keys import Ed25519Signer
+from infrastructure.postgres.audit_seal import PostgresSeal, SealingFollower
 from infrastructure.postgres.tables import construct_views, create_tables
 from infrastructure.settings import Settings
 

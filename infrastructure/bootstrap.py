@@ -18,11 +18,11 @@ if TYPE_CHECKING:
     from application.mediatasks import MediaTasks
     from application.pipeline import TaskPipeline
     from application.ports.blob_store import BlobStore
-    from infrastructure.audit_seal import SealingFollower
     from infrastructure.delivery.inline_dispatcher import InlineDispatcher
     from infrastructure.delivery.qstash_delivery import QStashDeliveryHandler
     from infrastructure.delivery.qstash_outbox_publisher import QStashPublisher
     from infrastructure.observability.telemetry import Telemetry
+    from infrastructure.postgres.audit_seal import SealingFollower
     from infrastructure.postgres.views_pointer import ViewsSwitch
     from infrastructure.supervision import Supervisor
 
@@ -158,8 +158,8 @@ def start_qstash_publisher(runtime: Runtime) -> QStashPublisher:
 
 def start_sealing_follower(runtime: Runtime) -> SealingFollower | None:
     """The sealing follower (docs/audit.md), running until the runtime is closed; None if off or unsigned."""
-    from infrastructure.audit_keys import signer_from_settings
-    from infrastructure.audit_seal import PostgresSeal, SealingFollower
+    from infrastructure.audit.keys import signer_from_settings
+    from infrastructure.postgres.audit_seal import PostgresSeal, SealingFollower
 
     s = runtime.settings
     if not s.audit_seal:

@@ -94,7 +94,7 @@ def _as_of(app: Any, task_id: str, timestamp: str) -> int:
 
 
 def _verifier(runtime: Any, public_key: str | None) -> Any:
-    from infrastructure.audit_keys import Ed25519Verifier, load_public_key, signer_from_settings
+    from infrastructure.audit.keys import Ed25519Verifier, load_public_key, signer_from_settings
 
     if public_key:
         return Ed25519Verifier(load_public_key(public_key))
@@ -115,7 +115,7 @@ def _print_report(report: Any, started: float) -> int:
 
 
 def _verify(runtime: Any, args: argparse.Namespace) -> int:
-    from infrastructure.audit import verify, verify_chain
+    from infrastructure.audit.history import verify, verify_chain
 
     started = time.perf_counter()
     verifier = _verifier(runtime, args.public_key)
@@ -131,9 +131,9 @@ def _verify(runtime: Any, args: argparse.Namespace) -> int:
 
 
 def _export(runtime: Any, args: argparse.Namespace) -> int:
-    from infrastructure.audit import REFUNDS_TRACKING_TABLE
-    from infrastructure.audit_export import export_writer, write_export
-    from infrastructure.audit_seal import PostgresSeal
+    from infrastructure.audit.export import export_writer, write_export
+    from infrastructure.audit.history import REFUNDS_TRACKING_TABLE
+    from infrastructure.postgres.audit_seal import PostgresSeal
     from infrastructure.postgres.queries import tracking_position
 
     app = runtime.app
@@ -147,8 +147,8 @@ def _export(runtime: Any, args: argparse.Namespace) -> int:
 
 
 def _verify_export(args: argparse.Namespace) -> int:
-    from infrastructure.audit_export import ExportRefused, verify_export
-    from infrastructure.audit_keys import Ed25519Verifier, HmacSigner, load_public_key
+    from infrastructure.audit.export import ExportRefused, verify_export
+    from infrastructure.audit.keys import Ed25519Verifier, HmacSigner, load_public_key
 
     if args.public_key:
         verifier: Any = Ed25519Verifier(load_public_key(args.public_key))
@@ -170,7 +170,7 @@ def _verify_export(args: argparse.Namespace) -> int:
 
 
 def _public_key(runtime: Any) -> int:
-    from infrastructure.audit_keys import Ed25519Signer, signer_from_settings
+    from infrastructure.audit.keys import Ed25519Signer, signer_from_settings
 
     signer = signer_from_settings(runtime.settings)
     if not isinstance(signer, Ed25519Signer):
@@ -181,7 +181,7 @@ def _public_key(runtime: Any) -> int:
 
 
 def _rebuild(runtime: Any) -> int:
-    from infrastructure.audit import rebuild
+    from infrastructure.audit.history import rebuild
 
     with progress_bar("rebuilding") as progress:
         old, new, seconds = rebuild(runtime.env, runtime.app, progress=progress)

@@ -34,8 +34,8 @@ def named_env(name: str, env: dict[str, str]) -> Environment:
 def create_tables(env: dict[str, str], views_name: str = VIEWS_NAME) -> None:
     """Create every table once (serialised across processes by an advisory lock)."""
     from application.mediatasks import MediaTasks
-    from infrastructure.audit_seal import PostgresSeal
     from infrastructure.postgres import stream_token_secret
+    from infrastructure.postgres.audit_seal import PostgresSeal
     from infrastructure.postgres.metadata_cache import PostgresMetadataCache
     from infrastructure.postgres.seen_token_ids import PostgresSeenTokenIds
     from infrastructure.postgres.task_views import PostgresTaskViews

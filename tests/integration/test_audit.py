@@ -7,7 +7,7 @@ from uuid import uuid4
 
 from application.audit import HistoryAuditor, replay
 from application.mediatasks import MediaTasks
-from infrastructure.audit import rebuild, verify
+from infrastructure.audit.history import rebuild, verify
 from infrastructure.postgres.tables import construct_views
 from infrastructure.postgres.views_pointer import active_views_name
 from infrastructure.projection_runners import ProjectionRunners

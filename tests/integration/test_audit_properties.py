@@ -14,9 +14,9 @@ from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invar
 from application.audit import HistoryAuditor, replay
 from application.mediatasks import MediaTasks
 from domain.errors import DomainError
-from infrastructure.audit import verify_chain
-from infrastructure.audit_keys import HmacSigner
-from infrastructure.audit_seal import PostgresSeal, SealingFollower
+from infrastructure.audit.history import verify_chain
+from infrastructure.audit.keys import HmacSigner
+from infrastructure.postgres.audit_seal import PostgresSeal, SealingFollower
 from infrastructure.postgres.tables import create_tables
 from infrastructure.settings import Settings
 from projections.refund_issuer import RefundIssuer

@@ -17,10 +17,10 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from application.mediatasks import MediaTasks
-from infrastructure.audit import verify, verify_chain
-from infrastructure.audit_export import ExportRefused, export_writer, verify_export, write_export
-from infrastructure.audit_keys import Ed25519Signer, HmacSigner
-from infrastructure.audit_seal import PostgresSeal, SealingFollower
+from infrastructure.audit.export import ExportRefused, export_writer, verify_export, write_export
+from infrastructure.audit.history import verify, verify_chain
+from infrastructure.audit.keys import Ed25519Signer, HmacSigner
+from infrastructure.postgres.audit_seal import PostgresSeal, SealingFollower
 from infrastructure.postgres.tables import construct_views
 
 URL = "https://www.instagram.com/reel/Cabc123/"

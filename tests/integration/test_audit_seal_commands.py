@@ -18,9 +18,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from application.mediatasks import MediaTasks
-from infrastructure.audit import verify_chain
-from infrastructure.audit_keys import Ed25519Signer, load_private_key
-from infrastructure.audit_seal import PostgresSeal, SealingFollower
+from infrastructure.audit.history import verify_chain
+from infrastructure.audit.keys import Ed25519Signer, load_private_key
+from infrastructure.postgres.audit_seal import PostgresSeal, SealingFollower
 from tests.integration.test_audit_seal import (
     URL,
     connect,

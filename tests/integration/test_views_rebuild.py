@@ -66,7 +66,7 @@ def test_rebuild_under_new_name_equals_live_view(store_env: dict[str, str]) -> N
 
 def test_bulk_rebuild_with_copy_equals_the_live_view(store_env: dict[str, str]) -> None:
     """`rebuild` folds in memory and loads with COPY: the same rows, progress updates included."""
-    from infrastructure.audit import rebuild
+    from infrastructure.audit.history import rebuild
     from infrastructure.postgres.tables import construct_views
 
     app = MediaTasks(env=store_env)

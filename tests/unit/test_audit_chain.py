@@ -11,9 +11,9 @@ from application.audit_chain import GENESIS, ChainCheck, Checkpoint, chain_link,
 from application.mediatasks import MediaTasks
 from domain.credits import CreditAccount
 from domain.tasks import MediaTask
-from infrastructure.audit_keys import HmacSigner
+from infrastructure.audit.keys import HmacSigner
 from infrastructure.entrypoints.audit_commands import progress_bar
-from infrastructure.event_decoder import EventDecoder
+from infrastructure.postgres.event_decoder import EventDecoder
 
 SIGNER = HmacSigner(b"unit-test-audit-key")
 

@@ -10,7 +10,7 @@ from eventsourcing.persistence import Tracking
 
 from application.audit import AuditReport, HistoryAuditor
 from application.audit_chain import GENESIS, ChainCheck, CheckpointVerifier, merge_by_position
-from infrastructure.event_decoder import EventDecoder
+from infrastructure.postgres.event_decoder import EventDecoder
 from infrastructure.postgres.queries import tracking_position
 from infrastructure.postgres.task_views import TaskViewsBulkLoad
 from projections.task_views import TaskViewsProjection
@@ -23,7 +23,7 @@ def verify(app: Any, views: Any, *, seal: Any = None, verifier: CheckpointVerifi
            progress: Progress | None = None) -> AuditReport:
     """Replay every event, check the invariants and the sealed chain, and compare the read model with a
     fresh rebuild. The events and the chain are read in one consistent snapshot."""
-    from infrastructure.audit_seal import PostgresSeal, sealed_history
+    from infrastructure.postgres.audit_seal import PostgresSeal, sealed_history
 
     refunds_at = tracking_position(app.recorder, REFUNDS_TRACKING_TABLE, app.name) or 0
     auditor = HistoryAuditor(refunds_tracked_to=refunds_at)
@@ -96,7 +96,7 @@ def replay_invariants(app: Any, *, refunds_tracked_to: int | None = None,
 def verify_chain(app: Any, *, seal: Any = None, verifier: CheckpointVerifier | None = None, after: int = 0,
                  progress: Progress | None = None) -> AuditReport:
     """The sealed chain alone, from the last checkpoint at or before `after` (the chain needs a signed start)."""
-    from infrastructure.audit_seal import PostgresSeal, sealed_history
+    from infrastructure.postgres.audit_seal import PostgresSeal, sealed_history
 
     seal = seal or PostgresSeal(app.recorder.datastore)
     report = AuditReport()

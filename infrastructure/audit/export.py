@@ -70,7 +70,7 @@ def _checkpoint_line(c: Checkpoint) -> dict[str, Any]:
 def write_export(app: Any, seal: Any, out: IO[bytes], *, from_position: int = 0, to_position: int | None = None,
                  refunds_tracked_to: int = 0, progress: Progress | None = None) -> dict[str, int]:
     """The events in (checkpoint at or before `from_position`, checkpoint at or after `to_position`]."""
-    from infrastructure.audit_seal import sealed_history
+    from infrastructure.postgres.audit_seal import sealed_history
 
     start = seal.checkpoints(stop=from_position, last=True) if from_position else []
     first = start[0] if start else None
@@ -121,7 +121,7 @@ def verify_export(path: str, verifier: CheckpointVerifier, *, progress: Progress
 
 def _verify_export(path: str, verifier: CheckpointVerifier, progress: Progress | None) -> AuditReport:
     from application.mediatasks import MediaTasks
-    from infrastructure.event_decoder import EventDecoder
+    from infrastructure.postgres.event_decoder import EventDecoder
 
     offline = MediaTasks(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})  # its mapper: no storage is touched
     decode = EventDecoder(offline.mapper)
