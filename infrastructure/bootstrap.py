@@ -68,12 +68,16 @@ def bootstrap(settings: Settings | None = None, *, env_overrides: dict[str, str]
     create_tables(env)
     app = MediaTasks(env=env)
     views = ViewsSwitch(app.recorder.datastore, lambda name: construct_views(env, name))
-    blobs = blob_store_from_url(settings.resolved_blob_url(), s3_endpoint_url=settings.s3_endpoint_url,
-                                s3_region=settings.s3_region)
-    supervisor = Supervisor(backoff_base_seconds=settings.follower_backoff_base_seconds,
-                            backoff_cap_seconds=settings.follower_backoff_cap_seconds)
-    runtime = Runtime(settings=settings, env=env, app=app, views=views, blobs=blobs, telemetry=telemetry,
-                      supervisor=supervisor)
+    blobs = blob_store_from_url(
+        settings.resolved_blob_url(), s3_endpoint_url=settings.s3_endpoint_url, s3_region=settings.s3_region
+    )
+    supervisor = Supervisor(
+        backoff_base_seconds=settings.follower_backoff_base_seconds,
+        backoff_cap_seconds=settings.follower_backoff_cap_seconds,
+    )
+    runtime = Runtime(
+        settings=settings, env=env, app=app, views=views, blobs=blobs, telemetry=telemetry, supervisor=supervisor
+    )
     runtime._closers.extend([telemetry.shutdown, app.close, views.close, supervisor.stop])
     return runtime
 
@@ -88,25 +92,50 @@ def build_pipeline(runtime: Runtime, worker_id: str) -> TaskPipeline:
 
     s = runtime.settings
     provider = media_provider_from_settings(
-        s.provider, url=s.provider_url, key=s.provider_key.get_secret_value() if s.provider_key else None,
-        host=s.provider_host, timeout=s.provider_timeout, ytdlp_allow_generic=s.ytdlp_allow_generic,
+        s.provider,
+        url=s.provider_url,
+        key=s.provider_key.get_secret_value() if s.provider_key else None,
+        host=s.provider_host,
+        timeout=s.provider_timeout,
+        ytdlp_allow_generic=s.ytdlp_allow_generic,
     )
-    fetcher = SafeFetcher(UrlPolicy(allow_cidrs=tuple(s.url_allow_cidrs)), connect_timeout=s.download_connect_timeout,
-                          read_timeout=s.download_read_timeout, deadline_seconds=s.download_deadline_seconds)
+    fetcher = SafeFetcher(
+        UrlPolicy(allow_cidrs=tuple(s.url_allow_cidrs)),
+        connect_timeout=s.download_connect_timeout,
+        read_timeout=s.download_read_timeout,
+        deadline_seconds=s.download_deadline_seconds,
+    )
     runtime._closers.append(fetcher.close)
-    limits = PipelineLimits(max_video_bytes=s.max_video_bytes, max_subtitle_bytes=s.max_subtitle_bytes,
-                            metadata_ttl_seconds=s.metadata_ttl_seconds, heartbeat_seconds=s.lease_seconds / 3)
-    return TaskPipeline(runtime.app, provider=provider, fetcher=fetcher, blobs=runtime.blobs,
-                        cache=PostgresMetadataCache(runtime.app.recorder.datastore), parse_subtitles=parse_track,
-                        limits=limits, worker_id=worker_id)
+    limits = PipelineLimits(
+        max_video_bytes=s.max_video_bytes,
+        max_subtitle_bytes=s.max_subtitle_bytes,
+        metadata_ttl_seconds=s.metadata_ttl_seconds,
+        heartbeat_seconds=s.lease_seconds / 3,
+    )
+    return TaskPipeline(
+        runtime.app,
+        provider=provider,
+        fetcher=fetcher,
+        blobs=runtime.blobs,
+        cache=PostgresMetadataCache(runtime.app.recorder.datastore),
+        parse_subtitles=parse_track,
+        limits=limits,
+        worker_id=worker_id,
+    )
 
 
 def start_inline_dispatcher(runtime: Runtime, worker_id: str) -> InlineDispatcher:
     from infrastructure.delivery.inline_dispatcher import InlineDispatcher
 
     s = runtime.settings
-    dispatcher = InlineDispatcher(runtime.app, runtime.views, build_pipeline(runtime, worker_id), workers=s.workers,
-                                  lease_seconds=s.lease_seconds, retry_base_seconds=s.retry_base_seconds)
+    dispatcher = InlineDispatcher(
+        runtime.app,
+        runtime.views,
+        build_pipeline(runtime, worker_id),
+        workers=s.workers,
+        lease_seconds=s.lease_seconds,
+        retry_base_seconds=s.retry_base_seconds,
+    )
     dispatcher.start(runtime.supervisor)
     runtime._closers.append(dispatcher.stop)
     return dispatcher
@@ -127,10 +156,15 @@ def build_qstash_deliveries(runtime: Runtime, worker_id: str) -> QStashDeliveryH
 
     s = runtime.settings
     keys = [k.get_secret_value() if k else "" for k in (s.qstash_current_signing_key, s.qstash_next_signing_key)]
-    verifier = QStashSignatureVerifier(*keys, qstash_delivery_url(s), s.qstash_clock_tolerance_seconds,
-                                       seen_token_ids=PostgresSeenTokenIds(runtime.app.recorder.datastore))
-    return QStashDeliveryHandler(verifier, build_pipeline(runtime, worker_id), retries=s.qstash_retries,
-                                 retry_base_seconds=s.retry_base_seconds)
+    verifier = QStashSignatureVerifier(
+        *keys,
+        qstash_delivery_url(s),
+        s.qstash_clock_tolerance_seconds,
+        seen_token_ids=PostgresSeenTokenIds(runtime.app.recorder.datastore),
+    )
+    return QStashDeliveryHandler(
+        verifier, build_pipeline(runtime, worker_id), retries=s.qstash_retries, retry_base_seconds=s.retry_base_seconds
+    )
 
 
 def start_qstash_publisher(runtime: Runtime) -> QStashPublisher:
@@ -143,13 +177,15 @@ def start_qstash_publisher(runtime: Runtime) -> QStashPublisher:
     s = runtime.settings
     if s.qstash_token is None:
         raise ValueError("MEDIATASKS_QSTASH_TOKEN is required when MEDIATASKS_DISPATCH=qstash")
-    client = QStashPublishClient(s.qstash_url, s.qstash_token.get_secret_value(), qstash_delivery_url(s),
-                                 s.qstash_retries)
+    client = QStashPublishClient(
+        s.qstash_url, s.qstash_token.get_secret_value(), qstash_delivery_url(s), s.qstash_retries
+    )
     datastore = runtime.app.recorder.datastore
     tracking = publisher_tracking(datastore)
     publisher = QStashPublisher(runtime.app, tracking, client)
-    sweeper = TakeoverSweeper(runtime.app, runtime.views, publisher, PostgresMetadataCache(datastore),
-                              lease_seconds=s.lease_seconds)
+    sweeper = TakeoverSweeper(
+        runtime.app, runtime.views, publisher, PostgresMetadataCache(datastore), lease_seconds=s.lease_seconds
+    )
     publisher.start(runtime.supervisor)
     sweeper.start(runtime.supervisor)
     runtime._closers.extend([client.close, publisher.stop, sweeper.stop])
@@ -168,8 +204,13 @@ def start_sealing_follower(runtime: Runtime) -> SealingFollower | None:
     if signer is None:
         logger.warning("no audit signing key (MEDIATASKS_AUDIT_SIGNING_KEY or _AUDIT_HMAC_KEY): history not sealed")
         return None
-    follower = SealingFollower(runtime.app, PostgresSeal(runtime.app.recorder.datastore), signer,
-                               checkpoint_events=s.audit_checkpoint_events,
-                               checkpoint_seconds=s.audit_checkpoint_seconds, poll_seconds=s.catch_up_seconds)
+    follower = SealingFollower(
+        runtime.app,
+        PostgresSeal(runtime.app.recorder.datastore),
+        signer,
+        checkpoint_events=s.audit_checkpoint_events,
+        checkpoint_seconds=s.audit_checkpoint_seconds,
+        poll_seconds=s.catch_up_seconds,
+    )
     follower.start(runtime.supervisor)
     return follower

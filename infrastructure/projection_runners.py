@@ -32,21 +32,24 @@ class ProjectionRunners:
     after `mediatasks audit rebuild` switches it, the read model's follower restarts on the new one.
     """
 
-    def __init__(self, env: dict[str, str], views_name: str | None = None, *, refunds: bool = True,
-                 supervisor: Any = None) -> None:
+    def __init__(
+        self, env: dict[str, str], views_name: str | None = None, *, refunds: bool = True, supervisor: Any = None
+    ) -> None:
         # The followers share one source application with a few pools; projections work one event at a time.
         self.env = env = {**env, "POSTGRES_POOL_SIZE": "2", "POSTGRES_MAX_OVERFLOW": "4"}
         self.supervisor = supervisor or Supervisor()
         self._owns_supervisor = supervisor is None
         self._lock = threading.Lock()
         self._factory = InfrastructureFactory.construct(
-            env=named_env("MediaTasks", {**env, "POSTGRES_POOL_SIZE": "1", "POSTGRES_MAX_OVERFLOW": "1"}))
+            env=named_env("MediaTasks", {**env, "POSTGRES_POOL_SIZE": "1", "POSTGRES_MAX_OVERFLOW": "1"})
+        )
         self.source = MediaTasks(env=env)
         self.views_name = views_name or active_views_name(self._factory.datastore)  # type: ignore[attr-defined]
         self.views_runner = self._views_follower(self.views_name)
         self.supervisor.add(self.views_runner)
         self.refunds_runner: Any = None
         if refunds:
+
             def refund_issuer(previous: Any) -> Any:
                 if previous is not None:
                     previous.close()

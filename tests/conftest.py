@@ -11,7 +11,9 @@ import pytest
 
 from tests.support.postgres import drop_schema, fresh_database, server_kinds
 
-FIXTURES_DIR = Path(os.environ.get("MEDIATASKS_FIXTURES_DIR", Path(__file__).resolve().parents[2] / "shared" / "fixtures"))
+FIXTURES_DIR = Path(
+    os.environ.get("MEDIATASKS_FIXTURES_DIR", Path(__file__).resolve().parents[2] / "shared" / "fixtures")
+)
 SERVER_KINDS = server_kinds()
 
 

@@ -62,8 +62,11 @@ class StreamTokens:
         kid, _, rest = token.partition(".")
         payload, _, signature = rest.partition(".")
         key = self._keys.get(kid)
-        if key is None or not signature or not hmac.compare_digest(
-                signature.encode(), self._sign(key, f"{kid}.{payload}").encode()):
+        if (
+            key is None
+            or not signature
+            or not hmac.compare_digest(signature.encode(), self._sign(key, f"{kid}.{payload}").encode())
+        ):
             return None
         try:
             user_id, task, expires = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)).decode().split("|")

@@ -36,9 +36,10 @@ def tracking_position(recorder: Any, tracking_table: str, application_name: str)
 def log_positions(recorder: Any, tracking_table: str, application_name: str, timeout: float) -> tuple[int, int]:
     """The head of the log and a projection's position, in one statement bounded by `timeout` seconds."""
     schema = Identifier(recorder.datastore.schema)
-    query = SQL("SELECT (SELECT max(notification_id) FROM {}.{}) AS head, "
-                "(SELECT max(notification_id) FROM {}.{} WHERE application_name = %s) AS position").format(
-        schema, Identifier(recorder.events_table_name), schema, Identifier(tracking_table))
+    query = SQL(
+        "SELECT (SELECT max(notification_id) FROM {}.{}) AS head, "
+        "(SELECT max(notification_id) FROM {}.{} WHERE application_name = %s) AS position"
+    ).format(schema, Identifier(recorder.events_table_name), schema, Identifier(tracking_table))
 
     def read() -> Any:
         recorder.datastore.pool.open(wait=False)  # a no-op once open
@@ -57,8 +58,12 @@ def event_rows(recorder: Any, *, after: int = 0, stop: int | None = None, itersi
     with recorder.datastore.get_connection() as conn, conn.transaction():
         with conn.cursor(name="event_rows", row_factory=tuple_row) as curs:
             curs.itersize = itersize
-            curs.execute(SQL("SELECT notification_id, originator_id, originator_version, topic, state FROM {} "
-                             "WHERE notification_id > %s AND notification_id <= %s ORDER BY notification_id"
-                             ).format(table), (after, stop if stop is not None else 2**62))
+            curs.execute(
+                SQL(
+                    "SELECT notification_id, originator_id, originator_version, topic, state FROM {} "
+                    "WHERE notification_id > %s AND notification_id <= %s ORDER BY notification_id"
+                ).format(table),
+                (after, stop if stop is not None else 2**62),
+            )
             while rows := curs.fetchmany(itersize):
                 yield from rows

@@ -18,12 +18,22 @@ URL = "https://www.facebook.com/watch/?v=123456789"
 
 
 def audit(store_env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    pg = {k: store_env[k] for k in ("POSTGRES_HOST", "POSTGRES_PORT", "POSTGRES_USER", "POSTGRES_PASSWORD",
-                                    "POSTGRES_DBNAME")}
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("MEDIATASKS_")},
-           "MEDIATASKS_DATABASE_URL": database_url(pg), "MEDIATASKS_POSTGRES_SCHEMA": store_env["POSTGRES_SCHEMA"]}
-    return subprocess.run([sys.executable, "-m", "infrastructure.entrypoints.cli", "audit", *args], env=env,
-                          capture_output=True, text=True, timeout=120)
+    pg = {
+        k: store_env[k]
+        for k in ("POSTGRES_HOST", "POSTGRES_PORT", "POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DBNAME")
+    }
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("MEDIATASKS_")},
+        "MEDIATASKS_DATABASE_URL": database_url(pg),
+        "MEDIATASKS_POSTGRES_SCHEMA": store_env["POSTGRES_SCHEMA"],
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "infrastructure.entrypoints.cli", "audit", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_history_as_of_and_verify(app: MediaTasks, runners: ProjectionRunners, store_env: dict[str, str]) -> None:

@@ -337,7 +337,6 @@ def test_emulator_calls_loopback_destinations_only(emulator: QStashEmulator) -> 
     assert emulator.deliveries == []
 
 
-
 def test_several_loopback_targets_are_called_round_robin_skipping_refused_ones(
     emulator: QStashEmulator, receiver: LoopbackReceiver
 ) -> None:

@@ -37,8 +37,13 @@ def audit_verify(request: Request) -> AuditResult:
     signer = signer_from_settings(runtime.settings)
     report = verify(runtime.app, runtime.views, verifier=signer.verifier() if signer is not None else None)
     return AuditResult(
-        ok=report.ok, summary=report.summary(), events=report.events, tasks=report.tasks, accounts=report.accounts,
+        ok=report.ok,
+        summary=report.summary(),
+        events=report.events,
+        tasks=report.tasks,
+        accounts=report.accounts,
         pending_refunds=report.pending_refunds,
-        violations=[AuditViolation(code=v.code, message=v.message, positions=list(v.positions))
-                    for v in report.violations],
+        violations=[
+            AuditViolation(code=v.code, message=v.message, positions=list(v.positions)) for v in report.violations
+        ],
     )
