@@ -25,8 +25,14 @@ _MP4_VIDEO = {"h264", "h265", "av1"}
 _WEBM_VIDEO = {"vp9", "vp8", "av1"}
 _MP4_AUDIO = {"aac", "mp3"}
 _WEBM_AUDIO = {"opus", "vorbis"}
-_CONTENT_TYPES = {"mp4": "video/mp4", "webm": "video/webm", "mkv": "video/x-matroska", "m4a": "audio/mp4",
-                  "ogg": "audio/ogg", "mp3": "audio/mpeg"}
+_CONTENT_TYPES = {
+    "mp4": "video/mp4",
+    "webm": "video/webm",
+    "mkv": "video/x-matroska",
+    "m4a": "audio/mp4",
+    "ogg": "audio/ogg",
+    "mp3": "audio/mpeg",
+}
 _EXTENSIONS = {"mp4": ".mp4", "webm": ".webm", "mkv": ".mkv", "m4a": ".m4a", "ogg": ".opus", "mp3": ".mp3"}
 
 
@@ -35,9 +41,27 @@ def codec_family(codec: str | None) -> str | None:
     if codec is None:
         return None
     name = codec.lower().split(".")[0]
-    aliases = {"avc1": "h264", "avc3": "h264", "avc": "h264", "h264": "h264", "hev1": "h265", "hvc1": "h265",
-               "hevc": "h265", "h265": "h265", "vp09": "vp9", "vp9": "vp9", "vp8": "vp8", "av01": "av1", "av1": "av1",
-               "mp4a": "aac", "aac": "aac", "opus": "opus", "vorbis": "vorbis", "mp3": "mp3", "mp4a.40.34": "mp3"}
+    aliases = {
+        "avc1": "h264",
+        "avc3": "h264",
+        "avc": "h264",
+        "h264": "h264",
+        "hev1": "h265",
+        "hvc1": "h265",
+        "hevc": "h265",
+        "h265": "h265",
+        "vp09": "vp9",
+        "vp9": "vp9",
+        "vp8": "vp8",
+        "av01": "av1",
+        "av1": "av1",
+        "mp4a": "aac",
+        "aac": "aac",
+        "opus": "opus",
+        "vorbis": "vorbis",
+        "mp3": "mp3",
+        "mp4a.40.34": "mp3",
+    }
     return aliases.get(name, name)
 
 
@@ -73,8 +97,12 @@ class FormatChoice:
     @property
     def is_passthrough(self) -> bool:
         """One progressive file with everything wanted in it: streamed as it is, no remux."""
-        return (self.video is not None and self.video.protocol == "https" and self.audio is self.video
-                and self.audio_encoder is None)
+        return (
+            self.video is not None
+            and self.video.protocol == "https"
+            and self.audio is self.video
+            and self.audio_encoder is None
+        )
 
     def sources(self) -> list[MediaFormat]:
         """The formats to fetch: the video's, and the audio's when it is another."""
@@ -111,18 +139,27 @@ def _choose_video(formats: Sequence[MediaFormat], request: FormatRequest) -> For
     within = [fmt for fmt in videos if fmt.height is None or fmt.height <= request.max_height]
     if not within:
         lowest = min(fmt.height or 0 for fmt in videos)
-        raise _no_format(f"No video format is {request.max_height}p or lower; the lowest offered is {lowest}p.",
-                         best_available_height=lowest, max_height=request.max_height,
-                         available_heights=sorted({fmt.height or 0 for fmt in videos}))
+        raise _no_format(
+            f"No video format is {request.max_height}p or lower; the lowest offered is {lowest}p.",
+            best_available_height=lowest,
+            max_height=request.max_height,
+            available_heights=sorted({fmt.height or 0 for fmt in videos}),
+        )
     reasons: list[str] = []
 
     def rank(fmt: MediaFormat) -> tuple[int, bool, bool, float]:
-        return (fmt.height or 0, codec_family(fmt.vcodec) == request.video_codec,
-                fmt.has_audio and not request.mute, fmt.bitrate or 0.0)
+        return (
+            fmt.height or 0,
+            codec_family(fmt.vcodec) == request.video_codec,
+            fmt.has_audio and not request.mute,
+            fmt.bitrate or 0.0,
+        )
 
     video = max(within, key=rank)
-    reasons.append(f"video {video.format_id}: {video.height or '?'}p, the tallest at or under {request.max_height}p"
-                   + (f" of {len(within)} formats" if len(within) > 1 else ""))
+    reasons.append(
+        f"video {video.format_id}: {video.height or '?'}p, the tallest at or under {request.max_height}p"
+        + (f" of {len(within)} formats" if len(within) > 1 else "")
+    )
     family = codec_family(video.vcodec)
     if family != request.video_codec and family != "unknown":
         reasons.append(f"no {request.video_codec} format at {video.height}p; {family} chosen")
@@ -134,8 +171,11 @@ def _choose_video(formats: Sequence[MediaFormat], request: FormatRequest) -> For
         reasons.append(f"audio from {video.format_id} itself (video and audio in one format)")
     else:
         audio = _best_audio_for(formats, family)
-        reasons.append(f"audio {audio.format_id}: {codec_family(audio.acodec)}, merged with the video" if audio
-                       else "no audio format offered: the video is stored without audio")
+        reasons.append(
+            f"audio {audio.format_id}: {codec_family(audio.acodec)}, merged with the video"
+            if audio
+            else "no audio format offered: the video is stored without audio"
+        )
     container = _container(video, audio)
     if container != "mp4" or video.protocol != "https" or audio is not video:
         reasons.append(f"written as {container}")
@@ -174,8 +214,10 @@ def _choose_audio(formats: Sequence[MediaFormat], request: FormatRequest) -> For
         return (wanted is not None and codec_family(fmt.acodec) == wanted, fmt.bitrate or 0.0, -(fmt.height or 0))
 
     audio = max(pool, key=rank)
-    reasons = [f"audio {audio.format_id}: {codec_family(audio.acodec)}"
-               + (", the best audio-only format" if audio_only else ", from a format with video (no audio-only one)")]
+    reasons = [
+        f"audio {audio.format_id}: {codec_family(audio.acodec)}"
+        + (", the best audio-only format" if audio_only else ", from a format with video (no audio-only one)")
+    ]
     source = codec_family(audio.acodec)
     container = {"aac": "m4a", "mp3": "mp3", "opus": "ogg"}
     encoder = None

@@ -29,12 +29,34 @@ def build_bench_stream(root: Path, size_mib: int) -> Path:
     duration = max(4.0, size_mib / MIB_PER_SECOND)
     (folder / "bench-hls").mkdir(parents=True, exist_ok=True)
     (folder / "bench-dash").mkdir(parents=True, exist_ok=True)
-    _encode(av.open(str(folder / "bench-hls" / "index.m3u8"), "w", format="hls", options={
-        "hls_time": "4", "hls_playlist_type": "vod", "hls_segment_type": "mpegts",
-        "hls_segment_filename": str(folder / "bench-hls" / "segment-%05d.ts")}), duration)
-    _encode(av.open(str(folder / "bench-dash" / "manifest.mpd"), "w", format="dash", options={
-        "seg_duration": "4", "use_template": "1", "use_timeline": "0",
-        "adaptation_sets": "id=0,streams=v id=1,streams=a"}), duration)
+    _encode(
+        av.open(
+            str(folder / "bench-hls" / "index.m3u8"),
+            "w",
+            format="hls",
+            options={
+                "hls_time": "4",
+                "hls_playlist_type": "vod",
+                "hls_segment_type": "mpegts",
+                "hls_segment_filename": str(folder / "bench-hls" / "segment-%05d.ts"),
+            },
+        ),
+        duration,
+    )
+    _encode(
+        av.open(
+            str(folder / "bench-dash" / "manifest.mpd"),
+            "w",
+            format="dash",
+            options={
+                "seg_duration": "4",
+                "use_template": "1",
+                "use_timeline": "0",
+                "adaptation_sets": "id=0,streams=v id=1,streams=a",
+            },
+        ),
+        duration,
+    )
     done.write_text("ok\n")
     return folder
 
@@ -47,8 +69,12 @@ def _encode(output: av.container.OutputContainer, duration: float) -> None:
         audio = output.add_stream("aac", rate=SAMPLE_RATE)
         audio.layout = "stereo"
         audio.bit_rate = 128_000
-        resampler = av.AudioResampler(format=audio.codec_context.format, layout="stereo", rate=SAMPLE_RATE,
-                                      frame_size=audio.codec_context.frame_size or 1024)
+        resampler = av.AudioResampler(
+            format=audio.codec_context.format,
+            layout="stereo",
+            rate=SAMPLE_RATE,
+            frame_size=audio.codec_context.frame_size or 1024,
+        )
         tone = _tone_frames(duration)
         audio_seconds = 0.0
         for index, frame in enumerate(_pattern_frames(duration, f"{WIDTH}x{HEIGHT}")):

@@ -50,9 +50,15 @@ def curl_seconds(url: str, out: Path) -> float:
 
 
 def run_once(pg: dict, platform: FakePlatform, size: int, store: str, s3: dict | None) -> dict:
-    settings = dict(provider="http", provider_url=platform.provider_url, provider_key="fake-key",
-                    provider_host="fake-platform.test", url_allow_cidrs="127.0.0.1/32",
-                    max_video_bytes=str(4 * 1024**3), workers="1")
+    settings = dict(
+        provider="http",
+        provider_url=platform.provider_url,
+        provider_key="fake-key",
+        provider_host="fake-platform.test",
+        url_allow_cidrs="127.0.0.1/32",
+        max_video_bytes=str(4 * 1024**3),
+        workers="1",
+    )
     if store == "s3":
         settings.update(blob_url=f"s3://{s3['bucket']}/bench", s3_endpoint_url=s3["endpoint"])
     with service(pg, **settings) as svc:
@@ -66,8 +72,13 @@ def run_once(pg: dict, platform: FakePlatform, size: int, store: str, s3: dict |
         wall = time.perf_counter() - started
         assert task["status"] == "extracted", task
         rss = peak_rss_mib(svc.proc.pid)
-    return {"wall": wall, "download_ms": task["timings"]["download_ms"], "rss": rss,
-            "mbps": task["timings"]["download_mb_per_s"], "media_id": task["result"]["media"]["media_id"]}
+    return {
+        "wall": wall,
+        "download_ms": task["timings"]["download_ms"],
+        "rss": rss,
+        "mbps": task["timings"]["download_mb_per_s"],
+        "media_id": task["result"]["media"]["media_id"],
+    }
 
 
 def folder_bytes(folder: Path) -> int:
@@ -79,8 +90,9 @@ def ytdlp_run(url: str, scratch: Path) -> tuple[float, float]:
     out = scratch / "ytdlp"
     out.mkdir(exist_ok=True)
     started = time.perf_counter()
-    process = subprocess.Popen([sys.executable, "-m", "yt_dlp", "-q", "--no-progress", "--no-part",
-                                "-o", str(out / "video.%(ext)s"), url])
+    process = subprocess.Popen(
+        [sys.executable, "-m", "yt_dlp", "-q", "--no-progress", "--no-part", "-o", str(out / "video.%(ext)s"), url]
+    )
     _, status, usage = os.wait4(process.pid, 0)
     process.returncode = os.waitstatus_to_exitcode(status)
     elapsed = time.perf_counter() - started
@@ -91,15 +103,23 @@ def ytdlp_run(url: str, scratch: Path) -> tuple[float, float]:
 
 
 def run_stream(pg: dict, platform: FakePlatform, kind: str) -> dict:
-    settings = dict(provider="http", provider_url=platform.provider_url, provider_key="fake-key",
-                    provider_host="fake-platform.test", url_allow_cidrs="127.0.0.1/32",
-                    max_video_bytes=str(4 * 1024**3), workers="1", download_read_timeout="60")
+    settings = dict(
+        provider="http",
+        provider_url=platform.provider_url,
+        provider_key="fake-key",
+        provider_host="fake-platform.test",
+        url_allow_cidrs="127.0.0.1/32",
+        max_video_bytes=str(4 * 1024**3),
+        workers="1",
+        download_read_timeout="60",
+    )
     with service(pg, **settings) as svc:
         key = new_user(svc.url, 10)
         client = httpx.Client(base_url=svc.url, headers={"Authorization": f"Bearer {key}"}, timeout=60)
         started = time.perf_counter()
-        task_id = client.post("/v1/tasks", json={"url": platform.media_url("formats", kind=kind),
-                                                 "output_type": "video"}).json()["task_id"]
+        task_id = client.post(
+            "/v1/tasks", json={"url": platform.media_url("formats", kind=kind), "output_type": "video"}
+        ).json()["task_id"]
         while (task := client.get(f"/v1/tasks/{task_id}").json())["status"] not in ("extracted", "failed"):
             time.sleep(0.05)
         wall = time.perf_counter() - started
@@ -112,8 +132,10 @@ def stream_rows(pg: dict, platform: FakePlatform, kinds: list[str], sizes: list[
 
     from tests.support import fake_streams
 
-    print(f"\n{'format':<6} {'size':>8} {'mediatasks MB/s':>15} {'(wall)':>7} {'yt-dlp MB/s':>11} {'ratio':>6} "
-          f"{'(wall)':>6} {'mt RSS MiB':>10} {'yt-dlp RSS MiB':>14}")
+    print(
+        f"\n{'format':<6} {'size':>8} {'mediatasks MB/s':>15} {'(wall)':>7} {'yt-dlp MB/s':>11} {'ratio':>6} "
+        f"{'(wall)':>6} {'mt RSS MiB':>10} {'yt-dlp RSS MiB':>14}"
+    )
     cache = Path(__file__).resolve().parents[1] / "data" / "bench-streams"
     for size in sizes:
         folder = build_bench_stream(cache, size)
@@ -126,9 +148,12 @@ def stream_rows(pg: dict, platform: FakePlatform, kinds: list[str], sizes: list[
             theirs_s, theirs_rss = ytdlp_run(f"{platform.url}/streams/bench-{kind}/{entry}", scratch)
             ours_mbps, theirs_mbps = total / 1e6 / ours["download_s"], total / 1e6 / theirs_s
             ours_wall = total / 1e6 / ours["wall"]
-            print(f"{kind:<6} {total / 1024**2:>5.0f}MiB {ours_mbps:>15.1f} {ours_wall:>7.1f} {theirs_mbps:>11.1f} "
-                  f"{ours_mbps / theirs_mbps:>6.2f} {ours_wall / theirs_mbps:>6.2f} {ours['rss']:>10.1f} "
-                  f"{theirs_rss:>14.1f}", flush=True)
+            print(
+                f"{kind:<6} {total / 1024**2:>5.0f}MiB {ours_mbps:>15.1f} {ours_wall:>7.1f} {theirs_mbps:>11.1f} "
+                f"{ours_mbps / theirs_mbps:>6.2f} {ours_wall / theirs_mbps:>6.2f} {ours['rss']:>10.1f} "
+                f"{theirs_rss:>14.1f}",
+                flush=True,
+            )
 
 
 def main() -> None:
@@ -141,7 +166,9 @@ def main() -> None:
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     stores = ["file", "s3"] if args.store == "both" else [args.store]
-    print(f"{'store':<5} {'size':>9} {'pipeline MB/s':>13} {'curl MB/s':>10} {'ratio':>6} {'wall s':>7} {'peak RSS MiB':>13}")
+    print(
+        f"{'store':<5} {'size':>9} {'pipeline MB/s':>13} {'curl MB/s':>10} {'ratio':>6} {'wall s':>7} {'peak RSS MiB':>13}"
+    )
     with ExitStack() as stack, database() as pg:
         platform = stack.enter_context(FakePlatform())
         s3 = None
@@ -160,8 +187,11 @@ def main() -> None:
                 curl_url = platform.url + f"/media/{result['media_id']}.mp4?mode=ok&size={size}"
                 curl_s = curl_seconds(curl_url, scratch / "video.mp4")
                 curl_mbps = size / 1e6 / curl_s
-                print(f"{store:<5} {size / 1024**2:>6.0f}MiB {result['mbps']:>13.1f} {curl_mbps:>10.1f} "
-                      f"{result['mbps'] / curl_mbps:>6.2f} {result['wall']:>7.2f} {result['rss']:>13.1f}", flush=True)
+                print(
+                    f"{store:<5} {size / 1024**2:>6.0f}MiB {result['mbps']:>13.1f} {curl_mbps:>10.1f} "
+                    f"{result['mbps'] / curl_mbps:>6.2f} {result['wall']:>7.2f} {result['rss']:>13.1f}",
+                    flush=True,
+                )
         if args.formats:
             stream_rows(pg, platform, args.formats.split(","), [int(s) for s in args.stream_sizes.split(",")], scratch)
 

@@ -9,8 +9,12 @@ from domain.errors import InvalidSubmission
 VIDEO_CODECS = ("h264", "vp9", "av1")
 AUDIO_FORMATS = ("best", "m4a", "mp3", "opus")
 MIN_HEIGHT, MAX_HEIGHT, DEFAULT_MAX_HEIGHT = 144, 4320, 1080
-DEFAULTS: dict[str, Any] = {"max_height": DEFAULT_MAX_HEIGHT, "video_codec": "h264", "mute": False,
-                            "audio_format": "best"}
+DEFAULTS: dict[str, Any] = {
+    "max_height": DEFAULT_MAX_HEIGHT,
+    "video_codec": "h264",
+    "mute": False,
+    "audio_format": "best",
+}
 
 
 class InvalidMediaOptions(InvalidSubmission):

@@ -26,10 +26,18 @@ SUBTITLE_KINDS: tuple[str, ...] = get_args(SubtitleKind)
 
 #: Request headers a provider may ask the video download to send (what CDNs check); any other is dropped,
 #: Host, Cookie, Authorization and the hop-by-hop headers among them.
-FORWARDED_VIDEO_HEADERS = frozenset({
-    "user-agent", "referer", "origin", "accept", "accept-language", "sec-fetch-mode", "sec-fetch-site",
-    "sec-fetch-dest",
-})
+FORWARDED_VIDEO_HEADERS = frozenset(
+    {
+        "user-agent",
+        "referer",
+        "origin",
+        "accept",
+        "accept-language",
+        "sec-fetch-mode",
+        "sec-fetch-site",
+        "sec-fetch-dest",
+    }
+)
 MAX_FORWARDED_HEADER_LENGTH = 1024
 #: A subtitle track's language as providers write it ("en", "pt-BR", "zh-Hans", "es-419", "en_US"); it names
 #: a blob, so anything else ("../x", CR LF) skips the track.
@@ -58,8 +66,12 @@ class VideoSource:
         return {
             name: value
             for name, value in self.headers.items()
-            if isinstance(name, str) and isinstance(value, str) and name.lower() in FORWARDED_VIDEO_HEADERS
-            and len(value) <= MAX_FORWARDED_HEADER_LENGTH and not has_unsafe_characters(value) and "\n" not in value
+            if isinstance(name, str)
+            and isinstance(value, str)
+            and name.lower() in FORWARDED_VIDEO_HEADERS
+            and len(value) <= MAX_FORWARDED_HEADER_LENGTH
+            and not has_unsafe_characters(value)
+            and "\n" not in value
             and "\r" not in value
         }
 
@@ -149,10 +161,20 @@ class MediaFormat:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "format_id": self.format_id, "protocol": self.protocol, "url": self.url, "ext": self.ext,
-            "vcodec": self.vcodec, "acodec": self.acodec, "width": self.width, "height": self.height,
-            "fps": self.fps, "bitrate": self.bitrate, "filesize": self.filesize, "language": self.language,
-            "stream_id": self.stream_id, "headers": dict(self.headers),
+            "format_id": self.format_id,
+            "protocol": self.protocol,
+            "url": self.url,
+            "ext": self.ext,
+            "vcodec": self.vcodec,
+            "acodec": self.acodec,
+            "width": self.width,
+            "height": self.height,
+            "fps": self.fps,
+            "bitrate": self.bitrate,
+            "filesize": self.filesize,
+            "language": self.language,
+            "stream_id": self.stream_id,
+            "headers": dict(self.headers),
         }
 
     def summary(self) -> dict[str, Any]:
@@ -162,11 +184,20 @@ class MediaFormat:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MediaFormat:
         return cls(
-            format_id=str(data["format_id"]), protocol=data["protocol"], url=data["url"], ext=data.get("ext"),
-            vcodec=data.get("vcodec"), acodec=data.get("acodec"), width=_optional_int(data.get("width")),
-            height=_optional_int(data.get("height")), fps=_optional_float(data.get("fps")),
-            bitrate=_optional_float(data.get("bitrate")), filesize=_optional_int(data.get("filesize")),
-            language=data.get("language"), stream_id=data.get("stream_id"), headers=dict(data.get("headers") or {}),
+            format_id=str(data["format_id"]),
+            protocol=data["protocol"],
+            url=data["url"],
+            ext=data.get("ext"),
+            vcodec=data.get("vcodec"),
+            acodec=data.get("acodec"),
+            width=_optional_int(data.get("width")),
+            height=_optional_int(data.get("height")),
+            fps=_optional_float(data.get("fps")),
+            bitrate=_optional_float(data.get("bitrate")),
+            filesize=_optional_int(data.get("filesize")),
+            language=data.get("language"),
+            stream_id=data.get("stream_id"),
+            headers=dict(data.get("headers") or {}),
         )
 
 
@@ -205,9 +236,18 @@ class MediaInfo:
         """The formats, with `video` as a progressive format when the provider listed none."""
         if self.formats or self.video is None:
             return self.formats
-        return (MediaFormat(format_id="video", protocol="https", url=self.video.url,
-                            ext=_ext_of(self.video.mime_type), vcodec="unknown", acodec="unknown",
-                            filesize=self.video.size, headers=dict(self.video.headers)),)
+        return (
+            MediaFormat(
+                format_id="video",
+                protocol="https",
+                url=self.video.url,
+                ext=_ext_of(self.video.mime_type),
+                vcodec="unknown",
+                acodec="unknown",
+                filesize=self.video.size,
+                headers=dict(self.video.headers),
+            ),
+        )
 
     def subtitles_for(self, lang: str) -> tuple[SubtitleSource, ...]:
         """Tracks in this language (exact tag or its primary subtag: 'en' matches 'en-US'), manual first."""

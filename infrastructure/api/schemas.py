@@ -37,18 +37,25 @@ class Balance(BaseModel):
 
 class SubmitTask(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    url: str = Field(min_length=1, max_length=2048, examples=["https://www.tiktok.com/@scout2015/video/6718335390845095173"])
+    url: str = Field(
+        min_length=1, max_length=2048, examples=["https://www.tiktok.com/@scout2015/video/6718335390845095173"]
+    )
     output_type: OutputType
     languages: list[str] = Field(default_factory=list, max_length=10, examples=[["en"]])
     max_height: int = Field(default=1080, ge=144, le=4320, description="the best format at or under this height")
     video_codec: Literal["h264", "vp9", "av1"] = Field(default="h264", description="preferred among equal heights")
     mute: bool = Field(default=False, description="store the video without its audio")
     audio_format: Literal["best", "m4a", "mp3", "opus"] = Field(
-        default="best", description="for `audio`: best and m4a keep the source codec where they can; mp3/opus encode")
+        default="best", description="for `audio`: best and m4a keep the source codec where they can; mp3/opus encode"
+    )
 
     def media_options(self) -> dict[str, object]:
-        return {"max_height": self.max_height, "video_codec": self.video_codec, "mute": self.mute,
-                "audio_format": self.audio_format}
+        return {
+            "max_height": self.max_height,
+            "video_codec": self.video_codec,
+            "mute": self.mute,
+            "audio_format": self.audio_format,
+        }
 
 
 class Accepted(BaseModel):

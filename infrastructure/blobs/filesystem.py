@@ -89,6 +89,7 @@ class FilesystemBlobStore:
         try:
             meter = BodyMeter(max_bytes)
             with os.fdopen(fd, "wb") as file:
+
                 def write(chunk: bytes) -> None:
                     with _storage_faults(key):
                         file.write(chunk)
@@ -99,9 +100,7 @@ class FilesystemBlobStore:
                     file.flush()
                     os.fsync(file.fileno())
                     written = os.fstat(file.fileno())
-            ref = BlobRef(
-                uri=path.as_uri(), key=key, size=meter.size, sha256=meter.sha256, content_type=content_type
-            )
+            ref = BlobRef(uri=path.as_uri(), key=key, size=meter.size, sha256=meter.sha256, content_type=content_type)
             with _storage_faults(key):
                 os.replace(temp_name, path)
                 committed = True

@@ -17,8 +17,9 @@ _DONE = object()
 
 
 class _Stage(threading.Thread):
-    def __init__(self, work: Callable[[bytes], None], inbox: queue.Queue, outbox: queue.Queue | None,
-                 failed: threading.Event) -> None:
+    def __init__(
+        self, work: Callable[[bytes], None], inbox: queue.Queue, outbox: queue.Queue | None, failed: threading.Event
+    ) -> None:
         super().__init__(name="blob-stage", daemon=True)
         self.work, self.inbox, self.outbox, self.failed = work, inbox, outbox, failed
         self.error: BaseException | None = None
@@ -53,8 +54,10 @@ def run_pipelined(chunks: Iterable[bytes], stages: list[Callable[[bytes], None]]
     """
     failed = threading.Event()
     boxes = [queue.Queue(maxsize=depth) for _ in stages]
-    workers = [_Stage(work, boxes[index], boxes[index + 1] if index + 1 < len(stages) else None, failed)
-               for index, work in enumerate(stages)]
+    workers = [
+        _Stage(work, boxes[index], boxes[index + 1] if index + 1 < len(stages) else None, failed)
+        for index, work in enumerate(stages)
+    ]
     for worker in workers:
         worker.start()
     try:

@@ -13,8 +13,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from cryptography.hazmat.primitives import padding
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from Crypto.Cipher import AES
+from Crypto.Util.Padding import unpad
 
 from application.format_choice import FormatChoice
 from application.ports.errors import PermanentMediaError, TransientMediaError
@@ -35,8 +35,14 @@ class AssemblyLimits:
 class _Assembly:
     """One output in the making (an `AssembledMedia`)."""
 
-    def __init__(self, assembler: StreamingMediaAssembler, choice: FormatChoice,
-                 plans: dict[str, SegmentPlan | None], duration: float | None, expected: int | None) -> None:
+    def __init__(
+        self,
+        assembler: StreamingMediaAssembler,
+        choice: FormatChoice,
+        plans: dict[str, SegmentPlan | None],
+        duration: float | None,
+        expected: int | None,
+    ) -> None:
         self._assembler, self._choice, self._plans = assembler, choice, plans
         self.content_type = choice.content_type
         self.extension = choice.extension
@@ -64,8 +70,9 @@ class _Assembly:
         plan = self._plans[fmt.format_id]
         if plan is None:
             return RemuxInput(self._counted(self._assembler.progressive(fmt)), video=video, audio=audio)
-        return RemuxInput(self._counted(self._assembler.segments(plan, fmt)), video=video, audio=audio,
-                          format_hint=plan.format_hint)
+        return RemuxInput(
+            self._counted(self._assembler.segments(plan, fmt)), video=video, audio=audio, format_hint=plan.format_hint
+        )
 
     def _counted(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
         for chunk in chunks:
@@ -76,8 +83,7 @@ class _Assembly:
 class StreamingMediaAssembler:
     """Resolves HLS/DASH/progressive formats and streams their remux (see the module docstring)."""
 
-    def __init__(self, fetcher: MediaFetcher, limits: AssemblyLimits | None = None,
-                 sleep: object = time.sleep) -> None:
+    def __init__(self, fetcher: MediaFetcher, limits: AssemblyLimits | None = None, sleep: object = time.sleep) -> None:
         self.fetcher = fetcher
         self.limits = limits or AssemblyLimits()
         self._sleep = sleep
@@ -90,9 +96,11 @@ class StreamingMediaAssembler:
         durations = [plan.duration for plan in plans.values() if plan is not None and plan.duration]
         duration = max(durations) if durations else None
         if duration and duration > self.limits.max_duration_seconds:
-            raise PermanentMediaError("too_long", f"The stream lasts {duration:.0f} s; the limit is "
-                                      f"{self.limits.max_duration_seconds:.0f} s.",
-                                      details={"duration": duration, "max_duration": self.limits.max_duration_seconds})
+            raise PermanentMediaError(
+                "too_long",
+                f"The stream lasts {duration:.0f} s; the limit is {self.limits.max_duration_seconds:.0f} s.",
+                details={"duration": duration, "max_duration": self.limits.max_duration_seconds},
+            )
         yield _Assembly(self, choice, plans, duration, _expected_bytes(plans, choice, duration))
 
     # resolving --------------------------------------------------------------------
@@ -113,18 +121,24 @@ class StreamingMediaAssembler:
         for variant in variants:
             if variant.stream_id == fmt.stream_id:
                 return variant.plan
-        raise PermanentMediaError("no_suitable_format", f"The DASH manifest has no representation {fmt.stream_id!r}.",
-                                  details={"best_available_height": max((v.height or 0 for v in variants), default=None)})
+        raise PermanentMediaError(
+            "no_suitable_format",
+            f"The DASH manifest has no representation {fmt.stream_id!r}.",
+            details={"best_available_height": max((v.height or 0 for v in variants), default=None)},
+        )
 
     def _manifest(self, fmt: MediaFormat) -> str:
         try:
-            data = self.fetcher.get_bytes(fmt.url, max_bytes=self.limits.max_manifest_bytes,
-                                          headers=fmt.forwarded_headers())
+            data = self.fetcher.get_bytes(
+                fmt.url, max_bytes=self.limits.max_manifest_bytes, headers=fmt.forwarded_headers()
+            )
         except PermanentMediaError as error:
             if error.code == "too_large":
-                raise PermanentMediaError("manifest_too_large", f"The manifest is larger than "
-                                          f"{self.limits.max_manifest_bytes} bytes.",
-                                          details={"max_bytes": self.limits.max_manifest_bytes}) from error
+                raise PermanentMediaError(
+                    "manifest_too_large",
+                    f"The manifest is larger than {self.limits.max_manifest_bytes} bytes.",
+                    details={"max_bytes": self.limits.max_manifest_bytes},
+                ) from error
             raise
         return data.decode("utf-8", errors="replace")
 
@@ -163,9 +177,11 @@ class StreamingMediaAssembler:
             except TransientMediaError as error:
                 attempt += 1
                 if attempt > self.limits.segment_retries:
-                    raise TransientMediaError("segment_unavailable", f"A segment kept failing ({error.code}) after "
-                                              f"{self.limits.segment_retries} retries.",
-                                              details={"last_error": error.code, "sequence": segment.sequence}) from error
+                    raise TransientMediaError(
+                        "segment_unavailable",
+                        f"A segment kept failing ({error.code}) after {self.limits.segment_retries} retries.",
+                        details={"last_error": error.code, "sequence": segment.sequence},
+                    ) from error
                 self._sleep(self.limits.retry_backoff_seconds * attempt)  # type: ignore[operator]
 
     def _key(self, url: str, fmt: MediaFormat, keys: dict[str, bytes]) -> bytes:
@@ -178,11 +194,9 @@ class StreamingMediaAssembler:
 
 
 def _decrypt(data: bytes, key: bytes, iv: bytes) -> bytes:
-    """AES-128-CBC with PKCS#7 padding, as HLS encrypts whole segments (`cryptography`)."""
+    """AES-128-CBC with PKCS#7 padding, as HLS encrypts whole segments (pycryptodome)."""
     try:
-        decryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).decryptor()
-        unpadder = padding.PKCS7(128).unpadder()
-        return unpadder.update(decryptor.update(data) + decryptor.finalize()) + unpadder.finalize()
+        return unpad(AES.new(key, AES.MODE_CBC, iv).decrypt(data), 16)
     except ValueError as error:
         raise PermanentMediaError("unsupported_content", "An HLS segment does not decrypt with its key.") from error
 

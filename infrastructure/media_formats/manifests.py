@@ -66,8 +66,9 @@ def _refuse_live() -> PermanentMediaError:
 
 
 def _refuse_drm(scheme: str) -> PermanentMediaError:
-    return PermanentMediaError("drm_protected", "This video is DRM-protected and cannot be stored.",
-                               details={"scheme": scheme[:100]})
+    return PermanentMediaError(
+        "drm_protected", "This video is DRM-protected and cannot be stored.", details={"scheme": scheme[:100]}
+    )
 
 
 # HLS ---------------------------------------------------------------------------
@@ -83,10 +84,17 @@ def hls_variants(text: str, url: str) -> list[Variant]:
         codecs = [codec.strip() for codec in (info.codecs or "").split(",") if codec.strip()]
         vcodec = next((c for c in codecs if not c.startswith(("mp4a", "opus", "ac-3", "ec-3"))), None)
         acodec = next((c for c in codecs if c.startswith(("mp4a", "opus", "ac-3", "ec-3"))), None)
-        variants.append(Variant(stream_id=str(index), url=urllib.parse.urljoin(url, entry.uri),
-                                vcodec=vcodec or ("unknown" if not codecs else None), acodec=acodec or
-                                ("unknown" if not codecs else None), width=width, height=height,
-                                bitrate=info.bandwidth / 1000 if info.bandwidth else None))
+        variants.append(
+            Variant(
+                stream_id=str(index),
+                url=urllib.parse.urljoin(url, entry.uri),
+                vcodec=vcodec or ("unknown" if not codecs else None),
+                acodec=acodec or ("unknown" if not codecs else None),
+                width=width,
+                height=height,
+                bitrate=info.bandwidth / 1000 if info.bandwidth else None,
+            )
+        )
     return variants
 
 
@@ -122,9 +130,15 @@ def hls_plan(text: str, url: str) -> SegmentPlan:
         iv = None
         if key is not None:
             iv = bytes.fromhex(key.iv[2:].rjust(32, "0")) if key.iv else (sequence + index).to_bytes(16, "big")
-        segments.append(Segment(urllib.parse.urljoin(url, segment.uri), byte_range[0] if byte_range else None,
-                                key_url=urllib.parse.urljoin(url, key.uri) if key else None, key_iv=iv,
-                                sequence=sequence + index))
+        segments.append(
+            Segment(
+                urllib.parse.urljoin(url, segment.uri),
+                byte_range[0] if byte_range else None,
+                key_url=urllib.parse.urljoin(url, key.uri) if key else None,
+                key_iv=iv,
+                sequence=sequence + index,
+            )
+        )
         duration += float(segment.duration or 0)
     if not segments:
         raise PermanentMediaError("unsupported_content", "The HLS playlist lists no segments.")
@@ -159,8 +173,9 @@ def dash_variants(text: str, url: str) -> list[Variant]:
     try:
         root = SafeElementTree.fromstring(text)
     except Exception as error:  # defusedxml's refusals and ParseError alike
-        raise PermanentMediaError("unsupported_content", f"The DASH manifest cannot be parsed: {type(error).__name__}"
-                                  ) from error
+        raise PermanentMediaError(
+            "unsupported_content", f"The DASH manifest cannot be parsed: {type(error).__name__}"
+        ) from error
     if root.get("type", "static") == "dynamic":
         raise _refuse_live()
     total = parse_duration(root.get("mediaPresentationDuration"))
@@ -176,10 +191,11 @@ def dash_variants(text: str, url: str) -> list[Variant]:
         adaptation_base = _base_url(adaptation, base)
         for representation in adaptation.findall(f"{_NS}Representation"):
             if protection is not None or representation.find(f"{_NS}ContentProtection") is not None:
-                scheme = (protection if protection is not None else representation.find(f"{_NS}ContentProtection"))
+                scheme = protection if protection is not None else representation.find(f"{_NS}ContentProtection")
                 raise _refuse_drm(scheme.get("schemeIdUri", "ContentProtection"))
-            variants.append(_representation(adaptation, representation, _base_url(representation, adaptation_base),
-                                            total))
+            variants.append(
+                _representation(adaptation, representation, _base_url(representation, adaptation_base), total)
+            )
     return variants
 
 
@@ -205,9 +221,16 @@ def _representation(adaptation: object, representation: object, base: str, total
         plan = SegmentPlan((Segment(base),), None, total)  # SegmentBase or a bare BaseURL: one file
     height = attr("height")
     width = attr("width")
-    return Variant(stream_id=rep_id, url=base, vcodec=codecs if content == "video" else None,
-                   acodec=codecs if content == "audio" else None, width=int(width) if width else None,
-                   height=int(height) if height else None, bitrate=bandwidth / 1000 if bandwidth else None, plan=plan)
+    return Variant(
+        stream_id=rep_id,
+        url=base,
+        vcodec=codecs if content == "video" else None,
+        acodec=codecs if content == "audio" else None,
+        width=int(width) if width else None,
+        height=int(height) if height else None,
+        bitrate=bandwidth / 1000 if bandwidth else None,
+        plan=plan,
+    )
 
 
 def _inherited(representation: object, adaptation: object, name: str) -> object | None:
@@ -255,8 +278,10 @@ def _template_plan(template: object, rep_id: str, bandwidth: int, base: str, tot
         count = math.ceil(total * timescale / length - 1e-9)
         if count > MAX_SEGMENTS:
             raise PermanentMediaError("manifest_too_large", "The manifest lists too many segments.")
-        segments = [Segment(urllib.parse.urljoin(base, _fill(media, rep_id, bandwidth, start_number + i,
-                                                             i * length))) for i in range(count)]
+        segments = [
+            Segment(urllib.parse.urljoin(base, _fill(media, rep_id, bandwidth, start_number + i, i * length)))
+            for i in range(count)
+        ]
         duration = total
     return SegmentPlan(tuple(segments), init_segment, duration)
 
@@ -265,10 +290,13 @@ def _list_plan(segment_list: object, base: str, total: float | None) -> SegmentP
     init_element = segment_list.find(f"{_NS}Initialization")  # type: ignore[attr-defined]
     init = None
     if init_element is not None:
-        init = Segment(urllib.parse.urljoin(base, init_element.get("sourceURL") or ""),
-                       _dash_range(init_element.get("range")))
-    segments = tuple(Segment(urllib.parse.urljoin(base, entry.get("media") or ""), _dash_range(entry.get("mediaRange")))
-                     for entry in segment_list.findall(f"{_NS}SegmentURL"))  # type: ignore[attr-defined]
+        init = Segment(
+            urllib.parse.urljoin(base, init_element.get("sourceURL") or ""), _dash_range(init_element.get("range"))
+        )
+    segments = tuple(
+        Segment(urllib.parse.urljoin(base, entry.get("media") or ""), _dash_range(entry.get("mediaRange")))
+        for entry in segment_list.findall(f"{_NS}SegmentURL")
+    )  # type: ignore[attr-defined]
     return SegmentPlan(segments, init, total)
 
 

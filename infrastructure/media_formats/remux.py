@@ -129,8 +129,7 @@ def remux(inputs: list[RemuxInput], plan: OutputPlan) -> Iterator[bytes]:
 
 def _open_input(spec: RemuxInput) -> av.container.InputContainer:
     try:
-        return av.open(ChunkReader(spec.chunks), mode="r", format=spec.format_hint,
-                       options={"fflags": "+genpts"})
+        return av.open(ChunkReader(spec.chunks), mode="r", format=spec.format_hint, options={"fflags": "+genpts"})
     except av.error.FFmpegError as error:
         raise PermanentMediaError("unsupported_content", f"The media cannot be read: {error}") from error
 
@@ -145,8 +144,11 @@ class _Track:
         if encoder is None:
             self.target = output.add_stream_from_template(source)
             self.resampler = None
-            if source.codec_context.name == "aac" and "mpegts" in source.container.format.name \
-                    and output.format.name in ("mp4", "ipod"):
+            if (
+                source.codec_context.name == "aac"
+                and "mpegts" in source.container.format.name
+                and output.format.name in ("mp4", "ipod")
+            ):
                 self.adts_to_asc = av.bitstream.BitStreamFilterContext("aac_adtstoasc", source, self.target)
             self.target.codec_context.codec_tag = "\0\0\0\0"  # the output container picks its own tag
         else:
@@ -166,8 +168,9 @@ class _Track:
     def _encode(self, output: av.container.OutputContainer, frame: av.AudioFrame | None) -> None:
         context = self.target.codec_context
         if self.resampler is None:
-            self.resampler = av.AudioResampler(format=context.format, layout="stereo", rate=context.sample_rate,
-                                               frame_size=context.frame_size or None)
+            self.resampler = av.AudioResampler(
+                format=context.format, layout="stereo", rate=context.sample_rate, frame_size=context.frame_size or None
+            )
         for resampled in self.resampler.resample(frame):
             output.mux(self.target.encode(resampled))
 
@@ -181,8 +184,11 @@ class _Track:
         output.mux(self.target.encode(None))
 
 
-def _tracks(sources: list[tuple[av.container.InputContainer, RemuxInput]], output: av.container.OutputContainer,
-            plan: OutputPlan) -> list[_Track]:
+def _tracks(
+    sources: list[tuple[av.container.InputContainer, RemuxInput]],
+    output: av.container.OutputContainer,
+    plan: OutputPlan,
+) -> list[_Track]:
     tracks = []
     for container, spec in sources:
         if spec.video and container.streams.video:

@@ -62,11 +62,21 @@ class _FormatBody(BaseModel):
     def to_format(self) -> MediaFormat:
         none = (None, "none", "")
         return MediaFormat(
-            format_id=self.format_id, protocol="https" if self.protocol == "http" else self.protocol, url=self.url,
-            ext=self.ext, vcodec=None if self.vcodec in none else self.vcodec,
-            acodec=None if self.acodec in none else self.acodec, width=self.width, height=self.height, fps=self.fps,
-            bitrate=self.bitrate, filesize=self.filesize, language=self.language, stream_id=self.stream_id,
-            headers=dict(self.headers))
+            format_id=self.format_id,
+            protocol="https" if self.protocol == "http" else self.protocol,
+            url=self.url,
+            ext=self.ext,
+            vcodec=None if self.vcodec in none else self.vcodec,
+            acodec=None if self.acodec in none else self.acodec,
+            width=self.width,
+            height=self.height,
+            fps=self.fps,
+            bitrate=self.bitrate,
+            filesize=self.filesize,
+            language=self.language,
+            stream_id=self.stream_id,
+            headers=dict(self.headers),
+        )
 
 
 class _SubtitleBody(BaseModel):

@@ -104,11 +104,15 @@ class YtDlpMediaProvider:
         if not info:
             raise PermanentMediaError("media_not_found", "yt-dlp found nothing at this URL", details={"url": url})
         try:
-            return media_info_from_ytdlp(info, url, include_translated_captions=self.options.include_translated_captions)
+            return media_info_from_ytdlp(
+                info, url, include_translated_captions=self.options.include_translated_captions
+            )
         except (TypeError, ValueError, KeyError, AttributeError) as error:  # an info dict of an unexpected shape
             raise PermanentMediaError(
-                "provider_bad_response", f"yt-dlp's answer has an unexpected shape: {type(error).__name__}",
-                details={"url": url}) from error
+                "provider_bad_response",
+                f"yt-dlp's answer has an unexpected shape: {type(error).__name__}",
+                details={"url": url},
+            ) from error
 
 
 def media_info_from_ytdlp(info: Mapping[str, Any], url: str, *, include_translated_captions: bool = False) -> MediaInfo:
@@ -153,8 +157,14 @@ def _single_media(info: Mapping[str, Any], url: str, include_translated_captions
 
 
 #: yt-dlp's protocol names → the port's.
-_PROTOCOLS = {"https": "https", "http": "https", "m3u8_native": "hls", "m3u8": "hls", "http_dash_segments": "dash",
-              "dash": "dash"}
+_PROTOCOLS = {
+    "https": "https",
+    "http": "https",
+    "m3u8_native": "hls",
+    "m3u8": "hls",
+    "http_dash_segments": "dash",
+    "dash": "dash",
+}
 
 
 def media_formats_from_ytdlp(info: Mapping[str, Any]) -> Iterator[MediaFormat]:
@@ -175,11 +185,18 @@ def media_formats_from_ytdlp(info: Mapping[str, Any]) -> Iterator[MediaFormat]:
         seen.add(format_id)
         size = fmt.get("filesize") or fmt.get("filesize_approx")
         yield MediaFormat(
-            format_id=format_id, protocol=protocol, url=str(url), ext=fmt.get("ext"),
-            vcodec=_codec(fmt.get("vcodec")), acodec=_codec(fmt.get("acodec")),
-            width=_number(fmt.get("width"), int), height=_number(fmt.get("height"), int),
-            fps=_number(fmt.get("fps"), float), bitrate=_number(fmt.get("tbr"), float),
-            filesize=int(size) if size else None, language=fmt.get("language"),
+            format_id=format_id,
+            protocol=protocol,
+            url=str(url),
+            ext=fmt.get("ext"),
+            vcodec=_codec(fmt.get("vcodec")),
+            acodec=_codec(fmt.get("acodec")),
+            width=_number(fmt.get("width"), int),
+            height=_number(fmt.get("height"), int),
+            fps=_number(fmt.get("fps"), float),
+            bitrate=_number(fmt.get("tbr"), float),
+            filesize=int(size) if size else None,
+            language=fmt.get("language"),
             stream_id=format_id.removeprefix("dash-") if protocol == "dash" else None,
             headers={str(key): str(value) for key, value in (fmt.get("http_headers") or {}).items()},
         )

@@ -24,11 +24,18 @@ PRICES = {"video": 2, "audio": 1}
 
 
 @pytest.fixture(scope="module")
-def stream_service(pg_database_one: dict[str, str], tmp_path_factory: pytest.TempPathFactory,
-                   platform: FakePlatform) -> Iterator[RunningService]:
+def stream_service(
+    pg_database_one: dict[str, str], tmp_path_factory: pytest.TempPathFactory, platform: FakePlatform
+) -> Iterator[RunningService]:
     session_media()  # generated before the first task, not inside its deadline
-    settings = platform_settings(platform, retry_base_seconds="0.2", max_attempts="2", workers="2",
-                                 download_deadline_seconds="30", download_read_timeout="5")
+    settings = platform_settings(
+        platform,
+        retry_base_seconds="0.2",
+        max_attempts="2",
+        workers="2",
+        download_deadline_seconds="30",
+        download_read_timeout="5",
+    )
     with running_service(pg_database_one, tmp_path_factory.mktemp("streams"), **settings) as running:
         yield running
 
@@ -41,8 +48,17 @@ class Done:
     client: httpx.Client
 
 
-def run(service: RunningService, platform: FakePlatform, kind: str, *, output_type: str = "video",
-        mode: str = "formats", credits: int = 10, timeout: float = 60, **options: Any) -> Done:
+def run(
+    service: RunningService,
+    platform: FakePlatform,
+    kind: str,
+    *,
+    output_type: str = "video",
+    mode: str = "formats",
+    credits: int = 10,
+    timeout: float = 60,
+    **options: Any,
+) -> Done:
     query = {key: value for key, value in options.items() if key in ("fail", "fails", "blocked", "variant", "count")}
     body = {key: value for key, value in options.items() if key not in query}
     _, key = service.new_user(credits)
@@ -103,20 +119,29 @@ def stored(done: Done, kind: str = "video", item: int | None = None) -> bytes:
     return r.content
 
 
-@pytest.mark.parametrize(("kind", "request_options", "codecs", "height", "container"), [
-    ("dash-h264", {}, ("h264", "aac"), 360, "mp4"),
-    ("dash-vp9", {"video_codec": "vp9"}, ("vp9", "opus"), 360, "webm"),
-    ("hls-ts", {}, ("h264", "aac"), 360, "mp4"),
-    ("hls-fmp4", {}, ("h264", "aac"), 360, "mp4"),
-    ("hls-aes", {}, ("h264", "aac"), 360, "mp4"),
-    ("split-h264", {}, ("h264", "aac"), 360, "mp4"),
-    ("split-vp9", {}, ("vp9", "opus"), 360, "webm"),
-    ("dash-h264", {"max_height": 288}, ("h264", "aac"), 288, "mp4"),
-    ("hls-ts", {"max_height": 300}, ("h264", "aac"), 288, "mp4"),
-])
-def test_each_variant_is_stored_with_both_streams(stream_service: RunningService, platform: FakePlatform, kind: str,
-                                                  request_options: dict[str, Any], codecs: tuple[str, str],
-                                                  height: int, container: str) -> None:
+@pytest.mark.parametrize(
+    ("kind", "request_options", "codecs", "height", "container"),
+    [
+        ("dash-h264", {}, ("h264", "aac"), 360, "mp4"),
+        ("dash-vp9", {"video_codec": "vp9"}, ("vp9", "opus"), 360, "webm"),
+        ("hls-ts", {}, ("h264", "aac"), 360, "mp4"),
+        ("hls-fmp4", {}, ("h264", "aac"), 360, "mp4"),
+        ("hls-aes", {}, ("h264", "aac"), 360, "mp4"),
+        ("split-h264", {}, ("h264", "aac"), 360, "mp4"),
+        ("split-vp9", {}, ("vp9", "opus"), 360, "webm"),
+        ("dash-h264", {"max_height": 288}, ("h264", "aac"), 288, "mp4"),
+        ("hls-ts", {"max_height": 300}, ("h264", "aac"), 288, "mp4"),
+    ],
+)
+def test_each_variant_is_stored_with_both_streams(
+    stream_service: RunningService,
+    platform: FakePlatform,
+    kind: str,
+    request_options: dict[str, Any],
+    codecs: tuple[str, str],
+    height: int,
+    container: str,
+) -> None:
     done = run(stream_service, platform, kind, **request_options)
     assert done.task["status"] == "extracted", done.task
     formats = done.task["result"]["formats"]
@@ -136,11 +161,18 @@ def test_mute_stores_the_video_alone(stream_service: RunningService, platform: F
     assert media.streams == {"video": "h264"} and media.decoded_frame
 
 
-@pytest.mark.parametrize(("audio_format", "codec", "encoded"), [
-    ("best", "aac", None), ("m4a", "aac", None), ("mp3", "mp3float", "mp3"), ("opus", "opus", "opus"),
-])
-def test_audio_in_each_format(stream_service: RunningService, platform: FakePlatform, audio_format: str, codec: str,
-                              encoded: str | None) -> None:
+@pytest.mark.parametrize(
+    ("audio_format", "codec", "encoded"),
+    [
+        ("best", "aac", None),
+        ("m4a", "aac", None),
+        ("mp3", "mp3float", "mp3"),
+        ("opus", "opus", "opus"),
+    ],
+)
+def test_audio_in_each_format(
+    stream_service: RunningService, platform: FakePlatform, audio_format: str, codec: str, encoded: str | None
+) -> None:
     done = run(stream_service, platform, "dash-h264", output_type="audio", audio_format=audio_format)
     assert done.task["status"] == "extracted", done.task
     assert done.task["result"]["formats"]["audio_encoded_to"] == encoded
@@ -158,19 +190,26 @@ def test_a_segment_that_fails_twice_is_retried(stream_service: RunningService, p
     assert probe(stored(done)).streams == {"video": "h264", "audio": "aac"}
 
 
-def test_a_segment_redirecting_to_a_private_address_is_refused(stream_service: RunningService,
-                                                               platform: FakePlatform) -> None:
+def test_a_segment_redirecting_to_a_private_address_is_refused(
+    stream_service: RunningService, platform: FakePlatform
+) -> None:
     done = run(stream_service, platform, "hls-ts", blocked="segment-001.ts")
     assert done.task["status"] == "failed" and done.task["error"]["code"] == "url_not_allowed", done.task
     assert done.refunds == 1 and done.balance == 10
 
 
-@pytest.mark.parametrize(("kind", "variant", "code"), [
-    ("dash-h264", "live", "live_not_supported"), ("hls-ts", "live", "live_not_supported"),
-    ("dash-h264", "drm", "drm_protected"), ("hls-ts", "drm", "drm_protected"),
-])
-def test_live_and_drm_fail_with_their_codes(stream_service: RunningService, platform: FakePlatform, kind: str,
-                                            variant: str, code: str) -> None:
+@pytest.mark.parametrize(
+    ("kind", "variant", "code"),
+    [
+        ("dash-h264", "live", "live_not_supported"),
+        ("hls-ts", "live", "live_not_supported"),
+        ("dash-h264", "drm", "drm_protected"),
+        ("hls-ts", "drm", "drm_protected"),
+    ],
+)
+def test_live_and_drm_fail_with_their_codes(
+    stream_service: RunningService, platform: FakePlatform, kind: str, variant: str, code: str
+) -> None:
     done = run(stream_service, platform, kind, variant=variant)
     assert done.task["status"] == "failed" and done.task["error"]["code"] == code, done.task
     assert done.refunds == 1 and done.balance == 10
@@ -196,8 +235,9 @@ def test_a_carousel_stores_every_item(stream_service: RunningService, platform: 
     assert r.status_code == 404 and r.json()["error"]["code"] == "item_not_found"
 
 
-def test_a_segment_that_keeps_failing_exhausts_the_retries(stream_service: RunningService,
-                                                           platform: FakePlatform) -> None:
+def test_a_segment_that_keeps_failing_exhausts_the_retries(
+    stream_service: RunningService, platform: FakePlatform
+) -> None:
     done = run(stream_service, platform, "hls-ts", fail="segment-002.ts", fails=1000)
     assert done.task["status"] == "failed" and done.task["error"]["code"] == "retries_exhausted", done.task
     assert done.task["attempts"] == 2 and done.refunds == 1 and done.balance == 10

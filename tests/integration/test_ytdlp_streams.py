@@ -27,19 +27,25 @@ def platform() -> Iterator[FakePlatform]:
         yield fake
 
 
-@pytest.mark.parametrize(("path", "request_options", "protocol", "height"), [
-    ("dash-h264/manifest.mpd", {}, "dash", 360),
-    ("dash-h264/manifest.mpd", {"max_height": 200}, "dash", 144),
-    ("hls-ts/master.m3u8", {}, "hls", 360),
-    ("hls-fmp4/index.m3u8", {}, "hls", 360),
-])
-def test_ytdlp_formats_are_stored(platform: FakePlatform, path: str, request_options: dict, protocol: str,
-                                  height: int) -> None:
+@pytest.mark.parametrize(
+    ("path", "request_options", "protocol", "height"),
+    [
+        ("dash-h264/manifest.mpd", {}, "dash", 360),
+        ("dash-h264/manifest.mpd", {"max_height": 200}, "dash", 144),
+        ("hls-ts/master.m3u8", {}, "hls", 360),
+        ("hls-fmp4/index.m3u8", {}, "hls", 360),
+    ],
+)
+def test_ytdlp_formats_are_stored(
+    platform: FakePlatform, path: str, request_options: dict, protocol: str, height: int
+) -> None:
     info = YtDlpMediaProvider(YtDlpOptions(allow_generic=True)).fetch_metadata(f"{platform.url}/streams/{path}")
     assert info.formats and {fmt.protocol for fmt in info.formats} == {protocol}
     choice = choose_formats(info.formats, FormatRequest(**request_options))
-    with SafeFetcher(UrlPolicy(allow_cidrs=["127.0.0.1/32"])) as fetcher, \
-            StreamingMediaAssembler(fetcher).assemble(choice, max_bytes=10**8) as media:
+    with (
+        SafeFetcher(UrlPolicy(allow_cidrs=["127.0.0.1/32"])) as fetcher,
+        StreamingMediaAssembler(fetcher).assemble(choice, max_bytes=10**8) as media,
+    ):
         data = b"".join(media.iter_bytes())
         assert media.bytes_fetched > 0
     with av.open(io.BytesIO(data)) as container:

@@ -62,10 +62,10 @@ MODES: dict[str, str] = {
     "deep-404": "the API answers 404 with a JSON body nested 100,000 arrays deep",
     "deep-200": "the API answers 200 with a JSON body whose title is nested 100,000 arrays deep",
     "hostile-text": "like ok, but title, uploader and subtitle name hold NUL and other C0 controls, the video "
-                    "headers include Host, Cookie, Connection and a CR LF value, and extra subtitle tracks have the "
-                    "languages '../x' and 'en\\r\\nX-Injected: 1'",
+    "headers include Host, Cookie, Connection and a CR LF value, and extra subtitle tracks have the "
+    "languages '../x' and 'en\\r\\nX-Injected: 1'",
     "formats": "the API answers with `formats` of `kind` (tests/support/fake_streams.py: HLS, DASH, split files; "
-               "`fail`, `blocked`, `variant` options) and no `video`",
+    "`fail`, `blocked`, `variant` options) and no `video`",
     "carousel": "the API answers with `items`: `count` (default 3) posts, each with `formats` of `kind`",
 }
 DEEP_JSON = b"[" * 100_000 + b"]" * 100_000
@@ -460,13 +460,20 @@ class _Handler(BaseHTTPRequestHandler):
         mode = options.get("mode", "ok")
         if mode in ("formats", "carousel"):
             kind = options.get("kind", "dash-h264")
-            post = {"platform": options.get("platform", "tiktok"), "id": media_id, "duration": 3.0,
-                    "title": f"Fake {kind} {media_id}", "uploader": "fake", "subtitles": [],
-                    "formats": fake_streams.formats_json(kind, self.platform.url,
-                                                                         {**options, "media": media_id})}
+            post = {
+                "platform": options.get("platform", "tiktok"),
+                "id": media_id,
+                "duration": 3.0,
+                "title": f"Fake {kind} {media_id}",
+                "uploader": "fake",
+                "subtitles": [],
+                "formats": fake_streams.formats_json(kind, self.platform.url, {**options, "media": media_id}),
+            }
             if mode == "carousel":
-                post["items"] = [{**post, "id": f"{media_id}-{index}", "title": f"Item {index}"}
-                                 for index in range(int(options.get("count", "3")))]
+                post["items"] = [
+                    {**post, "id": f"{media_id}-{index}", "title": f"Item {index}"}
+                    for index in range(int(options.get("count", "3")))
+                ]
             return post
         size = int(options.get("size", DEFAULT_VIDEO_SIZE))
         video = None
@@ -474,14 +481,29 @@ class _Handler(BaseHTTPRequestHandler):
             video = {"url": self.platform.video_url(media_id, options), "size": size, "mime_type": "video/mp4"}
         if mode == "hostile-text":
             assert video is not None
-            video["headers"] = {"Host": "evil.example", "Cookie": "session=stolen", "Connection": "close",
-                                "Referer": "https://fake.example/\r\nX-Injected: 1", "User-Agent": "fake-cdn-check"}
-            tracks = [*self._subtitle_tracks(media_id, options),
-                      *({"lang": lang, "format": "vtt", "url": f"{self.platform.url}/subs/generated/{media_id}/en.vtt"}
-                        for lang in HOSTILE_LANGUAGES)]
-            return {"platform": "tiktok", "id": media_id, "title": HOSTILE_TITLE, "uploader": "up\x00loader",
-                    "duration": 4.25, "video": video,
-                    "subtitles": [{**track, "name": "English\x00"} for track in tracks]}
+            video["headers"] = {
+                "Host": "evil.example",
+                "Cookie": "session=stolen",
+                "Connection": "close",
+                "Referer": "https://fake.example/\r\nX-Injected: 1",
+                "User-Agent": "fake-cdn-check",
+            }
+            tracks = [
+                *self._subtitle_tracks(media_id, options),
+                *(
+                    {"lang": lang, "format": "vtt", "url": f"{self.platform.url}/subs/generated/{media_id}/en.vtt"}
+                    for lang in HOSTILE_LANGUAGES
+                ),
+            ]
+            return {
+                "platform": "tiktok",
+                "id": media_id,
+                "title": HOSTILE_TITLE,
+                "uploader": "up\x00loader",
+                "duration": 4.25,
+                "video": video,
+                "subtitles": [{**track, "name": "English\x00"} for track in tracks],
+            }
         return {
             "platform": options.get("platform", "tiktok"),
             "id": media_id,

@@ -24,8 +24,16 @@ from xml.sax.saxutils import escape as xml_escape
 from tests.support.test_media import CODECS, HEIGHTS, WIDTHS, MediaLayout, build_test_media
 
 KINDS = ("dash-h264", "dash-vp9", "hls-ts", "hls-fmp4", "hls-aes", "split-h264", "split-vp9")
-CONTENT_TYPES = {".mpd": "application/dash+xml", ".m3u8": "application/vnd.apple.mpegurl", ".ts": "video/mp2t",
-                 ".m4s": "video/iso.segment", ".bin": "application/octet-stream", ".mp4": "video/mp4", ".m4a": "audio/mp4", ".webm": "video/webm"}
+CONTENT_TYPES = {
+    ".mpd": "application/dash+xml",
+    ".m3u8": "application/vnd.apple.mpegurl",
+    ".ts": "video/mp2t",
+    ".m4s": "video/iso.segment",
+    ".bin": "application/octet-stream",
+    ".mp4": "video/mp4",
+    ".m4a": "audio/mp4",
+    ".webm": "video/webm",
+}
 _CODEC_STRINGS = {"h264": ("avc1.64001e", "mp4a.40.2"), "vp9": ("vp09.00.30.08", "opus")}
 #: The media URL's options that stream URLs carry (`media` keeps the failure counters of two media apart).
 CARRIED = ("fail", "fails", "blocked", "variant", "media")
@@ -66,36 +74,124 @@ def formats_json(kind: str, base_url: str, options: dict[str, str]) -> list[dict
         codec = kind.removeprefix("dash-")
         video_codec, audio_codec = _CODEC_STRINGS[codec]
         manifest = f"{streams}/dash-{codec}/manifest.mpd{query}"
-        formats = [{"format_id": f"dash-{codec}-{height}", "protocol": "dash", "url": manifest, "ext": "mp4",
-                    "vcodec": video_codec, "acodec": None, "width": WIDTHS[height], "height": height, "fps": 24,
-                    "bitrate": height * 1.5, "stream_id": str(index)} for index, height in enumerate(HEIGHTS)]
-        formats.append({"format_id": f"dash-{codec}-audio", "protocol": "dash", "url": manifest, "ext": "m4a",
-                        "vcodec": None, "acodec": audio_codec, "bitrate": 96, "stream_id": str(len(HEIGHTS))})
+        formats = [
+            {
+                "format_id": f"dash-{codec}-{height}",
+                "protocol": "dash",
+                "url": manifest,
+                "ext": "mp4",
+                "vcodec": video_codec,
+                "acodec": None,
+                "width": WIDTHS[height],
+                "height": height,
+                "fps": 24,
+                "bitrate": height * 1.5,
+                "stream_id": str(index),
+            }
+            for index, height in enumerate(HEIGHTS)
+        ]
+        formats.append(
+            {
+                "format_id": f"dash-{codec}-audio",
+                "protocol": "dash",
+                "url": manifest,
+                "ext": "m4a",
+                "vcodec": None,
+                "acodec": audio_codec,
+                "bitrate": 96,
+                "stream_id": str(len(HEIGHTS)),
+            }
+        )
         return formats
     if kind == "hls-ts":
-        return [{"format_id": f"hls-{height}", "protocol": "hls", "url": f"{streams}/hls-ts-{height}/index.m3u8{query}",
-                 "ext": "mp4", "vcodec": "avc1.64001e", "acodec": "mp4a.40.2", "width": WIDTHS[height],
-                 "height": height, "bitrate": height * 1.5} for height in (288, 360)]
+        return [
+            {
+                "format_id": f"hls-{height}",
+                "protocol": "hls",
+                "url": f"{streams}/hls-ts-{height}/index.m3u8{query}",
+                "ext": "mp4",
+                "vcodec": "avc1.64001e",
+                "acodec": "mp4a.40.2",
+                "width": WIDTHS[height],
+                "height": height,
+                "bitrate": height * 1.5,
+            }
+            for height in (288, 360)
+        ]
     if kind in ("hls-fmp4", "hls-aes"):
-        return [{"format_id": f"{kind}-360", "protocol": "hls", "url": f"{streams}/{kind}/index.m3u8{query}",
-                 "ext": "mp4", "vcodec": "avc1.64001e", "acodec": "mp4a.40.2", "width": 640, "height": 360}]
+        return [
+            {
+                "format_id": f"{kind}-360",
+                "protocol": "hls",
+                "url": f"{streams}/{kind}/index.m3u8{query}",
+                "ext": "mp4",
+                "vcodec": "avc1.64001e",
+                "acodec": "mp4a.40.2",
+                "width": 640,
+                "height": 360,
+            }
+        ]
     if kind == "bench-hls":
-        return [{"format_id": "hls-720", "protocol": "hls", "url": f"{streams}/bench-hls/index.m3u8{query}",
-                 "ext": "mp4", "vcodec": "avc1.64001f", "acodec": "mp4a.40.2", "width": 1280, "height": 720}]
+        return [
+            {
+                "format_id": "hls-720",
+                "protocol": "hls",
+                "url": f"{streams}/bench-hls/index.m3u8{query}",
+                "ext": "mp4",
+                "vcodec": "avc1.64001f",
+                "acodec": "mp4a.40.2",
+                "width": 1280,
+                "height": 720,
+            }
+        ]
     if kind == "bench-dash":
         manifest = f"{streams}/bench-dash/manifest.mpd{query}"
-        return [{"format_id": "dash-720", "protocol": "dash", "url": manifest, "vcodec": "avc1.64001f", "acodec": None,
-                 "width": 1280, "height": 720, "stream_id": "0"},
-                {"format_id": "dash-audio", "protocol": "dash", "url": manifest, "vcodec": None, "acodec": "mp4a.40.2",
-                 "stream_id": "1"}]
+        return [
+            {
+                "format_id": "dash-720",
+                "protocol": "dash",
+                "url": manifest,
+                "vcodec": "avc1.64001f",
+                "acodec": None,
+                "width": 1280,
+                "height": 720,
+                "stream_id": "0",
+            },
+            {
+                "format_id": "dash-audio",
+                "protocol": "dash",
+                "url": manifest,
+                "vcodec": None,
+                "acodec": "mp4a.40.2",
+                "stream_id": "1",
+            },
+        ]
     if kind.startswith("split-"):
         codec = kind.removeprefix("split-")
         video_codec, audio_codec = _CODEC_STRINGS[codec]
         ext, audio_name = ("mp4", "audio.m4a") if codec == "h264" else ("webm", "audio.webm")
-        return [{"format_id": f"{codec}-360-video", "protocol": "https", "url": f"{streams}/progressive/video-360.{ext}{query}",
-                 "ext": ext, "vcodec": video_codec, "acodec": None, "width": 640, "height": 360, "bitrate": 540},
-                {"format_id": f"{codec}-audio", "protocol": "https", "url": f"{streams}/progressive/{audio_name}{query}",
-                 "ext": audio_name.rsplit(".", 1)[1], "vcodec": None, "acodec": audio_codec, "bitrate": 96}]
+        return [
+            {
+                "format_id": f"{codec}-360-video",
+                "protocol": "https",
+                "url": f"{streams}/progressive/video-360.{ext}{query}",
+                "ext": ext,
+                "vcodec": video_codec,
+                "acodec": None,
+                "width": 640,
+                "height": 360,
+                "bitrate": 540,
+            },
+            {
+                "format_id": f"{codec}-audio",
+                "protocol": "https",
+                "url": f"{streams}/progressive/{audio_name}{query}",
+                "ext": audio_name.rsplit(".", 1)[1],
+                "vcodec": None,
+                "acodec": audio_codec,
+                "bitrate": 96,
+            },
+        ]
     raise ValueError(f"unknown stream kind {kind!r}; known: {KINDS}")
 
 
@@ -135,8 +231,11 @@ def _variant(text: str, suffix: str, variant: str | None, query: dict[str, str])
     if variant == "live":
         text = text.replace('type="static"', 'type="dynamic"')
     if variant == "drm":
-        text = text.replace('<Representation id="0"', '<ContentProtection '
-                            'schemeIdUri="urn:uuid:edef8ba9-79d6-4ace-a3c8-27dcd51d21ed"/><Representation id="0"', 1)
+        text = text.replace(
+            '<Representation id="0"',
+            '<ContentProtection schemeIdUri="urn:uuid:edef8ba9-79d6-4ace-a3c8-27dcd51d21ed"/><Representation id="0"',
+            1,
+        )
     return text
 
 

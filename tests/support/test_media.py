@@ -103,8 +103,11 @@ def _tone_frames(duration: float = DURATION) -> Iterator[av.AudioFrame]:
 
 
 def _video_stream(output: av.container.OutputContainer, encoder: str, height: int) -> av.VideoStream:
-    options = {"x264-params": f"keyint={FPS}:min-keyint={FPS}:scenecut=0"} if encoder == "libx264" else {
-        "deadline": "realtime", "cpu-used": "8", "g": str(FPS), "keyint_min": str(FPS)}
+    options = (
+        {"x264-params": f"keyint={FPS}:min-keyint={FPS}:scenecut=0"}
+        if encoder == "libx264"
+        else {"deadline": "realtime", "cpu-used": "8", "g": str(FPS), "keyint_min": str(FPS)}
+    )
     stream = output.add_stream(encoder, rate=FPS, options=options)
     stream.width, stream.height, stream.pix_fmt = WIDTHS[height], height, "yuv420p"
     stream.codec_context.gop_size = FPS
@@ -119,8 +122,9 @@ def _audio_stream(output: av.container.OutputContainer, encoder: str) -> av.Audi
     return stream
 
 
-def _encode(output: av.container.OutputContainer, videos: list[tuple[av.VideoStream, int]],
-            audio: av.AudioStream | None) -> None:
+def _encode(
+    output: av.container.OutputContainer, videos: list[tuple[av.VideoStream, int]], audio: av.AudioStream | None
+) -> None:
     for index, frame in enumerate(_pattern_frames()):
         for stream, height in videos:
             scaled = frame.reformat(width=WIDTHS[height], height=height, format="yuv420p")
@@ -129,8 +133,12 @@ def _encode(output: av.container.OutputContainer, videos: list[tuple[av.VideoStr
     for stream, _height in videos:
         output.mux(stream.encode(None))
     if audio is not None:
-        resampler = av.AudioResampler(format=audio.codec_context.format, layout="stereo", rate=SAMPLE_RATE,
-                                      frame_size=audio.codec_context.frame_size or 1024)
+        resampler = av.AudioResampler(
+            format=audio.codec_context.format,
+            layout="stereo",
+            rate=SAMPLE_RATE,
+            frame_size=audio.codec_context.frame_size or 1024,
+        )
         for frame in _tone_frames():
             for resampled in resampler.resample(frame):
                 output.mux(audio.encode(resampled))
@@ -142,8 +150,14 @@ def _encode(output: av.container.OutputContainer, videos: list[tuple[av.VideoStr
 def _write_dash(folder: Path, codec: str) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     video_encoder, audio_encoder = CODECS[codec]
-    options = {"seg_duration": "1", "use_template": "1", "use_timeline": "0", "single_file": "0",
-               "adaptation_sets": "id=0,streams=v id=1,streams=a", "dash_segment_type": "mp4"}
+    options = {
+        "seg_duration": "1",
+        "use_template": "1",
+        "use_timeline": "0",
+        "single_file": "0",
+        "adaptation_sets": "id=0,streams=v id=1,streams=a",
+        "dash_segment_type": "mp4",
+    }
     with av.open(str(folder / "manifest.mpd"), "w", format="dash", options=options) as output:
         videos = [(_video_stream(output, video_encoder, height), height) for height in HEIGHTS]
         _encode(output, videos, _audio_stream(output, audio_encoder))
@@ -156,9 +170,12 @@ def _write_hls(folder: Path, height: int, segment_type: str, key: bytes | None =
         (folder / "key.bin").write_bytes(key)
         (folder / "key.info").write_text(f"key.bin\n{folder / 'key.bin'}\n")
         options["hls_key_info_file"] = str(folder / "key.info")
-    options |= {"hls_time": "1", "hls_playlist_type": "vod", "hls_segment_type": segment_type,
-               "hls_segment_filename": str(folder / ("segment-%03d.ts" if segment_type == "mpegts" else
-                                                     "segment-%03d.m4s"))}
+    options |= {
+        "hls_time": "1",
+        "hls_playlist_type": "vod",
+        "hls_segment_type": segment_type,
+        "hls_segment_filename": str(folder / ("segment-%03d.ts" if segment_type == "mpegts" else "segment-%03d.m4s")),
+    }
     if segment_type == "fmp4":
         options["hls_fmp4_init_filename"] = "init.mp4"
     with av.open(str(folder / "index.m3u8"), "w", format="hls", options=options) as output:
@@ -169,8 +186,10 @@ def _write_master(path: Path, heights: tuple[int, ...]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     lines = ["#EXTM3U", "#EXT-X-VERSION:3"]
     for height in heights:
-        lines.append(f'#EXT-X-STREAM-INF:BANDWIDTH={height * 1000},RESOLUTION={WIDTHS[height]}x{height},'
-                     f'CODECS="avc1.64001e,mp4a.40.2"')
+        lines.append(
+            f"#EXT-X-STREAM-INF:BANDWIDTH={height * 1000},RESOLUTION={WIDTHS[height]}x{height},"
+            f'CODECS="avc1.64001e,mp4a.40.2"'
+        )
         lines.append(f"../hls-ts-{height}/index.m3u8")
     path.write_text("\n".join(lines) + "\n")
 

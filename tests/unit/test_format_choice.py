@@ -9,24 +9,46 @@ from application.ports.errors import PermanentMediaError
 from application.ports.media_provider import MediaFormat, MediaInfo, VideoSource
 
 
-def fmt(format_id: str, vcodec: str | None, acodec: str | None, height: int | None = None, bitrate: float = 0,
-        protocol: str = "dash") -> MediaFormat:
-    return MediaFormat(format_id, protocol, f"https://cdn.example/{format_id}", vcodec=vcodec, acodec=acodec,  # type: ignore[arg-type]
-                       height=height, bitrate=bitrate)
+def fmt(
+    format_id: str,
+    vcodec: str | None,
+    acodec: str | None,
+    height: int | None = None,
+    bitrate: float = 0,
+    protocol: str = "dash",
+) -> MediaFormat:
+    return MediaFormat(
+        format_id,
+        protocol,
+        f"https://cdn.example/{format_id}",
+        vcodec=vcodec,
+        acodec=acodec,  # type: ignore[arg-type]
+        height=height,
+        bitrate=bitrate,
+    )
 
 
 YOUTUBE_LIKE = [
     fmt("18", "avc1.42001E", "mp4a.40.2", 360, 500, protocol="https"),
-    fmt("137", "avc1.640028", None, 1080, 4000), fmt("248", "vp09.00.40.08", None, 1080, 3000),
-    fmt("136", "avc1.4d401f", None, 720, 2000), fmt("399", "av01.0.08M.08", None, 1080, 2500),
+    fmt("137", "avc1.640028", None, 1080, 4000),
+    fmt("248", "vp09.00.40.08", None, 1080, 3000),
+    fmt("136", "avc1.4d401f", None, 720, 2000),
+    fmt("399", "av01.0.08M.08", None, 1080, 2500),
     fmt("2160", "vp09.00.50.08", None, 2160, 12000),
-    fmt("140", None, "mp4a.40.2", bitrate=128), fmt("251", None, "opus", bitrate=160),
+    fmt("140", None, "mp4a.40.2", bitrate=128),
+    fmt("251", None, "opus", bitrate=160),
 ]
 
 
 def test_codec_families() -> None:
-    assert [codec_family(c) for c in ("avc1.64001e", "vp09.00.10.08", "av01.0.05M.08", "mp4a.40.2", "opus", None)] \
-        == ["h264", "vp9", "av1", "aac", "opus", None]
+    assert [codec_family(c) for c in ("avc1.64001e", "vp09.00.10.08", "av01.0.05M.08", "mp4a.40.2", "opus", None)] == [
+        "h264",
+        "vp9",
+        "av1",
+        "aac",
+        "opus",
+        None,
+    ]
 
 
 def test_tallest_under_the_limit_in_the_preferred_codec_merged_with_fitting_audio() -> None:
@@ -59,17 +81,29 @@ def test_nothing_under_the_limit_names_the_lowest_height() -> None:
     assert raised.value.code == "no_suitable_format" and raised.value.details["best_available_height"] == 480
 
 
-@pytest.mark.parametrize(("audio_format", "chosen", "container", "encoder"), [
-    ("best", "251", "ogg", None), ("m4a", "140", "m4a", None), ("opus", "251", "ogg", None), ("mp3", "251", "mp3", "mp3"),
-])
+@pytest.mark.parametrize(
+    ("audio_format", "chosen", "container", "encoder"),
+    [
+        ("best", "251", "ogg", None),
+        ("m4a", "140", "m4a", None),
+        ("opus", "251", "ogg", None),
+        ("mp3", "251", "mp3", "mp3"),
+    ],
+)
 def test_audio_formats(audio_format: str, chosen: str, container: str, encoder: str | None) -> None:
     choice = choose_formats(YOUTUBE_LIKE, FormatRequest(output="audio", audio_format=audio_format))
-    assert (choice.audio.format_id, choice.container, choice.audio_encoder, choice.video) == (chosen, container,
-                                                                                             encoder, None)
+    assert (choice.audio.format_id, choice.container, choice.audio_encoder, choice.video) == (
+        chosen,
+        container,
+        encoder,
+        None,
+    )
 
 
 def test_audio_from_a_muxed_format_is_encoded_when_the_codec_differs() -> None:
-    choice = choose_formats([fmt("hls-1", "avc1", "mp4a.40.2", 360)], FormatRequest(output="audio", audio_format="opus"))
+    choice = choose_formats(
+        [fmt("hls-1", "avc1", "mp4a.40.2", 360)], FormatRequest(output="audio", audio_format="opus")
+    )
     assert (choice.audio.format_id, choice.audio_encoder, choice.container) == ("hls-1", "opus", "ogg")
 
 

@@ -33,10 +33,15 @@ MPD = """<?xml version="1.0"?>
 def test_dash_timeline_list_and_base() -> None:
     video, audio, single = dash_variants(MPD.format(type="static", protection=""), "https://cdn.example/m.mpd")
     assert (video.height, video.vcodec, video.bitrate) == (720, "avc1.64001f", 2000)
-    assert [s.url for s in video.plan.segments] == ["https://cdn.example/v/720/t0.m4s", "https://cdn.example/v/720/t2000.m4s"]
+    assert [s.url for s in video.plan.segments] == [
+        "https://cdn.example/v/720/t0.m4s",
+        "https://cdn.example/v/720/t2000.m4s",
+    ]
     assert video.plan.init.url == "https://cdn.example/v/720/init.mp4" and video.plan.duration == 4
     assert audio.plan.init.byte_range == (0, 99) and [s.headers() for s in audio.plan.segments] == [
-        {"Range": "bytes=100-199"}, {"Range": "bytes=200-299"}]
+        {"Range": "bytes=100-199"},
+        {"Range": "bytes=200-299"},
+    ]
     assert single.plan.segments[0].url == "https://cdn.example/v/opus.webm" and single.acodec == "opus"
 
 
@@ -44,8 +49,10 @@ def test_dash_live_and_drm_are_refused() -> None:
     with pytest.raises(PermanentMediaError, match="live_not_supported"):
         dash_variants(MPD.format(type="dynamic", protection=""), "https://cdn.example/m.mpd")
     with pytest.raises(PermanentMediaError, match="drm_protected"):
-        dash_variants(MPD.format(type="static", protection='<ContentProtection schemeIdUri="urn:uuid:x"/>'),
-                      "https://cdn.example/m.mpd")
+        dash_variants(
+            MPD.format(type="static", protection='<ContentProtection schemeIdUri="urn:uuid:x"/>'),
+            "https://cdn.example/m.mpd",
+        )
 
 
 def test_dash_entities_are_refused() -> None:
@@ -86,11 +93,17 @@ def test_hls_live_and_sample_aes_are_refused() -> None:
 
 
 def test_hls_master_variants() -> None:
-    master = ('#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=800000,RESOLUTION=640x360,CODECS="avc1.4d401e,mp4a.40.2"\n'
-              "360/index.m3u8\n")
+    master = (
+        '#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=800000,RESOLUTION=640x360,CODECS="avc1.4d401e,mp4a.40.2"\n'
+        "360/index.m3u8\n"
+    )
     (variant,) = hls_variants(master, "https://cdn.example/master.m3u8")
     assert (variant.url, variant.height, variant.vcodec, variant.acodec) == (
-        "https://cdn.example/360/index.m3u8", 360, "avc1.4d401e", "mp4a.40.2")
+        "https://cdn.example/360/index.m3u8",
+        360,
+        "avc1.4d401e",
+        "mp4a.40.2",
+    )
 
 
 def test_iso_durations() -> None:

@@ -12,8 +12,9 @@ from application.ports.errors import PermanentMediaError, TransientMediaError
 from application.ports.media_provider import MediaFormat
 from infrastructure.media_formats.assembler import AssemblyLimits, StreamingMediaAssembler
 
-PLAYLIST = "#EXTM3U\n#EXT-X-TARGETDURATION:10\n" + "".join(f"#EXTINF:10,\ns{i}.ts\n" for i in range(3)) + \
-    "#EXT-X-ENDLIST\n"
+PLAYLIST = (
+    "#EXTM3U\n#EXT-X-TARGETDURATION:10\n" + "".join(f"#EXTINF:10,\ns{i}.ts\n" for i in range(3)) + "#EXT-X-ENDLIST\n"
+)
 
 
 class StubFetcher:
@@ -59,9 +60,13 @@ def test_a_stream_over_the_duration_limit() -> None:
 
 def test_segments_are_retried_then_given_up() -> None:
     unavailable = TransientMediaError("upstream_unavailable", "503")
-    fetcher = StubFetcher({"https://cdn.example/index.m3u8": PLAYLIST.encode(),
-                           "https://cdn.example/s0.ts": [unavailable, unavailable, b"zero"],
-                           "https://cdn.example/s1.ts": [unavailable]})
+    fetcher = StubFetcher(
+        {
+            "https://cdn.example/index.m3u8": PLAYLIST.encode(),
+            "https://cdn.example/s0.ts": [unavailable, unavailable, b"zero"],
+            "https://cdn.example/s1.ts": [unavailable],
+        }
+    )
     sleeps: list[float] = []
     assembler = StreamingMediaAssembler(fetcher, AssemblyLimits(segment_retries=2), sleep=sleeps.append)
     plan = assembler.plan(hls_choice().video)  # type: ignore[arg-type]
