@@ -14,6 +14,7 @@ from infrastructure.bootstrap import (
     start_qstash_publisher,
 )
 from infrastructure.settings import Settings
+from infrastructure.webhooks.wiring import start_webhook_delivery
 
 
 class ServiceProcess:
@@ -33,6 +34,8 @@ class ServiceProcess:
         self.api.state.publisher = start_qstash_publisher(self.runtime) if qstash and run_projections else None
         if qstash and run_dispatcher:
             include_qstash_deliveries(self.api, build_qstash_deliveries(self.runtime, worker_id()))
+        if run_projections:  # webhooks go with the projections (one such process per database)
+            start_webhook_delivery(self.runtime)
         self.runtime.telemetry.observe_projection_lag(self.runtime, self.projections)
 
     def close(self) -> None:

@@ -60,6 +60,7 @@ def create_tables(env: dict[str, str], views_name: str = VIEWS_NAME) -> None:
     from infrastructure.metadata_cache import PostgresMetadataCache
     from infrastructure.postgres_views import PostgresTaskViews
     from infrastructure.read_model import ensure_pointer
+    from infrastructure.webhooks.store import PostgresWebhookStore
 
     create_env = {**env, "CREATE_TABLE": "yes"}
     factory = InfrastructureFactory.construct(env=_named_env("MediaTasks", create_env))
@@ -77,6 +78,7 @@ def create_tables(env: dict[str, str], views_name: str = VIEWS_NAME) -> None:
             publisher_tracking = PostgresTrackingRecorder(factory.datastore,  # type: ignore[attr-defined]
                                                           tracking_table_name=PUBLISHER_TRACKING)
             publisher_tracking.create_table()
+            PostgresWebhookStore(factory.datastore).create_tables()  # type: ignore[arg-type]
             views = InfrastructureFactory.construct(env=_named_env(views_name, create_env))
             views.tracking_recorder(PostgresTaskViews)
             views.close()

@@ -120,6 +120,9 @@ def _projections() -> int:
     runtime.telemetry.observe_projection_lag(runtime, runners)
     if runtime.settings.dispatch == "qstash":
         start_qstash_publisher(runtime)
+    from infrastructure.webhooks.wiring import start_webhook_delivery
+
+    start_webhook_delivery(runtime)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

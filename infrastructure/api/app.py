@@ -12,9 +12,11 @@ from fastapi.telemetry import TelemetryConfig
 from infrastructure.api.errors import install_error_handlers
 from infrastructure.api.limits import BodySizeLimit, FailedAuthentications
 from infrastructure.api.live import StreamsPerUser, TaskUpdateHub
-from infrastructure.api.routes import account, admin, deliveries, health, media, metrics, tasks, web
+from infrastructure.api.routes import account, admin, deliveries, health, media, metrics, tasks, web, webhooks
 from infrastructure.api.security_headers import SecurityHeaders
 from infrastructure.api.stream_tokens import stream_tokens_for
+from infrastructure.safe_http import UrlPolicy
+from infrastructure.webhooks.store import PostgresWebhookStore
 
 DESCRIPTION = """
 Turn a social-media video link into stored subtitles and/or a stored video, paid in credits and
@@ -53,8 +55,10 @@ def create_api(runtime: Any, *, projections: Any = None) -> FastAPI:
     install_error_handlers(api)
     api.add_middleware(BodySizeLimit, max_bytes=runtime.settings.max_body_bytes)
     api.add_middleware(SecurityHeaders)
+    api.state.webhooks = PostgresWebhookStore(runtime.app.recorder.datastore)
+    api.state.webhook_url_policy = UrlPolicy(allow_cidrs=tuple(runtime.settings.url_allow_cidrs))
     for router in (health.router, admin.router, tasks.router, media.router, account.router, metrics.router,
-                   web.router):
+                   webhooks.router, web.router):
         api.include_router(router)
     api.state.telemetry = getattr(runtime, "telemetry", None)
     if api.state.telemetry is not None:
