@@ -54,6 +54,7 @@ def create_tables(env: dict[str, str], views_name: str = VIEWS_NAME) -> None:
     from eventsourcing.postgres import PostgresTrackingRecorder
 
     from application.mediatasks import MediaTasks
+    from infrastructure.api.rate_limits import PostgresUserLimits
     from infrastructure.api.stream_tokens import create_secret_table
     from infrastructure.delivery.qstash_outbox import TRACKING_TABLE as PUBLISHER_TRACKING
     from infrastructure.delivery.seen_token_ids import PostgresSeenTokenIds
@@ -79,6 +80,7 @@ def create_tables(env: dict[str, str], views_name: str = VIEWS_NAME) -> None:
                                                           tracking_table_name=PUBLISHER_TRACKING)
             publisher_tracking.create_table()
             PostgresWebhookStore(factory.datastore).create_tables()  # type: ignore[arg-type]
+            PostgresUserLimits(factory.datastore).create_table()  # type: ignore[arg-type]
             views = InfrastructureFactory.construct(env=_named_env(views_name, create_env))
             views.tracking_recorder(PostgresTaskViews)
             views.close()

@@ -12,7 +12,19 @@ from fastapi.telemetry import TelemetryConfig
 from infrastructure.api.errors import install_error_handlers
 from infrastructure.api.limits import BodySizeLimit, FailedAuthentications
 from infrastructure.api.live import StreamsPerUser, TaskUpdateHub
-from infrastructure.api.routes import account, admin, deliveries, health, media, metrics, tasks, web, webhooks
+from infrastructure.api.rate_limits import PostgresUserLimits, RateLimited, RateLimitHeaders, RequestLimits
+from infrastructure.api.routes import (
+    account,
+    admin,
+    deliveries,
+    health,
+    media,
+    metrics,
+    tasks,
+    user_limits,
+    web,
+    webhooks,
+)
 from infrastructure.api.security_headers import SecurityHeaders
 from infrastructure.api.stream_tokens import stream_tokens_for
 from infrastructure.safe_http import UrlPolicy
@@ -57,9 +69,13 @@ def create_api(runtime: Any, *, projections: Any = None) -> FastAPI:
     api.add_middleware(SecurityHeaders)
     api.state.webhooks = PostgresWebhookStore(runtime.app.recorder.datastore)
     api.state.webhook_url_policy = UrlPolicy(allow_cidrs=tuple(runtime.settings.url_allow_cidrs))
-    for router in (health.router, admin.router, tasks.router, media.router, account.router, metrics.router,
-                   webhooks.router, web.router):
+    api.state.request_limits = RequestLimits(runtime.settings, PostgresUserLimits(runtime.app.recorder.datastore),
+                                             runtime.views)
+    api.add_middleware(RateLimitHeaders)
+    for router in (health.router, admin.router, user_limits.router, metrics.router, web.router):
         api.include_router(router)
+    for router in (tasks.router, media.router, account.router, webhooks.router):  # per-API-key rates
+        api.include_router(router, dependencies=[RateLimited])
     api.state.telemetry = getattr(runtime, "telemetry", None)
     if api.state.telemetry is not None:
         api.state.telemetry.instrument_api(api)
