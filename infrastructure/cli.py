@@ -45,7 +45,12 @@ def main(argv: list[str] | None = None) -> int:
     audit.add_parser("verify", help="replay every event and check the invariants and the read model")
     audit.add_parser("rebuild", help="rebuild the read model under a new name and switch to it")
 
+    from infrastructure.client.commands import CLIENT_COMMANDS, add_client_commands, run_client
+
+    add_client_commands(sub)
     args = parser.parse_args(argv)
+    if args.command in CLIENT_COMMANDS:
+        return run_client(args)
     configure_logging(stream=sys.stdout if args.command in ("serve", "projections", "worker") else sys.stderr)
     if args.command == "serve":
         return _serve(args)
