@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.telemetry import TelemetryConfig
 
-from infrastructure.api.errors import install_error_handlers
+from infrastructure.api.errors import install_error_handlers, responses
 from infrastructure.api.limits import BodySizeLimit, FailedAuthentications
 from infrastructure.api.live import StreamsPerUser, TaskUpdateHub
 from infrastructure.api.rate_limits import PostgresUserLimits, RateLimited, RateLimitHeaders, RequestLimits
@@ -75,7 +75,7 @@ def create_api(runtime: Any, *, projections: Any = None) -> FastAPI:
     for router in (health.router, admin.router, user_limits.router, metrics.router, web.router):
         api.include_router(router)
     for router in (tasks.router, media.router, account.router, webhooks.router):  # per-API-key rates
-        api.include_router(router, dependencies=[RateLimited])
+        api.include_router(router, dependencies=[RateLimited], responses=responses(429))
     api.state.telemetry = getattr(runtime, "telemetry", None)
     if api.state.telemetry is not None:
         api.state.telemetry.instrument_api(api)
