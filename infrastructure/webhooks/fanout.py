@@ -94,7 +94,8 @@ class WebhookFanout:
         deliveries: list[NewDelivery] = []
         if kind is not None:
             aggregate = self.app.repository.get(event.originator_id, version=event.originator_version)
-            endpoints = self.store.subscribed(aggregate.user_id, kind)
+            task_id = event.originator_id if isinstance(aggregate, MediaTask) else getattr(event, "task_id", None)
+            endpoints = self.store.subscribed(aggregate.user_id, kind, task_id)
             if endpoints:
                 data = task_data(aggregate) if isinstance(aggregate, MediaTask) else ledger_data(aggregate, event)
                 body = payload(kind, event, data)

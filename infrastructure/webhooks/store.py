@@ -42,6 +42,7 @@ class Endpoint:
     failing_since: datetime | None
     created_at: datetime
     secrets: list[dict[str, Any]] = field(repr=False, default_factory=list)
+    task_id: UUID | None = None  # a one-off callback of this task only (signed with the user's default secret)
 
     def signing_secrets(self, now: datetime) -> list[str]:
         """The current secret, and a rotated-out one until it expires (both sign, as the spec allows)."""
@@ -88,6 +89,13 @@ class PostgresWebhookStore:
         self.endpoints = SQL("{}.{}").format(schema, Identifier("webhook_endpoints"))
         self.deliveries = SQL("{}.{}").format(schema, Identifier("webhook_deliveries"))
         self.attempts = SQL("{}.{}").format(schema, Identifier("webhook_attempts"))
+        self.user_secrets = SQL("{}.{}").format(schema, Identifier("webhook_user_secrets"))
+        # A task's one-off endpoint signs with its user's default secret (rotations apply at once).
+        self.with_secrets = SQL(
+            "SELECT e.id, e.user_id, e.url, e.event_types, e.description, e.enabled, e.disabled_reason, "
+            "e.failing_since, e.created_at, e.task_id, CASE WHEN e.task_id IS NULL THEN e.secrets "
+            "ELSE coalesce(u.secrets, '[]'::jsonb) END AS secrets FROM {} e LEFT JOIN {} u ON u.user_id = e.user_id"
+        ).format(self.endpoints, self.user_secrets)
         self.tracking = PostgresTrackingRecorder(datastore, tracking_table_name=TRACKING_TABLE)
 
     def create_tables(self) -> None:
@@ -96,9 +104,14 @@ class PostgresWebhookStore:
                 "CREATE TABLE IF NOT EXISTS {} (id uuid PRIMARY KEY, user_id text NOT NULL, url text NOT NULL, "
                 "event_types text[] NOT NULL, description text NOT NULL DEFAULT '', secrets jsonb NOT NULL, "
                 "enabled boolean NOT NULL DEFAULT true, disabled_reason text, failing_since timestamptz, "
-                "created_at timestamptz NOT NULL DEFAULT now())").format(self.endpoints))
+                "created_at timestamptz NOT NULL DEFAULT now(), task_id uuid)").format(self.endpoints))
             curs.execute(SQL("CREATE INDEX IF NOT EXISTS webhook_endpoints_user ON {} (user_id)").format(
                 self.endpoints))
+            curs.execute(SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS task_id uuid").format(self.endpoints))
+            curs.execute(SQL("CREATE UNIQUE INDEX IF NOT EXISTS webhook_endpoints_task ON {} (task_id) "
+                             "WHERE task_id IS NOT NULL").format(self.endpoints))
+            curs.execute(SQL("CREATE TABLE IF NOT EXISTS {} (user_id text PRIMARY KEY, secrets jsonb NOT NULL)").format(
+                self.user_secrets))
             curs.execute(SQL(
                 "CREATE TABLE IF NOT EXISTS {} (id text PRIMARY KEY, endpoint_id uuid NOT NULL, "
                 "event_type text NOT NULL, position bigint NOT NULL, payload text NOT NULL, "
@@ -128,18 +141,45 @@ class PostgresWebhookStore:
             row = curs.fetchone()
         return _endpoint(row), secret
 
+    def add_task_endpoint(self, user_id: str, task_id: UUID, url: str, event_types: Sequence[str]) -> None:
+        """The one-off callback of one task (`webhook_url` on submission); again for the same task: no-op."""
+        with self.datastore.transaction(commit=True) as curs:
+            curs.execute(SQL("INSERT INTO {} (id, user_id, url, event_types, description, secrets, task_id) "
+                             "VALUES (%s, %s, %s, %s, %s, '[]'::jsonb, %s) "
+                             "ON CONFLICT (task_id) WHERE task_id IS NOT NULL DO NOTHING").format(self.endpoints),
+                         (uuid4(), user_id, url, list(event_types), f"callback of task {task_id}", task_id))
+
+    def default_secret_exists(self, user_id: str) -> bool:
+        return bool(self._rows(SQL("SELECT 1 FROM {} WHERE user_id = %s").format(self.user_secrets), (user_id,)))
+
+    def new_default_secret(self, user_id: str, keep_old_for: timedelta) -> str:
+        """The user's secret for one-off task callbacks: created, or rotated (the old one signs on for a while)."""
+        secret = new_secret()
+        now = datetime.now(timezone.utc)
+        with self.datastore.transaction(commit=True) as curs:
+            curs.execute(SQL("SELECT secrets FROM {} WHERE user_id = %s FOR UPDATE").format(self.user_secrets),
+                         (user_id,))
+            row = curs.fetchone()
+            kept = _kept(row["secrets"] if row else [], now, keep_old_for)
+            curs.execute(SQL("INSERT INTO {} (user_id, secrets) VALUES (%s, %s) ON CONFLICT (user_id) "
+                             "DO UPDATE SET secrets = EXCLUDED.secrets").format(self.user_secrets),
+                         (user_id, Jsonb([{"secret": secret, "expires_at": None}, *kept])))
+        return secret
+
     def endpoints_of(self, user_id: str) -> list[Endpoint]:
         return [_endpoint(r) for r in self._rows(
-            SQL("SELECT * FROM {} WHERE user_id = %s ORDER BY created_at, id").format(self.endpoints), (user_id,))]
+            SQL("{} WHERE e.user_id = %s ORDER BY e.created_at, e.id").format(self.with_secrets), (user_id,))]
 
     def endpoint(self, endpoint_id: UUID) -> Endpoint | None:
-        rows = self._rows(SQL("SELECT * FROM {} WHERE id = %s").format(self.endpoints), (endpoint_id,))
+        rows = self._rows(SQL("{} WHERE e.id = %s").format(self.with_secrets), (endpoint_id,))
         return _endpoint(rows[0]) if rows else None
 
-    def subscribed(self, user_id: str, event_type: str) -> list[Endpoint]:
+    def subscribed(self, user_id: str, event_type: str, task_id: UUID | None) -> list[Endpoint]:
+        """The user's enabled endpoints for this type: general ones, and the callback of `task_id`."""
         return [_endpoint(r) for r in self._rows(
-            SQL("SELECT * FROM {} WHERE user_id = %s AND enabled AND %s = ANY(event_types)").format(self.endpoints),
-            (user_id, event_type))]
+            SQL("{} WHERE e.user_id = %s AND e.enabled AND %s = ANY(e.event_types) "
+                "AND (e.task_id IS NULL OR e.task_id = %s)").format(self.with_secrets),
+            (user_id, event_type, task_id))]
 
     def update_endpoint(self, endpoint_id: UUID, changes: dict[str, Any]) -> Endpoint | None:
         allowed = {k: v for k, v in changes.items() if k in ("url", "event_types", "description", "enabled")}
@@ -170,9 +210,7 @@ class PostgresWebhookStore:
         with self.datastore.transaction(commit=True) as curs:
             curs.execute(SQL("SELECT secrets FROM {} WHERE id = %s FOR UPDATE").format(self.endpoints), (endpoint_id,))
             row = curs.fetchone()
-            kept = [{"secret": s["secret"], "expires_at": s.get("expires_at") or (now + keep_old_for).isoformat()}
-                    for s in row["secrets"]
-                    if s.get("expires_at") is None or datetime.fromisoformat(s["expires_at"]) > now]
+            kept = _kept(row["secrets"], now, keep_old_for)
             curs.execute(SQL("UPDATE {} SET secrets = %s WHERE id = %s").format(self.endpoints),
                          (Jsonb([{"secret": secret, "expires_at": None}, *kept]), endpoint_id))
         return secret
@@ -283,10 +321,17 @@ class PostgresWebhookStore:
             return list(curs.fetchall())
 
 
+def _kept(secrets: list[dict[str, Any]], now: datetime, keep_for: timedelta) -> list[dict[str, Any]]:
+    """The secrets still valid, each now expiring within `keep_for` (a rotation)."""
+    return [{"secret": s["secret"], "expires_at": s.get("expires_at") or (now + keep_for).isoformat()}
+            for s in secrets if s.get("expires_at") is None or datetime.fromisoformat(s["expires_at"]) > now]
+
+
 def _endpoint(row: Any) -> Endpoint:
     return Endpoint(id=row["id"], user_id=row["user_id"], url=row["url"], event_types=list(row["event_types"]),
                     description=row["description"], enabled=row["enabled"], disabled_reason=row["disabled_reason"],
-                    failing_since=row["failing_since"], created_at=row["created_at"], secrets=row["secrets"])
+                    failing_since=row["failing_since"], created_at=row["created_at"], secrets=row["secrets"],
+                    task_id=row["task_id"])
 
 
 def _delivery(row: Any, history: list[Attempt] | None = None) -> Delivery:

@@ -84,7 +84,7 @@ def test_registration_shows_the_secret_once_and_refuses_private_addresses(hooks_
 def test_signed_delivery_rotation_and_refused_forgeries(hooks_service: RunningService,
                                                         platform: FakePlatform) -> None:
     _, key = hooks_service.new_user(10)
-    receiver = WebhookReceiver("whsec_" + base64.b64encode(b"x" * 32).decode()).start()
+    receiver = WebhookReceiver().start()
     try:
         with hooks_service.client(key) as c:
             hook = register(c, receiver.url, event_types=["task.extracted", "task.failed", "account.refunded"])
@@ -231,3 +231,34 @@ def test_hmac_matches_the_spec() -> None:
                                          hashlib.sha256).digest()).decode()
     assert signature_header([secret], "msg_1", at, "{}") == f"v1,{expected}"
     assert signature_header([secret, secret], "msg_1", at, "{}") == f"v1,{expected} v1,{expected}"
+
+
+def test_a_tasks_one_off_callback_is_signed_with_the_default_secret(hooks_service: RunningService,
+                                                                   platform: FakePlatform) -> None:
+    _, key = hooks_service.new_user(3)
+    receiver = WebhookReceiver().start()
+    try:
+        with hooks_service.client(key) as c:
+            body = {"url": platform.media_url("404"), "output_type": "subtitles", "webhook_url": receiver.url}
+            refused = c.post("/v1/tasks", json=body)
+            assert refused.status_code == 409 and refused.json()["error"]["code"] == "no_default_secret"
+            assert c.post("/v1/tasks", json={**body, "webhook_url": "http://10.9.9.9/"}).json()["error"]["code"] \
+                == "url_not_allowed"
+            assert c.get("/v1/account").json()["balance"] == 3  # nothing charged
+            secret = c.post("/v1/webhooks/default-secret").json()["secret"]
+            receiver.webhook = Webhook(secret)
+            accepted = c.post("/v1/tasks", json=body)
+            assert accepted.status_code == 202, accepted.text
+            task_id = accepted.json()["task_id"]
+            wait_until(lambda: len(receiver.processed) >= 2, 30, lambda: str(receiver.arrivals))
+            assert sorted(p["type"] for p in receiver.processed.values()) == ["account.refunded", "task.failed"]
+            assert {p["data"]["task_id"] for p in receiver.processed.values()} == {task_id}
+            callback = [w for w in c.get("/v1/webhooks").json()["webhooks"] if w["task_id"] == task_id]
+            assert len(callback) == 1 and callback[0]["url"] == receiver.url
+            other = c.post("/v1/tasks", json={"url": platform.media_url("404"), "output_type": "subtitles"})
+            assert other.status_code == 202
+            time.sleep(2)  # another task's events do not go to this task's callback
+            assert {p["data"]["task_id"] for p in receiver.processed.values()} == {task_id}
+            assert receiver.refused == 0
+    finally:
+        receiver.stop()

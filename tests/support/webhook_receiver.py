@@ -7,7 +7,9 @@ repeat is answered 200 and counted in `duplicates`; a delivery that does not ver
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -27,8 +29,9 @@ class Arrival:
 class WebhookReceiver(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, secret: str, port: int = 0, status: int = 200) -> None:
-        self.webhook = Webhook(secret)
+    def __init__(self, secret: str | None = None, port: int = 0, status: int = 200) -> None:
+        """Without `secret`, a random one (set `webhook` once the endpoint's secret is known)."""
+        self.webhook = Webhook(secret or "whsec_" + base64.b64encode(os.urandom(32)).decode())
         self.status = status
         self.lock = threading.Lock()
         self.arrivals: list[Arrival] = []

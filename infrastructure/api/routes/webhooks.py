@@ -11,10 +11,10 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from application.ports.errors import MediaError
 from domain.text import check_free_text
 from infrastructure.api.deps import CurrentUser
 from infrastructure.api.errors import ApiError, responses
+from infrastructure.webhooks.callbacks import check_endpoint_url
 from infrastructure.webhooks.fanout import DEFAULT_EVENT_TYPES
 from infrastructure.webhooks.store import Delivery, Endpoint, PostgresWebhookStore
 
@@ -57,6 +57,7 @@ class WebhookOut(BaseModel):
     disabled_reason: str | None = Field(description="why the service disabled it (410 Gone, failing for days)")
     failing_since: datetime | None
     created_at: datetime
+    task_id: UUID | None = Field(default=None, description="set for a task's one-off callback (webhook_url)")
 
 
 class CreatedWebhook(WebhookOut):
@@ -107,7 +108,7 @@ def endpoint_out(endpoint: Endpoint) -> WebhookOut:
     return WebhookOut(id=endpoint.id, url=endpoint.url, event_types=endpoint.event_types,
                       description=endpoint.description, enabled=endpoint.enabled,
                       disabled_reason=endpoint.disabled_reason, failing_since=endpoint.failing_since,
-                      created_at=endpoint.created_at)
+                      created_at=endpoint.created_at, task_id=endpoint.task_id)
 
 
 def delivery_out(delivery: Delivery) -> DeliveryOut:
@@ -116,15 +117,6 @@ def delivery_out(delivery: Delivery) -> DeliveryOut:
                        created_at=delivery.created_at, payload=json.loads(delivery.payload),
                        attempts=[AttemptOut(number=a.number, at=a.at, status_code=a.status_code,
                                             latency_ms=a.latency_ms, error=a.error) for a in delivery.history])
-
-
-def check_endpoint_url(request: Request, url: str) -> None:
-    """The SSRF guard at registration: the URL's resolved addresses must be public (or allowed)."""
-    try:
-        request.app.state.webhook_url_policy.check_url(url)
-    except MediaError as refused:
-        raise ApiError(422, refused.code, f"This webhook URL is refused: {refused.message}",
-                       refused.details or None) from None
 
 
 def owned(store: PostgresWebhookStore, endpoint_id: UUID, user_id: str) -> Endpoint:
@@ -137,10 +129,21 @@ def owned(store: PostgresWebhookStore, endpoint_id: UUID, user_id: str) -> Endpo
 @router.post("", response_model=CreatedWebhook, status_code=201, responses=responses(401, 413, 422, 429))
 def create_webhook(request: Request, body: CreateWebhook, user_id: CurrentUser, store: Store) -> JSONResponse:
     """Register an endpoint; its signing secret is in this answer only."""
-    check_endpoint_url(request, body.url)
+    check_endpoint_url(request.app.state, body.url)
     endpoint, secret = store.add_endpoint(user_id, body.url, list(dict.fromkeys(body.event_types)), body.description)
     out = CreatedWebhook(**endpoint_out(endpoint).model_dump(), secret=secret)
     return JSONResponse(out.model_dump(mode="json"), status_code=201, headers={"Cache-Control": "no-store"})
+
+
+class DefaultSecret(BaseModel):
+    secret: str = Field(description="`whsec_…`: signs the callbacks of tasks submitted with webhook_url")
+
+
+@router.post("/default-secret", response_model=DefaultSecret, status_code=201, responses=responses(401, 429))
+def new_default_secret(user_id: CurrentUser, store: Store) -> JSONResponse:
+    """Create (or rotate) your default secret; a previous one keeps signing beside it for 24 hours."""
+    secret = store.new_default_secret(user_id, OLD_SECRET_SIGNS_FOR)
+    return JSONResponse({"secret": secret}, status_code=201, headers={"Cache-Control": "no-store"})
 
 
 @router.get("", response_model=WebhookList, responses=responses(401, 429))
@@ -161,7 +164,7 @@ def change_webhook(request: Request, webhook_id: UUID, body: ChangeWebhook, user
     owned(store, webhook_id, user_id)
     changes = body.model_dump(exclude_none=True)
     if "url" in changes:
-        check_endpoint_url(request, changes["url"])
+        check_endpoint_url(request.app.state, changes["url"])
     changed = store.update_endpoint(webhook_id, changes)
     if changed is None:
         raise ApiError(404, "webhook_not_found", "There is no such webhook endpoint.")
