@@ -12,6 +12,7 @@ from infrastructure.bootstrap import (
     build_qstash_deliveries,
     start_inline_dispatcher,
     start_qstash_publisher,
+    start_sealing_follower,
 )
 from infrastructure.settings import Settings
 from infrastructure.webhooks.wiring import start_webhook_delivery
@@ -37,6 +38,7 @@ class ServiceProcess:
         if run_projections:  # webhooks go with the projections (one such process per database)
             start_webhook_delivery(self.runtime)
         self.runtime.telemetry.observe_projection_lag(self.runtime, self.projections)
+        self.sealer = start_sealing_follower(self.runtime) if run_projections else None
 
     def close(self) -> None:
         if self.projections is not None:
