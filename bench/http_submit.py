@@ -37,22 +37,36 @@ def main() -> None:
                     for connections in [int(c) for c in args.connections.split(",")]:
                         ceiling = wrk(svc.url + "/healthz", connections=connections, seconds=args.seconds)
                         service_before, postgres_before = cpu_seconds(svc.proc.pid)
-                        submit = wrk(svc.url + "/v1/tasks", connections=connections, seconds=args.seconds,
-                                     method="POST", body={"url": TIKTOK, "output_type": "subtitles"},
-                                     api_keys=keys)
+                        submit = wrk(
+                            svc.url + "/v1/tasks",
+                            connections=connections,
+                            seconds=args.seconds,
+                            method="POST",
+                            body={"url": TIKTOK, "output_type": "subtitles"},
+                            api_keys=keys,
+                        )
                         service_after, postgres_after = cpu_seconds(svc.proc.pid)
                         requests = submit.requests_per_second * args.seconds
                         posts[(workers, connections, mode)] = submit
                         ratio = submit.requests_per_second / ceiling.requests_per_second
                         off = posts.get((workers, connections, "off"))
-                        on_off = f"{submit.requests_per_second / off.requests_per_second:6.2f}" if (
-                            mode == "on" and off) else ""
-                        print(f"{workers:>7} {mode:>5} {connections:>5}  {'GET /healthz':<15} {ceiling.row():<58} "
-                              f"{1:6.2f}", flush=True)
-                        print(f"{workers:>7} {mode:>5} {connections:>5}  {'POST /v1/tasks':<15} {submit.row():<58} "
-                              f"{ratio:6.3f} {on_off:>6}  CPU/request: service "
-                              f"{(service_after - service_before) / requests * 1e3:.2f} ms, PostgreSQL "
-                              f"{(postgres_after - postgres_before) / requests * 1e3:.2f} ms", flush=True)
+                        on_off = (
+                            f"{submit.requests_per_second / off.requests_per_second:6.2f}"
+                            if (mode == "on" and off)
+                            else ""
+                        )
+                        print(
+                            f"{workers:>7} {mode:>5} {connections:>5}  {'GET /healthz':<15} {ceiling.row():<58} "
+                            f"{1:6.2f}",
+                            flush=True,
+                        )
+                        print(
+                            f"{workers:>7} {mode:>5} {connections:>5}  {'POST /v1/tasks':<15} {submit.row():<58} "
+                            f"{ratio:6.3f} {on_off:>6}  CPU/request: service "
+                            f"{(service_after - service_before) / requests * 1e3:.2f} ms, PostgreSQL "
+                            f"{(postgres_after - postgres_before) / requests * 1e3:.2f} ms",
+                            flush=True,
+                        )
 
 
 if __name__ == "__main__":

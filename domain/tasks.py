@@ -40,9 +40,7 @@ DOWNLOADING_PROGRESS = 10
 
 def check_output_type(output_type: str) -> str:
     if output_type not in OUTPUT_TYPES:
-        raise InvalidOutputType(
-            f"output_type must be one of {', '.join(OUTPUT_TYPES)}.", output_type=output_type
-        )
+        raise InvalidOutputType(f"output_type must be one of {', '.join(OUTPUT_TYPES)}.", output_type=output_type)
     return output_type
 
 
@@ -177,10 +175,14 @@ class MediaTask(Aggregate):
         )
         return outcome
 
-    def report_progress(self, *, attempt: int, stage: str, progress: int, details: dict[str, Any] | None = None) -> None:
+    def report_progress(
+        self, *, attempt: int, stage: str, progress: int, details: dict[str, Any] | None = None
+    ) -> None:
         self._check_active_attempt(attempt)
         if not isinstance(progress, int) or not 0 <= progress < 100:
-            raise InvalidProgress("Progress is a whole number from 0 to 99 until the task completes.", progress=progress)
+            raise InvalidProgress(
+                "Progress is a whole number from 0 to 99 until the task completes.", progress=progress
+            )
         if progress < self.progress:
             raise ProgressWentBackwards(
                 f"Progress may not go back from {self.progress} to {progress}.",
@@ -194,7 +196,13 @@ class MediaTask(Aggregate):
         self._extracted(attempt=attempt, result=result, progress=100)
 
     def fail(
-        self, *, attempt: int, code: str, message: str, retryable: bool, context: dict[str, Any] | None = None,
+        self,
+        *,
+        attempt: int,
+        code: str,
+        message: str,
+        retryable: bool,
+        context: dict[str, Any] | None = None,
         last_delivery: bool = False,
     ) -> bool:
         """Record a failed attempt; returns True when it is terminal (a refund follows).
@@ -203,8 +211,9 @@ class MediaTask(Aggregate):
         terminal too (`retries_exhausted`).
         """
         self._check_active_attempt(attempt)
-        self._fail_attempt(code=code, message=message, retryable=retryable, context=context or {},
-                           last_delivery=last_delivery)
+        self._fail_attempt(
+            code=code, message=message, retryable=retryable, context=context or {}, last_delivery=last_delivery
+        )
         return self.terminal_failure
 
     def retry(self, *, credits: int, requested_at: datetime) -> int:

@@ -536,8 +536,15 @@ class SafeFetcher:
         with self.stream(url, max_bytes=max_bytes, headers=headers) as response:
             return b"".join(response.iter_bytes())
 
-    def post(self, url: str, content: bytes, *, headers: Mapping[str, str], deadline_seconds: float,
-             max_answer_bytes: int = 64 * 1024) -> int:
+    def post(
+        self,
+        url: str,
+        content: bytes,
+        *,
+        headers: Mapping[str, str],
+        deadline_seconds: float,
+        max_answer_bytes: int = 64 * 1024,
+    ) -> int:
         """POST once to the checked, pinned address (a redirect is an answer, never followed); the status.
 
         Errors as for `stream`'s transport: ``url_not_allowed``/``invalid_url`` before any connection,

@@ -21,7 +21,8 @@ from domain.tasks import MediaTask
 MAX_CONFLICT_RETRIES = 50
 
 refunds_issued = metrics.get_meter(__name__).create_counter(
-    "mediatasks.refunds", unit="{refund}", description="Refunds issued (counted once committed)")
+    "mediatasks.refunds", unit="{refund}", description="Refunds issued (counted once committed)"
+)
 
 
 class RefundIssuer(EventSourcedProjection[UUID]):

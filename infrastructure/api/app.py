@@ -12,7 +12,7 @@ from fastapi.telemetry import TelemetryConfig
 from infrastructure.api.errors import install_error_handlers, responses
 from infrastructure.api.limits import BodySizeLimit, FailedAuthentications
 from infrastructure.api.live import StreamsPerUser, TaskUpdateHub
-from infrastructure.api.rate_limits import PostgresUserLimits, RateLimited, RateLimitHeaders, RequestLimits
+from infrastructure.api.rate_limits import RateLimited, RateLimitHeaders, RequestLimits
 from infrastructure.api.routes import (
     account,
     admin,
@@ -27,8 +27,9 @@ from infrastructure.api.routes import (
 )
 from infrastructure.api.security_headers import SecurityHeaders
 from infrastructure.api.stream_tokens import stream_tokens_for
+from infrastructure.postgres.user_limits import PostgresUserLimits
+from infrastructure.postgres.webhook_store import PostgresWebhookStore
 from infrastructure.safe_http import UrlPolicy
-from infrastructure.webhooks.store import PostgresWebhookStore
 
 DESCRIPTION = """
 Turn a social-media video link into stored subtitles and/or a stored video, paid in credits and
@@ -37,9 +38,14 @@ Errors are `{"error": {"code", "message", "details"}}`.
 """
 
 # FastAPI's own OpenTelemetry support would trace every request a second time (beside the contrib
-# instrumentation installed by infrastructure/telemetry.py) and log exception messages.
-NATIVE_TELEMETRY_OFF: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False,
-                                         "operation_spans": False, "auto_configure": False}
+# instrumentation installed by infrastructure/observability/telemetry.py) and log exception messages.
+NATIVE_TELEMETRY_OFF: TelemetryConfig = {
+    "tracing": False,
+    "metrics": False,
+    "logs": False,
+    "operation_spans": False,
+    "auto_configure": False,
+}
 
 
 def create_api(runtime: Any, *, projections: Any = None) -> FastAPI:
@@ -53,15 +59,17 @@ def create_api(runtime: Any, *, projections: Any = None) -> FastAPI:
         finally:
             hub.stop()
 
-    api = FastAPI(title="mediatasks", version="1", description=DESCRIPTION, lifespan=lifespan,
-                  telemetry=NATIVE_TELEMETRY_OFF)
+    api = FastAPI(
+        title="mediatasks", version="1", description=DESCRIPTION, lifespan=lifespan, telemetry=NATIVE_TELEMETRY_OFF
+    )
     api.state.runtime = runtime
     api.state.projections = projections
     api.state.hub = hub
     api.state.streams_per_user = StreamsPerUser(runtime.settings.max_streams_per_user)
     api.state.auth_cache = {}
-    api.state.auth_failures = FailedAuthentications(runtime.settings.auth_failures_per_minute,
-                                                    runtime.settings.auth_failure_delay_seconds)
+    api.state.auth_failures = FailedAuthentications(
+        runtime.settings.auth_failures_per_minute, runtime.settings.auth_failure_delay_seconds
+    )
     api.state.stream_tokens = stream_tokens_for(runtime.settings, runtime.app.recorder.datastore)
     api.state.sse_ping_seconds = runtime.settings.sse_ping_seconds
     install_error_handlers(api)
@@ -69,8 +77,9 @@ def create_api(runtime: Any, *, projections: Any = None) -> FastAPI:
     api.add_middleware(SecurityHeaders)
     api.state.webhooks = PostgresWebhookStore(runtime.app.recorder.datastore)
     api.state.webhook_url_policy = UrlPolicy(allow_cidrs=tuple(runtime.settings.url_allow_cidrs))
-    api.state.request_limits = RequestLimits(runtime.settings, PostgresUserLimits(runtime.app.recorder.datastore),
-                                             runtime.views)
+    api.state.request_limits = RequestLimits(
+        runtime.settings, PostgresUserLimits(runtime.app.recorder.datastore), runtime.views
+    )
     api.add_middleware(RateLimitHeaders)
     for router in (health.router, admin.router, user_limits.router, metrics.router, web.router):
         api.include_router(router)

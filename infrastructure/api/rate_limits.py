@@ -14,65 +14,23 @@ from __future__ import annotations
 import math
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any
 
-from eventsourcing.postgres import PostgresDatastore
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from limits import RateLimitItem, parse
 from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
-from psycopg.sql import SQL, Identifier
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from application.mediatasks import hash_api_key
 from infrastructure.api.deps import AppDep, Credentials, current_user
 from infrastructure.api.errors import ApiError
+from infrastructure.postgres.user_limits import PostgresUserLimits, UserLimits, active_task_count
 
 SUBMISSIONS, READS = "submissions", "reads"
 OVERRIDES_CACHE_SECONDS = 5.0
-ACTIVE_STATUSES = ("queued", "downloading", "processing", "retrying")
 _STATE_KEY = "rate_limit_headers"
-
-
-@dataclass(frozen=True)
-class UserLimits:
-    """A user's overrides (None: the default from the settings)."""
-
-    rate_limit_submissions: str | None = None
-    rate_limit_reads: str | None = None
-    max_active_tasks: int | None = None
-
-
-class PostgresUserLimits:
-    """Per-user overrides, set by operators through `PATCH /v1/admin/users/{id}`."""
-
-    def __init__(self, datastore: PostgresDatastore) -> None:
-        self.datastore = datastore
-        self.table = SQL("{}.{}").format(Identifier(datastore.schema), Identifier("user_limits"))
-
-    def create_table(self) -> None:
-        with self.datastore.transaction(commit=True) as curs:
-            curs.execute(SQL("CREATE TABLE IF NOT EXISTS {} (user_id text PRIMARY KEY, rate_limit_submissions text, "
-                             "rate_limit_reads text, max_active_tasks integer)").format(self.table))
-
-    def get(self, user_id: str) -> UserLimits:
-        with self.datastore.get_connection() as conn, conn.cursor() as curs:
-            curs.execute(SQL("SELECT * FROM {} WHERE user_id = %s").format(self.table), (user_id,))
-            row = curs.fetchone()
-        if row is None:
-            return UserLimits()
-        return UserLimits(row["rate_limit_submissions"], row["rate_limit_reads"], row["max_active_tasks"])
-
-    def put(self, user_id: str, limits: UserLimits) -> None:
-        with self.datastore.transaction(commit=True) as curs:
-            curs.execute(SQL("INSERT INTO {} (user_id, rate_limit_submissions, rate_limit_reads, max_active_tasks) "
-                             "VALUES (%s, %s, %s, %s) ON CONFLICT (user_id) DO UPDATE SET "
-                             "rate_limit_submissions = EXCLUDED.rate_limit_submissions, "
-                             "rate_limit_reads = EXCLUDED.rate_limit_reads, "
-                             "max_active_tasks = EXCLUDED.max_active_tasks").format(self.table),
-                         (user_id, limits.rate_limit_submissions, limits.rate_limit_reads, limits.max_active_tasks))
 
 
 def check_rate(text: str) -> str:
@@ -122,36 +80,42 @@ class RequestLimits:
         stats = self.limiter.get_window_stats(item, kind, key_id)
         reset = max(0, math.ceil(stats.reset_time - time.time()))
         window = item.get_expiry()
-        headers = {"RateLimit-Policy": f'"{kind}";q={item.amount};w={window}',
-                   "RateLimit": f'"{kind}";r={max(0, stats.remaining)};t={reset}'}
+        headers = {
+            "RateLimit-Policy": f'"{kind}";q={item.amount};w={window}',
+            "RateLimit": f'"{kind}";r={max(0, stats.remaining)};t={reset}',
+        }
         if not allowed:
             retry_after = max(1, reset)
-            raise ApiError(429, "rate_limited",
-                           f"This API key made {item.amount} {kind} in {window} s; retry after {retry_after} s.",
-                           {"limit": item.amount, "window_seconds": window, "retry_after": retry_after, "kind": kind},
-                           headers={**headers, "Retry-After": str(retry_after)})
+            raise ApiError(
+                429,
+                "rate_limited",
+                f"This API key made {item.amount} {kind} in {window} s; retry after {retry_after} s.",
+                {"limit": item.amount, "window_seconds": window, "retry_after": retry_after, "kind": kind},
+                headers={**headers, "Retry-After": str(retry_after)},
+            )
         return headers
 
     def check_active_tasks(self, user_id: str) -> None:
         cap = self.limits_of(user_id).max_active_tasks or self.max_active_tasks
         active = self.active_tasks(user_id)
         if active >= cap:
-            raise ApiError(429, "too_many_active_tasks",
-                           f"You have {active} tasks queued or running (at most {cap}); retry when one ends.",
-                           {"active": active, "limit": cap}, headers={"Retry-After": "5"})
+            raise ApiError(
+                429,
+                "too_many_active_tasks",
+                f"You have {active} tasks queued or running (at most {cap}); retry when one ends.",
+                {"active": active, "limit": cap},
+                headers={"Retry-After": "5"},
+            )
 
     def active_tasks(self, user_id: str) -> int:
-        views = self.views.current() if hasattr(self.views, "current") else self.views
-        with views.datastore.get_connection() as conn, conn.cursor() as curs:
-            curs.execute(SQL("SELECT count(*) AS n FROM {} WHERE user_id = %s AND status = ANY(%s)").format(
-                views.tables["tasks"]), (user_id, list(ACTIVE_STATUSES)))
-            row = curs.fetchone()
-        return int(row["n"]) if row else 0
+        return active_task_count(self.views.current() if hasattr(self.views, "current") else self.views, user_id)
 
 
 def _kind(request: Request) -> str:
     path = request.url.path.rstrip("/")
-    if request.method == "POST" and (path == "/v1/tasks" or (path.startswith("/v1/tasks/") and path.endswith("/retry"))):
+    if request.method == "POST" and (
+        path == "/v1/tasks" or (path.startswith("/v1/tasks/") and path.endswith("/retry"))
+    ):
         return SUBMISSIONS
     return READS
 
@@ -199,8 +163,11 @@ class RateLimitHeaders:
                 headers = scope.get("state", {}).get(_STATE_KEY)
                 if headers:
                     present = {k.lower() for k, _ in message.get("headers", [])}
-                    extra = [(k.lower().encode(), v.encode()) for k, v in headers.items()
-                             if k.lower().encode() not in present]
+                    extra = [
+                        (k.lower().encode(), v.encode())
+                        for k, v in headers.items()
+                        if k.lower().encode() not in present
+                    ]
                     message = {**message, "headers": [*message.get("headers", []), *extra]}
             await send(message)
 

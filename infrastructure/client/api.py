@@ -48,18 +48,24 @@ def load_config(environ: dict[str, str] | None = None) -> ClientConfig:
     url = env.get("MEDIATASKS_URL") or file.get("url")
     key = env.get("MEDIATASKS_API_KEY") or file.get("api_key")
     if not url or not key:
-        raise UsageError("set MEDIATASKS_URL and MEDIATASKS_API_KEY (or url and api_key in "
-                         f"{path}) to the server and your API key")
+        raise UsageError(
+            f"set MEDIATASKS_URL and MEDIATASKS_API_KEY (or url and api_key in {path}) to the server and your API key"
+        )
     return ClientConfig(str(url).rstrip("/"), str(key))
 
 
 class MediaTasksClient:
     """Calls the API; every non-2xx answer raises ServerError, a network failure httpx.TransportError."""
 
-    def __init__(self, config: ClientConfig, *, timeout: float = 30.0, transport: httpx.BaseTransport | None = None) -> None:
-        self.http = httpx.Client(base_url=config.url, headers={"Authorization": f"Bearer {config.api_key}",
-                                                               "User-Agent": "mediatasks-cli/1"},
-                                 timeout=timeout, transport=transport)
+    def __init__(
+        self, config: ClientConfig, *, timeout: float = 30.0, transport: httpx.BaseTransport | None = None
+    ) -> None:
+        self.http = httpx.Client(
+            base_url=config.url,
+            headers={"Authorization": f"Bearer {config.api_key}", "User-Agent": "mediatasks-cli/1"},
+            timeout=timeout,
+            transport=transport,
+        )
 
     def close(self) -> None:
         self.http.close()
@@ -83,8 +89,9 @@ class MediaTasksClient:
             if last_event_id is not None:
                 headers["Last-Event-ID"] = str(last_event_id)
             try:
-                with self.http.stream("GET", f"/v1/tasks/{task_id}/events", headers=headers,
-                                      timeout=httpx.Timeout(30.0, read=60.0)) as response:
+                with self.http.stream(
+                    "GET", f"/v1/tasks/{task_id}/events", headers=headers, timeout=httpx.Timeout(30.0, read=60.0)
+                ) as response:
                     if response.status_code >= 400:
                         response.read()
                         checked(response)
@@ -100,13 +107,20 @@ class MediaTasksClient:
                 if reconnects > 5:
                     raise
 
-    def download(self, path: str, target: Path, *, params: dict[str, str] | None = None,
-                 progress: Callable[[int, int | None], None] = lambda done, total: None) -> int:
+    def download(
+        self,
+        path: str,
+        target: Path,
+        *,
+        params: dict[str, str] | None = None,
+        progress: Callable[[int, int | None], None] = lambda done, total: None,
+    ) -> int:
         """Stream `path` into `target`, resuming a partial file with Range; the file's size at the end."""
         have = target.stat().st_size if target.exists() else 0
         headers = {"Range": f"bytes={have}-"} if have else {}
-        with self.http.stream("GET", path, params=params, headers=headers,
-                              timeout=httpx.Timeout(30.0, read=120.0)) as response:
+        with self.http.stream(
+            "GET", path, params=params, headers=headers, timeout=httpx.Timeout(30.0, read=120.0)
+        ) as response:
             if response.status_code == 416 and have:
                 return have  # nothing left to fetch
             if response.status_code >= 400:

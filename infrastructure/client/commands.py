@@ -31,8 +31,14 @@ from infrastructure.client.api import MediaTasksClient, ServerError, UsageError,
 
 CLIENT_COMMANDS = ("submit", "tasks", "subtitles", "video", "webhooks")
 OUTPUT_TYPES = ("subtitles", "video", "video_and_subtitles")
-EVENT_TYPES = ("task.extracted", "task.failed", "task.retrying", "task.progress", "account.refunded",
-               "account.credited")
+EVENT_TYPES = (
+    "task.extracted",
+    "task.failed",
+    "task.retrying",
+    "task.progress",
+    "account.refunded",
+    "account.credited",
+)
 REFUND_WAIT_SECONDS = 10.0
 
 
@@ -49,7 +55,8 @@ def add_client_commands(sub: Any) -> None:
     submit.add_argument("--idempotency-key", default=None, help="the same key again: the same task, no charge")
 
     tasks = sub.add_parser("tasks", help="list, show or retry your tasks (client)").add_subparsers(
-        dest="tasks_command", required=True)
+        dest="tasks_command", required=True
+    )
     listing = tasks.add_parser("list", parents=[json_flag])
     listing.add_argument("--status", default=None)
     listing.add_argument("--limit", type=int, default=20)
@@ -70,7 +77,8 @@ def add_client_commands(sub: Any) -> None:
     video.add_argument("-o", "--output-file", type=Path, required=True)
 
     hooks = sub.add_parser("webhooks", help="your webhook endpoints (client)").add_subparsers(
-        dest="webhooks_command", required=True)
+        dest="webhooks_command", required=True
+    )
     hooks.add_parser("list", parents=[json_flag])
     create = hooks.add_parser("create", parents=[json_flag])
     create.add_argument("url")
@@ -112,13 +120,15 @@ def _print_json(out: Any, value: Any) -> None:
 
 def _submit(client: MediaTasksClient, args: argparse.Namespace, out: Any, console: Console) -> int:
     headers = {"Idempotency-Key": args.idempotency_key} if args.idempotency_key else {}
-    accepted = client.call("POST", "/v1/tasks", json={"url": args.url, "output_type": args.output,
-                                                       "languages": args.lang}, headers=headers)
+    accepted = client.call(
+        "POST", "/v1/tasks", json={"url": args.url, "output_type": args.output, "languages": args.lang}, headers=headers
+    )
     return _accepted(client, accepted, args, out, console)
 
 
-def _accepted(client: MediaTasksClient, accepted: dict[str, Any], args: argparse.Namespace, out: Any,
-              console: Console) -> int:
+def _accepted(
+    client: MediaTasksClient, accepted: dict[str, Any], args: argparse.Namespace, out: Any, console: Console
+) -> int:
     task_id = accepted["task_id"]
     if not getattr(args, "wait", False):
         _report(args, out, console, accepted, f"task {task_id} queued ({accepted['credits_charged']} credits charged)")
@@ -137,14 +147,25 @@ def _report(args: argparse.Namespace, out: Any, console: Console, value: dict[st
 
 def _wait(client: MediaTasksClient, task_id: str, args: argparse.Namespace, out: Any, console: Console) -> int:
     final: dict[str, Any] = {}
-    with Progress(TextColumn("[bold]{task.fields[status]}[/bold] {task.description}"), BarColumn(),
-                  TaskProgressColumn(), TextColumn("attempt {task.fields[attempt]}"), TimeElapsedColumn(),
-                  console=console, transient=False) as progress:
+    with Progress(
+        TextColumn("[bold]{task.fields[status]}[/bold] {task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TextColumn("attempt {task.fields[attempt]}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as progress:
         bar = progress.add_task("waiting", total=100, status="queued", attempt=0)
         for update in client.events(task_id):
             final = update
-            progress.update(bar, completed=update["progress"], description=update.get("stage") or "",
-                            status=update["status"], attempt=update.get("attempt", 0))
+            progress.update(
+                bar,
+                completed=update["progress"],
+                description=update.get("stage") or "",
+                status=update["status"],
+                attempt=update.get("attempt", 0),
+            )
     task = client.call("GET", f"/v1/tasks/{task_id}")
     if final.get("status") == "extracted":
         _report(args, out, console, task, f"[green]extracted[/green] {task_id}: {task.get('title') or task['url']}")
@@ -189,8 +210,19 @@ def _tasks(client: MediaTasksClient, args: argparse.Namespace, out: Any, console
         if args.json:
             _print_json(out, task)
         else:
-            for key in ("task_id", "status", "progress", "stage", "attempts", "output_type", "url", "title",
-                        "credits_charged", "refunded_credits", "error"):
+            for key in (
+                "task_id",
+                "status",
+                "progress",
+                "stage",
+                "attempts",
+                "output_type",
+                "url",
+                "title",
+                "credits_charged",
+                "refunded_credits",
+                "error",
+            ):
                 out.write(f"{key}: {task.get(key)}\n")
         return 0
     accepted = client.call("POST", f"/v1/tasks/{args.task_id}/retry")
@@ -215,8 +247,9 @@ def _subtitles(client: MediaTasksClient, args: argparse.Namespace, out: Any, con
 
 
 def _video(client: MediaTasksClient, args: argparse.Namespace, out: Any, console: Console) -> int:
-    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                  console=console) as progress:
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), console=console
+    ) as progress:
         bar = progress.add_task(str(args.output_file), total=None)
 
         def show(done: int, total: int | None) -> None:

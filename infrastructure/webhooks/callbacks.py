@@ -16,16 +16,21 @@ def check_endpoint_url(state: Any, url: str) -> None:
     try:
         state.webhook_url_policy.check_url(url)
     except MediaError as refused:
-        raise ApiError(422, refused.code, f"This webhook URL is refused: {refused.message}",
-                       refused.details or None) from None
+        raise ApiError(
+            422, refused.code, f"This webhook URL is refused: {refused.message}", refused.details or None
+        ) from None
 
 
 def check_task_callback(state: Any, user_id: str, url: str) -> None:
     """Before a submission with `webhook_url` is charged: the URL is allowed and the user can verify."""
     check_endpoint_url(state, url)
     if not state.webhooks.default_secret_exists(user_id):
-        raise ApiError(409, "no_default_secret", "Create your default webhook secret first "
-                       "(POST /v1/webhooks/default-secret): it signs every task's callback.")
+        raise ApiError(
+            409,
+            "no_default_secret",
+            "Create your default webhook secret first "
+            "(POST /v1/webhooks/default-secret): it signs every task's callback.",
+        )
 
 
 def add_task_callback(state: Any, user_id: str, task_id: UUID, url: str) -> None:

@@ -19,14 +19,19 @@ from eventsourcing.utils import get_topic
 from domain.credits import CreditAccount
 from domain.tasks import MediaTask
 from infrastructure.api.routes.tasks import without_blob_uris
+from infrastructure.postgres.webhook_store import NewDelivery, PostgresWebhookStore
 from infrastructure.supervision import subscription_stopped_by
-from infrastructure.webhooks.store import NewDelivery, PostgresWebhookStore
 
-EVENT_TYPES = ("task.extracted", "task.failed", "task.retrying", "task.progress", "account.refunded",
-               "account.credited")
+EVENT_TYPES = (
+    "task.extracted",
+    "task.failed",
+    "task.retrying",
+    "task.progress",
+    "account.refunded",
+    "account.credited",
+)
 DEFAULT_EVENT_TYPES = ("task.extracted", "task.failed", "task.retrying", "account.refunded", "account.credited")
-FOLLOWED = (MediaTask.Extracted, MediaTask.Failed, MediaTask.Processing, CreditAccount.Refunded,
-            CreditAccount.Granted)
+FOLLOWED = (MediaTask.Extracted, MediaTask.Failed, MediaTask.Processing, CreditAccount.Refunded, CreditAccount.Granted)
 FOLLOWED_TOPICS = tuple(get_topic(c) for c in FOLLOWED)
 
 
@@ -46,10 +51,19 @@ def webhook_type(event: Any) -> str | None:
 
 
 def task_data(task: Any) -> dict[str, Any]:
-    return {"task_id": str(task.id), "url": task.url, "platform": task.platform, "output_type": task.output_type,
-            "languages": list(task.languages), "status": task.status, "progress": task.progress,
-            "stage": task.stage, "attempt": task.attempt, "error": task.error,
-            "result": without_blob_uris(task.result)}
+    return {
+        "task_id": str(task.id),
+        "url": task.url,
+        "platform": task.platform,
+        "output_type": task.output_type,
+        "languages": list(task.languages),
+        "status": task.status,
+        "progress": task.progress,
+        "stage": task.stage,
+        "attempt": task.attempt,
+        "error": task.error,
+        "result": without_blob_uris(task.result),
+    }
 
 
 def ledger_data(account: Any, event: Any) -> dict[str, Any]:
@@ -64,8 +78,11 @@ def ledger_data(account: Any, event: Any) -> dict[str, Any]:
 def payload(kind: str, event: Any, data: dict[str, Any]) -> str:
     """The body every attempt sends, byte for byte: `{type, timestamp, data}`."""
     timestamp = event.timestamp.astimezone(timezone.utc) if isinstance(event.timestamp, datetime) else event.timestamp
-    return json.dumps({"type": kind, "timestamp": timestamp.isoformat().replace("+00:00", "Z"), "data": data},
-                      separators=(",", ":"), default=str)
+    return json.dumps(
+        {"type": kind, "timestamp": timestamp.isoformat().replace("+00:00", "Z"), "data": data},
+        separators=(",", ":"),
+        default=str,
+    )
 
 
 class WebhookFanout:

@@ -22,8 +22,16 @@ from uuid import UUID
 from standardwebhooks.webhooks import Webhook
 
 from application.ports.errors import MediaError
+from infrastructure.postgres.webhook_store import (
+    FAILED,
+    PENDING,
+    SUCCEEDED,
+    Attempt,
+    Delivery,
+    Endpoint,
+    PostgresWebhookStore,
+)
 from infrastructure.safe_http import SafeFetcher
-from infrastructure.webhooks.store import FAILED, PENDING, SUCCEEDED, Attempt, Delivery, Endpoint, PostgresWebhookStore
 
 logger = logging.getLogger(__name__)
 
@@ -58,9 +66,17 @@ class WebhookSender:
 
     name = "webhook-sender"
 
-    def __init__(self, store: PostgresWebhookStore, fetcher: SafeFetcher, *, schedule: Sequence[float] = DEFAULT_SCHEDULE,
-                 concurrency: int = 8, timeout_seconds: float = 15.0, disable_after: timedelta = timedelta(days=5),
-                 poll_seconds: float = 0.25) -> None:
+    def __init__(
+        self,
+        store: PostgresWebhookStore,
+        fetcher: SafeFetcher,
+        *,
+        schedule: Sequence[float] = DEFAULT_SCHEDULE,
+        concurrency: int = 8,
+        timeout_seconds: float = 15.0,
+        disable_after: timedelta = timedelta(days=5),
+        poll_seconds: float = 0.25,
+    ) -> None:
         self.store, self.fetcher = store, fetcher
         self.schedule = tuple(schedule)
         self.concurrency = concurrency
@@ -120,8 +136,9 @@ class WebhookSender:
         status_code: int | None = None
         error: str | None = None
         try:
-            status_code = self.fetcher.post(endpoint.url, delivery.payload.encode(), headers=headers,
-                                            deadline_seconds=self.timeout_seconds)
+            status_code = self.fetcher.post(
+                endpoint.url, delivery.payload.encode(), headers=headers, deadline_seconds=self.timeout_seconds
+            )
         except MediaError as failed:
             error = f"{failed.code}: {failed.message}"[:300]
         latency_ms = (time.monotonic() - started) * 1000
@@ -145,7 +162,15 @@ class WebhookSender:
             self.store.endpoint_answered(endpoint.id, True, self.disable_after)
             with self._lock:
                 self._sent += 1
-        logger.info("webhook attempt", extra={"endpoint_id": str(endpoint.id), "webhook_id": delivery.id,
-                                              "attempt": number, "status_code": status_code, "error": error,
-                                              "latency_ms": round(latency_ms, 1)})
+        logger.info(
+            "webhook attempt",
+            extra={
+                "endpoint_id": str(endpoint.id),
+                "webhook_id": delivery.id,
+                "attempt": number,
+                "status_code": status_code,
+                "error": error,
+                "latency_ms": round(latency_ms, 1),
+            },
+        )
         return ok

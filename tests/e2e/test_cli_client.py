@@ -21,8 +21,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def client_service(pg_database_one: dict[str, str], tmp_path_factory: pytest.TempPathFactory,
-                   platform: FakePlatform) -> Iterator[RunningService]:
+def client_service(
+    pg_database_one: dict[str, str], tmp_path_factory: pytest.TempPathFactory, platform: FakePlatform
+) -> Iterator[RunningService]:
     settings = platform_settings(platform, retry_base_seconds="0.2", max_video_bytes=str(8 * 1024 * 1024))
     with running_service(pg_database_one, tmp_path_factory.mktemp("client"), **settings) as running:
         yield running
@@ -34,16 +35,31 @@ def client_env(service: RunningService, key: str) -> dict[str, str]:
 
 
 def mediatasks(env: dict[str, str], *args: str, timeout: float = 90) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run([sys.executable, "-m", "infrastructure.cli", *args], env=env, cwd=ROOT,
-                          capture_output=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "infrastructure.entrypoints.cli", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        timeout=timeout,
+    )
 
 
-def test_submit_wait_extracted_then_downloads_equal_the_api(client_service: RunningService,
-                                                            platform: FakePlatform, tmp_path: Path) -> None:
+def test_submit_wait_extracted_then_downloads_equal_the_api(
+    client_service: RunningService, platform: FakePlatform, tmp_path: Path
+) -> None:
     _, key = client_service.new_user(20)
     env = client_env(client_service, key)
-    done = mediatasks(env, "submit", platform.media_url("ok", size=300_000), "--output", "video_and_subtitles",
-                      "--lang", "en", "--wait", "--json")
+    done = mediatasks(
+        env,
+        "submit",
+        platform.media_url("ok", size=300_000),
+        "--output",
+        "video_and_subtitles",
+        "--lang",
+        "en",
+        "--wait",
+        "--json",
+    )
     assert done.returncode == 0, done.stderr.decode()
     task = json.loads(done.stdout)
     assert task["status"] == "extracted"
@@ -68,8 +84,9 @@ def test_submit_wait_extracted_then_downloads_equal_the_api(client_service: Runn
     assert shown.returncode == 0 and b"status: extracted" in shown.stdout
 
 
-def test_submit_wait_failed_exits_1_with_the_error_and_the_refund(client_service: RunningService,
-                                                                   platform: FakePlatform) -> None:
+def test_submit_wait_failed_exits_1_with_the_error_and_the_refund(
+    client_service: RunningService, platform: FakePlatform
+) -> None:
     _, key = client_service.new_user(5)
     env = client_env(client_service, key)
     failed = mediatasks(env, "submit", platform.media_url("404"), "--wait")
@@ -103,17 +120,23 @@ def test_the_progress_bar_in_a_terminal(client_service: RunningService, platform
     _, key = client_service.new_user(5)
     env = client_env(client_service, key)
     session = f"mt{uuid.uuid4().hex[:8]}"
-    command = (f"{sys.executable} -m infrastructure.cli submit '{platform.media_url('ok', size=2_000_000)}' "
-               f"--output video --wait; echo exit=$?; sleep 30")
-    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "120", "-y", "12", "-c", str(ROOT), command],
-                   env=env, check=True)
+    command = (
+        f"{sys.executable} -m infrastructure.entrypoints.cli submit '{platform.media_url('ok', size=2_000_000)}' "
+        f"--output video --wait; echo exit=$?; sleep 30"
+    )
+    subprocess.run(
+        ["tmux", "new-session", "-d", "-s", session, "-x", "120", "-y", "12", "-c", str(ROOT), command],
+        env=env,
+        check=True,
+    )
     try:
         screen = ""
         deadline = time.monotonic() + 60
         while "exit=" not in screen and time.monotonic() < deadline:
             time.sleep(0.3)
-            screen = subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True,
-                                    text=True).stdout
+            screen = subprocess.run(
+                ["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True
+            ).stdout
         print("captured screen:\n" + screen)
         assert "exit=0" in screen and "extracted" in screen and "100%" in screen
         assert "━" in screen  # rich's bar

@@ -68,8 +68,13 @@ def over_the_limit(service: RunningService, quota: int, extra: int) -> None:
 
 
 def test_memory_storage_one_worker(pg_database_one: dict[str, str], tmp_path: Path) -> None:
-    settings = {"dispatch": "none", "rate_limit_storage": "memory://", "rate_limit_submissions": "6/minute",
-                "rate_limit_reads": "10/minute", "max_active_tasks": "100"}
+    settings = {
+        "dispatch": "none",
+        "rate_limit_storage": "memory://",
+        "rate_limit_submissions": "6/minute",
+        "rate_limit_reads": "10/minute",
+        "max_active_tasks": "100",
+    }
     with running_service(pg_database_one, tmp_path, **settings) as service:
         over_the_limit(service, quota=6, extra=5)
 
@@ -82,15 +87,28 @@ def test_memory_storage_one_worker(pg_database_one: dict[str, str], tmp_path: Pa
 
         # A user's own limits, set by an operator, and the active-task cap (tasks stay queued here).
         user_id, key = service.new_user(50)
-        r = httpx.patch(service.url + f"/v1/admin/users/{user_id}", headers=service.admin,
-                        json={"max_active_tasks": 2, "rate_limit_submissions": "4/minute"})
+        r = httpx.patch(
+            service.url + f"/v1/admin/users/{user_id}",
+            headers=service.admin,
+            json={"max_active_tasks": 2, "rate_limit_submissions": "4/minute"},
+        )
         assert r.status_code == 200, r.text
         assert r.json()["max_active_tasks"] == 2 and sorted(r.json()["overridden"]) == [
-            "max_active_tasks", "rate_limit_submissions"]
-        assert httpx.patch(service.url + "/v1/admin/users/nobody", headers=service.admin,
-                           json={"max_active_tasks": 2}).status_code == 404
-        assert httpx.patch(service.url + f"/v1/admin/users/{user_id}", headers=service.admin,
-                           json={"rate_limit_reads": "lots"}).status_code == 422
+            "max_active_tasks",
+            "rate_limit_submissions",
+        ]
+        assert (
+            httpx.patch(
+                service.url + "/v1/admin/users/nobody", headers=service.admin, json={"max_active_tasks": 2}
+            ).status_code
+            == 404
+        )
+        assert (
+            httpx.patch(
+                service.url + f"/v1/admin/users/{user_id}", headers=service.admin, json={"rate_limit_reads": "lots"}
+            ).status_code
+            == 422
+        )
         assert [submit(service, key).status_code for _ in range(2)] == [202, 202]
         with service.client(key) as c:
             deadline = time.monotonic() + 10
@@ -108,8 +126,12 @@ def test_limits_hold_across_two_workers(pg_database_one: dict[str, str], tmp_pat
     shared = redis_reachable()
     storage = f"redis://{REDIS[0]}:{REDIS[1]}/0" if shared else "memory://"
     args = ("--workers", "2") if shared else ()
-    settings = {"dispatch": "none", "rate_limit_storage": storage, "rate_limit_submissions": "7/minute",
-                "max_active_tasks": "100"}
+    settings = {
+        "dispatch": "none",
+        "rate_limit_storage": storage,
+        "rate_limit_submissions": "7/minute",
+        "max_active_tasks": "100",
+    }
     with running_service(pg_database_one, tmp_path, *args, **settings) as service:
         print(f"rate limits on {storage} with {2 if shared else 1} worker(s)")
         over_the_limit(service, quota=7, extra=9)
@@ -122,8 +144,18 @@ def test_only_submissions_and_retries_count_as_submissions() -> None:
     from infrastructure.api.rate_limits import READS, SUBMISSIONS, _kind
 
     def request(method: str, p: str) -> Request:
-        return Request({"type": "http", "method": method, "path": p, "query_string": b"", "headers": [],
-                        "server": ("t", 80), "scheme": "http", "root_path": ""})
+        return Request(
+            {
+                "type": "http",
+                "method": method,
+                "path": p,
+                "query_string": b"",
+                "headers": [],
+                "server": ("t", 80),
+                "scheme": "http",
+                "root_path": "",
+            }
+        )
 
     assert _kind(request("GET", "/v1/tasks")) == READS
     assert _kind(request("GET", "/v1/account")) == READS

@@ -32,10 +32,12 @@ FAILING_EVERY = 5  # every 5th task fails for good (404 at the platform)
 
 
 @pytest.fixture(scope="module")
-def hooks_service(pg_database_one: dict[str, str], tmp_path_factory: pytest.TempPathFactory,
-                  platform: FakePlatform) -> Iterator[RunningService]:
-    settings = platform_settings(platform, webhook_retry_schedule=SCHEDULE, webhook_timeout_seconds="3",
-                                 retry_base_seconds="0.2")
+def hooks_service(
+    pg_database_one: dict[str, str], tmp_path_factory: pytest.TempPathFactory, platform: FakePlatform
+) -> Iterator[RunningService]:
+    settings = platform_settings(
+        platform, webhook_retry_schedule=SCHEDULE, webhook_timeout_seconds="3", retry_base_seconds="0.2"
+    )
     with running_service(pg_database_one, tmp_path_factory.mktemp("hooks"), **settings) as running:
         yield running
 
@@ -62,8 +64,14 @@ def test_registration_shows_the_secret_once_and_refuses_private_addresses(hooks_
         listed = c.get("/v1/webhooks").json()["webhooks"]
         assert [w["id"] for w in listed] == [created["id"]] and "secret" not in listed[0]
         assert "secret" not in c.get(f"/v1/webhooks/{created['id']}").json()
-        for url in ("http://10.0.0.7/hook", "http://169.254.169.254/latest/meta-data", "http://localhost:8080/",
-                    "http://[::1]:8080/", "http://2130706433/", "ftp://example.com/"):
+        for url in (
+            "http://10.0.0.7/hook",
+            "http://169.254.169.254/latest/meta-data",
+            "http://localhost:8080/",
+            "http://[::1]:8080/",
+            "http://2130706433/",
+            "ftp://example.com/",
+        ):
             r = c.post("/v1/webhooks", json={"url": url})
             assert r.status_code == 422, (url, r.text)
             assert r.json()["error"]["code"] in ("url_not_allowed", "invalid_url"), r.text
@@ -79,8 +87,7 @@ def test_registration_shows_the_secret_once_and_refuses_private_addresses(hooks_
         assert c.get("/v1/webhooks").json()["webhooks"] == []
 
 
-def test_signed_delivery_rotation_and_refused_forgeries(hooks_service: RunningService,
-                                                        platform: FakePlatform) -> None:
+def test_signed_delivery_rotation_and_refused_forgeries(hooks_service: RunningService, platform: FakePlatform) -> None:
     _, key = hooks_service.new_user(10)
     receiver = WebhookReceiver().start()
     try:
@@ -89,7 +96,11 @@ def test_signed_delivery_rotation_and_refused_forgeries(hooks_service: RunningSe
             receiver.webhook = Webhook(hook["secret"])
             r = c.post("/v1/tasks", json={"url": platform.media_url("404"), "output_type": "subtitles"})
             task_id = r.json()["task_id"]
-            wait_until(lambda: len(receiver.processed) >= 2, 30, lambda: f"{receiver.arrivals} {c.get('/v1/tasks/' + task_id).text}")
+            wait_until(
+                lambda: len(receiver.processed) >= 2,
+                30,
+                lambda: f"{receiver.arrivals} {c.get('/v1/tasks/' + task_id).text}",
+            )
             kinds = sorted(p["type"] for p in receiver.processed.values())
             assert kinds == ["account.refunded", "task.failed"]
             failed = next(p for p in receiver.processed.values() if p["type"] == "task.failed")
@@ -99,8 +110,9 @@ def test_signed_delivery_rotation_and_refused_forgeries(hooks_service: RunningSe
 
             page = c.get(f"/v1/webhooks/{hook['id']}/deliveries").json()
             assert {d["id"] for d in page["deliveries"]} == set(receiver.processed)
-            assert all(d["status"] == "succeeded" and d["attempts"][0]["status_code"] == 200
-                       for d in page["deliveries"])
+            assert all(
+                d["status"] == "succeeded" and d["attempts"][0]["status_code"] == 200 for d in page["deliveries"]
+            )
             one = page["deliveries"][0]
             again = c.post(f"/v1/webhooks/{hook['id']}/deliveries/{one['id']}/redeliver")
             assert again.status_code == 202, again.text
@@ -118,14 +130,20 @@ def test_signed_delivery_rotation_and_refused_forgeries(hooks_service: RunningSe
         # Forged, replayed and re-signed deliveries are refused by the library itself.
         body = json.dumps(failed, separators=(",", ":"))
         now = datetime.now(timezone.utc)
-        good = {"webhook-id": "msg_x", "webhook-timestamp": str(int(now.timestamp())),
-                "webhook-signature": Webhook(rotated["secret"]).sign("msg_x", now, body)}
+        good = {
+            "webhook-id": "msg_x",
+            "webhook-timestamp": str(int(now.timestamp())),
+            "webhook-signature": Webhook(rotated["secret"]).sign("msg_x", now, body),
+        }
         assert Webhook(rotated["secret"]).verify(body, good)["type"] == "task.failed"
         with pytest.raises(WebhookVerificationError):
             Webhook(rotated["secret"]).verify(body.replace("media_not_found", "nothing_wrong"), good)
         old = now - timedelta(minutes=10)
-        replayed = {"webhook-id": "msg_x", "webhook-timestamp": str(int(old.timestamp())),
-                    "webhook-signature": Webhook(rotated["secret"]).sign("msg_x", old, body)}
+        replayed = {
+            "webhook-id": "msg_x",
+            "webhook-timestamp": str(int(old.timestamp())),
+            "webhook-signature": Webhook(rotated["secret"]).sign("msg_x", old, body),
+        }
         with pytest.raises(WebhookVerificationError, match="too old"):
             Webhook(rotated["secret"]).verify(body, replayed)
         other = "whsec_" + base64.b64encode(b"another secret, 32 bytes long!!!").decode()
@@ -140,19 +158,34 @@ def test_signed_delivery_rotation_and_refused_forgeries(hooks_service: RunningSe
 
 def _projections_process(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("MEDIATASKS_")}
-    return subprocess.Popen([sys.executable, "-m", "infrastructure.cli", "projections"], env={**clean, **env},
-                            stdout=log.open("ab"), stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, "-m", "infrastructure.entrypoints.cli", "projections"],
+        env={**clean, **env},
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+    )
 
 
 def test_every_terminal_event_arrives_once_across_a_dead_receiver_and_a_sigkill(
-        pg_database_one: dict[str, str], tmp_path: Path, platform: FakePlatform) -> None:
+    pg_database_one: dict[str, str], tmp_path: Path, platform: FakePlatform
+) -> None:
     schema = f"e2e_{uuid.uuid4().hex[:10]}"
-    settings = platform_settings(platform, webhook_retry_schedule=LONG_SCHEDULE, webhook_timeout_seconds="2",
-                                 retry_base_seconds="0.2", postgres_schema=schema, workers="4")
+    settings = platform_settings(
+        platform,
+        webhook_retry_schedule=LONG_SCHEDULE,
+        webhook_timeout_seconds="2",
+        retry_base_seconds="0.2",
+        postgres_schema=schema,
+        workers="4",
+    )
     api, _ = start_service(pg_database_one, tmp_path, "--no-projections", **settings)
-    env = {"MEDIATASKS_DATABASE_URL": database_url(pg_database_one), "MEDIATASKS_ADMIN_TOKEN": ADMIN_TOKEN,
-           "MEDIATASKS_CATCH_UP_SECONDS": "0.5", "MEDIATASKS_DATA_DIR": str(tmp_path / "data"),
-           **{f"MEDIATASKS_{k.upper()}": v for k, v in settings.items()}}
+    env = {
+        "MEDIATASKS_DATABASE_URL": database_url(pg_database_one),
+        "MEDIATASKS_ADMIN_TOKEN": ADMIN_TOKEN,
+        "MEDIATASKS_CATCH_UP_SECONDS": "0.5",
+        "MEDIATASKS_DATA_DIR": str(tmp_path / "data"),
+        **{f"MEDIATASKS_{k.upper()}": v for k, v in settings.items()},
+    }
     followers = _projections_process(env, tmp_path / "projections.log")
     service = RunningService(api.url, api, schema)
     receiver_port = free_port()
@@ -175,7 +208,9 @@ def test_every_terminal_event_arrives_once_across_a_dead_receiver_and_a_sigkill(
                 return sum(1 for d in page if d["attempts"])
 
             # The receiver is down: deliveries are attempted (connection refused) and scheduled again.
-            wait_until(lambda: attempted() >= TASKS // 3, 60, lambda: (tmp_path / "projections.log").read_text()[-3000:])
+            wait_until(
+                lambda: attempted() >= TASKS // 3, 60, lambda: (tmp_path / "projections.log").read_text()[-3000:]
+            )
             followers.send_signal(signal.SIGKILL)
             followers.wait()
             time.sleep(1.0)
@@ -183,8 +218,11 @@ def test_every_terminal_event_arrives_once_across_a_dead_receiver_and_a_sigkill(
             followers = _projections_process(env, tmp_path / "projections.log")
 
             print(f"receiver up {time.monotonic() - started:.1f} s after the first submission")
-            wait_until(lambda: len(receiver.processed) >= TASKS, 60,
-                       lambda: f"{len(receiver.processed)} of {TASKS}: " + (tmp_path / "projections.log").read_text()[-3000:])
+            wait_until(
+                lambda: len(receiver.processed) >= TASKS,
+                60,
+                lambda: f"{len(receiver.processed)} of {TASKS}: " + (tmp_path / "projections.log").read_text()[-3000:],
+            )
             print(f"all {TASKS} delivered {time.monotonic() - started:.1f} s after the first submission")
             time.sleep(1.0)
             got = {p["data"]["task_id"]: p["type"] for p in receiver.processed.values()}
@@ -207,8 +245,10 @@ def test_every_terminal_event_arrives_once_across_a_dead_receiver_and_a_sigkill(
                 assert all(a["status_code"] is None and a["error"] for a in d["attempts"][:-1])
                 for n, (before, after) in enumerate(zip(times, times[1:], strict=False), start=1):
                     assert (after - before).total_seconds() >= steps[n] * (1 - JITTER) - 0.05, d
-            print(f"webhooks: {TASKS} tasks, {len(retried)} deliveries retried, "
-                  f"max attempts {max(len(d['attempts']) for d in page)}, {receiver.duplicates} duplicates deduped")
+            print(
+                f"webhooks: {TASKS} tasks, {len(retried)} deliveries retried, "
+                f"max attempts {max(len(d['attempts']) for d in page)}, {receiver.duplicates} duplicates deduped"
+            )
     finally:
         if receiver is not None:
             receiver.stop()
@@ -218,8 +258,9 @@ def test_every_terminal_event_arrives_once_across_a_dead_receiver_and_a_sigkill(
         drop_schema(pg_database_one, schema)
 
 
-def test_a_tasks_one_off_callback_is_signed_with_the_default_secret(hooks_service: RunningService,
-                                                                   platform: FakePlatform) -> None:
+def test_a_tasks_one_off_callback_is_signed_with_the_default_secret(
+    hooks_service: RunningService, platform: FakePlatform
+) -> None:
     _, key = hooks_service.new_user(3)
     receiver = WebhookReceiver().start()
     try:
@@ -227,8 +268,10 @@ def test_a_tasks_one_off_callback_is_signed_with_the_default_secret(hooks_servic
             body = {"url": platform.media_url("404"), "output_type": "subtitles", "webhook_url": receiver.url}
             refused = c.post("/v1/tasks", json=body)
             assert refused.status_code == 409 and refused.json()["error"]["code"] == "no_default_secret"
-            assert c.post("/v1/tasks", json={**body, "webhook_url": "http://10.9.9.9/"}).json()["error"]["code"] \
+            assert (
+                c.post("/v1/tasks", json={**body, "webhook_url": "http://10.9.9.9/"}).json()["error"]["code"]
                 == "url_not_allowed"
+            )
             assert c.get("/v1/account").json()["balance"] == 3  # nothing charged
             secret = c.post("/v1/webhooks/default-secret").json()["secret"]
             receiver.webhook = Webhook(secret)

@@ -11,19 +11,29 @@ from datetime import datetime, timezone
 from uuid import uuid4
 
 from application.mediatasks import MediaTasks
-from infrastructure.bootstrap import ProjectionRunners
+from infrastructure.projection_runners import ProjectionRunners
 from tests.support.postgres import database_url
 
 URL = "https://www.facebook.com/watch/?v=123456789"
 
 
 def audit(store_env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    pg = {k: store_env[k] for k in ("POSTGRES_HOST", "POSTGRES_PORT", "POSTGRES_USER", "POSTGRES_PASSWORD",
-                                    "POSTGRES_DBNAME")}
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("MEDIATASKS_")},
-           "MEDIATASKS_DATABASE_URL": database_url(pg), "MEDIATASKS_POSTGRES_SCHEMA": store_env["POSTGRES_SCHEMA"]}
-    return subprocess.run([sys.executable, "-m", "infrastructure.cli", "audit", *args], env=env,
-                          capture_output=True, text=True, timeout=120)
+    pg = {
+        k: store_env[k]
+        for k in ("POSTGRES_HOST", "POSTGRES_PORT", "POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DBNAME")
+    }
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("MEDIATASKS_")},
+        "MEDIATASKS_DATABASE_URL": database_url(pg),
+        "MEDIATASKS_POSTGRES_SCHEMA": store_env["POSTGRES_SCHEMA"],
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "infrastructure.entrypoints.cli", "audit", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_history_as_of_and_verify(app: MediaTasks, runners: ProjectionRunners, store_env: dict[str, str]) -> None:

@@ -13,9 +13,9 @@ from eventsourcing.postgres import PostgresDatastore
 from standardwebhooks.webhooks import Webhook
 
 from application.mediatasks import MediaTasks
+from infrastructure.postgres.webhook_store import FAILED, PENDING, SUCCEEDED, NewDelivery, PostgresWebhookStore
 from infrastructure.safe_http import SafeFetcher, UrlPolicy
 from infrastructure.webhooks.sender import WebhookSender
-from infrastructure.webhooks.store import FAILED, PENDING, SUCCEEDED, NewDelivery, PostgresWebhookStore
 from tests.support.webhook_receiver import WebhookReceiver
 
 SECRET = "whsec_" + base64.b64encode(b"s" * 32).decode()  # replaced by the endpoint's own once registered
@@ -46,8 +46,9 @@ def one_delivery(store: PostgresWebhookStore, url: str, position: int = 1) -> tu
     return endpoint, store.claim_next(endpoint.id, timedelta(seconds=10))
 
 
-def test_a_dns_change_to_a_private_address_is_refused_at_delivery(store: PostgresWebhookStore, fetcher: SafeFetcher,
-                                                                   names: dict[str, str]) -> None:
+def test_a_dns_change_to_a_private_address_is_refused_at_delivery(
+    store: PostgresWebhookStore, fetcher: SafeFetcher, names: dict[str, str]
+) -> None:
     receiver = WebhookReceiver(SECRET).start()
     try:
         port = receiver.server_address[1]
@@ -71,9 +72,9 @@ def test_a_dns_change_to_a_private_address_is_refused_at_delivery(store: Postgre
         receiver.stop()
 
 
-def test_410_disables_the_endpoint_and_the_schedule_ends_in_failed(store: PostgresWebhookStore,
-                                                                    fetcher: SafeFetcher,
-                                                                    names: dict[str, str]) -> None:
+def test_410_disables_the_endpoint_and_the_schedule_ends_in_failed(
+    store: PostgresWebhookStore, fetcher: SafeFetcher, names: dict[str, str]
+) -> None:
     gone = WebhookReceiver(SECRET, status=410).start()
     broken = WebhookReceiver(SECRET, status=500).start()
     try:

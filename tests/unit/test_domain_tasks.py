@@ -30,8 +30,17 @@ LEASE = timedelta(minutes=10)
 
 
 def new_task(max_attempts: int = 3, **kw) -> MediaTask:
-    args = dict(user_id="u", idempotency_key=uuid4().hex, url="https://youtu.be/x", platform="youtube",
-                output_type="subtitles", languages=["en"], credits=1, requested_at=NOW, max_attempts=max_attempts)
+    args = dict(
+        user_id="u",
+        idempotency_key=uuid4().hex,
+        url="https://youtu.be/x",
+        platform="youtube",
+        output_type="subtitles",
+        languages=["en"],
+        credits=1,
+        requested_at=NOW,
+        max_attempts=max_attempts,
+    )
     args.update(kw)
     return MediaTask.start(**args)
 

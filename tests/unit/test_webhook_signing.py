@@ -11,6 +11,7 @@ from uuid import uuid4
 import pytest
 from standardwebhooks.webhooks import Webhook
 
+from infrastructure.postgres.webhook_store import delivery_id, new_secret
 from infrastructure.webhooks.sender import (
     DEFAULT_SCHEDULE,
     JITTER,
@@ -18,15 +19,15 @@ from infrastructure.webhooks.sender import (
     parse_schedule,
     signature_header,
 )
-from infrastructure.webhooks.store import delivery_id, new_secret
 
 
 def test_the_signature_is_the_specs_hmac_and_verifies_with_the_library() -> None:
     secret_bytes = b"k" * 32
     secret = "whsec_" + base64.b64encode(secret_bytes).decode()
     at = datetime(2026, 12, 1, tzinfo=timezone.utc)
-    expected = base64.b64encode(hmac.new(secret_bytes, f"msg_1.{int(at.timestamp())}.{{}}".encode(),
-                                         hashlib.sha256).digest()).decode()
+    expected = base64.b64encode(
+        hmac.new(secret_bytes, f"msg_1.{int(at.timestamp())}.{{}}".encode(), hashlib.sha256).digest()
+    ).decode()
     assert signature_header([secret], "msg_1", at, "{}") == f"v1,{expected}"
     old, new = new_secret(), new_secret()
     now = datetime.now(timezone.utc)

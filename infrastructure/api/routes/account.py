@@ -27,8 +27,16 @@ def get_account(
         user_id=user_id,
         balance=account.balance if account else 0,
         entries=[
-            LedgerEntryOut(position=e.position, kind=e.kind, amount=e.amount, balance=e.balance, task_id=e.task_id,
-                           attempt=e.attempt, reason=e.reason, at=e.at)
+            LedgerEntryOut(
+                position=e.position,
+                kind=e.kind,
+                amount=e.amount,
+                balance=e.balance,
+                task_id=e.task_id,
+                attempt=e.attempt,
+                reason=e.reason,
+                at=e.at,
+            )
             for e in page
         ],
         next_before=page[-1].position if more and page else None,

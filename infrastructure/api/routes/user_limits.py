@@ -9,7 +9,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from infrastructure.api.deps import AdminOnly, AppDep
 from infrastructure.api.errors import responses
-from infrastructure.api.rate_limits import RequestLimits, UserLimits, check_rate
+from infrastructure.api.rate_limits import RequestLimits, check_rate
+from infrastructure.postgres.user_limits import UserLimits
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[AdminOnly])
 
@@ -34,10 +35,12 @@ class UserLimitsOut(BaseModel):
 def limits_out(limits: RequestLimits, user_id: str) -> UserLimitsOut:
     own = limits.limits_of(user_id)
     return UserLimitsOut(
-        user_id=user_id, rate_limit_submissions=own.rate_limit_submissions or limits.defaults["submissions"],
+        user_id=user_id,
+        rate_limit_submissions=own.rate_limit_submissions or limits.defaults["submissions"],
         rate_limit_reads=own.rate_limit_reads or limits.defaults["reads"],
         max_active_tasks=own.max_active_tasks or limits.max_active_tasks,
-        overridden=[k for k, v in own.__dict__.items() if v is not None])
+        overridden=[k for k, v in own.__dict__.items() if v is not None],
+    )
 
 
 @router.get("/users/{user_id}", response_model=UserLimitsOut, responses=responses(401, 404, 422))
@@ -48,8 +51,9 @@ def get_user_limits(request: Request, app: AppDep, user_id: str = Path(max_lengt
 
 
 @router.patch("/users/{user_id}", response_model=UserLimitsOut, responses=responses(401, 404, 413, 422))
-def change_user_limits(request: Request, body: ChangeUserLimits, app: AppDep,
-                       user_id: str = Path(max_length=64)) -> UserLimitsOut:
+def change_user_limits(
+    request: Request, body: ChangeUserLimits, app: AppDep, user_id: str = Path(max_length=64)
+) -> UserLimitsOut:
     """Set (or, with null, clear) a user's own limits; other processes see them within 5 s."""
     app.get_account(user_id)
     limits: RequestLimits = request.app.state.request_limits

@@ -14,15 +14,16 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from domain.text import check_free_text
 from infrastructure.api.deps import CurrentUser
 from infrastructure.api.errors import ApiError, responses
+from infrastructure.postgres.webhook_store import Delivery, Endpoint, PostgresWebhookStore
 from infrastructure.webhooks.callbacks import check_endpoint_url
 from infrastructure.webhooks.fanout import DEFAULT_EVENT_TYPES
-from infrastructure.webhooks.store import Delivery, Endpoint, PostgresWebhookStore
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
 
 OLD_SECRET_SIGNS_FOR = timedelta(hours=24)
-EventType = Literal["task.extracted", "task.failed", "task.retrying", "task.progress", "account.refunded",
-                    "account.credited"]
+EventType = Literal[
+    "task.extracted", "task.failed", "task.retrying", "task.progress", "account.refunded", "account.credited"
+]
 
 
 class _Described(BaseModel):
@@ -35,8 +36,12 @@ class _Described(BaseModel):
 class CreateWebhook(_Described):
     model_config = ConfigDict(extra="forbid")
     url: str = Field(min_length=1, max_length=2048, examples=["https://example.com/hooks/mediatasks"])
-    event_types: list[EventType] = Field(default_factory=lambda: list(DEFAULT_EVENT_TYPES), min_length=1,
-                                         max_length=6, description="task.progress is sent only when listed")
+    event_types: list[EventType] = Field(
+        default_factory=lambda: list(DEFAULT_EVENT_TYPES),
+        min_length=1,
+        max_length=6,
+        description="task.progress is sent only when listed",
+    )
     description: str = Field(default="", max_length=200)
 
 
@@ -105,18 +110,33 @@ Store = Annotated[PostgresWebhookStore, Depends(webhook_store)]
 
 
 def endpoint_out(endpoint: Endpoint) -> WebhookOut:
-    return WebhookOut(id=endpoint.id, url=endpoint.url, event_types=endpoint.event_types,
-                      description=endpoint.description, enabled=endpoint.enabled,
-                      disabled_reason=endpoint.disabled_reason, failing_since=endpoint.failing_since,
-                      created_at=endpoint.created_at, task_id=endpoint.task_id)
+    return WebhookOut(
+        id=endpoint.id,
+        url=endpoint.url,
+        event_types=endpoint.event_types,
+        description=endpoint.description,
+        enabled=endpoint.enabled,
+        disabled_reason=endpoint.disabled_reason,
+        failing_since=endpoint.failing_since,
+        created_at=endpoint.created_at,
+        task_id=endpoint.task_id,
+    )
 
 
 def delivery_out(delivery: Delivery) -> DeliveryOut:
-    return DeliveryOut(id=delivery.id, event_type=delivery.event_type, position=delivery.position,
-                       status=delivery.status, next_attempt_at=delivery.next_attempt_at,  # type: ignore[arg-type]
-                       created_at=delivery.created_at, payload=json.loads(delivery.payload),
-                       attempts=[AttemptOut(number=a.number, at=a.at, status_code=a.status_code,
-                                            latency_ms=a.latency_ms, error=a.error) for a in delivery.history])
+    return DeliveryOut(
+        id=delivery.id,
+        event_type=delivery.event_type,
+        position=delivery.position,
+        status=delivery.status,
+        next_attempt_at=delivery.next_attempt_at,  # type: ignore[arg-type]
+        created_at=delivery.created_at,
+        payload=json.loads(delivery.payload),
+        attempts=[
+            AttemptOut(number=a.number, at=a.at, status_code=a.status_code, latency_ms=a.latency_ms, error=a.error)
+            for a in delivery.history
+        ],
+    )
 
 
 def owned(store: PostgresWebhookStore, endpoint_id: UUID, user_id: str) -> Endpoint:
@@ -158,8 +178,9 @@ def get_webhook(webhook_id: UUID, user_id: CurrentUser, store: Store) -> Webhook
 
 
 @router.patch("/{webhook_id}", response_model=WebhookOut, responses=responses(401, 404, 413, 422, 429))
-def change_webhook(request: Request, webhook_id: UUID, body: ChangeWebhook, user_id: CurrentUser,
-                   store: Store) -> WebhookOut:
+def change_webhook(
+    request: Request, webhook_id: UUID, body: ChangeWebhook, user_id: CurrentUser, store: Store
+) -> WebhookOut:
     """Change the URL, event types or description; `enabled: true` turns a disabled endpoint back on."""
     owned(store, webhook_id, user_id)
     changes = body.model_dump(exclude_none=True)
@@ -202,21 +223,31 @@ def list_deliveries(
     page = store.deliveries_of(webhook_id, limit=limit + 1, before=before)
     more = len(page) > limit
     page = page[:limit]
-    return DeliveryList(deliveries=[delivery_out(d) for d in page],
-                        next_before=page[-1].position if more and page else None)
+    return DeliveryList(
+        deliveries=[delivery_out(d) for d in page], next_before=page[-1].position if more and page else None
+    )
 
 
-@router.post("/{webhook_id}/deliveries/{delivery_id}/redeliver", response_model=DeliveryOut, status_code=202,
-             responses=responses(401, 404, 409, 422, 429))
-def redeliver(webhook_id: UUID, user_id: CurrentUser, store: Store,
-              delivery_id: str = Path(max_length=80)) -> DeliveryOut:
+@router.post(
+    "/{webhook_id}/deliveries/{delivery_id}/redeliver",
+    response_model=DeliveryOut,
+    status_code=202,
+    responses=responses(401, 404, 409, 422, 429),
+)
+def redeliver(
+    webhook_id: UUID, user_id: CurrentUser, store: Store, delivery_id: str = Path(max_length=80)
+) -> DeliveryOut:
     """Send this delivery again now (same `webhook-id`); the endpoint must be enabled."""
     endpoint = owned(store, webhook_id, user_id)
     if store.delivery(webhook_id, delivery_id) is None:
         raise ApiError(404, "delivery_not_found", "There is no such delivery to this endpoint.")
     if not endpoint.enabled:
-        raise ApiError(409, "webhook_disabled", "Enable the endpoint first (PATCH enabled: true).",
-                       {"disabled_reason": endpoint.disabled_reason})
+        raise ApiError(
+            409,
+            "webhook_disabled",
+            "Enable the endpoint first (PATCH enabled: true).",
+            {"disabled_reason": endpoint.disabled_reason},
+        )
     redelivered = store.redeliver(webhook_id, delivery_id)
     assert redelivered is not None
     return delivery_out(redelivered)
