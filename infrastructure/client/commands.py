@@ -28,17 +28,10 @@ from rich.progress import (
 from rich.table import Table
 
 from infrastructure.client.api import MediaTasksClient, ServerError, UsageError, checked, load_config
+from infrastructure.webhooks.event_types import EVENT_TYPES
 
 CLIENT_COMMANDS = ("submit", "tasks", "subtitles", "video", "webhooks")
 OUTPUT_TYPES = ("subtitles", "video", "video_and_subtitles")
-EVENT_TYPES = (
-    "task.extracted",
-    "task.failed",
-    "task.retrying",
-    "task.progress",
-    "account.refunded",
-    "account.credited",
-)
 REFUND_WAIT_SECONDS = 10.0
 
 

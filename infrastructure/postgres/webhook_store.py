@@ -159,22 +159,20 @@ class PostgresWebhookStore:
     ) -> tuple[Endpoint, str]:
         secret = new_secret()
         endpoint_id = uuid4()
-        with self.datastore.transaction(commit=True) as curs:
-            curs.execute(
-                SQL(
-                    "INSERT INTO {} (id, user_id, url, event_types, description, secrets) "
-                    "VALUES (%s, %s, %s, %s, %s, %s) RETURNING *"
-                ).format(self.endpoints),
-                (
-                    endpoint_id,
-                    user_id,
-                    url,
-                    list(event_types),
-                    description,
-                    Jsonb([{"secret": secret, "expires_at": None}]),
-                ),
-            )
-            row = curs.fetchone()
+        row = self._write(
+            SQL(
+                "INSERT INTO {} (id, user_id, url, event_types, description, secrets) "
+                "VALUES (%s, %s, %s, %s, %s, %s) RETURNING *"
+            ).format(self.endpoints),
+            (
+                endpoint_id,
+                user_id,
+                url,
+                list(event_types),
+                description,
+                Jsonb([{"secret": secret, "expires_at": None}]),
+            ),
+        )
         return _endpoint(row), secret
 
     def add_task_endpoint(self, user_id: str, task_id: UUID, url: str, event_types: Sequence[str]) -> None:
@@ -246,24 +244,15 @@ class PostgresWebhookStore:
         if not allowed:
             return self.endpoint(endpoint_id)
         assignments = SQL(", ").join(SQL("{} = %s").format(Identifier(k)) for k in allowed)
-        with self.datastore.transaction(commit=True) as curs:
-            curs.execute(
-                SQL("UPDATE {} SET {} WHERE id = %s RETURNING *").format(self.endpoints, assignments),
-                (*allowed.values(), endpoint_id),
-            )
-            row = curs.fetchone()
+        row = self._write(
+            SQL("UPDATE {} SET {} WHERE id = %s RETURNING *").format(self.endpoints, assignments),
+            (*allowed.values(), endpoint_id),
+        )
         return _endpoint(row) if row else None
 
     def delete_endpoint(self, endpoint_id: UUID) -> None:
-        with self.datastore.transaction(commit=True) as curs:
-            curs.execute(SQL("DELETE FROM {} WHERE id = %s").format(self.endpoints), (endpoint_id,))
-            curs.execute(
-                SQL(
-                    "UPDATE {} SET status = 'failed', next_attempt_at = NULL "
-                    "WHERE endpoint_id = %s AND status = 'pending'"
-                ).format(self.deliveries),
-                (endpoint_id,),
-            )
+        self._write(SQL("DELETE FROM {} WHERE id = %s").format(self.endpoints), (endpoint_id,))
+        self.drop_pending(endpoint_id)
 
     def rotate_secret(self, endpoint_id: UUID, keep_old_for: timedelta) -> str:
         """A new secret; the current ones keep signing for `keep_old_for` (older rotated ones go)."""
@@ -280,11 +269,10 @@ class PostgresWebhookStore:
         return secret
 
     def disable(self, endpoint_id: UUID, reason: str) -> None:
-        with self.datastore.transaction(commit=True) as curs:
-            curs.execute(
-                SQL("UPDATE {} SET enabled = false, disabled_reason = %s WHERE id = %s").format(self.endpoints),
-                (reason, endpoint_id),
-            )
+        self._write(
+            SQL("UPDATE {} SET enabled = false, disabled_reason = %s WHERE id = %s").format(self.endpoints),
+            (reason, endpoint_id),
+        )
 
     # Fan-out ------------------------------------------------------------------------
 
@@ -315,16 +303,14 @@ class PostgresWebhookStore:
 
     def claim_next(self, endpoint_id: UUID, lease: timedelta) -> Delivery | None:
         """The endpoint's oldest due delivery, leased so that no other sender takes it meanwhile."""
-        with self.datastore.transaction(commit=True) as curs:
-            curs.execute(
-                SQL(
-                    "UPDATE {0} SET next_attempt_at = now() + %s WHERE id = (SELECT id FROM {0} WHERE endpoint_id = %s "
-                    "AND status = 'pending' AND next_attempt_at <= now() ORDER BY position LIMIT 1 "
-                    "FOR UPDATE SKIP LOCKED) RETURNING *"
-                ).format(self.deliveries),
-                (lease, endpoint_id),
-            )
-            row = curs.fetchone()
+        row = self._write(
+            SQL(
+                "UPDATE {0} SET next_attempt_at = now() + %s WHERE id = (SELECT id FROM {0} WHERE endpoint_id = %s "
+                "AND status = 'pending' AND next_attempt_at <= now() ORDER BY position LIMIT 1 "
+                "FOR UPDATE SKIP LOCKED) RETURNING *"
+            ).format(self.deliveries),
+            (lease, endpoint_id),
+        )
         return _delivery(row) if row else None
 
     def record_attempt(
@@ -347,42 +333,35 @@ class PostgresWebhookStore:
 
     def endpoint_answered(self, endpoint_id: UUID, ok: bool, disable_after: timedelta) -> str | None:
         """Track since when the endpoint fails; disable it past `disable_after` (the reason is returned)."""
-        with self.datastore.transaction(commit=True) as curs:
-            if ok:
-                curs.execute(
-                    SQL("UPDATE {} SET failing_since = NULL WHERE id = %s AND failing_since IS NOT NULL").format(
-                        self.endpoints
-                    ),
-                    (endpoint_id,),
-                )
-                return None
-            curs.execute(
-                SQL(
-                    "UPDATE {} SET failing_since = coalesce(failing_since, now()) WHERE id = %s "
-                    "RETURNING failing_since, now() AS now"
-                ).format(self.endpoints),
+        if ok:
+            self._write(
+                SQL("UPDATE {} SET failing_since = NULL WHERE id = %s AND failing_since IS NOT NULL").format(
+                    self.endpoints
+                ),
                 (endpoint_id,),
             )
-            row = curs.fetchone()
-            if row is None or row["now"] - row["failing_since"] < disable_after:
-                return None
-            reason = f"every delivery failed since {row['failing_since'].isoformat()}"
-            curs.execute(
-                SQL("UPDATE {} SET enabled = false, disabled_reason = %s WHERE id = %s").format(self.endpoints),
-                (reason, endpoint_id),
-            )
-            return reason
+            return None
+        row = self._write(
+            SQL(
+                "UPDATE {} SET failing_since = coalesce(failing_since, now()) WHERE id = %s "
+                "RETURNING failing_since, now() AS now"
+            ).format(self.endpoints),
+            (endpoint_id,),
+        )
+        if row is None or row["now"] - row["failing_since"] < disable_after:
+            return None
+        reason = f"every delivery failed since {row['failing_since'].isoformat()}"
+        self.disable(endpoint_id, reason)
+        return reason
 
     def drop_pending(self, endpoint_id: UUID) -> None:
         """A disabled endpoint's waiting deliveries end as failed (they can be redelivered)."""
-        with self.datastore.transaction(commit=True) as curs:
-            curs.execute(
-                SQL(
-                    "UPDATE {} SET status = 'failed', next_attempt_at = NULL "
-                    "WHERE endpoint_id = %s AND status = 'pending'"
-                ).format(self.deliveries),
-                (endpoint_id,),
-            )
+        self._write(
+            SQL(
+                "UPDATE {} SET status = 'failed', next_attempt_at = NULL WHERE endpoint_id = %s AND status = 'pending'"
+            ).format(self.deliveries),
+            (endpoint_id,),
+        )
 
     # Reading deliveries --------------------------------------------------------------
 
@@ -426,6 +405,12 @@ class PostgresWebhookStore:
                 Attempt(r["number"], r["at"], r["status_code"], r["latency_ms"], r["error"])
             )
         return found
+
+    def _write(self, query: Any, params: Any) -> Any:
+        """One statement in a transaction of its own; the first row it returned (None: none)."""
+        with self.datastore.transaction(commit=True) as curs:
+            curs.execute(query, params)
+            return curs.fetchone() if curs.description is not None else None
 
     def _rows(self, query: Any, params: Any) -> list[Any]:
         with self.datastore.get_connection() as conn, conn.cursor() as curs:

@@ -22,15 +22,6 @@ from infrastructure.api.routes.tasks import without_blob_uris
 from infrastructure.postgres.webhook_store import NewDelivery, PostgresWebhookStore
 from infrastructure.supervision import subscription_stopped_by
 
-EVENT_TYPES = (
-    "task.extracted",
-    "task.failed",
-    "task.retrying",
-    "task.progress",
-    "account.refunded",
-    "account.credited",
-)
-DEFAULT_EVENT_TYPES = ("task.extracted", "task.failed", "task.retrying", "account.refunded", "account.credited")
 FOLLOWED = (MediaTask.Extracted, MediaTask.Failed, MediaTask.Processing, CreditAccount.Refunded, CreditAccount.Granted)
 FOLLOWED_TOPICS = tuple(get_topic(c) for c in FOLLOWED)
 

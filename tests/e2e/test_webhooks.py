@@ -177,6 +177,7 @@ def test_every_terminal_event_arrives_once_across_a_dead_receiver_and_a_sigkill(
         retry_base_seconds="0.2",
         postgres_schema=schema,
         workers="4",
+        postgres_wait_seconds="20",  # the shared machine is loaded: a slow first connection is no failure
     )
     api, _ = start_service(pg_database_one, tmp_path, "--no-projections", **settings)
     env = {

@@ -16,14 +16,11 @@ from infrastructure.api.deps import CurrentUser
 from infrastructure.api.errors import ApiError, responses
 from infrastructure.postgres.webhook_store import Delivery, Endpoint, PostgresWebhookStore
 from infrastructure.webhooks.callbacks import check_endpoint_url
-from infrastructure.webhooks.fanout import DEFAULT_EVENT_TYPES
+from infrastructure.webhooks.event_types import DEFAULT_EVENT_TYPES, EventType
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
 
 OLD_SECRET_SIGNS_FOR = timedelta(hours=24)
-EventType = Literal[
-    "task.extracted", "task.failed", "task.retrying", "task.progress", "account.refunded", "account.credited"
-]
 
 
 class _Described(BaseModel):
