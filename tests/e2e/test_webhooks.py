@@ -221,7 +221,7 @@ def test_every_terminal_event_arrives_once_across_a_dead_receiver_and_a_sigkill(
             print(f"receiver up {time.monotonic() - started:.1f} s after the first submission")
             wait_until(
                 lambda: len(receiver.processed) >= TASKS,
-                60,
+                120,  # about 10 s when the machine is idle; far more when four helpers share it
                 lambda: f"{len(receiver.processed)} of {TASKS}: " + (tmp_path / "projections.log").read_text()[-3000:],
             )
             print(f"all {TASKS} delivered {time.monotonic() - started:.1f} s after the first submission")
