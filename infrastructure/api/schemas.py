@@ -42,6 +42,12 @@ class SubmitTask(BaseModel):
     )
     output_type: OutputType
     languages: list[str] = Field(default_factory=list, max_length=10, examples=[["en"]])
+    webhook_url: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=2048,
+        description=("a one-off callback for this task's events, signed with your default webhook secret"),
+    )
 
 
 class Accepted(BaseModel):
