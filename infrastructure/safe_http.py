@@ -541,6 +541,42 @@ class SafeFetcher:
         with self.stream(url, max_bytes=max_bytes, headers=headers) as response:
             return b"".join(response.iter_bytes())
 
+    def post(
+        self,
+        url: str,
+        content: bytes,
+        *,
+        headers: Mapping[str, str],
+        deadline_seconds: float,
+        max_answer_bytes: int = 64 * 1024,
+    ) -> int:
+        """POST once to the checked, pinned address (a redirect is an answer, never followed); the status.
+
+        Errors as for `stream`'s transport: ``url_not_allowed``/``invalid_url`` before any connection,
+        ``timeout`` (connect or the overall ``deadline_seconds``), ``connection_failed``.
+        """
+        token = _DEADLINE.set(time.monotonic() + deadline_seconds)
+        try:
+            target = self.policy.resolve(url)
+            self._pins.pin(target)
+            try:
+                request = self._client.build_request("POST", url, content=content, headers=dict(headers))
+            except httpx.InvalidURL as bad:
+                raise PermanentMediaError("invalid_url", f"the URL cannot be parsed: {bad}") from bad
+            with _classified_transport_errors(request.url):
+                response = self.transport.handle_request(request)
+                try:
+                    read = 0
+                    for piece in response.iter_raw():
+                        read += len(piece)
+                        if read > max_answer_bytes:
+                            break
+                finally:
+                    response.close()
+            return response.status_code
+        finally:
+            _DEADLINE.reset(token)
+
     def _follow(self, url: str, headers: dict[str, str]) -> tuple[httpx.Response, tuple[str, ...]]:
         headers.setdefault("accept-encoding", "identity")
         chain: list[str] = []

@@ -42,6 +42,12 @@ class SubmitTask(BaseModel):
     )
     output_type: OutputType
     languages: list[str] = Field(default_factory=list, max_length=10, examples=[["en"]])
+    webhook_url: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=2048,
+        description=("a one-off callback for this task's events, signed with your default webhook secret"),
+    )
     max_height: int = Field(default=1080, ge=144, le=4320, description="the best format at or under this height")
     video_codec: Literal["h264", "vp9", "av1"] = Field(default="h264", description="preferred among equal heights")
     mute: bool = Field(default=False, description="store the video without its audio")
