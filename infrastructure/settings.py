@@ -145,6 +145,13 @@ class Settings(BaseSettings):
     )
     rate_limit_reads: str = Field(default="1200/minute", description="other authenticated requests per API key")
     max_active_tasks: int = Field(default=20, ge=1, description="a user's tasks queued or running at once")
+    price_audio: int = Field(default=1, ge=1, description="credits for an `audio` task")
+    max_post_items: int = Field(default=20, ge=1, le=100, description="media stored of a post with several")
+    max_duration_seconds: float = Field(default=4 * 3600, gt=0, description="longer videos fail `too_long`")
+    max_manifest_bytes: int = Field(
+        default=4 * 1024**2, gt=0, description="larger HLS playlists or DASH manifests fail `manifest_too_large`"
+    )
+    segment_retries: int = Field(default=3, ge=0, le=10, description="retries of a failed HLS/DASH segment")
 
     @field_validator("url_allow_cidrs", mode="before")
     @classmethod
@@ -175,6 +182,7 @@ class Settings(BaseSettings):
             "PRICE_SUBTITLES": str(self.price_subtitles),
             "PRICE_VIDEO": str(self.price_video),
             "PRICE_VIDEO_AND_SUBTITLES": str(self.price_video_and_subtitles),
+            "PRICE_AUDIO": str(self.price_audio),
         }
         env.update(postgres)
         return env

@@ -131,6 +131,7 @@ def submit_task(
         body.languages,
         idempotency_key=idempotency_key,
         trace_context=trace_context,
+        options=body.media_options(),
     )
     out = Accepted(task_id=sub.task_id, status="queued", credits_charged=sub.credits_charged)
     headers = {"Location": f"/v1/tasks/{sub.task_id}"}
