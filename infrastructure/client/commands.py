@@ -1,4 +1,4 @@
-"""`mediatasks submit|tasks|subtitles|video|webhooks`: the client's commands (docs/cli.md).
+"""`mediatasks submit|tasks|subtitles|video|audio|webhooks`: the client's commands (docs/cli.md).
 
 Exit codes: 0 done (a waited-for task extracted); 1 a waited-for task failed, or the server refused
 the request; 2 usage errors (bad arguments, no server or key configured, 422) and connection errors.
@@ -30,8 +30,8 @@ from rich.table import Table
 from infrastructure.client.api import MediaTasksClient, ServerError, UsageError, checked, load_config
 from infrastructure.webhooks.event_types import EVENT_TYPES
 
-CLIENT_COMMANDS = ("submit", "tasks", "subtitles", "video", "webhooks")
-OUTPUT_TYPES = ("subtitles", "video", "video_and_subtitles")
+CLIENT_COMMANDS = ("submit", "tasks", "subtitles", "video", "audio", "webhooks")
+OUTPUT_TYPES = ("subtitles", "video", "video_and_subtitles", "audio")
 REFUND_WAIT_SECONDS = 10.0
 
 
@@ -65,9 +65,11 @@ def add_client_commands(sub: Any) -> None:
     subtitles.add_argument("--lang", default=None)
     subtitles.add_argument("-o", "--output-file", type=Path, default=None)
 
-    video = sub.add_parser("video", help="download an extracted task's video, resuming a partial file (client)")
-    video.add_argument("task_id")
-    video.add_argument("-o", "--output-file", type=Path, required=True)
+    for kind in ("video", "audio"):
+        download = sub.add_parser(kind, help=f"download an extracted task's {kind}, resuming a partial file (client)")
+        download.add_argument("task_id")
+        download.add_argument("-o", "--output-file", type=Path, required=True)
+        download.add_argument("--item", type=int, default=None, help="item N (from 0) of a post with several media")
 
     hooks = sub.add_parser("webhooks", help="your webhook endpoints (client)").add_subparsers(
         dest="webhooks_command", required=True
@@ -239,7 +241,8 @@ def _subtitles(client: MediaTasksClient, args: argparse.Namespace, out: Any, con
     return 0
 
 
-def _video(client: MediaTasksClient, args: argparse.Namespace, out: Any, console: Console) -> int:
+def _download(client: MediaTasksClient, args: argparse.Namespace, out: Any, console: Console) -> int:
+    """`video` and `audio`: the stored file of that kind (args.command), with a progress bar."""
     with Progress(
         TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), console=console
     ) as progress:
@@ -248,7 +251,9 @@ def _video(client: MediaTasksClient, args: argparse.Namespace, out: Any, console
         def show(done: int, total: int | None) -> None:
             progress.update(bar, completed=done, total=total)
 
-        size = client.download(f"/v1/tasks/{args.task_id}/video", args.output_file, progress=show)
+        params = None if args.item is None else {"item": str(args.item)}
+        path = f"/v1/tasks/{args.task_id}/{args.command}"
+        size = client.download(path, args.output_file, params=params, progress=show)
     console.print(f"{size} bytes → {args.output_file}")
     return 0
 
@@ -294,4 +299,11 @@ def _webhooks(client: MediaTasksClient, args: argparse.Namespace, out: Any, cons
     return 0
 
 
-_COMMANDS = {"submit": _submit, "tasks": _tasks, "subtitles": _subtitles, "video": _video, "webhooks": _webhooks}
+_COMMANDS = {
+    "submit": _submit,
+    "tasks": _tasks,
+    "subtitles": _subtitles,
+    "video": _download,
+    "audio": _download,
+    "webhooks": _webhooks,
+}

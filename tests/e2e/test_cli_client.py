@@ -16,6 +16,7 @@ import pytest
 
 from tests.e2e.conftest import RunningService, platform_settings, running_service
 from tests.support.fake_platform import FakePlatform
+from tests.support.fake_streams import session_media
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -82,6 +83,39 @@ def test_submit_wait_extracted_then_downloads_equal_the_api(
     assert [t["task_id"] for t in json.loads(listed.stdout)["tasks"]] == [task_id]
     shown = mediatasks(env, "tasks", "show", task_id)
     assert shown.returncode == 0 and b"status: extracted" in shown.stdout
+
+
+def test_submit_output_audio_then_the_audio_download_equals_the_api(
+    client_service: RunningService, platform: FakePlatform, tmp_path: Path
+) -> None:
+    session_media()  # the fake platform's streams, generated before the task's deadline starts
+    _, key = client_service.new_user(20)
+    env = client_env(client_service, key)
+    done = mediatasks(
+        env, "submit", platform.media_url("formats", kind="dash-h264"), "--output", "audio", "--wait", "--json"
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    task = json.loads(done.stdout)
+    assert task["status"] == "extracted" and task["output_type"] == "audio", task
+    task_id = task["task_id"]
+    with client_service.client(key) as api:
+        audio = api.get(f"/v1/tasks/{task_id}/audio").content
+        assert api.get("/v1/account").json()["balance"] == 20 - task["credits_charged"]
+    assert len(audio) > 1000
+
+    target = tmp_path / "audio.m4a"
+    got = mediatasks(env, "audio", task_id, "-o", str(target))
+    assert got.returncode == 0, got.stderr.decode()
+    assert target.read_bytes() == audio
+    target.write_bytes(audio[: len(audio) // 3])  # interrupted: resumed with Range
+    resumed = mediatasks(env, "audio", task_id, "-o", str(target))
+    assert resumed.returncode == 0 and target.read_bytes() == audio
+    first = mediatasks(env, "audio", task_id, "-o", str(tmp_path / "item0.m4a"), "--item", "0")
+    assert first.returncode == 0 and (tmp_path / "item0.m4a").read_bytes() == audio, first.stderr.decode()
+    missing = mediatasks(env, "audio", task_id, "-o", str(tmp_path / "other.m4a"), "--item", "5")
+    assert missing.returncode == 1 and b"item_not_found" in missing.stderr, missing.stderr.decode()
+    no_video = mediatasks(env, "video", task_id, "-o", str(tmp_path / "none.mp4"))
+    assert no_video.returncode == 1, no_video.stderr.decode()
 
 
 def test_submit_wait_failed_exits_1_with_the_error_and_the_refund(

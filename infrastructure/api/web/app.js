@@ -155,6 +155,7 @@ function route() {
     show("home-view", "home-title");
     document.title = "Your tasks · mediatasks";
     loadTasks().catch(reportProblem);
+    loadWebhooks().catch(reportProblem);
     state.pollTimer = setInterval(() => pollUnstreamed().catch(reportProblem), 3000);
   }
   loadAccount().catch(reportProblem);
@@ -460,6 +461,65 @@ function renderSubtitles(taskId, tracks, query) {
   return showLanguage();
 }
 
+// ---- webhook endpoints and their deliveries -------------------------------------------------------
+
+function attemptText(attempt) {
+  const answer = attempt.status_code === null ? `no answer (${attempt.error || "error"})` : `HTTP ${attempt.status_code}`;
+  return `#${attempt.number}: ${answer}, ${Math.round(attempt.latency_ms)} ms`;
+}
+
+function deliveryRow(endpointId, delivery) {
+  const redeliver = h("button", { type: "button", class: "quiet redeliver",
+    "aria-label": `Redeliver ${delivery.event_type} (${delivery.id})` }, "Redeliver");
+  redeliver.addEventListener("click", () => redeliverOne(endpointId, delivery.id, redeliver));
+  return h("tr", { class: "delivery", "data-delivery-id": delivery.id, "data-status": delivery.status },
+    h("td", {}, when(delivery.created_at)),
+    h("td", { class: "event" }, delivery.event_type),
+    h("td", { class: "status" }, delivery.status),
+    h("td", { class: "attempts" }, delivery.attempts.length ? delivery.attempts.map(attemptText).join("; ") : "none yet"),
+    h("td", { class: "next" }, delivery.next_attempt_at ? when(delivery.next_attempt_at) : "—"),
+    h("td", {}, redeliver));
+}
+
+async function endpointCard(endpoint) {
+  const page = await api(`/v1/webhooks/${endpoint.id}/deliveries?limit=20`);
+  const standing = endpoint.enabled ? "enabled" : `disabled: ${endpoint.disabled_reason || "by its owner"}`;
+  return h("li", { class: "webhook", "data-webhook-id": endpoint.id },
+    h("h3", {}, endpoint.url),
+    h("p", { class: "meta" }, `${endpoint.event_types.join(", ")} · `,
+      h("span", { class: endpoint.enabled ? "status" : "status status-failed" }, standing),
+      endpoint.description ? ` · ${endpoint.description}` : ""),
+    page.deliveries.length === 0 ? h("p", { class: "hint" }, "No deliveries yet.") :
+      h("div", { class: "scroll" }, h("table", { class: "deliveries" },
+        h("caption", {}, `Deliveries to ${endpoint.url}`),
+        h("thead", {}, h("tr", {}, ...["When", "Event", "Status", "Attempts", "Next retry", "Action"]
+          .map((name) => h("th", { scope: "col" }, name)))),
+        h("tbody", {}, ...page.deliveries.map((d) => deliveryRow(endpoint.id, d))))));
+}
+
+async function loadWebhooks() {
+  const { webhooks } = await api("/v1/webhooks");
+  const cards = await Promise.all(webhooks.map(endpointCard));
+  if (state.route !== "home") return;
+  $("webhook-list").replaceChildren(...cards);
+  $("webhooks-empty").hidden = webhooks.length > 0;
+}
+
+async function redeliverOne(endpointId, deliveryId, button) {
+  button.setAttribute("aria-busy", "true");
+  try {
+    await api(`/v1/webhooks/${endpointId}/deliveries/${encodeURIComponent(deliveryId)}/redeliver`, { method: "POST" });
+    $("webhooks-error").textContent = "";
+    say("Delivery queued again.");
+    await loadWebhooks();
+  } catch (failure) {
+    $("webhooks-error").textContent = failure.code === "webhook_disabled"
+      ? `This endpoint is disabled (${failure.details?.disabled_reason || "by its owner"}); enable it first.`
+      : `Could not redeliver: ${failure.message}`;
+    button.removeAttribute("aria-busy");
+  }
+}
+
 // ---- start -----------------------------------------------------------------------------------------
 
 async function start() {
@@ -468,6 +528,7 @@ async function start() {
   $("signin-form").addEventListener("submit", signIn);
   $("submit-form").addEventListener("submit", submitTask);
   $("sign-out").addEventListener("click", () => signOut());
+  $("webhooks-refresh").addEventListener("click", () => loadWebhooks().catch(reportProblem));
   window.addEventListener("hashchange", route);
   route();
   document.body.dataset.ready = "true";
