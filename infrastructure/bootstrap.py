@@ -57,6 +57,7 @@ def create_tables(env: dict[str, str], views_name: str = VIEWS_NAME) -> None:
     from infrastructure.api.stream_tokens import create_secret_table
     from infrastructure.delivery.qstash_outbox import TRACKING_TABLE as PUBLISHER_TRACKING
     from infrastructure.delivery.seen_token_ids import PostgresSeenTokenIds
+    from infrastructure.events_topic_index import create_topic_index
     from infrastructure.metadata_cache import PostgresMetadataCache
     from infrastructure.postgres_views import PostgresTaskViews
     from infrastructure.read_model import ensure_pointer
@@ -68,8 +69,10 @@ def create_tables(env: dict[str, str], views_name: str = VIEWS_NAME) -> None:
             conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{factory.datastore.schema}"')  # type: ignore[attr-defined]
         conn.execute("SELECT pg_advisory_lock(%s)", (TABLES_LOCK_ID,))
         try:
-            MediaTasks(env=create_env).close()
+            app = MediaTasks(env=create_env)
+            app.close()
             factory.process_recorder()
+            create_topic_index(factory.datastore, app.recorder.events_table_name)  # type: ignore[attr-defined]
             ensure_pointer(factory.datastore)  # type: ignore[attr-defined]
             PostgresMetadataCache(factory.datastore).create_table()  # type: ignore[attr-defined]
             PostgresSeenTokenIds(factory.datastore).create_table()  # type: ignore[attr-defined]
