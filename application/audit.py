@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
+from application.audit_chain import ChainReport
 from domain.credits import CreditAccount
 from domain.tasks import MediaTask
 
@@ -28,15 +29,32 @@ class AuditReport:
     accounts: int = 0
     violations: list[Violation] = field(default_factory=list)
     pending_refunds: int = 0
+    chain: ChainReport | None = None  # None: the chain was not checked
+    signatures_checked: bool = False
+    invariants_checked: bool = True  # False for a part of the history (the invariants need all of it)
 
     @property
     def ok(self) -> bool:
         return not self.violations
 
+    def add(self, code: str, message: str, *positions: int) -> None:
+        self.violations.append(Violation(code, message, tuple(positions)))
+
     def summary(self) -> str:
         verdict = "OK" if self.ok else f"{len(self.violations)} violation(s)"
         return (f"{verdict}: {self.events} events, {self.tasks} tasks, {self.accounts} accounts"
-                + (f", {self.pending_refunds} refund(s) not issued yet" if self.pending_refunds else ""))
+                + (f", {self.pending_refunds} refund(s) not issued yet" if self.pending_refunds else "")
+                + (f"; {self.chain_summary()}" if self.chain is not None else ""))
+
+    def chain_summary(self) -> str:
+        chain = self.chain
+        assert chain is not None
+        text = (f"sealed to {chain.sealed_to} by {chain.checkpoints} checkpoint(s)"
+                + ("" if self.signatures_checked else " (signatures not checked: no key)")
+                + (f", {chain.unsealed} event(s) not sealed yet" if chain.unsealed else ""))
+        if chain.first_tampered is not None:
+            text += f"; the history differs from the sealed chain first at position {chain.first_tampered}"
+        return text
 
 
 @dataclass
@@ -55,8 +73,8 @@ class _Task:
 class _Account:
     user_id: str
     balance: int = 0
-    charges: dict[str, tuple[int, int]] = field(default_factory=dict)  # key → (amount, position)
-    refunds: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
+    charges: dict[tuple[Any, int], tuple[int, int]] = field(default_factory=dict)  # (task, attempt) → (amount, position)
+    refunds: dict[tuple[Any, int], list[int]] = field(default_factory=lambda: defaultdict(list))
 
 
 class HistoryAuditor:
@@ -69,13 +87,34 @@ class HistoryAuditor:
         self.accounts: dict[UUID, _Account] = {}
 
     def violation(self, code: str, message: str, *positions: int) -> None:
-        self.report.violations.append(Violation(code, message, tuple(positions)))
+        self.report.add(code, message, *positions)
 
     def feed(self, position: int, event: Any) -> None:
         self.report.events += 1
         handler = _HANDLERS.get(type(event))
         if handler is not None:
             handler(self, position, event)
+
+    def unreadable(self, position: int, error: Exception) -> None:
+        self.violation("undecodable_event", f"the event at {position} cannot be read: {error}", position)
+
+    def feed_all(self, events: Iterable[tuple[int, Any]], progress: Callable[[int], None] | None = None,
+                 every: int = 10_000) -> None:
+        """`feed` for each (position, event), with the lookups bound once; `progress(position)` now and then."""
+        handlers, count = _HANDLERS, 0
+        try:
+            for position, event in events:
+                count += 1
+                handler = handlers.get(type(event))
+                if handler is not None:
+                    try:
+                        handler(self, position, event)
+                    except Exception as e:  # noqa: BLE001 - a forged state (a wrong type): name it, go on
+                        self.unreadable(position, e)
+                if progress is not None and count % every == 0:
+                    progress(position)
+        finally:
+            self.report.events += count
 
     # Tasks ------------------------------------------------------------------------
 
@@ -149,7 +188,7 @@ class HistoryAuditor:
     def _charged(self, pos: int, e: CreditAccount.Charged) -> None:
         if (account := self._account(pos, e)) is None:
             return
-        key = f"{e.task_id}:{e.attempt}"
+        key = (e.task_id, e.attempt)
         if key in account.charges:
             self.violation("double_charge", f"{account.user_id} charged twice for task {e.task_id} attempt "
                            f"{e.attempt}", account.charges[key][1], pos)
@@ -161,7 +200,7 @@ class HistoryAuditor:
     def _refunded(self, pos: int, e: CreditAccount.Refunded) -> None:
         if (account := self._account(pos, e)) is None:
             return
-        key = f"{e.task_id}:{e.attempt}"
+        key = (e.task_id, e.attempt)
         if key not in account.charges:
             self.violation("refund_without_charge", f"{account.user_id} refunded for task {e.task_id} attempt "
                            f"{e.attempt}, which was never charged", pos)
@@ -176,7 +215,7 @@ class HistoryAuditor:
         for task_id, task in self.tasks.items():
             account = by_user.get(task.user_id)
             for first_attempt, outcome in task.cycles.items():
-                key = f"{task_id}:{first_attempt}"
+                key = (task_id, first_attempt)
                 charged = account is not None and key in account.charges
                 refunds = account.refunds.get(key, []) if account is not None else []
                 if not charged:
@@ -194,14 +233,12 @@ class HistoryAuditor:
                 if len(refunds) > 1:
                     self.violation("double_refund", f"task {task_id} attempt {first_attempt} refunded "
                                    f"{len(refunds)} times", *refunds)
-        tasks_by_key = {str(t) for t in self.tasks}
         for account in self.accounts.values():
-            for key, (_, pos) in account.charges.items():
-                task_id = key.split(":")[0]
-                if task_id not in tasks_by_key:
+            for (task_id, _), (_, pos) in account.charges.items():
+                if task_id not in self.tasks:
                     self.violation("charge_without_task", f"{account.user_id} charged for task {task_id}, which "
                                    "does not exist", pos)
-                elif self.tasks[UUID(task_id)].user_id != account.user_id:
+                elif self.tasks[task_id].user_id != account.user_id:
                     self.violation("charge_for_other_user", f"{account.user_id} charged for another user's task "
                                    f"{task_id}", pos)
         return self.report

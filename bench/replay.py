@@ -1,4 +1,5 @@
-"""Audit replay over a large history, next to a plain SELECT scan of the same rows; read-model rebuild time.
+"""Audits over a large history, each next to a plain SELECT scan of the same rows in the same run: the
+invariant replay, the chain verification, the rebuild, the full verify, the export and its offline check.
 
 Run: .venv/bin/python bench/replay.py [--events 1000000]
 
@@ -11,18 +12,24 @@ failures via the refund issuer's own policy).
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
 
 import psycopg
 from _harness import database
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from psycopg.sql import SQL, Identifier
 
-from application.audit import HistoryAuditor, replay
 from application.mediatasks import MediaTasks
 from domain.credits import CreditAccount
 from domain.tasks import MediaTask
-from infrastructure.audit import rebuild, verify
+from infrastructure.audit import rebuild, replay_invariants, verify, verify_chain
+from infrastructure.audit_export import export_writer, verify_export, write_export
+from infrastructure.audit_keys import Ed25519Signer
+from infrastructure.audit_seal import PostgresSeal, SealingFollower
 from infrastructure.bootstrap import construct_views, create_tables
 from infrastructure.settings import Settings
 
@@ -65,6 +72,15 @@ def generate(app: MediaTasks, events: int) -> int:
     return n
 
 
+def timed(label: str, rows: int, scan_s: float, work: Any) -> tuple[float, Any]:
+    started = time.perf_counter()
+    result = work()
+    seconds = time.perf_counter() - started
+    rate = rows / seconds
+    print(f"| {label} | {rows:,} | {seconds:.2f} | {rate:,.0f} | {scan_s / seconds:.2f} |", flush=True)
+    return seconds, result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=1_000_000)
@@ -77,38 +93,59 @@ def main() -> None:
         tasks = generate(app, args.events)
         head = app.recorder.max_notification_id()
         print(f"generated {head:,} events ({tasks:,} tasks) in {time.perf_counter() - started:.1f} s")
-
+        signer = Ed25519Signer(Ed25519PrivateKey.generate())
+        seal = PostgresSeal(app.recorder.datastore)
+        follower = SealingFollower(app, seal, signer, page=5_000)
         started = time.perf_counter()
-        with psycopg.connect(host=pg["POSTGRES_HOST"], port=pg["POSTGRES_PORT"], user=pg["POSTGRES_USER"],
-                             password=pg["POSTGRES_PASSWORD"] or None, dbname=pg["POSTGRES_DBNAME"]) as conn:
-            with conn.cursor(name="scan") as curs:
-                curs.itersize = 10_000
-                curs.execute(SQL("SELECT notification_id, topic, state FROM {}.mediatasks_events "
-                                 "ORDER BY notification_id").format(Identifier("public")))
-                rows = sum(1 for _ in curs)
+        follower.catch_up()
+        follower.checkpoint_seconds = 0
+        follower.catch_up()  # the last checkpoint at the head
+        seal_s = time.perf_counter() - started
+        print(f"sealing follower catching up (links + a checkpoint every 10,000): {seal_s:.1f} s = "
+              f"{head / seal_s:,.0f} events/s")
+
+        def scan() -> int:
+            with psycopg.connect(host=pg["POSTGRES_HOST"], port=pg["POSTGRES_PORT"], user=pg["POSTGRES_USER"],
+                                 password=pg["POSTGRES_PASSWORD"] or None, dbname=pg["POSTGRES_DBNAME"]) as conn:
+                with conn.cursor(name="scan") as curs:
+                    curs.execute(SQL("SELECT notification_id, originator_id, originator_version, topic, state "
+                                     "FROM {}.mediatasks_events ORDER BY notification_id").format(Identifier("public")))
+                    rows = 0
+                    while page := curs.fetchmany(10_000):
+                        rows += len(page)
+                    return rows
+
+        print("| what | events | s | events/s | ratio to the scan |")
+        print("|---|---|---|---|---|")
+        started = time.perf_counter()
+        rows = scan()
         scan_s = time.perf_counter() - started
-        print(f"plain SELECT scan (psycopg, server-side cursor): {rows:,} rows in {scan_s:.2f} s = "
-              f"{rows / scan_s:,.0f} rows/s")
-
-        started = time.perf_counter()
-        auditor = HistoryAuditor(refunds_tracked_to=head)
-        for position, event in replay(app):
-            auditor.feed(position, event)
-        report = auditor.finish()
-        audit_s = time.perf_counter() - started
-        print(f"invariant replay (decode + check): {report.events:,} events in {audit_s:.2f} s = "
-              f"{report.events / audit_s:,.0f} events/s, {scan_s / audit_s:.2f} of the scan's rate; {report.summary()}")
-
-        old, new, rebuild_s = rebuild(env, app, grace_seconds=0)
-        print(f"read-model rebuild (2,000 events per transaction): {head:,} events in "
-              f"{rebuild_s:.1f} s = {head / rebuild_s:,.0f} events/s")
-
+        print(f"| plain SELECT scan (psycopg, server-side cursor, pages of 10,000) | {rows:,} | {scan_s:.2f} | "
+              f"{rows / scan_s:,.0f} | 1.00 |", flush=True)
+        _, report = timed("invariant replay (decode + every check)", head, scan_s,
+                          lambda: replay_invariants(app, refunds_tracked_to=head))
+        assert report.ok, report.violations[:3]
+        _, chain = timed("chain verification (links, checkpoints, signatures)", head, scan_s,
+                         lambda: verify_chain(app, seal=seal, verifier=signer.verifier()))
+        assert chain.ok, chain.violations[:3]
+        rebuild_s, (old, new, caught_up) = timed("`rebuild` (fold in memory, COPY, indexes after, switch)", head,
+                                                  scan_s, lambda: rebuild(env, app, grace_seconds=0))
         views = construct_views(env, new)
-        started = time.perf_counter()
-        full = verify(app, views)
-        verify_s = time.perf_counter() - started
-        print(f"full verify (replay + checks + in-memory rebuild + read-model comparison): {verify_s:.1f} s = "
-              f"{full.events / verify_s:,.0f} events/s; {full.summary()}")
+        _, full = timed("full `verify` (replay + checks + chain + read-model rebuild and comparison)", head, scan_s,
+                        lambda: verify(app, views, seal=seal, verifier=signer.verifier()))
+        assert full.ok, full.violations[:3]
+        path = Path(tempfile.mkdtemp(prefix="mt-export-")) / "history.ndjson.zst"
+
+        def export() -> None:
+            with export_writer(str(path)) as out:
+                write_export(app, seal, out, refunds_tracked_to=head)
+
+        timed("`export` to .ndjson.zst", head, scan_s, export)
+        _, offline = timed("`verify-export` of that file (chain + signatures + invariants, no database)", head,
+                           scan_s, lambda: verify_export(str(path), signer.verifier()))
+        assert offline.ok, offline.violations[:3]
+        print(f"export file: {path.stat().st_size / 2**20:,.1f} MiB; {full.summary()}")
+        path.unlink()
         views.datastore.close()
         app.close()
 

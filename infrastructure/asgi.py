@@ -12,6 +12,7 @@ from infrastructure.bootstrap import (
     build_qstash_deliveries,
     start_inline_dispatcher,
     start_qstash_publisher,
+    start_sealing_follower,
 )
 from infrastructure.settings import Settings
 
@@ -34,6 +35,7 @@ class ServiceProcess:
         if qstash and run_dispatcher:
             include_qstash_deliveries(self.api, build_qstash_deliveries(self.runtime, worker_id()))
         self.runtime.telemetry.observe_projection_lag(self.runtime, self.projections)
+        self.sealer = start_sealing_follower(self.runtime) if run_projections else None
 
     def close(self) -> None:
         if self.projections is not None:

@@ -16,6 +16,8 @@ from domain.errors import DomainError
 def run_audit(args: argparse.Namespace) -> int:
     from infrastructure.bootstrap import bootstrap
 
+    if args.audit_command == "verify-export":
+        return _verify_export(args)
     runtime = bootstrap()
     try:
         command = args.audit_command
@@ -24,9 +26,13 @@ def run_audit(args: argparse.Namespace) -> int:
         if command == "as-of":
             return _as_of(runtime.app, args.task_id, args.timestamp)
         if command == "verify":
-            return _verify(runtime)
+            return _verify(runtime, args)
         if command == "rebuild":
             return _rebuild(runtime)
+        if command == "export":
+            return _export(runtime, args)
+        if command == "public-key":
+            return _public_key(runtime)
         return 2
     except DomainError as e:
         print(f"error: {e.message}", file=sys.stderr)
@@ -87,46 +93,141 @@ def _as_of(app: Any, task_id: str, timestamp: str) -> int:
     return 0
 
 
-def _verify(runtime: Any) -> int:
-    from infrastructure.audit import verify
+def _verifier(runtime: Any, public_key: str | None) -> Any:
+    from infrastructure.audit_keys import Ed25519Verifier, load_public_key, signer_from_settings
 
-    started = time.perf_counter()
-    with _progress_bar("verifying") as progress:
-        report = verify(runtime.app, runtime.views, progress=progress)
+    if public_key:
+        return Ed25519Verifier(load_public_key(public_key))
+    signer = signer_from_settings(runtime.settings)
+    return signer.verifier() if signer is not None else None
+
+
+def _print_report(report: Any, started: float) -> int:
     for v in report.violations:
         where = f" (events at {', '.join(map(str, v.positions))})" if v.positions else ""
         print(f"VIOLATION {v.code}: {v.message}{where}")
-    seconds = time.perf_counter() - started
+    if report.chain is not None and report.chain.first_tampered is not None:
+        print(f"TAMPERED: the stored history differs from the sealed chain first at position "
+              f"{report.chain.first_tampered}")
+    seconds = max(time.perf_counter() - started, 1e-9)
     print(f"{report.summary()} in {seconds:.1f} s ({report.events / seconds:,.0f} events/s)")
     return 0 if report.ok else 1
+
+
+def _verify(runtime: Any, args: argparse.Namespace) -> int:
+    from infrastructure.audit import verify, verify_chain
+
+    started = time.perf_counter()
+    verifier = _verifier(runtime, args.public_key)
+    with progress_bar("verifying") as progress:
+        if args.from_position:
+            report = verify_chain(runtime.app, verifier=verifier, after=args.from_position, progress=progress)
+        else:
+            report = verify(runtime.app, runtime.views, verifier=verifier, progress=progress)
+    if args.from_position:
+        print(f"chain checked from the signed checkpoint at or before {args.from_position} on "
+              "(the invariants need the whole history: run verify without --from)")
+    return _print_report(report, started)
+
+
+def _export(runtime: Any, args: argparse.Namespace) -> int:
+    from infrastructure.audit import REFUNDS_TRACKING_TABLE
+    from infrastructure.audit_export import export_writer, write_export
+    from infrastructure.audit_seal import PostgresSeal
+    from infrastructure.eventstore_queries import tracking_position
+
+    app = runtime.app
+    refunds_at = tracking_position(app.recorder, REFUNDS_TRACKING_TABLE, app.name) or 0
+    with progress_bar("exporting") as progress, export_writer(args.output) as out:
+        done = write_export(app, PostgresSeal(app.recorder.datastore), out, from_position=args.from_position,
+                            to_position=args.to_position, refunds_tracked_to=refunds_at, progress=progress)
+    print(f"exported {done['events']:,} events ({done['from']} < position <= {done['to']}) and "
+          f"{done['checkpoints']} checkpoint(s)", file=sys.stderr)
+    return 0
+
+
+def _verify_export(args: argparse.Namespace) -> int:
+    from infrastructure.audit_export import ExportRefused, verify_export
+    from infrastructure.audit_keys import Ed25519Verifier, HmacSigner, load_public_key
+
+    if args.public_key:
+        verifier: Any = Ed25519Verifier(load_public_key(args.public_key))
+    elif args.hmac_key:
+        verifier = HmacSigner(args.hmac_key.encode())
+    else:
+        print("error: give --public-key (or --hmac-key for HMAC-signed checkpoints)", file=sys.stderr)
+        return 2
+    started = time.perf_counter()
+    try:
+        with progress_bar("verifying export") as progress:
+            report = verify_export(args.file, verifier, progress=progress)
+    except ExportRefused as e:
+        print(f"REFUSED: {e}")
+        return 1
+    if not report.invariants_checked:
+        print("invariants not checked: the export does not start at the first event")
+    return _print_report(report, started)
+
+
+def _public_key(runtime: Any) -> int:
+    from infrastructure.audit_keys import Ed25519Signer, signer_from_settings
+
+    signer = signer_from_settings(runtime.settings)
+    if not isinstance(signer, Ed25519Signer):
+        print("error: checkpoints are not signed with an Ed25519 key here", file=sys.stderr)
+        return 1
+    print(signer.public_pem(), end="")
+    return 0
 
 
 def _rebuild(runtime: Any) -> int:
     from infrastructure.audit import rebuild
 
-    with _progress_bar("rebuilding") as progress:
+    with progress_bar("rebuilding") as progress:
         old, new, seconds = rebuild(runtime.env, runtime.app, progress=progress)
     print(f"read model rebuilt as {new} in {seconds:.1f} s; readers switched; {old} dropped")
     return 0
 
 
-class _progress_bar:
-    """A rich progress bar with events/s on a terminal; nothing otherwise."""
+class progress_bar:
+    """A rich progress bar with events/s and ETA on a terminal; a plain line every few seconds otherwise."""
 
-    def __init__(self, label: str) -> None:
+    def __init__(self, label: str, *, plain_every_seconds: float = 5.0) -> None:
         self.label = label
+        self.plain_every_seconds = plain_every_seconds
         self._progress: Any = None
 
     def __enter__(self) -> Any:
+        started = time.perf_counter()
         if not sys.stderr.isatty():
-            return None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+            last = [started]
+
+            def line(done: int, total: int) -> None:
+                now = time.perf_counter()
+                if now - last[0] < self.plain_every_seconds and done < total:
+                    return
+                last[0] = now
+                rate = done / max(now - started, 1e-9)
+                eta = (total - done) / rate if rate else 0.0
+                share = f" ({100 * done / total:.1f} %)" if total else ""
+                print(f"{self.label}: position {done:,} of {total:,}{share}, {rate:,.0f} events/s, ETA {eta:,.0f} s",
+                      file=sys.stderr, flush=True)
+
+            return line
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         self._progress = Progress(TextColumn(self.label), BarColumn(), MofNCompleteColumn(),
-                                  TextColumn("{task.fields[rate]} events/s"), TimeElapsedColumn(), transient=True)
+                                  TextColumn("{task.fields[rate]} events/s"), TimeElapsedColumn(),
+                                  TextColumn("ETA"), TimeRemainingColumn(), transient=True)
         self._progress.start()
         task = self._progress.add_task(self.label, total=None, rate="-")
-        started = time.perf_counter()
 
         def update(done: int, total: int) -> None:
             rate = f"{done / max(time.perf_counter() - started, 1e-9):,.0f}"

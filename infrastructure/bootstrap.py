@@ -55,6 +55,7 @@ def create_tables(env: dict[str, str], views_name: str = VIEWS_NAME) -> None:
 
     from application.mediatasks import MediaTasks
     from infrastructure.api.stream_tokens import create_secret_table
+    from infrastructure.audit_seal import PostgresSeal
     from infrastructure.delivery.qstash_outbox import TRACKING_TABLE as PUBLISHER_TRACKING
     from infrastructure.delivery.seen_token_ids import PostgresSeenTokenIds
     from infrastructure.events_topic_index import create_topic_index
@@ -80,6 +81,7 @@ def create_tables(env: dict[str, str], views_name: str = VIEWS_NAME) -> None:
             publisher_tracking = PostgresTrackingRecorder(factory.datastore,  # type: ignore[attr-defined]
                                                           tracking_table_name=PUBLISHER_TRACKING)
             publisher_tracking.create_table()
+            PostgresSeal(factory.datastore).create_table()  # type: ignore[attr-defined]
             views = InfrastructureFactory.construct(env=_named_env(views_name, create_env))
             views.tracking_recorder(PostgresTaskViews)
             views.close()
@@ -200,6 +202,25 @@ def start_qstash_publisher(runtime: Runtime) -> Any:
     sweeper.start(runtime.supervisor)
     runtime._closers.extend([client.close, publisher.stop, sweeper.stop])
     return publisher
+
+
+def start_sealing_follower(runtime: Runtime) -> Any:
+    """The sealing follower (docs/audit.md), running until the runtime is closed; None if off or unsigned."""
+    from infrastructure.audit_keys import signer_from_settings
+    from infrastructure.audit_seal import PostgresSeal, SealingFollower
+
+    s = runtime.settings
+    if not s.audit_seal:
+        return None
+    signer = signer_from_settings(s)
+    if signer is None:
+        logger.warning("no audit signing key (MEDIATASKS_AUDIT_SIGNING_KEY or _AUDIT_HMAC_KEY): history not sealed")
+        return None
+    follower = SealingFollower(runtime.app, PostgresSeal(runtime.app.recorder.datastore), signer,
+                               checkpoint_events=s.audit_checkpoint_events,
+                               checkpoint_seconds=s.audit_checkpoint_seconds, poll_seconds=s.catch_up_seconds)
+    follower.start(runtime.supervisor)
+    return follower
 
 
 class ProjectionRunners:

@@ -42,8 +42,23 @@ def main(argv: list[str] | None = None) -> int:
     as_of = audit.add_parser("as-of", help="a task's state at a past moment")
     as_of.add_argument("task_id")
     as_of.add_argument("timestamp", help="ISO 8601, e.g. 2026-11-28T12:00:00Z")
-    audit.add_parser("verify", help="replay every event and check the invariants and the read model")
+    verify = audit.add_parser("verify", help="replay every event and check the invariants, the sealed chain "
+                              "and the read model")
+    verify.add_argument("--from", dest="from_position", type=int, default=0,
+                        help="resume: check the sealed chain only, from the checkpoint at or before POS")
+    verify.add_argument("--public-key", default=None, help="check signatures with this Ed25519 public key "
+                        "(PEM, a PEM file, or hex/base64) instead of the configured key")
     audit.add_parser("rebuild", help="rebuild the read model under a new name and switch to it")
+    export = audit.add_parser("export", help="write the events and the checkpoints covering them as NDJSON "
+                              "(zstd-compressed if FILE ends .zst)")
+    export.add_argument("--from", dest="from_position", type=int, default=0, help="from the checkpoint at or before POS")
+    export.add_argument("--to", dest="to_position", type=int, default=None, help="to the checkpoint at or after POS")
+    export.add_argument("--output", "-o", default="-", help="FILE (default: standard output)")
+    verify_export = audit.add_parser("verify-export", help="check an export alone, with no database")
+    verify_export.add_argument("file")
+    verify_export.add_argument("--public-key", default=None, help="Ed25519 public key (PEM, a PEM file, or hex/base64)")
+    verify_export.add_argument("--hmac-key", default=None, help="the HMAC-SHA256 secret, for HMAC-signed checkpoints")
+    audit.add_parser("public-key", help="print the public key that verifies this service's checkpoints")
 
     args = parser.parse_args(argv)
     configure_logging(stream=sys.stdout if args.command in ("serve", "projections", "worker") else sys.stderr)
@@ -113,13 +128,14 @@ def _exit_cleanly(*_: Any) -> None:
 
 
 def _projections() -> int:
-    from infrastructure.bootstrap import ProjectionRunners, bootstrap, start_qstash_publisher
+    from infrastructure.bootstrap import ProjectionRunners, bootstrap, start_qstash_publisher, start_sealing_follower
 
     runtime = bootstrap()
     runners = ProjectionRunners(runtime.env, supervisor=runtime.supervisor)
     runtime.telemetry.observe_projection_lag(runtime, runners)
     if runtime.settings.dispatch == "qstash":
         start_qstash_publisher(runtime)
+    start_sealing_follower(runtime)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

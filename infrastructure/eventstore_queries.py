@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 from uuid import UUID
 
+from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Identifier
 
 
@@ -27,3 +29,17 @@ def tracking_position(recorder: Any, tracking_table: str, application_name: str)
         curs.execute(statement, (application_name,))
         row = curs.fetchone()
     return row["notification_id"] if row else None
+
+
+def event_rows(recorder: Any, *, after: int = 0, stop: int | None = None, itersize: int = 10_000) -> Iterator[tuple]:
+    """(position, originator id, version, topic, state) of every event after a position, in order, streamed
+    through a server-side cursor (one round trip per `itersize` rows, tuples instead of dicts)."""
+    table = SQL("{}.{}").format(Identifier(recorder.datastore.schema), Identifier(recorder.events_table_name))
+    with recorder.datastore.get_connection() as conn, conn.transaction():
+        with conn.cursor(name="event_rows", row_factory=tuple_row) as curs:
+            curs.itersize = itersize
+            curs.execute(SQL("SELECT notification_id, originator_id, originator_version, topic, state FROM {} "
+                             "WHERE notification_id > %s AND notification_id <= %s ORDER BY notification_id"
+                             ).format(table), (after, stop if stop is not None else 2**62))
+            while rows := curs.fetchmany(itersize):
+                yield from rows

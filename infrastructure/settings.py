@@ -98,6 +98,13 @@ class Settings(BaseSettings):
     auth_failure_delay_seconds: float = Field(default=0.2, ge=0, description="each failed authentication waits this")
     metrics_auth: Literal["admin", "none"] = Field(
         default="admin", description="admin: GET /metrics needs the admin token; none: open (bind it privately)")
+    audit_signing_key: SecretStr | None = Field(
+        default=None, description="Ed25519 private key (PEM text or a PEM file's path) signing audit checkpoints")
+    audit_hmac_key: SecretStr | None = Field(
+        default=None, description="HMAC-SHA256 secret signing audit checkpoints when no Ed25519 key is set")
+    audit_checkpoint_events: int = Field(default=10_000, ge=1, description="a signed checkpoint at least this often")
+    audit_checkpoint_seconds: float = Field(default=60, gt=0, description="... or after this long with new events")
+    audit_seal: bool = Field(default=True, description="run the sealing follower beside the projections")
 
     @field_validator("url_allow_cidrs", mode="before")
     @classmethod

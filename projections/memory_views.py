@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from typing import Any
 from uuid import UUID
 
+import orjson
 from eventsourcing.persistence import Tracking
 from eventsourcing.popo import POPOTrackingRecorder
 
@@ -140,9 +141,16 @@ def _update_of(task: TaskView, at: datetime) -> TaskUpdate:
 def plain_row(row: dict[str, Any]) -> dict[str, Any]:
     """A JSON-comparable form of a row (UUIDs as strings, datetimes as UTC ISO strings)."""
 
-    def default(value: Any) -> str:
-        if isinstance(value, datetime):
-            return value.astimezone(timezone.utc).isoformat()
-        return str(value)
+    try:
+        return orjson.loads(orjson.dumps(row, default=_plain, option=_PLAIN_OPTIONS))
+    except TypeError:  # what orjson does not take (ints past 64 bits): the json module's way
+        return json.loads(json.dumps(row, default=_plain, sort_keys=True))
 
-    return json.loads(json.dumps(row, default=default, sort_keys=True))
+
+_PLAIN_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_NON_STR_KEYS
+
+
+def _plain(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.astimezone(timezone.utc).isoformat()
+    return str(value)

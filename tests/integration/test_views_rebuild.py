@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from uuid import UUID
 
 from eventsourcing.persistence import Tracking
 
@@ -60,3 +61,35 @@ def test_rebuild_under_new_name_equals_live_view(store_env: dict[str, str]) -> N
     assert len(live_snapshot["tasks"]) == 8
     assert {a["user_id"]: a["balance"] for a in live_snapshot["accounts"]} == {"ivy": 30 - 8 * 2 + 3 * 2, "jon": 12}
     app.close()
+
+
+def test_bulk_rebuild_with_copy_equals_the_live_view(store_env: dict[str, str]) -> None:
+    """`rebuild` folds in memory and loads with COPY: the same rows, progress updates included."""
+    from infrastructure.audit import rebuild
+    from infrastructure.bootstrap import construct_views
+
+    app = MediaTasks(env=store_env)
+    live = ProjectionRunners(store_env)
+    try:
+        make_history(app)
+        task_id = app.submit("jon", URL, "subtitles").task_id
+        app.begin_attempt(task_id, "w")
+        app.fail(task_id, 1, "media_private", "private", retryable=False)
+        app.retry_task("jon", task_id)
+        for _ in range(3):  # refunds land, then their projection
+            time.sleep(0.5)
+            live.wait_for(app.recorder.max_notification_id(), timeout=20)
+        live_snapshot = live.views.snapshot()
+        live_updates = {t["task_id"]: live.views.task_updates(UUID(t["task_id"])) for t in live_snapshot["tasks"]}
+        _, new, _ = rebuild(store_env, app, grace_seconds=0)
+    finally:
+        live.stop()
+    rebuilt = construct_views(store_env, new)
+    try:
+        assert rebuilt.snapshot() == live_snapshot
+        assert {t: rebuilt.task_updates(UUID(t)) for t in live_updates} == live_updates
+        assert rebuilt.max_tracking_id(app.name) == app.recorder.max_notification_id()
+        assert any(t["refunded_credits"] for t in live_snapshot["tasks"])
+    finally:
+        rebuilt.datastore.close()
+        app.close()
