@@ -118,7 +118,8 @@ class AccountBatches:
         last_id: int | None = None
         if account.pending_events:
             try:
-                recordings = self._app.save(account, *batch.tasks.values())
+                # The account last: its last event's position is the transaction's (read-your-writes waits on it).
+                recordings = self._app.save(*batch.tasks.values(), account)
             except IntegrityError:
                 return False
             except (OperationalError, InterfaceError):

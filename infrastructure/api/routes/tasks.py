@@ -31,6 +31,7 @@ from infrastructure.api.schemas import (
     TaskStatus,
 )
 from infrastructure.eventstore_queries import notification_ids
+from infrastructure.own_writes import wait_for_own_writes
 from projections.task_views import TERMINAL_STATUSES, TaskUpdate, TaskView, TaskViews
 
 router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
@@ -104,15 +105,17 @@ def submit_task(body: SubmitTask, user_id: CurrentUser, app: AppDep,
     return JSONResponse(out.model_dump(mode="json"), status_code=202 if sub.created else 200, headers=headers)
 
 
-@router.get("", response_model=TaskList, responses=responses(401, 422))
+@router.get("", response_model=TaskList, responses=responses(401, 422, 503))
 def list_tasks(
     user_id: CurrentUser,
+    app: AppDep,
     views: ViewsDep,
     status: TaskStatus | None = None,
     limit: int = Query(20, ge=1, le=100),
     cursor: str | None = Query(None, max_length=200),
 ) -> TaskList:
-    """The caller's tasks, newest first."""
+    """The caller's tasks, newest first; your last submission or retry included."""
+    wait_for_own_writes(app, views, user_id)
     try:
         page = views.list_tasks(user_id, status=status, limit=limit, cursor=cursor)
     except ValueError:
@@ -122,7 +125,8 @@ def list_tasks(
 
 @router.get("/{task_id}", response_model=TaskOut, responses=responses(401, 404, 422, 503))
 def get_task(task_id: UUID, user_id: CurrentUser, app: AppDep, views: ViewsDep) -> TaskOut:
-    """Status, progress, attempts, error, timings and result of one task."""
+    """Status, progress, attempts, error, timings and result of one task (your last retry included)."""
+    wait_for_own_writes(app, views, user_id)
     return task_out(visible_task(app, views, task_id, user_id))
 
 
