@@ -42,16 +42,20 @@ class AuditReport:
 
     def summary(self) -> str:
         verdict = "OK" if self.ok else f"{len(self.violations)} violation(s)"
-        return (f"{verdict}: {self.events} events, {self.tasks} tasks, {self.accounts} accounts"
-                + (f", {self.pending_refunds} refund(s) not issued yet" if self.pending_refunds else "")
-                + (f"; {self.chain_summary()}" if self.chain is not None else ""))
+        return (
+            f"{verdict}: {self.events} events, {self.tasks} tasks, {self.accounts} accounts"
+            + (f", {self.pending_refunds} refund(s) not issued yet" if self.pending_refunds else "")
+            + (f"; {self.chain_summary()}" if self.chain is not None else "")
+        )
 
     def chain_summary(self) -> str:
         chain = self.chain
         assert chain is not None
-        text = (f"sealed to {chain.sealed_to} by {chain.checkpoints} checkpoint(s)"
-                + ("" if self.signatures_checked else " (signatures not checked: no key)")
-                + (f", {chain.unsealed} event(s) not sealed yet" if chain.unsealed else ""))
+        text = (
+            f"sealed to {chain.sealed_to} by {chain.checkpoints} checkpoint(s)"
+            + ("" if self.signatures_checked else " (signatures not checked: no key)")
+            + (f", {chain.unsealed} event(s) not sealed yet" if chain.unsealed else "")
+        )
         if chain.first_tampered is not None:
             text += f"; the history differs from the sealed chain first at position {chain.first_tampered}"
         return text
@@ -73,7 +77,9 @@ class _Task:
 class _Account:
     user_id: str
     balance: int = 0
-    charges: dict[tuple[Any, int], tuple[int, int]] = field(default_factory=dict)  # (task, attempt) → (amount, position)
+    charges: dict[tuple[Any, int], tuple[int, int]] = field(
+        default_factory=dict
+    )  # (task, attempt) → (amount, position)
     refunds: dict[tuple[Any, int], list[int]] = field(default_factory=lambda: defaultdict(list))
 
 
@@ -98,8 +104,9 @@ class HistoryAuditor:
     def unreadable(self, position: int, error: Exception) -> None:
         self.violation("undecodable_event", f"the event at {position} cannot be read: {error}", position)
 
-    def feed_all(self, events: Iterable[tuple[int, Any]], progress: Callable[[int], None] | None = None,
-                 every: int = 10_000) -> None:
+    def feed_all(
+        self, events: Iterable[tuple[int, Any]], progress: Callable[[int], None] | None = None, every: int = 10_000
+    ) -> None:
         """`feed` for each (position, event), with the lookups bound once; `progress(position)` now and then."""
         handlers, count = _HANDLERS, 0
         try:
@@ -125,10 +132,12 @@ class HistoryAuditor:
         task = self.tasks.get(e.originator_id)
         if task is None:
             self.violation("event_before_start", f"{type(e).__name__} of task {e.originator_id} without Started", pos)
-        elif task.status == "extracted" or (task.status == "failed" and task.terminal_failure
-                                            and not isinstance(e, MediaTask.Retried)):
-            self.violation("event_after_terminal",
-                           f"{type(e).__name__} after the terminal state of task {e.originator_id}", pos)
+        elif task.status == "extracted" or (
+            task.status == "failed" and task.terminal_failure and not isinstance(e, MediaTask.Retried)
+        ):
+            self.violation(
+                "event_after_terminal", f"{type(e).__name__} after the terminal state of task {e.originator_id}", pos
+            )
         return task
 
     def _downloading(self, pos: int, e: MediaTask.Downloading) -> None:
@@ -138,8 +147,11 @@ class HistoryAuditor:
     def _processing(self, pos: int, e: MediaTask.Processing) -> None:
         if (task := self._task(pos, e)) is not None:
             if e.attempt == task.attempt and e.progress < task.progress:
-                self.violation("progress_backwards", f"task {e.originator_id} attempt {e.attempt}: progress "
-                               f"{task.progress} → {e.progress}", pos)
+                self.violation(
+                    "progress_backwards",
+                    f"task {e.originator_id} attempt {e.attempt}: progress {task.progress} → {e.progress}",
+                    pos,
+                )
             task.status, task.progress = "processing", max(task.progress, e.progress)
 
     def _extracted(self, pos: int, e: MediaTask.Extracted) -> None:
@@ -167,8 +179,11 @@ class HistoryAuditor:
         if task is None:
             self.violation("event_before_start", f"Refunded of task {e.originator_id} without Started", pos)
         elif not task.cycles.get(e.first_attempt, "").startswith("failed:"):
-            self.violation("refund_of_unfailed_run", f"task {e.originator_id} (attempt {e.first_attempt} on) "
-                           "released a charge for a run that did not fail", pos)
+            self.violation(
+                "refund_of_unfailed_run",
+                f"task {e.originator_id} (attempt {e.first_attempt} on) released a charge for a run that did not fail",
+                pos,
+            )
 
     # Accounts ---------------------------------------------------------------------
 
@@ -190,8 +205,12 @@ class HistoryAuditor:
             return
         key = (e.task_id, e.attempt)
         if key in account.charges:
-            self.violation("double_charge", f"{account.user_id} charged twice for task {e.task_id} attempt "
-                           f"{e.attempt}", account.charges[key][1], pos)
+            self.violation(
+                "double_charge",
+                f"{account.user_id} charged twice for task {e.task_id} attempt {e.attempt}",
+                account.charges[key][1],
+                pos,
+            )
         account.charges[key] = (e.amount, pos)
         account.balance -= e.amount
         if account.balance < 0:
@@ -202,8 +221,11 @@ class HistoryAuditor:
             return
         key = (e.task_id, e.attempt)
         if key not in account.charges:
-            self.violation("refund_without_charge", f"{account.user_id} refunded for task {e.task_id} attempt "
-                           f"{e.attempt}, which was never charged", pos)
+            self.violation(
+                "refund_without_charge",
+                f"{account.user_id} refunded for task {e.task_id} attempt {e.attempt}, which was never charged",
+                pos,
+            )
         account.refunds[key].append(pos)
         account.balance += e.amount
 
@@ -219,8 +241,9 @@ class HistoryAuditor:
                 charged = account is not None and key in account.charges
                 refunds = account.refunds.get(key, []) if account is not None else []
                 if not charged:
-                    self.violation("unpaid_task", f"task {task_id} (attempt {first_attempt} on) was never charged",
-                                   task.started_at)
+                    self.violation(
+                        "unpaid_task", f"task {task_id} (attempt {first_attempt} on) was never charged", task.started_at
+                    )
                 if outcome == "extracted" and refunds:
                     self.violation("refund_of_extracted", f"task {task_id} was extracted and refunded", *refunds)
                 if outcome.startswith("failed:"):
@@ -231,16 +254,23 @@ class HistoryAuditor:
                         else:
                             self.violation("missing_refund", f"task {task_id} failed but was not refunded", failed_at)
                 if len(refunds) > 1:
-                    self.violation("double_refund", f"task {task_id} attempt {first_attempt} refunded "
-                                   f"{len(refunds)} times", *refunds)
+                    self.violation(
+                        "double_refund",
+                        f"task {task_id} attempt {first_attempt} refunded {len(refunds)} times",
+                        *refunds,
+                    )
         for account in self.accounts.values():
             for (task_id, _), (_, pos) in account.charges.items():
                 if task_id not in self.tasks:
-                    self.violation("charge_without_task", f"{account.user_id} charged for task {task_id}, which "
-                                   "does not exist", pos)
+                    self.violation(
+                        "charge_without_task",
+                        f"{account.user_id} charged for task {task_id}, which does not exist",
+                        pos,
+                    )
                 elif self.tasks[task_id].user_id != account.user_id:
-                    self.violation("charge_for_other_user", f"{account.user_id} charged for another user's task "
-                                   f"{task_id}", pos)
+                    self.violation(
+                        "charge_for_other_user", f"{account.user_id} charged for another user's task {task_id}", pos
+                    )
         return self.report
 
 
@@ -263,8 +293,7 @@ def replay(app: Any, *, after: int = 0, stop: int | None = None, page: int = PAG
     """Every event of the application after a position, in log order, read in pages from the recorder."""
     start = after
     while True:
-        notifications = app.recorder.select_notifications(start=start, limit=page, stop=stop,
-                                                          inclusive_of_start=False)
+        notifications = app.recorder.select_notifications(start=start, limit=page, stop=stop, inclusive_of_start=False)
         for notification in notifications:
             yield notification.id, app.mapper.to_domain_event(notification)
         if len(notifications) < page:

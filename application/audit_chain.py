@@ -24,18 +24,30 @@ _sha256 = hashlib.sha256
 _topics: dict[str, bytes] = {}
 
 
-def chain_link(previous: bytes, position: int, originator_id: UUID | str, version: int, topic: str,
-               state: bytes) -> bytes:
+def chain_link(
+    previous: bytes, position: int, originator_id: UUID | str, version: int, topic: str, state: bytes
+) -> bytes:
     """The link of one event, given the link before it:
     SHA-256(previous || position, version (8 bytes each) || originator id (16) || len(topic), len(state)
     (4 bytes each) || topic || state), all big-endian."""
-    oid = originator_id.int if isinstance(originator_id, UUID) else int.from_bytes(
-        _sha256(originator_id.encode()).digest()[:16], "big")
+    oid = (
+        originator_id.int
+        if isinstance(originator_id, UUID)
+        else int.from_bytes(_sha256(originator_id.encode()).digest()[:16], "big")
+    )
     topic_bytes = _topics.get(topic)
     if topic_bytes is None:
         topic_bytes = _topics.setdefault(topic, topic.encode()) if len(_topics) < 10_000 else topic.encode()
-    return _sha256(b"".join((previous, _FIXED.pack(position, version, oid >> 64, oid & _LOW64, len(topic_bytes),
-                                                   len(state)), topic_bytes, state))).digest()
+    return _sha256(
+        b"".join(
+            (
+                previous,
+                _FIXED.pack(position, version, oid >> 64, oid & _LOW64, len(topic_bytes), len(state)),
+                topic_bytes,
+                state,
+            )
+        )
+    ).digest()
 
 
 @dataclass(frozen=True)
@@ -94,17 +106,27 @@ class ChainCheck:
     checkpoint's link, which also catches links rewritten to match rewritten events.
     """
 
-    def __init__(self, checkpoints: Iterable[Checkpoint], verifier: CheckpointVerifier | None, violate: Violate,
-                 *, anchor: bytes = GENESIS, anchor_position: int = 0) -> None:
+    def __init__(
+        self,
+        checkpoints: Iterable[Checkpoint],
+        verifier: CheckpointVerifier | None,
+        violate: Violate,
+        *,
+        anchor: bytes = GENESIS,
+        anchor_position: int = 0,
+    ) -> None:
         self.violate = violate
         self.report = ChainReport(sealed_to=anchor_position)
         self.checkpoints: dict[int, Checkpoint] = {}
         for checkpoint in sorted(checkpoints, key=lambda c: c.position):
             self.report.checkpoints += 1
             if verifier is not None and not verifier.verify(checkpoint):
-                self._violation("checkpoint_signature_invalid", f"the checkpoint at {checkpoint.position} is not "
-                                f"signed by the expected key ({checkpoint.algorithm} key {checkpoint.key_id})",
-                                checkpoint.position)
+                self._violation(
+                    "checkpoint_signature_invalid",
+                    f"the checkpoint at {checkpoint.position} is not "
+                    f"signed by the expected key ({checkpoint.algorithm} key {checkpoint.key_id})",
+                    checkpoint.position,
+                )
                 continue
             self.checkpoints[checkpoint.position] = checkpoint
         self.stored = anchor  # the stored link before the current position
@@ -131,15 +153,23 @@ class ChainCheck:
             self.recomputed = chain_link(self.recomputed, position, originator_id, version, topic, state)
             if link is None:
                 if position <= self._last_link:
-                    self._violation("event_inserted", f"the event at {position} ({topic.rsplit(':', 1)[-1]} of "
-                                    f"{originator_id} v{version}) was never sealed: inserted after the fact",
-                                    position)
+                    self._violation(
+                        "event_inserted",
+                        f"the event at {position} ({topic.rsplit(':', 1)[-1]} of "
+                        f"{originator_id} v{version}) was never sealed: inserted after the fact",
+                        position,
+                    )
                 else:
                     self.report.unsealed += 1
-            elif (self.recomputed if in_step else chain_link(self.stored, position, originator_id, version, topic,
-                                                               state)) != link:
-                self._violation("event_changed", f"the event at {position} differs from the one sealed there "
-                                "(its state, topic, originator or version changed, or it moved)", position)
+            elif (
+                self.recomputed if in_step else chain_link(self.stored, position, originator_id, version, topic, state)
+            ) != link:
+                self._violation(
+                    "event_changed",
+                    f"the event at {position} differs from the one sealed there "
+                    "(its state, topic, originator or version changed, or it moved)",
+                    position,
+                )
         elif link is not None:
             self._violation("event_deleted", f"the event sealed at {position} is not in the history", position)
         if link is not None:
@@ -152,11 +182,17 @@ class ChainCheck:
     def _at_checkpoint(self, checkpoint: Checkpoint, link: bytes | None) -> None:
         position = checkpoint.position
         if link is not None and link != checkpoint.chain:
-            self._violation("link_differs_from_checkpoint", f"the stored link at {position} is not the one the "
-                            "checkpoint signed: the chain table was rewritten", position)
+            self._violation(
+                "link_differs_from_checkpoint",
+                f"the stored link at {position} is not the one the checkpoint signed: the chain table was rewritten",
+                position,
+            )
         elif self.recomputed != checkpoint.chain and self.segment_clean:
-            self._violation("checkpoint_mismatch", f"the events up to {position} do not hash to the chain signed "
-                            f"at {checkpoint.sealed_at.isoformat()}", position)
+            self._violation(
+                "checkpoint_mismatch",
+                f"the events up to {position} do not hash to the chain signed at {checkpoint.sealed_at.isoformat()}",
+                position,
+            )
         # The signed link is the trusted start of the next segment.
         self.stored = self.recomputed = checkpoint.chain
         self.segment_clean = True
@@ -164,13 +200,15 @@ class ChainCheck:
 
     def finish(self) -> ChainReport:
         for position in sorted(p for p in self.checkpoints if p > self.report.linked_to):
-            self._violation("event_deleted", f"the checkpoint at {position} is past the last stored event and link",
-                            position)
+            self._violation(
+                "event_deleted", f"the checkpoint at {position} is past the last stored event and link", position
+            )
         return self.report
 
 
-def merge_by_position(events: Iterable[EventRow], links: Iterable[tuple[int, bytes]]
-                      ) -> Iterator[tuple[int, EventRow | None, bytes | None]]:
+def merge_by_position(
+    events: Iterable[EventRow], links: Iterable[tuple[int, bytes]]
+) -> Iterator[tuple[int, EventRow | None, bytes | None]]:
     """Events and links side by side, in position order (either may be missing at a position)."""
     event_iter, link_iter = iter(events), iter(links)
     event = next(event_iter, None)

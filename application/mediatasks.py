@@ -208,9 +208,7 @@ class MediaTasks(Application[UUID]):
         events = self.recorder.select_events(task_id, desc=True, limit=1)
         return events[0].originator_version if events else None
 
-    def begin_attempt(
-        self, task_id: UUID, worker_id: str, delivery: dict[str, Any] | None = None
-    ) -> AttemptDecision:
+    def begin_attempt(self, task_id: UUID, worker_id: str, delivery: dict[str, Any] | None = None) -> AttemptDecision:
         """The history-derived idempotency decision for one delivery of a task."""
         task = self.get_task(task_id)
         now = self.clock()
@@ -228,9 +226,9 @@ class MediaTasks(Application[UUID]):
     def report_progress(
         self, task_id: UUID, attempt: int, stage: str, progress: int, details: dict[str, Any] | None = None
     ) -> int | None:
-        return self._update_task(task_id, lambda t: t.report_progress(
-            attempt=attempt, stage=stage, progress=progress, details=details
-        ))
+        return self._update_task(
+            task_id, lambda t: t.report_progress(attempt=attempt, stage=stage, progress=progress, details=details)
+        )
 
     def complete(self, task_id: UUID, attempt: int, result: dict[str, Any]) -> int | None:
         return self._update_task(task_id, lambda t: t.complete(attempt=attempt, result=result))
@@ -250,10 +248,19 @@ class MediaTasks(Application[UUID]):
         `last_delivery`: no delivery of this task will follow, so a retryable failure is terminal too.
         """
         outcome: list[bool] = []
-        self._update_task(task_id, lambda t: outcome.append(
-            t.fail(attempt=attempt, code=code, message=message, retryable=retryable, context=context,
-                   last_delivery=last_delivery)
-        ))
+        self._update_task(
+            task_id,
+            lambda t: outcome.append(
+                t.fail(
+                    attempt=attempt,
+                    code=code,
+                    message=message,
+                    retryable=retryable,
+                    context=context,
+                    last_delivery=last_delivery,
+                )
+            ),
+        )
         return outcome[-1]
 
     def next_attempt_due(self, task_id: UUID) -> int | None:
@@ -275,8 +282,11 @@ class MediaTasks(Application[UUID]):
     def task_history(self, task_id: UUID, user_id: str | None = None) -> list[HistoryEntry]:
         """Every event of the task, in order (one read: the first event says whose task it is)."""
         events = list(self.repository.event_store.get(task_id))
-        if not events or not isinstance(events[0], MediaTask.Started) or (
-                user_id is not None and events[0].user_id != user_id):
+        if (
+            not events
+            or not isinstance(events[0], MediaTask.Started)
+            or (user_id is not None and events[0].user_id != user_id)
+        ):
             raise TaskNotFound("There is no such task.", task_id=str(task_id))
         return [_history_entry(e) for e in events]
 

@@ -44,28 +44,40 @@ class PipelineMetrics:
     """The pipeline's instruments (OpenTelemetry API; the process chooses where they are exported)."""
 
     phase_duration = meter.create_histogram(
-        "mediatasks.phase.duration", unit="s", description="Duration of one phase of an attempt, by phase",
-        explicit_bucket_boundaries_advisory=SECONDS_BUCKETS)
+        "mediatasks.phase.duration",
+        unit="s",
+        description="Duration of one phase of an attempt, by phase",
+        explicit_bucket_boundaries_advisory=SECONDS_BUCKETS,
+    )
     task_duration = meter.create_histogram(
-        "mediatasks.task.duration", unit="s", description="Duration of an attempt run to its end, by outcome",
-        explicit_bucket_boundaries_advisory=SECONDS_BUCKETS)
+        "mediatasks.task.duration",
+        unit="s",
+        description="Duration of an attempt run to its end, by outcome",
+        explicit_bucket_boundaries_advisory=SECONDS_BUCKETS,
+    )
     tasks = meter.create_counter(
-        "mediatasks.tasks", unit="{attempt}",
-        description="Attempts run to an end, by outcome (extracted, failed, retry_scheduled, lease_lost) and error code")
+        "mediatasks.tasks",
+        unit="{attempt}",
+        description="Attempts run to an end, by outcome (extracted, failed, retry_scheduled, lease_lost) and error code",
+    )
     deliveries = meter.create_counter(
-        "mediatasks.deliveries", unit="{delivery}", description="Deliveries of a task to the pipeline, by outcome")
+        "mediatasks.deliveries", unit="{delivery}", description="Deliveries of a task to the pipeline, by outcome"
+    )
     active_attempts = meter.create_up_down_counter(
-        "mediatasks.attempts.active", unit="{attempt}", description="Attempts running now in this process")
+        "mediatasks.attempts.active", unit="{attempt}", description="Attempts running now in this process"
+    )
     downloaded_bytes = meter.create_counter(
-        "mediatasks.download.bytes", unit="By", description="Video bytes streamed into the blob store")
+        "mediatasks.download.bytes", unit="By", description="Video bytes streamed into the blob store"
+    )
 
 
 @contextmanager
 def phase(name: str, **attributes: Any) -> Iterator[Span]:
     """A child span and a duration sample for one phase; errors are recorded by code, never by message."""
     started = time.perf_counter()
-    with tracer.start_as_current_span(name, attributes=attributes, record_exception=False,
-                                      set_status_on_exception=False) as span:
+    with tracer.start_as_current_span(
+        name, attributes=attributes, record_exception=False, set_status_on_exception=False
+    ) as span:
         try:
             yield span
         except BaseException as e:
@@ -113,9 +125,16 @@ class AttemptReporter:
         with phase("event_store.append", **{"mediatasks.event": "Processing", "mediatasks.stage": stage}):
             self.app.report_progress(self.task_id, self.attempt, stage, self.progress, details)
         self.last_report = time.monotonic()
-        logger.info("task progress", extra={"task_id": str(self.task_id), "attempt": self.attempt, "phase": stage,
-                                            "progress": self.progress, **({"timings": details["timings"]}
-                                                                          if details and "timings" in details else {})})
+        logger.info(
+            "task progress",
+            extra={
+                "task_id": str(self.task_id),
+                "attempt": self.attempt,
+                "phase": stage,
+                "progress": self.progress,
+                **({"timings": details["timings"]} if details and "timings" in details else {}),
+            },
+        )
 
     def tick(self, stage: str, progress: int, details: dict[str, Any] | None = None) -> None:
         """Report if progress moved by 5 or more, or a heartbeat is due (the lease runs from the last event)."""
@@ -143,15 +162,20 @@ class TaskPipeline:
         self.limits = limits
         self.worker_id = worker_id
 
-    def run(self, task_id: UUID, delivery: dict[str, Any] | None = None, *,
-            last_delivery: bool = False) -> PipelineOutcome:
+    def run(
+        self, task_id: UUID, delivery: dict[str, Any] | None = None, *, last_delivery: bool = False
+    ) -> PipelineOutcome:
         """One delivery: a `task.process` span linked to the submission's trace, and its metrics.
 
         `last_delivery`: the queue will not deliver this task again, so a transient failure of the
         attempt is recorded as terminal (`retries_exhausted`, refunded) instead of awaiting a retry.
         """
-        with tracer.start_as_current_span("task.process", kind=SpanKind.CONSUMER, record_exception=False,
-                                          attributes={"mediatasks.task_id": str(task_id)}) as span:
+        with tracer.start_as_current_span(
+            "task.process",
+            kind=SpanKind.CONSUMER,
+            record_exception=False,
+            attributes={"mediatasks.task_id": str(task_id)},
+        ) as span:
             outcome = self._deliver(task_id, delivery, span, last_delivery)
             span.set_attribute("mediatasks.outcome", outcome.outcome)
             span.set_attribute("mediatasks.attempt", outcome.attempt)
@@ -162,8 +186,9 @@ class TaskPipeline:
         PipelineMetrics.deliveries.add(1, {"outcome": outcome.outcome})
         return outcome
 
-    def _deliver(self, task_id: UUID, delivery: dict[str, Any] | None, span: Span,
-                 last_delivery: bool) -> PipelineOutcome:
+    def _deliver(
+        self, task_id: UUID, delivery: dict[str, Any] | None, span: Span, last_delivery: bool
+    ) -> PipelineOutcome:
         with phase("event_store.append", **{"mediatasks.event": "Downloading"}):
             decision = self.app.begin_attempt(task_id, self.worker_id, delivery)
         if decision.outcome not in (STARTED, RETRYING) or decision.task is None:
@@ -172,16 +197,24 @@ class TaskPipeline:
         submission = trace.get_current_span(propagate.extract(task.trace_context or {})).get_span_context()
         if submission.is_valid:
             span.add_link(submission, {"mediatasks.link": "submission"})
-        span.set_attributes({"mediatasks.attempt": decision.attempt, "mediatasks.platform": task.platform,
-                             "mediatasks.output_type": task.output_type})
+        span.set_attributes(
+            {
+                "mediatasks.attempt": decision.attempt,
+                "mediatasks.platform": task.platform,
+                "mediatasks.output_type": task.output_type,
+            }
+        )
         started = time.perf_counter()
         PipelineMetrics.active_attempts.add(1)
         try:
             outcome = self._attempt(task, decision.attempt, last_delivery)
         finally:
             PipelineMetrics.active_attempts.add(-1)
-        attributes = {"outcome": outcome.outcome, "output_type": task.output_type,
-                      **({"error_code": outcome.error_code} if outcome.error_code else {})}
+        attributes = {
+            "outcome": outcome.outcome,
+            "output_type": task.output_type,
+            **({"error_code": outcome.error_code} if outcome.error_code else {}),
+        }
         PipelineMetrics.tasks.add(1, attributes)
         PipelineMetrics.task_duration.record(time.perf_counter() - started, attributes)
         return outcome
@@ -196,8 +229,16 @@ class TaskPipeline:
         cache_hit = False
         try:
             info, cache_hit = self._metadata(task, cache_key, timings)
-            reporter.stage("metadata", 20, {"cache": "hit" if cache_hit else "miss", "title": info.title,
-                                            "timings": dict(timings), "media": _media_summary(info)})
+            reporter.stage(
+                "metadata",
+                20,
+                {
+                    "cache": "hit" if cache_hit else "miss",
+                    "title": info.title,
+                    "timings": dict(timings),
+                    "media": _media_summary(info),
+                },
+            )
             result: dict[str, Any] = {"media": _media_summary(info)}
             if task.output_type in ("video", "video_and_subtitles"):
                 video = self._video(task, info, attempt, reporter, timings)
@@ -211,8 +252,10 @@ class TaskPipeline:
             result["timings"] = timings
             with phase("event_store.append", **{"mediatasks.event": "Extracted"}):
                 self.app.complete(task_id, attempt, result)
-            logger.info("task extracted", extra={"task_id": str(task_id), "attempt": attempt, "outcome": "extracted",
-                                                 "timings": timings})
+            logger.info(
+                "task extracted",
+                extra={"task_id": str(task_id), "attempt": attempt, "outcome": "extracted", "timings": timings},
+            )
             return PipelineOutcome("extracted", attempt, timings=timings)
         except (StaleAttempt, InvalidTransition):
             logger.warning("attempt lost its lease", extra={"task_id": str(task_id), "attempt": attempt})
@@ -226,8 +269,14 @@ class TaskPipeline:
         except Exception as e:  # noqa: BLE001 - an unexpected fault must not lose the attempt
             logger.exception("unexpected error in the pipeline", extra={"task_id": str(task_id), "attempt": attempt})
             self._discard(stored)
-            return self._fail(task, attempt, TransientMediaError("internal_error", f"Unexpected error: {type(e).__name__}"),
-                              timings, started, last_delivery)
+            return self._fail(
+                task,
+                attempt,
+                TransientMediaError("internal_error", f"Unexpected error: {type(e).__name__}"),
+                timings,
+                started,
+                last_delivery,
+            )
 
     # Phases -----------------------------------------------------------------------
 
@@ -246,18 +295,23 @@ class TaskPipeline:
         self.cache.put(cache_key, info.to_dict(), self.limits.metadata_ttl_seconds)
         return info, False
 
-    def _video(self, task: MediaTask, info: MediaInfo, attempt: int, reporter: AttemptReporter,
-               timings: dict[str, float]) -> BlobRef:
+    def _video(
+        self, task: MediaTask, info: MediaInfo, attempt: int, reporter: AttemptReporter, timings: dict[str, float]
+    ) -> BlobRef:
         if info.video is None:
             raise PermanentMediaError("no_video", "This post has no video to download.")
         if info.video.size and info.video.size > self.limits.max_video_bytes:
-            raise PermanentMediaError("too_large", f"The video is {info.video.size} bytes; the limit is "
-                                      f"{self.limits.max_video_bytes}.")
+            raise PermanentMediaError(
+                "too_large", f"The video is {info.video.size} bytes; the limit is {self.limits.max_video_bytes}."
+            )
         reporter.stage("video", 30)
         t = time.perf_counter()
-        with phase("video.download") as span, self.fetcher.stream(
-                info.video.url, max_bytes=self.limits.max_video_bytes,
-                headers=info.video.forwarded_headers()) as response:
+        with (
+            phase("video.download") as span,
+            self.fetcher.stream(
+                info.video.url, max_bytes=self.limits.max_video_bytes, headers=info.video.forwarded_headers()
+            ) as response,
+        ):
             content_type = (response.headers.get("content-type") or info.video.mime_type or "").split(";")[0].strip()
             if not content_type.lower().startswith(VIDEO_TYPES):
                 raise PermanentMediaError("unsupported_content", f"Expected a video, got {content_type or 'no type'}.")
@@ -265,8 +319,10 @@ class TaskPipeline:
             key = f"videos/{task.id}/{attempt}{_extension(content_type)}"
             with phase("blob.upload", **{"mediatasks.content_type": content_type}) as upload:
                 ref = self.blobs.put_stream(
-                    key, self._counted(response.iter_bytes(), expected, reporter, timings),
-                    content_type=content_type, max_bytes=self.limits.max_video_bytes,
+                    key,
+                    self._counted(response.iter_bytes(), expected, reporter, timings),
+                    content_type=content_type,
+                    max_bytes=self.limits.max_video_bytes,
                 )
                 upload.set_attribute("mediatasks.bytes", ref.size)
             span.set_attribute("mediatasks.bytes", ref.size)
@@ -278,8 +334,9 @@ class TaskPipeline:
         reporter.stage("video", 70, {"timings": dict(timings), "bytes": ref.size})
         return ref
 
-    def _counted(self, chunks: Iterator[bytes], expected: int | None, reporter: AttemptReporter,
-                 timings: dict[str, float]) -> Iterator[bytes]:
+    def _counted(
+        self, chunks: Iterator[bytes], expected: int | None, reporter: AttemptReporter, timings: dict[str, float]
+    ) -> Iterator[bytes]:
         received = 0
         for chunk in chunks:
             received += len(chunk)
@@ -288,8 +345,15 @@ class TaskPipeline:
             yield chunk
         timings["download_bytes"] = received
 
-    def _subtitles(self, task: MediaTask, info: MediaInfo, attempt: int, reporter: AttemptReporter,
-                   timings: dict[str, float], stored: list[BlobRef]) -> list[dict[str, Any]]:
+    def _subtitles(
+        self,
+        task: MediaTask,
+        info: MediaInfo,
+        attempt: int,
+        reporter: AttemptReporter,
+        timings: dict[str, float],
+        stored: list[BlobRef],
+    ) -> list[dict[str, Any]]:
         sources = _choose_tracks(info, task.languages)
         if not sources:
             wanted = ", ".join(task.languages) if task.languages else "any language"
@@ -305,13 +369,22 @@ class TaskPipeline:
                     continue
                 cues = [{"start": c.start, "end": c.end, "text": c.text} for c in track.cues]
                 payload = json.dumps(cues, ensure_ascii=False).encode()
-                with phase("blob.upload", **{"mediatasks.content_type": "application/json",
-                                             "mediatasks.bytes": len(payload)}):
-                    ref = self.blobs.put_stream(f"subtitles/{task.id}/{attempt}/{source.lang}.json", [payload],
-                                                content_type="application/json")
+                with phase(
+                    "blob.upload", **{"mediatasks.content_type": "application/json", "mediatasks.bytes": len(payload)}
+                ):
+                    ref = self.blobs.put_stream(
+                        f"subtitles/{task.id}/{attempt}/{source.lang}.json", [payload], content_type="application/json"
+                    )
                 stored.append(ref)
-                tracks.append({"lang": source.lang, "kind": source.kind, "source_format": source.format,
-                               "cues": len(cues), "blob": ref.to_dict()})
+                tracks.append(
+                    {
+                        "lang": source.lang,
+                        "kind": source.kind,
+                        "source_format": source.format,
+                        "cues": len(cues),
+                        "blob": ref.to_dict(),
+                    }
+                )
                 reporter.tick("subtitles", 80)
             span.set_attribute("mediatasks.tracks", len(tracks))
         timings["subtitles_ms"] = _ms(t)
@@ -322,8 +395,15 @@ class TaskPipeline:
 
     # Failure ----------------------------------------------------------------------
 
-    def _fail(self, task: MediaTask, attempt: int, error: MediaError, timings: dict[str, float],
-              started: float, last_delivery: bool) -> PipelineOutcome:
+    def _fail(
+        self,
+        task: MediaTask,
+        attempt: int,
+        error: MediaError,
+        timings: dict[str, float],
+        started: float,
+        last_delivery: bool,
+    ) -> PipelineOutcome:
         timings["total_ms"] = _ms(started)
         details = dict(error.details)
         retry_after = getattr(error, "retry_after", None)
@@ -333,15 +413,37 @@ class TaskPipeline:
         context = clean_json({"timings": timings, **({"details": details} if details else {})})
         try:
             with phase("event_store.append", **{"mediatasks.event": "Failed", "mediatasks.error_code": error.code}):
-                terminal = self.app.fail(task.id, attempt, clean_text(error.code), clean_text(error.message),
-                                         error.retryable, context, last_delivery=last_delivery)
+                terminal = self.app.fail(
+                    task.id,
+                    attempt,
+                    clean_text(error.code),
+                    clean_text(error.message),
+                    error.retryable,
+                    context,
+                    last_delivery=last_delivery,
+                )
         except (StaleAttempt, InvalidTransition):
             return PipelineOutcome("lease_lost", attempt, error.code, error.retryable)
-        logger.info("attempt failed", extra={"task_id": str(task.id), "attempt": attempt, "error_code": error.code,
-                                             "outcome": "failed" if terminal else "retry_scheduled",
-                                             "terminal": terminal, "timings": timings})
-        return PipelineOutcome("failed" if terminal else "retry_scheduled", attempt, error.code, error.retryable,
-                               terminal, retry_after, timings=timings)
+        logger.info(
+            "attempt failed",
+            extra={
+                "task_id": str(task.id),
+                "attempt": attempt,
+                "error_code": error.code,
+                "outcome": "failed" if terminal else "retry_scheduled",
+                "terminal": terminal,
+                "timings": timings,
+            },
+        )
+        return PipelineOutcome(
+            "failed" if terminal else "retry_scheduled",
+            attempt,
+            error.code,
+            error.retryable,
+            terminal,
+            retry_after,
+            timings=timings,
+        )
 
     def _discard(self, stored: list[BlobRef]) -> None:
         for ref in stored:
@@ -356,8 +458,10 @@ def _cleaned(info: MediaInfo, task: MediaTask) -> MediaInfo:
     cleaned = info.cleaned()
     skipped = [track.lang for track in info.subtitles if not is_subtitle_language(clean_text(track.lang))]
     if skipped:
-        logger.warning("subtitle tracks skipped: their language is not a language tag",
-                       extra={"task_id": str(task.id), "languages": [repr(lang[:40]) for lang in skipped]})
+        logger.warning(
+            "subtitle tracks skipped: their language is not a language tag",
+            extra={"task_id": str(task.id), "languages": [repr(lang[:40]) for lang in skipped]},
+        )
     return cleaned
 
 
@@ -375,9 +479,15 @@ def _choose_tracks(info: MediaInfo, languages: list[str]) -> list[SubtitleSource
 
 def _media_summary(info: MediaInfo) -> dict[str, Any]:
     """What the events keep of the metadata: never the (possibly signed) media URLs."""
-    return {"platform": info.platform, "media_id": info.media_id, "title": info.title, "duration": info.duration,
-            "uploader": info.uploader, "has_video": info.video is not None,
-            "subtitle_languages": sorted({t.lang for t in info.subtitles})}
+    return {
+        "platform": info.platform,
+        "media_id": info.media_id,
+        "title": info.title,
+        "duration": info.duration,
+        "uploader": info.uploader,
+        "has_video": info.video is not None,
+        "subtitle_languages": sorted({t.lang for t in info.subtitles}),
+    }
 
 
 def _ms(since: float) -> float:

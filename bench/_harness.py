@@ -45,9 +45,12 @@ def database() -> Iterator[dict[str, str]]:
 @contextmanager
 def service(pg: dict[str, str], *args: str, **settings: str) -> Iterator[ServiceProcess]:
     log_dir = Path(tempfile.mkdtemp(prefix="mt-bench-"))
-    env = {"MEDIATASKS_DATABASE_URL": database_url(pg), "MEDIATASKS_ADMIN_TOKEN": ADMIN,
-           "MEDIATASKS_DATA_DIR": str(log_dir / "data"),
-           **{f"MEDIATASKS_{k.upper()}": v for k, v in settings.items()}}
+    env = {
+        "MEDIATASKS_DATABASE_URL": database_url(pg),
+        "MEDIATASKS_ADMIN_TOKEN": ADMIN,
+        "MEDIATASKS_DATA_DIR": str(log_dir / "data"),
+        **{f"MEDIATASKS_{k.upper()}": v for k, v in settings.items()},
+    }
     process = ServiceProcess(*args, env=env, cwd=log_dir, log_path=log_dir / "service.log")
     try:
         process.wait_ready()
@@ -58,8 +61,12 @@ def service(pg: dict[str, str], *args: str, **settings: str) -> Iterator[Service
 
 def new_user(url: str, credits: int = 1_000_000_000) -> str:
     user_id = "bench" + os.urandom(4).hex()
-    r = httpx.post(url + "/v1/admin/users", json={"user_id": user_id, "credits": credits},
-                   headers={"Authorization": f"Bearer {ADMIN}"}, timeout=30)
+    r = httpx.post(
+        url + "/v1/admin/users",
+        json={"user_id": user_id, "credits": credits},
+        headers={"Authorization": f"Bearer {ADMIN}"},
+        timeout=30,
+    )
     r.raise_for_status()
     return r.json()["api_key"]
 
@@ -73,13 +80,24 @@ class WrkResult:
     errors: int
 
     def row(self) -> str:
-        return f"{self.requests_per_second:10.0f} req/s  p50 {self.p50_ms:7.2f} ms  p99 {self.p99_ms:7.2f} ms" + (
-            f"  non-2xx {self.non_2xx}" if self.non_2xx else "") + (f"  errors {self.errors}" if self.errors else "")
+        return (
+            f"{self.requests_per_second:10.0f} req/s  p50 {self.p50_ms:7.2f} ms  p99 {self.p99_ms:7.2f} ms"
+            + (f"  non-2xx {self.non_2xx}" if self.non_2xx else "")
+            + (f"  errors {self.errors}" if self.errors else "")
+        )
 
 
-def wrk(url: str, *, connections: int, seconds: int, threads: int = 2, method: str = "GET",
-        body: dict | None = None, headers: dict[str, str] | None = None,
-        api_keys: list[str] | None = None) -> WrkResult:
+def wrk(
+    url: str,
+    *,
+    connections: int,
+    seconds: int,
+    threads: int = 2,
+    method: str = "GET",
+    body: dict | None = None,
+    headers: dict[str, str] | None = None,
+    api_keys: list[str] | None = None,
+) -> WrkResult:
     """Run wrk; with api_keys, each request is sent as a user picked at random."""
     script = Path(tempfile.mkstemp(suffix=".lua")[1])
     lines = [f'wrk.method = "{method}"']
@@ -90,21 +108,31 @@ def wrk(url: str, *, connections: int, seconds: int, threads: int = 2, method: s
         lines.append(f'wrk.headers["{k}"] = "{v}"')
     if api_keys:
         lines.append("keys = {" + ", ".join(f'"{k}"' for k in api_keys) + "}")
-        lines.append(textwrap.dedent("""
+        lines.append(
+            textwrap.dedent("""
             request = function()
               wrk.headers["Authorization"] = "Bearer " .. keys[math.random(#keys)]
               return wrk.format()
             end
-        """))
-    script.write_text("\n".join(lines) + "\n" + textwrap.dedent("""
+        """)
+        )
+    script.write_text(
+        "\n".join(lines)
+        + "\n"
+        + textwrap.dedent("""
         done = function(summary, latency, requests)
           io.write(string.format("RESULT %f %f %f %d %d\\n", summary.requests / (summary.duration / 1e6),
             latency:percentile(50) / 1000, latency:percentile(99) / 1000, summary.errors.status,
             summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))
         end
-    """))
-    out = subprocess.run([ensure_wrk(), "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s",
-                          "-s", str(script), url], capture_output=True, text=True, check=True).stdout
+    """)
+    )
+    out = subprocess.run(
+        [ensure_wrk(), "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", "-s", str(script), url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     match = re.search(r"RESULT (\S+) (\S+) (\S+) (\d+) (\d+)", out)
     assert match, out
     rps, p50, p99, non2xx, errors = match.groups()
@@ -122,8 +150,8 @@ def cpu_seconds(root_pid: int) -> tuple[float, float]:
             raw = Path(f"/proc/{entry}/stat").read_text()
         except OSError:
             continue
-        name = raw[raw.index("(") + 1:raw.rindex(")")]
-        fields = raw[raw.rindex(")") + 2:].split()
+        name = raw[raw.index("(") + 1 : raw.rindex(")")]
+        fields = raw[raw.rindex(")") + 2 :].split()
         stats[int(entry)] = (int(fields[1]), name, (int(fields[11]) + int(fields[12])) / tick)
     tree, grew = {root_pid}, True
     while grew:

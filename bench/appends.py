@@ -21,8 +21,8 @@ from _harness import database
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.utils import Environment
 
-from infrastructure.bootstrap import create_tables
-from infrastructure.eventstore import MediaTasksPostgresFactory
+from infrastructure.postgres.event_store import MediaTasksPostgresFactory
+from infrastructure.postgres.tables import create_tables
 from infrastructure.settings import Settings
 from tests.support.postgres import database_url
 
@@ -67,8 +67,10 @@ def recorder_call(pg: dict[str, str], mode: str, events_per_call: int) -> tuple[
 def raw_call(pg: dict[str, str]) -> Callable[[], int]:
     url = database_url(pg)
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("CREATE TABLE raw_events (originator_id uuid, originator_version bigint, topic text, "
-                     "state bytea, notification_id bigserial, PRIMARY KEY (originator_id, originator_version))")
+        conn.execute(
+            "CREATE TABLE raw_events (originator_id uuid, originator_version bigint, topic text, "
+            "state bytea, notification_id bigserial, PRIMARY KEY (originator_id, originator_version))"
+        )
     local = threading.local()
 
     def call() -> int:
@@ -82,7 +84,9 @@ def raw_call(pg: dict[str, str]) -> Callable[[], int]:
             cur = conn.execute(
                 "INSERT INTO raw_events (originator_id, originator_version, topic, state) "
                 "SELECT * FROM unnest(%b::uuid[], %b::bigint[], %b::text[], %b::bytea[]) RETURNING notification_id",
-                (ids, [1] * len(ids), ["bench"] * len(ids), [b"{}"] * len(ids)), prepare=True)
+                (ids, [1] * len(ids), ["bench"] * len(ids), [b"{}"] * len(ids)),
+                prepare=True,
+            )
             pipeline.sync()
             cur.fetchall()
         return RAW_ROWS_PER_TRANSACTION

@@ -24,14 +24,23 @@ from psycopg.sql import SQL, Composed, Identifier
 
 from domain.credits import CreditAccount
 from domain.tasks import MediaTask
-from infrastructure.bootstrap import create_tables
-from infrastructure.events_topic_index import topic_index_name, topic_reads_statement
+from infrastructure.postgres.tables import create_tables
+from infrastructure.postgres.topic_index import topic_index_name, topic_reads_statement
 from infrastructure.settings import Settings
 from tests.support.postgres import database_url
 
 TABLE = "mediatasks_events"
-CYCLE = [get_topic(t) for t in (MediaTask.Started, MediaTask.Downloading, MediaTask.Processing,
-                                MediaTask.Processing, MediaTask.Extracted, CreditAccount.Charged)]
+CYCLE = [
+    get_topic(t)
+    for t in (
+        MediaTask.Started,
+        MediaTask.Downloading,
+        MediaTask.Processing,
+        MediaTask.Processing,
+        MediaTask.Extracted,
+        CreditAccount.Charged,
+    )
+]
 FOLLOWERS = {
     "refund issuer": [get_topic(MediaTask.Failed)],
     "publisher": [get_topic(MediaTask.Started), get_topic(MediaTask.Retried)],
@@ -49,30 +58,42 @@ def fill(conn: psycopg.Connection, schema: str, events: int) -> None:
     table = Identifier(schema, TABLE)
     head = conn.execute(SQL("SELECT coalesce(max(notification_id), 0) FROM {}").format(table)).fetchone()[0]
     if head == 0:
-        conn.execute(SQL("INSERT INTO {} (originator_id, originator_version, topic, state) "
-                         "VALUES (gen_random_uuid(), 1, %s, '\\x7b7d')").format(table), (FOLLOWERS["refund issuer"][0],))
+        conn.execute(
+            SQL(
+                "INSERT INTO {} (originator_id, originator_version, topic, state) "
+                "VALUES (gen_random_uuid(), 1, %s, '\\x7b7d')"
+            ).format(table),
+            (FOLLOWERS["refund issuer"][0],),
+        )
         head = 1
-    conn.execute(SQL("INSERT INTO {} (originator_id, originator_version, topic, state) "
-                     "SELECT gen_random_uuid(), 1, (%s::text[])[1 + i %% 6], '\\x7b7d' "
-                     "FROM generate_series(%s, %s) AS i").format(table), (CYCLE, head, events - 1))
+    conn.execute(
+        SQL(
+            "INSERT INTO {} (originator_id, originator_version, topic, state) "
+            "SELECT gen_random_uuid(), 1, (%s::text[])[1 + i %% 6], '\\x7b7d' "
+            "FROM generate_series(%s, %s) AS i"
+        ).format(table),
+        (CYCLE, head, events - 1),
+    )
     conn.execute(SQL("VACUUM ANALYZE {}").format(table))
 
 
 def last_match(conn: psycopg.Connection, schema: str, topics: list[str]) -> int:
-    row = conn.execute(SQL("SELECT max(notification_id) FROM {} WHERE topic = ANY(%s)").format(
-        Identifier(schema, TABLE)), (topics,)).fetchone()
+    row = conn.execute(
+        SQL("SELECT max(notification_id) FROM {} WHERE topic = ANY(%s)").format(Identifier(schema, TABLE)), (topics,)
+    ).fetchone()
     return row[0]
 
 
 def library_statement(schema: str, topics: list[str]) -> tuple[Composed, list]:
     """eventsourcing's own `select_notifications` statement: the topics are a parameter."""
-    statement = SQL("SELECT * FROM {} WHERE notification_id>%s AND topic = ANY(%s) "
-                    "ORDER BY notification_id LIMIT %s").format(Identifier(schema, TABLE))
+    statement = SQL(
+        "SELECT * FROM {} WHERE notification_id>%s AND topic = ANY(%s) ORDER BY notification_id LIMIT %s"
+    ).format(Identifier(schema, TABLE))
     return statement, [topics]
 
 
 def project_statement(schema: str, topics: list[str]) -> tuple[Composed, list]:
-    """The project's (infrastructure/events_topic_index.py): the topics written in as a literal."""
+    """The project's (infrastructure/postgres/topic_index.py): the topics written in as a literal."""
     return topic_reads_statement(schema, TABLE, topics, inclusive_of_start=False, has_stop=False), []
 
 
@@ -105,8 +126,10 @@ def main() -> None:
         schema = env["POSTGRES_SCHEMA"]
         index = Identifier(schema, topic_index_name(TABLE))
         print("ms per read (wall / PostgreSQL backend CPU), prepared statements, from each follower's last match\n")
-        print(f"{'events':>8}  {'follower':<14} {'no index':>15} {'index, topics a parameter':>26}"
-              f" {'index, topics a literal':>24} {'ratio':>7}")
+        print(
+            f"{'events':>8}  {'follower':<14} {'no index':>15} {'index, topics a parameter':>26}"
+            f" {'index, topics a literal':>24} {'ratio':>7}"
+        )
         with psycopg.connect(database_url(pg), autocommit=True) as conn:
             for events in (int(n) for n in args.events.split(",")):
                 fill(conn, schema, events)
@@ -120,8 +143,10 @@ def main() -> None:
                 project = measure(conn, schema, args.pulls, project_statement)
                 for name in FOLLOWERS:
                     cells = [f"{w:.3f} / {c:.3f}" for w, c in (before[name], library[name], project[name])]
-                    print(f"{events:>8}  {name:<14} {cells[0]:>15} {cells[1]:>26} {cells[2]:>24}"
-                          f" {before[name][0] / project[name][0]:>6.0f}×")
+                    print(
+                        f"{events:>8}  {name:<14} {cells[0]:>15} {cells[1]:>26} {cells[2]:>24}"
+                        f" {before[name][0] / project[name][0]:>6.0f}×"
+                    )
 
 
 if __name__ == "__main__":

@@ -44,9 +44,24 @@ SCHEMA = "bench_submit"
 @contextmanager
 def peer(module: str, env: dict[str, str]) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", f"{module}:app", "--app-dir", str(ROOT / "bench" / "peers"),
-                             "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-                            env={**os.environ, **env}, stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            f"{module}:app",
+            "--app-dir",
+            str(ROOT / "bench" / "peers"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:
@@ -73,8 +88,12 @@ def postmaster_pid(pg: dict[str, str]) -> int:
 def users(url: str, n: int, credits: int = 1_000_000_000) -> list[str]:
     keys = []
     for _ in range(n):
-        r = httpx.post(url + "/v1/admin/users", json={"user_id": "b" + uuid.uuid4().hex[:12], "credits": credits},
-                       headers=ADMIN, timeout=30)
+        r = httpx.post(
+            url + "/v1/admin/users",
+            json={"user_id": "b" + uuid.uuid4().hex[:12], "credits": credits},
+            headers=ADMIN,
+            timeout=30,
+        )
         r.raise_for_status()
         keys.append(r.json()["api_key"])
     return keys
@@ -86,9 +105,20 @@ def user_with_history(pg: dict[str, str], tasks: int) -> str:
     user = app.create_user("history" + uuid.uuid4().hex[:8], 1_000_000_000)
     account = app.get_account(user.user_id)
     for start in range(0, tasks, 500):
-        batch = [MediaTask.start(user_id=user.user_id, idempotency_key=f"bulk-{i}", url=TIKTOK, platform="tiktok",
-                                 output_type="subtitles", languages=[], credits=1, requested_at=app.clock(),
-                                 max_attempts=3) for i in range(start, min(tasks, start + 500))]
+        batch = [
+            MediaTask.start(
+                user_id=user.user_id,
+                idempotency_key=f"bulk-{i}",
+                url=TIKTOK,
+                platform="tiktok",
+                output_type="subtitles",
+                languages=[],
+                credits=1,
+                requested_at=app.clock(),
+                max_attempts=3,
+            )
+            for i in range(start, min(tasks, start + 500))
+        ]
         for task in batch:
             account.charge(task.id, 1, 1)
         app.save(*batch, account)
@@ -102,14 +132,23 @@ class Table:
         self.seconds, self.connections, self.postgres = seconds, connections, postgres
         self.rows: list[tuple[str, int, str, WrkResult, float, float]] = []
 
-    def measure(self, system: str, workers: int, who: str, server_pid: int, url: str, keys: list[str] | None,
-                path: str = "/v1/tasks") -> WrkResult:
+    def measure(
+        self,
+        system: str,
+        workers: int,
+        who: str,
+        server_pid: int,
+        url: str,
+        keys: list[str] | None,
+        path: str = "/v1/tasks",
+    ) -> WrkResult:
         service0, pg0 = cpu_seconds(server_pid)[0], cpu_seconds(self.postgres)[0]
         if keys is None:
             result = wrk(url + path, connections=self.connections, seconds=self.seconds)
         else:
-            result = wrk(url + path, connections=self.connections, seconds=self.seconds, method="POST", body=BODY,
-                         api_keys=keys)
+            result = wrk(
+                url + path, connections=self.connections, seconds=self.seconds, method="POST", body=BODY, api_keys=keys
+            )
         requests = max(1.0, result.requests_per_second * self.seconds)
         service_ms = (cpu_seconds(server_pid)[0] - service0) / requests * 1e3
         pg_ms = (cpu_seconds(self.postgres)[0] - pg0) / requests * 1e3
@@ -119,16 +158,20 @@ class Table:
 
     def print(self, baseline: dict[str, float]) -> None:
         print(f"wrk, {self.connections} connections, {self.seconds} s per row, one run\n")
-        print("| system | uvicorn workers | users | req/s | p50 ms | p99 ms | service CPU ms/req | PostgreSQL CPU "
-              "ms/req | × psycopg peer (same users) | × eventsourcing peer |")
+        print(
+            "| system | uvicorn workers | users | req/s | p50 ms | p99 ms | service CPU ms/req | PostgreSQL CPU "
+            "ms/req | × psycopg peer (same users) | × eventsourcing peer |"
+        )
         print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|")
         for system, workers, who, r, service_ms, pg_ms in self.rows:
             key = "1 user" if who.startswith("1 user") or who.startswith("history") else who
             vs_pg = r.requests_per_second / baseline.get(f"psycopg {key}", float("nan"))
             vs_es = r.requests_per_second / baseline.get(f"eventsourcing {key}", float("nan"))
             errors = f" ({r.non_2xx} non-2xx)" if r.non_2xx else ""
-            print(f"| {system} | {workers} | {who} | {r.requests_per_second:,.0f}{errors} | {r.p50_ms:.1f} | "
-                  f"{r.p99_ms:.1f} | {service_ms:.2f} | {pg_ms:.2f} | {vs_pg:.2f} | {vs_es:.2f} |")
+            print(
+                f"| {system} | {workers} | {who} | {r.requests_per_second:,.0f}{errors} | {r.p50_ms:.1f} | "
+                f"{r.p99_ms:.1f} | {service_ms:.2f} | {pg_ms:.2f} | {vs_pg:.2f} | {vs_es:.2f} |"
+            )
 
 
 def main() -> None:
@@ -143,16 +186,24 @@ def main() -> None:
         pg_url = database_url(pg)
         with peer("psycopg_peer", {"DATABASE_URL": pg_url}) as (url, proc):
             for who, n in (("1 user", 1), ("64 users", 64)):
-                baseline[f"psycopg {who}"] = table.measure("naive FastAPI + psycopg", 1, who, proc.pid, url,
-                                                           users(url, n)).requests_per_second
-        es_env = {"PERSISTENCE_MODULE": "eventsourcing.postgres", "CREATE_TABLE": "true", "POSTGRES_SCHEMA": "peer_es",
-                  **{k: v for k, v in pg.items()}, "POSTGRES_POOL_SIZE": "10", "POSTGRES_MAX_OVERFLOW": "20"}
+                baseline[f"psycopg {who}"] = table.measure(
+                    "naive FastAPI + psycopg", 1, who, proc.pid, url, users(url, n)
+                ).requests_per_second
+        es_env = {
+            "PERSISTENCE_MODULE": "eventsourcing.postgres",
+            "CREATE_TABLE": "true",
+            "POSTGRES_SCHEMA": "peer_es",
+            **{k: v for k, v in pg.items()},
+            "POSTGRES_POOL_SIZE": "10",
+            "POSTGRES_MAX_OVERFLOW": "20",
+        }
         with psycopg.connect(pg_url, autocommit=True) as conn:
             conn.execute("CREATE SCHEMA IF NOT EXISTS peer_es")
         with peer("eventsourcing_peer", es_env) as (url, proc):
             for who, n in (("1 user", 1), ("64 users", 64)):
-                baseline[f"eventsourcing {who}"] = table.measure("naive FastAPI + eventsourcing", 1, who, proc.pid,
-                                                                 url, users(url, n)).requests_per_second
+                baseline[f"eventsourcing {who}"] = table.measure(
+                    "naive FastAPI + eventsourcing", 1, who, proc.pid, url, users(url, n)
+                ).requests_per_second
         for workers in (1, 2):
             extra = ("--no-dispatch", *(("--workers", str(workers)) if workers > 1 else ()))
             with service(pg, *extra, postgres_schema=SCHEMA) as svc:
@@ -163,8 +214,9 @@ def main() -> None:
                 table.measure("mediatasks", workers, "64 users", pid, svc.url, users(svc.url, 64))
                 if workers == 1 and args.history:
                     key = user_with_history(pg, args.history)
-                    table.measure("mediatasks", 1, f"history: 1 user with {args.history:,} earlier tasks", pid,
-                                  svc.url, [key])
+                    table.measure(
+                        "mediatasks", 1, f"history: 1 user with {args.history:,} earlier tasks", pid, svc.url, [key]
+                    )
         table.print(baseline)
 
 

@@ -26,11 +26,11 @@ from psycopg.sql import SQL, Identifier
 from application.mediatasks import MediaTasks
 from domain.credits import CreditAccount
 from domain.tasks import MediaTask
-from infrastructure.audit import rebuild, replay_invariants, verify, verify_chain
-from infrastructure.audit_export import export_writer, verify_export, write_export
-from infrastructure.audit_keys import Ed25519Signer
-from infrastructure.audit_seal import PostgresSeal, SealingFollower
-from infrastructure.bootstrap import construct_views, create_tables
+from infrastructure.audit.export import export_writer, verify_export, write_export
+from infrastructure.audit.history import rebuild, replay_invariants, verify, verify_chain
+from infrastructure.audit.keys import Ed25519Signer
+from infrastructure.postgres.audit_seal import PostgresSeal, SealingFollower
+from infrastructure.postgres.tables import construct_views, create_tables
 from infrastructure.settings import Settings
 
 URL = "https://www.tiktok.com/@scout2015/video/6718335390845095173"
@@ -52,9 +52,17 @@ def generate(app: MediaTasks, events: int) -> int:
         account = accounts[n % USERS]
         tasks = []
         for _ in range(BATCH):
-            task = MediaTask.start(user_id=account.user_id, idempotency_key=f"k{n}", url=URL, platform="tiktok",
-                                   output_type="subtitles", languages=["en"], credits=1, requested_at=now,
-                                   max_attempts=3)
+            task = MediaTask.start(
+                user_id=account.user_id,
+                idempotency_key=f"k{n}",
+                url=URL,
+                platform="tiktok",
+                output_type="subtitles",
+                languages=["en"],
+                credits=1,
+                requested_at=now,
+                max_attempts=3,
+            )
             account.charge(task.id, 1, 1)
             task.begin_attempt(now=now, lease=lease, worker_id="bench")
             task.report_progress(attempt=1, stage="metadata", progress=20)
@@ -101,15 +109,26 @@ def main() -> None:
         follower.checkpoint_seconds = 0
         follower.catch_up()  # the last checkpoint at the head
         seal_s = time.perf_counter() - started
-        print(f"sealing follower catching up (links + a checkpoint every 10,000): {seal_s:.1f} s = "
-              f"{head / seal_s:,.0f} events/s")
+        print(
+            f"sealing follower catching up (links + a checkpoint every 10,000): {seal_s:.1f} s = "
+            f"{head / seal_s:,.0f} events/s"
+        )
 
         def scan() -> int:
-            with psycopg.connect(host=pg["POSTGRES_HOST"], port=pg["POSTGRES_PORT"], user=pg["POSTGRES_USER"],
-                                 password=pg["POSTGRES_PASSWORD"] or None, dbname=pg["POSTGRES_DBNAME"]) as conn:
+            with psycopg.connect(
+                host=pg["POSTGRES_HOST"],
+                port=pg["POSTGRES_PORT"],
+                user=pg["POSTGRES_USER"],
+                password=pg["POSTGRES_PASSWORD"] or None,
+                dbname=pg["POSTGRES_DBNAME"],
+            ) as conn:
                 with conn.cursor(name="scan") as curs:
-                    curs.execute(SQL("SELECT notification_id, originator_id, originator_version, topic, state "
-                                     "FROM {}.mediatasks_events ORDER BY notification_id").format(Identifier("public")))
+                    curs.execute(
+                        SQL(
+                            "SELECT notification_id, originator_id, originator_version, topic, state "
+                            "FROM {}.mediatasks_events ORDER BY notification_id"
+                        ).format(Identifier("public"))
+                    )
                     rows = 0
                     while page := curs.fetchmany(10_000):
                         rows += len(page)
@@ -120,19 +139,38 @@ def main() -> None:
         started = time.perf_counter()
         rows = scan()
         scan_s = time.perf_counter() - started
-        print(f"| plain SELECT scan (psycopg, server-side cursor, pages of 10,000) | {rows:,} | {scan_s:.2f} | "
-              f"{rows / scan_s:,.0f} | 1.00 |", flush=True)
-        _, report = timed("invariant replay (decode + every check)", head, scan_s,
-                          lambda: replay_invariants(app, refunds_tracked_to=head))
+        print(
+            f"| plain SELECT scan (psycopg, server-side cursor, pages of 10,000) | {rows:,} | {scan_s:.2f} | "
+            f"{rows / scan_s:,.0f} | 1.00 |",
+            flush=True,
+        )
+        _, report = timed(
+            "invariant replay (decode + every check)",
+            head,
+            scan_s,
+            lambda: replay_invariants(app, refunds_tracked_to=head),
+        )
         assert report.ok, report.violations[:3]
-        _, chain = timed("chain verification (links, checkpoints, signatures)", head, scan_s,
-                         lambda: verify_chain(app, seal=seal, verifier=signer.verifier()))
+        _, chain = timed(
+            "chain verification (links, checkpoints, signatures)",
+            head,
+            scan_s,
+            lambda: verify_chain(app, seal=seal, verifier=signer.verifier()),
+        )
         assert chain.ok, chain.violations[:3]
-        rebuild_s, (old, new, caught_up) = timed("`rebuild` (fold in memory, COPY, indexes after, switch)", head,
-                                                  scan_s, lambda: rebuild(env, app, grace_seconds=0))
+        rebuild_s, (old, new, caught_up) = timed(
+            "`rebuild` (fold in memory, COPY, indexes after, switch)",
+            head,
+            scan_s,
+            lambda: rebuild(env, app, grace_seconds=0),
+        )
         views = construct_views(env, new)
-        _, full = timed("full `verify` (replay + checks + chain + read-model rebuild and comparison)", head, scan_s,
-                        lambda: verify(app, views, seal=seal, verifier=signer.verifier()))
+        _, full = timed(
+            "full `verify` (replay + checks + chain + read-model rebuild and comparison)",
+            head,
+            scan_s,
+            lambda: verify(app, views, seal=seal, verifier=signer.verifier()),
+        )
         assert full.ok, full.violations[:3]
         path = Path(tempfile.mkdtemp(prefix="mt-export-")) / "history.ndjson.zst"
 
@@ -141,8 +179,12 @@ def main() -> None:
                 write_export(app, seal, out, refunds_tracked_to=head)
 
         timed("`export` to .ndjson.zst", head, scan_s, export)
-        _, offline = timed("`verify-export` of that file (chain + signatures + invariants, no database)", head,
-                           scan_s, lambda: verify_export(str(path), signer.verifier()))
+        _, offline = timed(
+            "`verify-export` of that file (chain + signatures + invariants, no database)",
+            head,
+            scan_s,
+            lambda: verify_export(str(path), signer.verifier()),
+        )
         assert offline.ok, offline.violations[:3]
         print(f"export file: {path.stat().st_size / 2**20:,.1f} MiB; {full.summary()}")
         path.unlink()

@@ -41,9 +41,15 @@ def curl_seconds(url: str, out: Path) -> float:
 
 
 def run_once(pg: dict, platform: FakePlatform, size: int, store: str, s3: dict | None) -> dict:
-    settings = dict(provider="http", provider_url=platform.provider_url, provider_key="fake-key",
-                    provider_host="fake-platform.test", url_allow_cidrs="127.0.0.1/32",
-                    max_video_bytes=str(4 * 1024**3), workers="1")
+    settings = dict(
+        provider="http",
+        provider_url=platform.provider_url,
+        provider_key="fake-key",
+        provider_host="fake-platform.test",
+        url_allow_cidrs="127.0.0.1/32",
+        max_video_bytes=str(4 * 1024**3),
+        workers="1",
+    )
     if store == "s3":
         settings.update(blob_url=f"s3://{s3['bucket']}/bench", s3_endpoint_url=s3["endpoint"])
     with service(pg, **settings) as svc:
@@ -57,8 +63,13 @@ def run_once(pg: dict, platform: FakePlatform, size: int, store: str, s3: dict |
         wall = time.perf_counter() - started
         assert task["status"] == "extracted", task
         rss = peak_rss_mib(svc.proc.pid)
-    return {"wall": wall, "download_ms": task["timings"]["download_ms"], "rss": rss,
-            "mbps": task["timings"]["download_mb_per_s"], "media_id": task["result"]["media"]["media_id"]}
+    return {
+        "wall": wall,
+        "download_ms": task["timings"]["download_ms"],
+        "rss": rss,
+        "mbps": task["timings"]["download_mb_per_s"],
+        "media_id": task["result"]["media"]["media_id"],
+    }
 
 
 def main() -> None:
@@ -68,7 +79,9 @@ def main() -> None:
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     stores = ["file", "s3"] if args.store == "both" else [args.store]
-    print(f"{'store':<5} {'size':>9} {'pipeline MB/s':>13} {'curl MB/s':>10} {'ratio':>6} {'wall s':>7} {'peak RSS MiB':>13}")
+    print(
+        f"{'store':<5} {'size':>9} {'pipeline MB/s':>13} {'curl MB/s':>10} {'ratio':>6} {'wall s':>7} {'peak RSS MiB':>13}"
+    )
     with ExitStack() as stack, database() as pg:
         platform = stack.enter_context(FakePlatform())
         s3 = None
@@ -87,8 +100,11 @@ def main() -> None:
                 curl_url = platform.url + f"/media/{result['media_id']}.mp4?mode=ok&size={size}"
                 curl_s = curl_seconds(curl_url, scratch / "video.mp4")
                 curl_mbps = size / 1e6 / curl_s
-                print(f"{store:<5} {size / 1024**2:>6.0f}MiB {result['mbps']:>13.1f} {curl_mbps:>10.1f} "
-                      f"{result['mbps'] / curl_mbps:>6.2f} {result['wall']:>7.2f} {result['rss']:>13.1f}", flush=True)
+                print(
+                    f"{store:<5} {size / 1024**2:>6.0f}MiB {result['mbps']:>13.1f} {curl_mbps:>10.1f} "
+                    f"{result['mbps'] / curl_mbps:>6.2f} {result['wall']:>7.2f} {result['rss']:>13.1f}",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

@@ -74,11 +74,23 @@ def measure(pg: dict[str, str], args: argparse.Namespace, **settings: str) -> tu
     """wrk's result and the service process's CPU milliseconds per request."""
     with service(pg, "--no-dispatch", **settings) as svc:
         keys = [new_user(svc.url) for _ in range(args.users)]
-        wrk(svc.url + "/v1/tasks", connections=args.connections, seconds=2, method="POST",  # warm-up
-            body={"url": TIKTOK, "output_type": "subtitles"}, api_keys=keys)
+        wrk(
+            svc.url + "/v1/tasks",
+            connections=args.connections,
+            seconds=2,
+            method="POST",  # warm-up
+            body={"url": TIKTOK, "output_type": "subtitles"},
+            api_keys=keys,
+        )
         cpu = cpu_seconds(svc.proc.pid)
-        result = wrk(svc.url + "/v1/tasks", connections=args.connections, seconds=args.seconds, method="POST",
-                     body={"url": TIKTOK, "output_type": "subtitles"}, api_keys=keys)
+        result = wrk(
+            svc.url + "/v1/tasks",
+            connections=args.connections,
+            seconds=args.seconds,
+            method="POST",
+            body={"url": TIKTOK, "output_type": "subtitles"},
+            api_keys=keys,
+        )
         cpu = cpu_seconds(svc.proc.pid) - cpu
         return result, 1000 * cpu / (result.requests_per_second * args.seconds)
 
@@ -96,9 +108,11 @@ def main() -> None:
     os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = sink.endpoint
     print(f"wrk, {args.connections} connections, {args.seconds} s per run, {args.users} users, 1 uvicorn worker\n")
     print(f"{'round':>5}  {'telemetry':<22} result")
-    modes = {"off": {"telemetry": "false"},
-             "on, every trace": {"otel_exporter": "otlp"},
-             f"on, {args.ratio:g} of traces": {"otel_exporter": "otlp", "otel_trace_ratio": str(args.ratio)}}
+    modes = {
+        "off": {"telemetry": "false"},
+        "on, every trace": {"otel_exporter": "otlp"},
+        f"on, {args.ratio:g} of traces": {"otel_exporter": "otlp", "otel_trace_ratio": str(args.ratio)},
+    }
     rps = dict.fromkeys(modes, 0.0)
     cpu = dict.fromkeys(modes, 0.0)
     with database() as pg:
@@ -112,11 +126,15 @@ def main() -> None:
     print()
     for label in modes:
         ratio = rps[label] / rps["off"]
-        print(f"{label:<22} {rps[label]:6.0f} req/s  on/off {ratio:.3f} (overhead {100 * (1 - ratio):5.1f}%)  "
-              f"service CPU {cpu[label]:.2f} ms/request (+{1000 * (cpu[label] - cpu['off']):.0f} µs, "
-              f"+{100 * (cpu[label] / cpu['off'] - 1):.1f}%)")
-    print(f"the sink received {sink.posts} OTLP posts holding {sum(sink.spans.values())} spans: "
-          + ", ".join(f"{name} {n}" for name, n in sink.spans.most_common(8)))
+        print(
+            f"{label:<22} {rps[label]:6.0f} req/s  on/off {ratio:.3f} (overhead {100 * (1 - ratio):5.1f}%)  "
+            f"service CPU {cpu[label]:.2f} ms/request (+{1000 * (cpu[label] - cpu['off']):.0f} µs, "
+            f"+{100 * (cpu[label] / cpu['off'] - 1):.1f}%)"
+        )
+    print(
+        f"the sink received {sink.posts} OTLP posts holding {sum(sink.spans.values())} spans: "
+        + ", ".join(f"{name} {n}" for name, n in sink.spans.most_common(8))
+    )
 
 
 if __name__ == "__main__":

@@ -19,8 +19,7 @@ MAX_GRANT = 1_000_000_000
 def check_user_id(user_id: str) -> str:
     if not isinstance(user_id, str) or not USER_ID_PATTERN.fullmatch(user_id):
         raise InvalidUserId(
-            "A user id is 1-64 characters: letters, digits, '_', '.', '@' or '-', "
-            "starting with a letter or digit.",
+            "A user id is 1-64 characters: letters, digits, '_', '.', '@' or '-', starting with a letter or digit.",
             user_id=user_id,
         )
     return user_id

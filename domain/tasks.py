@@ -42,9 +42,7 @@ DOWNLOADING_PROGRESS = 10
 
 def check_output_type(output_type: str) -> str:
     if output_type not in OUTPUT_TYPES:
-        raise InvalidOutputType(
-            f"output_type must be one of {', '.join(OUTPUT_TYPES)}.", output_type=output_type
-        )
+        raise InvalidOutputType(f"output_type must be one of {', '.join(OUTPUT_TYPES)}.", output_type=output_type)
     return output_type
 
 
@@ -181,10 +179,14 @@ class MediaTask(Aggregate):
         )
         return outcome
 
-    def report_progress(self, *, attempt: int, stage: str, progress: int, details: dict[str, Any] | None = None) -> None:
+    def report_progress(
+        self, *, attempt: int, stage: str, progress: int, details: dict[str, Any] | None = None
+    ) -> None:
         self._check_active_attempt(attempt)
         if not isinstance(progress, int) or not 0 <= progress < 100:
-            raise InvalidProgress("Progress is a whole number from 0 to 99 until the task completes.", progress=progress)
+            raise InvalidProgress(
+                "Progress is a whole number from 0 to 99 until the task completes.", progress=progress
+            )
         if progress < self.progress:
             raise ProgressWentBackwards(
                 f"Progress may not go back from {self.progress} to {progress}.",
@@ -198,7 +200,13 @@ class MediaTask(Aggregate):
         self._extracted(attempt=attempt, result=result, progress=100)
 
     def fail(
-        self, *, attempt: int, code: str, message: str, retryable: bool, context: dict[str, Any] | None = None,
+        self,
+        *,
+        attempt: int,
+        code: str,
+        message: str,
+        retryable: bool,
+        context: dict[str, Any] | None = None,
         last_delivery: bool = False,
     ) -> bool:
         """Record a failed attempt; returns True when it is terminal (a refund follows).
@@ -207,8 +215,9 @@ class MediaTask(Aggregate):
         terminal too (`retries_exhausted`).
         """
         self._check_active_attempt(attempt)
-        self._fail_attempt(code=code, message=message, retryable=retryable, context=context or {},
-                           last_delivery=last_delivery)
+        self._fail_attempt(
+            code=code, message=message, retryable=retryable, context=context or {}, last_delivery=last_delivery
+        )
         return self.terminal_failure
 
     def retry(self, *, credits: int, requested_at: datetime) -> int:
@@ -229,8 +238,11 @@ class MediaTask(Aggregate):
         if first_attempt not in self.refunds_due:
             if first_attempt in self.refunds_given:
                 raise AlreadyRefunded("This run was refunded already.", task_id=str(self.id), attempt=first_attempt)
-            raise ChargeNotFound("No terminally failed run of this task began at this attempt.",
-                                 task_id=str(self.id), attempt=first_attempt)
+            raise ChargeNotFound(
+                "No terminally failed run of this task began at this attempt.",
+                task_id=str(self.id),
+                attempt=first_attempt,
+            )
         credits = self.refunds_due[first_attempt]
         self._refunded(first_attempt=first_attempt, credits=credits)
         return credits

@@ -45,8 +45,10 @@ HEALTHY_RUN_SECONDS = 30.0  # a run that lasted this long resets the backoff
 PROGRESS_SAMPLE_SECONDS = 0.5
 
 follower_restarts = metrics.get_meter(__name__).create_counter(
-    "mediatasks.follower.restarts", unit="{restart}",
-    description="Times a follower failed and was started again, by follower")
+    "mediatasks.follower.restarts",
+    unit="{restart}",
+    description="Times a follower failed and was started again, by follower",
+)
 
 
 class Follower(Protocol):
@@ -70,8 +72,15 @@ class FollowerStatus:
     progressed_at: float | None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "state": self.state, "since": self.since, "restarts": self.restarts,
-                "last_error": self.last_error, "position": self.position, "progressed_at": self.progressed_at}
+        return {
+            "name": self.name,
+            "state": self.state,
+            "since": self.since,
+            "restarts": self.restarts,
+            "last_error": self.last_error,
+            "position": self.position,
+            "progressed_at": self.progressed_at,
+        }
 
 
 def backoff_delay(failures: int, base: float, cap: float) -> float:
@@ -101,15 +110,17 @@ class _Supervised:
 
     def status(self) -> FollowerStatus:
         self.sample_progress()
-        return FollowerStatus(self.name, self.state, self.since, self.restarts, self.last_error, self.position,
-                              self.progressed_at)
+        return FollowerStatus(
+            self.name, self.state, self.since, self.restarts, self.last_error, self.position, self.progressed_at
+        )
 
 
 class Supervisor:
     """Runs followers, each in its own thread, and restarts each one after it fails."""
 
-    def __init__(self, *, backoff_base_seconds: float = BACKOFF_BASE_SECONDS,
-                 backoff_cap_seconds: float = BACKOFF_CAP_SECONDS) -> None:
+    def __init__(
+        self, *, backoff_base_seconds: float = BACKOFF_BASE_SECONDS, backoff_cap_seconds: float = BACKOFF_CAP_SECONDS
+    ) -> None:
         self.backoff_base_seconds = backoff_base_seconds
         self.backoff_cap_seconds = backoff_cap_seconds
         self._lock = threading.Lock()
@@ -127,8 +138,9 @@ class Supervisor:
             if supervised.name in self._followers:
                 raise ValueError(f"a follower named {supervised.name!r} is supervised already")
             self._followers[supervised.name] = supervised
-        supervised.thread = threading.Thread(target=self._keep_running, args=(supervised,),
-                                             name=f"follower-{supervised.name}", daemon=True)
+        supervised.thread = threading.Thread(
+            target=self._keep_running, args=(supervised,), name=f"follower-{supervised.name}", daemon=True
+        )
         supervised.thread.start()
 
     def remove(self, name: str, timeout: float = 10.0) -> None:
@@ -186,9 +198,17 @@ class Supervisor:
             supervised.state, supervised.since = "restarting", time.time()
             supervised.sample_progress()
             follower_restarts.add(1, {"follower": supervised.name})
-            logger.error("follower failed; restarting it from its position", exc_info=error, extra={
-                "follower": supervised.name, "error": supervised.last_error, "restarts": supervised.restarts,
-                "backoff_seconds": round(delay, 3), "position": supervised.position})
+            logger.error(
+                "follower failed; restarting it from its position",
+                exc_info=error,
+                extra={
+                    "follower": supervised.name,
+                    "error": supervised.last_error,
+                    "restarts": supervised.restarts,
+                    "backoff_seconds": round(delay, 3),
+                    "position": supervised.position,
+                },
+            )
             stopping.wait(delay)
 
     def _sample(self) -> None:

@@ -94,7 +94,9 @@ class MemoryTaskViews(TaskViews, POPOTrackingRecorder):
         with self._database_lock:
             return self.tasks.get(task_id)
 
-    def list_tasks(self, user_id: str, *, status: str | None = None, limit: int = 20, cursor: str | None = None) -> TaskPage:
+    def list_tasks(
+        self, user_id: str, *, status: str | None = None, limit: int = 20, cursor: str | None = None
+    ) -> TaskPage:
         with self._database_lock:
             rows = [t for t in self.tasks.values() if t.user_id == user_id and (status is None or t.status == status)]
         rows.sort(key=lambda t: (t.created_at, str(t.task_id)), reverse=True)
@@ -119,8 +121,9 @@ class MemoryTaskViews(TaskViews, POPOTrackingRecorder):
             rows = [e for e in self.entries if e.account_id == account_id and (before is None or e.position < before)]
         return sorted(rows, key=lambda e: e.position, reverse=True)[:limit]
 
-    def stale_tasks(self, updated_before: datetime, limit: int = 100,
-                    statuses: tuple[str, ...] = OPEN_STATUSES) -> list[TaskView]:
+    def stale_tasks(
+        self, updated_before: datetime, limit: int = 100, statuses: tuple[str, ...] = OPEN_STATUSES
+    ) -> list[TaskView]:
         with self._database_lock:
             rows = [t for t in self.tasks.values() if t.status in statuses and t.updated_at < updated_before]
         return sorted(rows, key=lambda t: t.updated_at)[:limit]
@@ -129,7 +132,9 @@ class MemoryTaskViews(TaskViews, POPOTrackingRecorder):
         with self._database_lock:
             return {
                 "tasks": sorted((plain_row(asdict(t)) for t in self.tasks.values()), key=lambda r: r["task_id"]),
-                "accounts": sorted((plain_row(asdict(a)) for a in self.accounts.values()), key=lambda r: r["account_id"]),
+                "accounts": sorted(
+                    (plain_row(asdict(a)) for a in self.accounts.values()), key=lambda r: r["account_id"]
+                ),
                 "ledger": [plain_row(asdict(e)) for e in sorted(self.entries, key=lambda e: e.position)],
             }
 

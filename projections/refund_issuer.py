@@ -21,7 +21,8 @@ from domain.tasks import MediaTask
 MAX_CONFLICT_RETRIES = 50
 
 refunds_issued = metrics.get_meter(__name__).create_counter(
-    "mediatasks.refunds", unit="{refund}", description="Refunds issued (counted once committed)")
+    "mediatasks.refunds", unit="{refund}", description="Refunds issued (counted once committed)"
+)
 
 
 class RefundIssuer(EventSourcedProjection[UUID]):
@@ -64,8 +65,7 @@ class RefundIssuer(EventSourcedProjection[UUID]):
     def _(self, domain_event: MediaTask.Failed, processing_event: ProcessingEvent[UUID]) -> None:
         if not domain_event.terminal:
             return
-        failed: MediaTask = self.repository.get(domain_event.originator_id,
-                                                version=domain_event.originator_version)
+        failed: MediaTask = self.repository.get(domain_event.originator_id, version=domain_event.originator_version)
         task: MediaTask = self.repository.get(domain_event.originator_id)
         first_attempt = failed.charge_attempt
         if first_attempt not in task.refunds_due:

@@ -121,7 +121,9 @@ class TaskViews(TrackingRecorder):
         """One task's row."""
 
     @abstractmethod
-    def list_tasks(self, user_id: str, *, status: str | None = None, limit: int = 20, cursor: str | None = None) -> TaskPage:
+    def list_tasks(
+        self, user_id: str, *, status: str | None = None, limit: int = 20, cursor: str | None = None
+    ) -> TaskPage:
         """The user's tasks, newest first; the cursor is opaque."""
 
     @abstractmethod
@@ -137,8 +139,9 @@ class TaskViews(TrackingRecorder):
         """The account's entries, newest first, before a position."""
 
     @abstractmethod
-    def stale_tasks(self, updated_before: datetime, limit: int = 100,
-                    statuses: tuple[str, ...] = OPEN_STATUSES) -> list[TaskView]:
+    def stale_tasks(
+        self, updated_before: datetime, limit: int = 100, statuses: tuple[str, ...] = OPEN_STATUSES
+    ) -> list[TaskView]:
         """Tasks in these statuses not updated since a moment, oldest first (for the sweeper)."""
 
     @abstractmethod
@@ -185,7 +188,13 @@ class TaskViewsProjection(Projection[TaskViews]):
     @process_event.register
     def _(self, domain_event: MediaTask.Downloading, tracking: Tracking) -> None:
         e = domain_event
-        changes = {"status": "downloading", "progress": e.progress, "attempt": e.attempt, "stage": "download", "error": None}
+        changes = {
+            "status": "downloading",
+            "progress": e.progress,
+            "attempt": e.attempt,
+            "stage": "download",
+            "error": None,
+        }
         self._task_changed(e, changes, tracking)
 
     @process_event.register
@@ -203,23 +212,39 @@ class TaskViewsProjection(Projection[TaskViews]):
     @process_event.register
     def _(self, domain_event: MediaTask.Extracted, tracking: Tracking) -> None:
         e = domain_event
-        changes = {"status": EXTRACTED, "progress": 100, "stage": "done", "result": e.result,
-                   "timings": e.result.get("timings", {})}
+        changes = {
+            "status": EXTRACTED,
+            "progress": 100,
+            "stage": "done",
+            "result": e.result,
+            "timings": e.result.get("timings", {}),
+        }
         self._task_changed(e, changes, tracking)
 
     @process_event.register
     def _(self, domain_event: MediaTask.Failed, tracking: Tracking) -> None:
         e = domain_event
-        error = {"code": e.code, "message": e.message, "retryable": e.retryable, "terminal": e.terminal,
-                 "attempt": e.attempt}
+        error = {
+            "code": e.code,
+            "message": e.message,
+            "retryable": e.retryable,
+            "terminal": e.terminal,
+            "attempt": e.attempt,
+        }
         status = FAILED if e.terminal else "retrying"
         self._task_changed(e, {"status": status, "error": error}, tracking)
 
     @process_event.register
     def _(self, domain_event: MediaTask.Retried, tracking: Tracking) -> None:
         e = domain_event
-        changes = {"status": "queued", "progress": 0, "error": None, "result": None, "credits_charged": e.credits,
-                   "stage": ""}
+        changes = {
+            "status": "queued",
+            "progress": 0,
+            "error": None,
+            "result": None,
+            "credits_charged": e.credits,
+            "stage": "",
+        }
         self._task_changed(e, changes, tracking)
 
     @process_event.register
@@ -254,10 +279,20 @@ class TaskViewsProjection(Projection[TaskViews]):
 
         return process
 
-    def _ledger(self, e: Any, tracking: Tracking, kind: str, amount: int, task_id: UUID | None,
-                attempt: int | None, reason: str) -> None:
-        entry = LedgerEntry(tracking.notification_id, e.originator_id, kind, amount, 0, task_id, attempt,
-                            clean_text(reason), e.timestamp)
+    def _ledger(
+        self, e: Any, tracking: Tracking, kind: str, amount: int, task_id: UUID | None, attempt: int | None, reason: str
+    ) -> None:
+        entry = LedgerEntry(
+            tracking.notification_id,
+            e.originator_id,
+            kind,
+            amount,
+            0,
+            task_id,
+            attempt,
+            clean_text(reason),
+            e.timestamp,
+        )
         self.view.account_changed(entry, tracking)
 
     def _task_changed(self, e: Any, changes: dict[str, Any], tracking: Tracking) -> None:

@@ -11,7 +11,9 @@ import pytest
 
 from tests.support.postgres import drop_schema, fresh_database, server_kinds
 
-FIXTURES_DIR = Path(os.environ.get("MEDIATASKS_FIXTURES_DIR", Path(__file__).resolve().parents[2] / "shared" / "fixtures"))
+FIXTURES_DIR = Path(
+    os.environ.get("MEDIATASKS_FIXTURES_DIR", Path(__file__).resolve().parents[2] / "shared" / "fixtures")
+)
 SERVER_KINDS = server_kinds()
 
 
@@ -47,7 +49,7 @@ def _store_env(pg: dict[str, str], **overrides: str) -> dict[str, str]:
 @pytest.fixture
 def store_env(pg_database: dict[str, str]) -> Iterator[dict[str, str]]:
     """Event-store environment in a fresh schema, tables created."""
-    from infrastructure.bootstrap import create_tables
+    from infrastructure.postgres.tables import create_tables
 
     env = _store_env(pg_database, LEASE_SECONDS="600")
     create_tables(env)

@@ -31,8 +31,13 @@ class BlobRef:
     content_type: str
 
     def to_dict(self) -> dict[str, Any]:
-        return {"uri": self.uri, "key": self.key, "size": self.size, "sha256": self.sha256,
-                "content_type": self.content_type}
+        return {
+            "uri": self.uri,
+            "key": self.key,
+            "size": self.size,
+            "sha256": self.sha256,
+            "content_type": self.content_type,
+        }
 
 
 class InvalidBlobKeyError(ValueError):

@@ -24,10 +24,18 @@ SUBTITLE_KINDS: tuple[str, ...] = get_args(SubtitleKind)
 
 #: Request headers a provider may ask the video download to send (what CDNs check); any other is dropped,
 #: Host, Cookie, Authorization and the hop-by-hop headers among them.
-FORWARDED_VIDEO_HEADERS = frozenset({
-    "user-agent", "referer", "origin", "accept", "accept-language", "sec-fetch-mode", "sec-fetch-site",
-    "sec-fetch-dest",
-})
+FORWARDED_VIDEO_HEADERS = frozenset(
+    {
+        "user-agent",
+        "referer",
+        "origin",
+        "accept",
+        "accept-language",
+        "sec-fetch-mode",
+        "sec-fetch-site",
+        "sec-fetch-dest",
+    }
+)
 MAX_FORWARDED_HEADER_LENGTH = 1024
 #: A subtitle track's language as providers write it ("en", "pt-BR", "zh-Hans", "es-419", "en_US"); it names
 #: a blob, so anything else ("../x", CR LF) skips the track.
@@ -56,8 +64,12 @@ class VideoSource:
         return {
             name: value
             for name, value in self.headers.items()
-            if isinstance(name, str) and isinstance(value, str) and name.lower() in FORWARDED_VIDEO_HEADERS
-            and len(value) <= MAX_FORWARDED_HEADER_LENGTH and not has_unsafe_characters(value) and "\n" not in value
+            if isinstance(name, str)
+            and isinstance(value, str)
+            and name.lower() in FORWARDED_VIDEO_HEADERS
+            and len(value) <= MAX_FORWARDED_HEADER_LENGTH
+            and not has_unsafe_characters(value)
+            and "\n" not in value
             and "\r" not in value
         }
 

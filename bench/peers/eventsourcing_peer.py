@@ -51,7 +51,12 @@ class Task(Aggregate):
     @event("Started")
     def __init__(self, user_id: str, url: str, output_type: str, languages: list[str], credits: int) -> None:
         self.user_id, self.url, self.output_type, self.languages, self.credits = (
-            user_id, url, output_type, languages, credits)
+            user_id,
+            url,
+            output_type,
+            languages,
+            credits,
+        )
         self.status = "queued"
 
 
@@ -97,8 +102,7 @@ def healthz() -> dict[str, str]:
 def create_user(body: NewUser) -> dict[str, object]:
     api_key = "mt_" + secrets.token_urlsafe(32)
     key_hash = hashlib.sha256(api_key.encode()).hexdigest()
-    peer.save(Account(body.user_id, body.credits),
-              Key(key_hash, body.user_id))
+    peer.save(Account(body.user_id, body.credits), Key(key_hash, body.user_id))
     return {"user_id": body.user_id, "api_key": api_key, "balance": body.credits}
 
 

@@ -56,8 +56,9 @@ class NewUser(BaseModel):
 def current_user(authorization: Annotated[str, Header()] = "") -> str:
     key = authorization.removeprefix("Bearer ")
     with pool.connection() as conn:
-        row = conn.execute("SELECT user_id FROM peer_keys WHERE key_hash = %s",
-                           (hashlib.sha256(key.encode()).hexdigest(),)).fetchone()
+        row = conn.execute(
+            "SELECT user_id FROM peer_keys WHERE key_hash = %s", (hashlib.sha256(key.encode()).hexdigest(),)
+        ).fetchone()
     if row is None:
         raise HTTPException(401, "unauthorized")
     return row[0]
@@ -73,7 +74,9 @@ def create_user(body: NewUser) -> dict[str, object]:
     api_key = "mt_" + secrets.token_urlsafe(32)
     with pool.connection() as conn, conn.transaction():
         conn.execute("INSERT INTO peer_accounts VALUES (%s, %s)", (body.user_id, body.credits))
-        conn.execute("INSERT INTO peer_keys VALUES (%s, %s)", (hashlib.sha256(api_key.encode()).hexdigest(), body.user_id))
+        conn.execute(
+            "INSERT INTO peer_keys VALUES (%s, %s)", (hashlib.sha256(api_key.encode()).hexdigest(), body.user_id)
+        )
     return {"user_id": body.user_id, "api_key": api_key, "balance": body.credits}
 
 
@@ -83,12 +86,18 @@ def submit(body: SubmitTask, user_id: Annotated[str, Depends(current_user)]) -> 
         raise HTTPException(422, "invalid_output_type")
     price, task_id = PRICES[body.output_type], uuid.uuid4()
     with pool.connection() as conn, conn.transaction():
-        conn.execute("INSERT INTO peer_tasks (task_id, user_id, url, output_type, languages, status, credits) "
-                     "VALUES (%s, %s, %s, %s, %s, 'queued', %s)",
-                     (task_id, user_id, body.url, body.output_type, body.languages, price))
-        conn.execute("INSERT INTO peer_ledger (user_id, task_id, amount) VALUES (%s, %s, %s)", (user_id, task_id, -price))
-        charged = conn.execute("UPDATE peer_accounts SET balance = balance - %s WHERE user_id = %s AND balance >= %s "
-                               "RETURNING balance", (price, user_id, price)).fetchone()
+        conn.execute(
+            "INSERT INTO peer_tasks (task_id, user_id, url, output_type, languages, status, credits) "
+            "VALUES (%s, %s, %s, %s, %s, 'queued', %s)",
+            (task_id, user_id, body.url, body.output_type, body.languages, price),
+        )
+        conn.execute(
+            "INSERT INTO peer_ledger (user_id, task_id, amount) VALUES (%s, %s, %s)", (user_id, task_id, -price)
+        )
+        charged = conn.execute(
+            "UPDATE peer_accounts SET balance = balance - %s WHERE user_id = %s AND balance >= %s RETURNING balance",
+            (price, user_id, price),
+        ).fetchone()
         if charged is None:
             conn.rollback()
             raise HTTPException(402, "insufficient_credits")

@@ -23,9 +23,14 @@ Errors are `{"error": {"code", "message", "details"}}`.
 """
 
 # FastAPI's own OpenTelemetry support would trace every request a second time (beside the contrib
-# instrumentation installed by infrastructure/telemetry.py) and log exception messages.
-NATIVE_TELEMETRY_OFF: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False,
-                                         "operation_spans": False, "auto_configure": False}
+# instrumentation installed by infrastructure/observability/telemetry.py) and log exception messages.
+NATIVE_TELEMETRY_OFF: TelemetryConfig = {
+    "tracing": False,
+    "metrics": False,
+    "logs": False,
+    "operation_spans": False,
+    "auto_configure": False,
+}
 
 
 def create_api(runtime: Any, *, projections: Any = None) -> FastAPI:
@@ -39,22 +44,23 @@ def create_api(runtime: Any, *, projections: Any = None) -> FastAPI:
         finally:
             hub.stop()
 
-    api = FastAPI(title="mediatasks", version="1", description=DESCRIPTION, lifespan=lifespan,
-                  telemetry=NATIVE_TELEMETRY_OFF)
+    api = FastAPI(
+        title="mediatasks", version="1", description=DESCRIPTION, lifespan=lifespan, telemetry=NATIVE_TELEMETRY_OFF
+    )
     api.state.runtime = runtime
     api.state.projections = projections
     api.state.hub = hub
     api.state.streams_per_user = StreamsPerUser(runtime.settings.max_streams_per_user)
     api.state.auth_cache = {}
-    api.state.auth_failures = FailedAuthentications(runtime.settings.auth_failures_per_minute,
-                                                    runtime.settings.auth_failure_delay_seconds)
+    api.state.auth_failures = FailedAuthentications(
+        runtime.settings.auth_failures_per_minute, runtime.settings.auth_failure_delay_seconds
+    )
     api.state.stream_tokens = stream_tokens_for(runtime.settings, runtime.app.recorder.datastore)
     api.state.sse_ping_seconds = runtime.settings.sse_ping_seconds
     install_error_handlers(api)
     api.add_middleware(BodySizeLimit, max_bytes=runtime.settings.max_body_bytes)
     api.add_middleware(SecurityHeaders)
-    for router in (health.router, admin.router, tasks.router, media.router, account.router, metrics.router,
-                   web.router):
+    for router in (health.router, admin.router, tasks.router, media.router, account.router, metrics.router, web.router):
         api.include_router(router)
     api.state.telemetry = getattr(runtime, "telemetry", None)
     if api.state.telemetry is not None:

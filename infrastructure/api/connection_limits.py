@@ -140,20 +140,25 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def _header_timeout_expired(self) -> None:
         self._timer = None
         if self._reading_headers and not self.transport.is_closing():
-            self._refuse(408, "request_timeout",
-                         f"The request headers did not arrive within {self.limits.header_timeout:g} s.")
+            self._refuse(
+                408, "request_timeout", f"The request headers did not arrive within {self.limits.header_timeout:g} s."
+            )
 
     def _body_timeout_expired(self) -> None:
         self._timer = None
         if not self.transport.is_closing():
-            self.logger.warning("Request body not received within %s s; closing the connection.",
-                                self.limits.body_timeout)
+            self.logger.warning(
+                "Request body not received within %s s; closing the connection.", self.limits.body_timeout
+            )
             self.transport.close()
 
     def _refuse_headers(self) -> None:
-        self._refuse(431, "headers_too_large",
-                     f"The request headers may be at most {self.limits.max_header_bytes} bytes "
-                     f"in at most {self.limits.max_headers} fields.")
+        self._refuse(
+            431,
+            "headers_too_large",
+            f"The request headers may be at most {self.limits.max_header_bytes} bytes "
+            f"in at most {self.limits.max_headers} fields.",
+        )
 
     def _refuse(self, status: int, code: str, message: str) -> None:
         self._disarm()
@@ -166,8 +171,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         head = [STATUS_LINE[status]]
         for name, value in self.server_state.default_headers:
             head.extend([name, b": ", value, b"\r\n"])
-        head.append(b"content-type: application/json\r\nx-content-type-options: nosniff\r\n"
-                    b"connection: close\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n")
+        head.append(
+            b"content-type: application/json\r\nx-content-type-options: nosniff\r\n"
+            b"connection: close\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n"
+        )
         self.transport.write(b"".join(head) + body)
         if self.transport.can_write_eof():
             self.transport.write_eof()
@@ -180,6 +187,9 @@ def guarded_protocol(limits: ConnectionLimits) -> Any:
 
 
 def connection_limits(settings: Any) -> ConnectionLimits:
-    return ConnectionLimits(max_header_bytes=settings.max_header_bytes, max_headers=settings.max_headers,
-                            header_timeout=settings.header_timeout_seconds,
-                            body_timeout=settings.body_timeout_seconds)
+    return ConnectionLimits(
+        max_header_bytes=settings.max_header_bytes,
+        max_headers=settings.max_headers,
+        header_timeout=settings.header_timeout_seconds,
+        body_timeout=settings.body_timeout_seconds,
+    )

@@ -100,8 +100,15 @@ async def reader_of_task(
     task_id: UUID,
     app: AppDep,
     credentials: Credentials,
-    access_token: Annotated[str | None, Query(max_length=300, description=(
-        "a stream token from POST /v1/tasks/{task_id}/stream-token, for clients that cannot send headers"))] = None,
+    access_token: Annotated[
+        str | None,
+        Query(
+            max_length=300,
+            description=(
+                "a stream token from POST /v1/tasks/{task_id}/stream-token, for clients that cannot send headers"
+            ),
+        ),
+    ] = None,
 ) -> str:
     """The caller: by `Authorization: Bearer <api key>`, or by a stream token for this very task."""
     if credentials is not None or access_token is None:

@@ -12,8 +12,8 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from domain.errors import DomainError
-from infrastructure.own_writes import OwnWritesNotVisible
-from infrastructure.store_connections import STORE_ERRORS, discard_broken_connections_soon
+from infrastructure.postgres.own_writes import OwnWritesNotVisible
+from infrastructure.postgres.store_connections import STORE_ERRORS, discard_broken_connections_soon
 
 logger = logging.getLogger(__name__)
 
@@ -61,14 +61,16 @@ class ErrorBody(BaseModel):
 class ApiError(Exception):
     """An HTTP-level refusal raised by a route or dependency."""
 
-    def __init__(self, status: int, code: str, message: str, details: Any = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, details: Any = None, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.details, self.headers = status, code, message, details, headers
 
 
-def error_response(status: int, code: str, message: str, details: Any = None,
-                   headers: dict[str, str] | None = None) -> JSONResponse:
+def error_response(
+    status: int, code: str, message: str, details: Any = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
     body = ErrorBody(error=ErrorDetail(code=code, message=message, details=details))
     return JSONResponse(body.model_dump(mode="json"), status_code=status, headers=headers)
 
@@ -97,8 +99,9 @@ def install_error_handlers(api: FastAPI) -> None:
 
     @api.exception_handler(OwnWritesNotVisible)
     async def own_writes_not_visible(_: Request, e: OwnWritesNotVisible) -> JSONResponse:
-        return error_response(503, "not_yet_visible", "Your last change is saved but not readable yet.",
-                              None, {"Retry-After": "1"})
+        return error_response(
+            503, "not_yet_visible", "Your last change is saved but not readable yet.", None, {"Retry-After": "1"}
+        )
 
     @api.exception_handler(ApiError)
     async def api_error(_: Request, e: ApiError) -> JSONResponse:
@@ -107,16 +110,28 @@ def install_error_handlers(api: FastAPI) -> None:
     async def store_error(request: Request, e: Exception) -> JSONResponse:
         """Any database error: the store is unavailable for now (never a 500); its broken connections go."""
         runtime = getattr(request.app.state, "runtime", None)
-        logger.warning("database error on %s %s: %s: %s", request.method, request.url.path, type(e).__name__,
-                       str(e).splitlines()[0][:200] if str(e) else "", extra={"error_type": type(e).__name__})
+        logger.warning(
+            "database error on %s %s: %s: %s",
+            request.method,
+            request.url.path,
+            type(e).__name__,
+            str(e).splitlines()[0][:200] if str(e) else "",
+            extra={"error_type": type(e).__name__},
+        )
         retry_after = DEFAULT_STORE_RETRY_AFTER
         if runtime is not None:
             retry_after = getattr(runtime.settings, "store_retry_after_seconds", retry_after)
             views = getattr(runtime, "views", None)
-            discard_broken_connections_soon(runtime.app.recorder.datastore,
-                                            *([views.current().datastore] if hasattr(views, "current") else []))
-        return error_response(503, STORE_UNAVAILABLE, "The database is not answering; try again shortly.",
-                              None, {"Retry-After": str(retry_after)})
+            discard_broken_connections_soon(
+                runtime.app.recorder.datastore, *([views.current().datastore] if hasattr(views, "current") else [])
+            )
+        return error_response(
+            503,
+            STORE_UNAVAILABLE,
+            "The database is not answering; try again shortly.",
+            None,
+            {"Retry-After": str(retry_after)},
+        )
 
     for error_class in STORE_ERRORS:
         api.add_exception_handler(error_class, store_error)

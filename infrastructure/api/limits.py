@@ -61,12 +61,21 @@ class BodySizeLimit:
                 await self._refuse(send)
 
     async def _refuse(self, send: Send) -> None:
-        body: dict[str, Any] = {"error": {"code": "payload_too_large",
-                                          "message": f"The request body may be at most {self.max_bytes} bytes.",
-                                          "details": {"max_bytes": self.max_bytes}}}
+        body: dict[str, Any] = {
+            "error": {
+                "code": "payload_too_large",
+                "message": f"The request body may be at most {self.max_bytes} bytes.",
+                "details": {"max_bytes": self.max_bytes},
+            }
+        }
         raw = json.dumps(body).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode())],
+            }
+        )
         await send({"type": "http.response.body", "body": raw})
 
 
@@ -87,9 +96,13 @@ class FailedAuthentications:
         recent = self._recent(address, time.monotonic())
         if recent is not None and len(recent) >= self.per_minute:
             retry_after = max(1, math.ceil(recent[0] + self.WINDOW_SECONDS - time.monotonic()))
-            raise ApiError(429, "too_many_failed_authentications",
-                           f"Too many failed authentications from this address; retry after {retry_after} s.",
-                           {"retry_after": retry_after}, headers={"Retry-After": str(retry_after)})
+            raise ApiError(
+                429,
+                "too_many_failed_authentications",
+                f"Too many failed authentications from this address; retry after {retry_after} s.",
+                {"retry_after": retry_after},
+                headers={"Retry-After": str(retry_after)},
+            )
 
     async def record(self, address: str) -> None:
         now = time.monotonic()

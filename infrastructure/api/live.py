@@ -29,8 +29,14 @@ LATEST_MAX = 100_000
 
 TASK_TOPICS = tuple(
     get_topic(cls)
-    for cls in (MediaTask.Started, MediaTask.Downloading, MediaTask.Processing, MediaTask.Extracted,
-                MediaTask.Failed, MediaTask.Retried)
+    for cls in (
+        MediaTask.Started,
+        MediaTask.Downloading,
+        MediaTask.Processing,
+        MediaTask.Extracted,
+        MediaTask.Failed,
+        MediaTask.Retried,
+    )
 )
 
 

@@ -37,7 +37,9 @@ class Balance(BaseModel):
 
 class SubmitTask(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    url: str = Field(min_length=1, max_length=2048, examples=["https://www.tiktok.com/@scout2015/video/6718335390845095173"])
+    url: str = Field(
+        min_length=1, max_length=2048, examples=["https://www.tiktok.com/@scout2015/video/6718335390845095173"]
+    )
     output_type: OutputType
     languages: list[str] = Field(default_factory=list, max_length=10, examples=[["en"]])
 

@@ -23,13 +23,12 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from psycopg.sql import SQL, Identifier
+from infrastructure.postgres.stream_token_secret import secret_in_database
 
 logger = logging.getLogger(__name__)
 
 STREAM_TOKEN_SECONDS = 600
 SECRET_FILE = "stream-token-secret"
-SECRET_TABLE = "stream_token_secret"
 
 
 def _b64(raw: bytes) -> str:
@@ -63,8 +62,11 @@ class StreamTokens:
         kid, _, rest = token.partition(".")
         payload, _, signature = rest.partition(".")
         key = self._keys.get(kid)
-        if key is None or not signature or not hmac.compare_digest(
-                signature.encode(), self._sign(key, f"{kid}.{payload}").encode()):
+        if (
+            key is None
+            or not signature
+            or not hmac.compare_digest(signature.encode(), self._sign(key, f"{kid}.{payload}").encode())
+        ):
             return None
         try:
             user_id, task, expires = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)).decode().split("|")
@@ -109,20 +111,3 @@ def secret_in_file(path: Path) -> str:
     with os.fdopen(fd, "w") as file:
         file.write(secret + "\n")
     return secret
-
-
-def create_secret_table(datastore: Any) -> None:
-    with datastore.transaction(commit=True) as curs:
-        curs.execute(SQL("CREATE TABLE IF NOT EXISTS {}.{} (id int PRIMARY KEY CHECK (id = 1), secret text NOT NULL)")
-                     .format(Identifier(datastore.schema), Identifier(SECRET_TABLE)))
-
-
-def secret_in_database(datastore: Any) -> str:
-    """The deployment's secret in its database; the first process to ask generates it."""
-    table = SQL("{}.{}").format(Identifier(datastore.schema), Identifier(SECRET_TABLE))
-    with datastore.transaction(commit=True) as curs:
-        curs.execute(SQL("INSERT INTO {} (id, secret) VALUES (1, %s) ON CONFLICT (id) DO NOTHING").format(table),
-                     (secrets.token_urlsafe(32),))
-        curs.execute(SQL("SELECT secret FROM {} WHERE id = 1").format(table))
-        row = curs.fetchone()
-    return row["secret"] if isinstance(row, dict) else row[0]

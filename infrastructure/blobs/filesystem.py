@@ -95,9 +95,7 @@ class FilesystemBlobStore:
                     file.flush()
                     os.fsync(file.fileno())
                     written = os.fstat(file.fileno())
-            ref = BlobRef(
-                uri=path.as_uri(), key=key, size=meter.size, sha256=meter.sha256, content_type=content_type
-            )
+            ref = BlobRef(uri=path.as_uri(), key=key, size=meter.size, sha256=meter.sha256, content_type=content_type)
             with _storage_faults(key):
                 os.replace(temp_name, path)
                 committed = True

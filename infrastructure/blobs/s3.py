@@ -120,9 +120,7 @@ class S3BlobStore:
                 raise
             region = self.client.meta.region_name
             if region and region != "us-east-1":
-                self.client.create_bucket(
-                    Bucket=self.bucket, CreateBucketConfiguration={"LocationConstraint": region}
-                )
+                self.client.create_bucket(Bucket=self.bucket, CreateBucketConfiguration={"LocationConstraint": region})
             else:
                 self.client.create_bucket(Bucket=self.bucket)
         self._bucket_ready = True

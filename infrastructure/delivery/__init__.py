@@ -1,6 +1,6 @@
 """Queue delivery adapters: QStash request signatures and the QStash publish client."""
 
-from infrastructure.delivery.qstash_publisher import (
+from infrastructure.delivery.qstash_client import (
     PublishError,
     PublishRejected,
     PublishUnavailable,

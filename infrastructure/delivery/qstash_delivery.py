@@ -15,8 +15,8 @@ from typing import Any
 from uuid import UUID
 
 from domain.errors import TaskNotFound
+from infrastructure.delivery.inline_dispatcher import retry_delay
 from infrastructure.delivery.qstash_signature import QStashSignatureVerifier
-from infrastructure.dispatch import retry_delay
 
 logger = logging.getLogger(__name__)
 
@@ -64,15 +64,17 @@ class QStashDeliveryHandler:
     `Upstash-Retried` reaches it is the last, so its transient failure becomes terminal.
     """
 
-    def __init__(self, verifier: QStashSignatureVerifier, pipeline: Any, *, retries: int,
-                 retry_base_seconds: float) -> None:
+    def __init__(
+        self, verifier: QStashSignatureVerifier, pipeline: Any, *, retries: int, retry_base_seconds: float
+    ) -> None:
         self.verifier = verifier
         self.pipeline = pipeline
         self.retries = retries
         self.retry_base_seconds = retry_base_seconds
 
-    def handle(self, signature: str | None, body: bytes, message_id: str | None,
-               retried_header: str | None) -> DeliveryAnswer:
+    def handle(
+        self, signature: str | None, body: bytes, message_id: str | None, retried_header: str | None
+    ) -> DeliveryAnswer:
         """Verify (raises `InvalidSignature`, having written nothing), then run the attempt."""
         self.verifier.verify(signature, body)
         try:
@@ -81,26 +83,44 @@ class QStashDeliveryHandler:
             return DeliveryAnswer(400, "malformed_message", non_retryable=True, message=str(error))
         retried = retried_count(retried_header)
         last_delivery = retried >= self.retries
-        delivery = {"via": "qstash", "message_id": message_id, "retried": retried, "published_attempt": attempt,
-                    **({"last_delivery": True} if last_delivery else {})}
+        delivery = {
+            "via": "qstash",
+            "message_id": message_id,
+            "retried": retried,
+            "published_attempt": attempt,
+            **({"last_delivery": True} if last_delivery else {}),
+        }
         try:
             outcome = self.pipeline.run(task_id, delivery, last_delivery=last_delivery)
         except TaskNotFound:
             return DeliveryAnswer(404, "task_not_found", non_retryable=True, message="There is no such task.")
         except Exception:  # noqa: BLE001 - the event store or the pool failed: let QStash retry
             logger.exception("delivery could not be handled", extra={"task_id": str(task_id), "message_id": message_id})
-            return DeliveryAnswer(503, "unavailable", retry_after=UNAVAILABLE_RETRY_SECONDS,
-                                  message="The delivery could not be handled now; retry later.")
+            return DeliveryAnswer(
+                503,
+                "unavailable",
+                retry_after=UNAVAILABLE_RETRY_SECONDS,
+                message="The delivery could not be handled now; retry later.",
+            )
         return self._answer(outcome)
 
     def _answer(self, outcome: Any) -> DeliveryAnswer:
         if outcome.outcome in HANDLED:
             return DeliveryAnswer(200, outcome.outcome, outcome.attempt)
         if outcome.outcome == "already_processing":
-            return DeliveryAnswer(409, "already_processing", outcome.attempt,
-                                  retry_after=max(1, math.ceil(outcome.lease_remaining)),
-                                  message=f"Attempt {outcome.attempt} holds this task.")
+            return DeliveryAnswer(
+                409,
+                "already_processing",
+                outcome.attempt,
+                retry_after=max(1, math.ceil(outcome.lease_remaining)),
+                message=f"Attempt {outcome.attempt} holds this task.",
+            )
         delay = retry_delay(outcome.attempt, outcome.retry_after, self.retry_base_seconds)
         status = 429 if outcome.error_code in RATE_LIMITED_CODES else 503
-        return DeliveryAnswer(status, outcome.outcome, outcome.attempt, retry_after=max(1, math.ceil(delay)),
-                              message=f"Attempt {outcome.attempt} failed ({outcome.error_code}); retry later.")
+        return DeliveryAnswer(
+            status,
+            outcome.outcome,
+            outcome.attempt,
+            retry_after=max(1, math.ceil(delay)),
+            message=f"Attempt {outcome.attempt} failed ({outcome.error_code}); retry later.",
+        )

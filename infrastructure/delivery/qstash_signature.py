@@ -121,9 +121,7 @@ class QStashSignatureVerifier:
                 raise InvalidSignature(f"claim {name} is not a number")
         if not isinstance(claims["jti"], str):
             raise InvalidSignature("claim jti is not a string")
-        if not isinstance(claims["body"], str) or not hmac.compare_digest(
-            claims["body"].rstrip("="), body_hash(body)
-        ):
+        if not isinstance(claims["body"], str) or not hmac.compare_digest(claims["body"].rstrip("="), body_hash(body)):
             raise InvalidSignature("body hash does not match the request body")
         if not self._seen_token_ids.remember(claims["jti"], claims["exp"] + self._clock_tolerance_s):
             raise InvalidSignature(f"token {claims['jti']} was already used")

@@ -104,11 +104,15 @@ class YtDlpMediaProvider:
         if not info:
             raise PermanentMediaError("media_not_found", "yt-dlp found nothing at this URL", details={"url": url})
         try:
-            return media_info_from_ytdlp(info, url, include_translated_captions=self.options.include_translated_captions)
+            return media_info_from_ytdlp(
+                info, url, include_translated_captions=self.options.include_translated_captions
+            )
         except (TypeError, ValueError, KeyError, AttributeError) as error:  # an info dict of an unexpected shape
             raise PermanentMediaError(
-                "provider_bad_response", f"yt-dlp's answer has an unexpected shape: {type(error).__name__}",
-                details={"url": url}) from error
+                "provider_bad_response",
+                f"yt-dlp's answer has an unexpected shape: {type(error).__name__}",
+                details={"url": url},
+            ) from error
 
 
 def media_info_from_ytdlp(info: Mapping[str, Any], url: str, *, include_translated_captions: bool = False) -> MediaInfo:

@@ -119,4 +119,3 @@ _TEXT_PARSERS: dict[str, Callable[[str], list[Cue]]] = {
     "json3": parse_json3,
     "json": _parse_cue_list,
 }
-

@@ -12,7 +12,7 @@ from infrastructure.subtitles.xml_tree import local_name
 
 
 def timedtext_format(root: ET.Element) -> str | None:
-    """"srv1", "srv2" or "srv3" for a timedtext root element, None for other XML."""
+    """ "srv1", "srv2" or "srv3" for a timedtext root element, None for other XML."""
     name = local_name(root.tag)
     if name == "transcript":
         return "srv1"

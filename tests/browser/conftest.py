@@ -13,8 +13,14 @@ from tests.e2e.conftest import RunningService, platform  # noqa: F401 (a fixture
 from tests.e2e.test_pipeline_modes import worker_service  # noqa: F401 (the fixture: the same service)
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "browser"
 # Records every value a <progress> takes, so a test sees the intermediate ones however fast they pass.
 PROGRESS_LOG = """
@@ -33,7 +39,7 @@ new MutationObserver((records) => {
 """
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # playwright's sync API keeps an event loop running in this thread until closed
 def browser() -> Iterator[Browser]:
     if not CHROMIUM.exists():
         if os.environ.get("CI"):
@@ -48,8 +54,9 @@ def browser() -> Iterator[Browser]:
 @pytest.fixture
 def page(browser: Browser, worker_service: RunningService) -> Iterator[Page]:  # noqa: F811 (the fixture)
     """A fresh browser context (empty localStorage) on the service's origin; page errors fail the test."""
-    context = browser.new_context(base_url=worker_service.url, viewport={"width": 1000, "height": 900},
-                                  accept_downloads=True)
+    context = browser.new_context(
+        base_url=worker_service.url, viewport={"width": 1000, "height": 900}, accept_downloads=True
+    )
     context.set_default_timeout(15_000)
     context.add_init_script(PROGRESS_LOG)
     page = context.new_page()

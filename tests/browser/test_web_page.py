@@ -63,8 +63,9 @@ def only_task(client: httpx.Client) -> dict:
     return tasks[0]
 
 
-def test_submit_watch_live_progress_then_read_outputs(page: Page, worker_service: RunningService,
-                                                      platform: FakePlatform) -> None:
+def test_submit_watch_live_progress_then_read_outputs(
+    page: Page, worker_service: RunningService, platform: FakePlatform
+) -> None:
     page.set_viewport_size({"width": 760, "height": 1000})
     _, key = worker_service.new_user(10)
     sign_in(page, key)
@@ -98,7 +99,9 @@ def test_submit_watch_live_progress_then_read_outputs(page: Page, worker_service
     expect(preview).to_contain_text("(en)")
     page.select_option("#subtitle-lang", "de")
     expect(preview).to_contain_text("Second line in de")
-    assert page.eval_on_selector("#video-player", "v => v.src").startswith(f"{worker_service.url}/v1/tasks/{task_id}/video?")
+    assert page.eval_on_selector("#video-player", "v => v.src").startswith(
+        f"{worker_service.url}/v1/tasks/{task_id}/video?"
+    )
     shoot(page, "03-task-page")
 
     with page.expect_download() as srt_download:
@@ -117,8 +120,9 @@ def test_submit_watch_live_progress_then_read_outputs(page: Page, worker_service
     assert page.evaluate("document.documentElement.scrollWidth") <= 360
 
 
-def test_failed_task_shows_the_error_and_refund_then_retry_succeeds(page: Page, worker_service: RunningService,
-                                                                    platform: FakePlatform) -> None:
+def test_failed_task_shows_the_error_and_refund_then_retry_succeeds(
+    page: Page, worker_service: RunningService, platform: FakePlatform
+) -> None:
     _, key = worker_service.new_user(3)
     sign_in(page, key)
     # All three attempts (MAX_ATTEMPTS=3) meet a 503: retries exhausted, refunded; the user's retry then works.
@@ -150,8 +154,9 @@ def test_failed_task_shows_the_error_and_refund_then_retry_succeeds(page: Page, 
     shoot(page, "06-retried-and-finished")
 
 
-def test_submission_errors_are_shown_in_words(page: Page, worker_service: RunningService,
-                                              platform: FakePlatform) -> None:
+def test_submission_errors_are_shown_in_words(
+    page: Page, worker_service: RunningService, platform: FakePlatform
+) -> None:
     _, key = worker_service.new_user(1)
     sign_in(page, key)
     error = page.locator("#submit-error")

@@ -34,14 +34,16 @@ class RunningService:
 
     def new_user(self, credits: int = 10) -> tuple[str, str]:
         user_id = "u" + uuid.uuid4().hex[:12]
-        r = httpx.post(self.url + "/v1/admin/users", json={"user_id": user_id, "credits": credits},
-                       headers=self.admin, timeout=30)
+        r = httpx.post(
+            self.url + "/v1/admin/users", json={"user_id": user_id, "credits": credits}, headers=self.admin, timeout=30
+        )
         assert r.status_code == 201, r.text
         return user_id, r.json()["api_key"]
 
 
-def start_service(pg: dict[str, str], log_dir: Path, *args: str, command: str = "serve",
-                  **settings: str) -> tuple[ServiceProcess, str]:
+def start_service(
+    pg: dict[str, str], log_dir: Path, *args: str, command: str = "serve", **settings: str
+) -> tuple[ServiceProcess, str]:
     """`mediatasks <command>` (serve or worker) in a fresh schema, unless `postgres_schema` names one."""
     schema = settings.get("postgres_schema") or f"e2e_{uuid.uuid4().hex[:10]}"
     env = {
@@ -71,8 +73,14 @@ def running_service(pg: dict[str, str], log_dir: Path, *args: str, **settings: s
 
 def platform_settings(platform: FakePlatform, **settings: str) -> dict[str, str]:
     """Settings that point the service's HTTP provider at the fake platform (and let it reach loopback)."""
-    return {"provider": "http", "provider_url": platform.provider_url, "provider_key": platform.api_key,
-            "provider_host": platform.api_host, "url_allow_cidrs": "127.0.0.1/32", **settings}
+    return {
+        "provider": "http",
+        "provider_url": platform.provider_url,
+        "provider_key": platform.api_key,
+        "provider_host": platform.api_host,
+        "url_allow_cidrs": "127.0.0.1/32",
+        **settings,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +92,7 @@ def platform() -> Iterator[FakePlatform]:
 @pytest.fixture(scope="module")
 def service(pg_database_one: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningService]:
     # No dispatcher: these tests play the worker themselves (and nothing may reach a real platform).
-    with running_service(pg_database_one, tmp_path_factory.mktemp("service"), sse_ping_seconds="1",
-                         dispatch="none") as running:
+    with running_service(
+        pg_database_one, tmp_path_factory.mktemp("service"), sse_ping_seconds="1", dispatch="none"
+    ) as running:
         yield running

@@ -46,54 +46,85 @@ def test_user_creation_submit_and_read_your_writes(service: RunningService) -> N
 
 def test_admin_grant_and_errors(service: RunningService) -> None:
     user_id, key = service.new_user(1)
-    r = httpx.post(service.url + f"/v1/admin/users/{user_id}/credits", json={"amount": 5, "reason": "promo"},
-                   headers=service.admin)
+    r = httpx.post(
+        service.url + f"/v1/admin/users/{user_id}/credits", json={"amount": 5, "reason": "promo"}, headers=service.admin
+    )
     assert r.status_code == 200 and r.json() == {"user_id": user_id, "balance": 6}
-    assert_error(httpx.post(service.url + "/v1/admin/users/nobody/credits", json={"amount": 5}, headers=service.admin),
-                 404, "user_not_found")
-    assert_error(httpx.post(service.url + f"/v1/admin/users/{user_id}/credits", json={"amount": -5},
-                            headers=service.admin), 422, "validation_failed")
-    assert_error(httpx.post(service.url + "/v1/admin/users", json={"user_id": user_id}, headers=service.admin),
-                 409, "user_already_exists")
-    assert_error(httpx.post(service.url + "/v1/admin/users", json={"user_id": "bad id!"}, headers=service.admin),
-                 422, "invalid_user_id")
-    assert_error(httpx.post(service.url + "/v1/admin/users", json={"user_id": "x"},
-                            headers={"Authorization": f"Bearer {key}"}), 401, "unauthorized")
+    assert_error(
+        httpx.post(service.url + "/v1/admin/users/nobody/credits", json={"amount": 5}, headers=service.admin),
+        404,
+        "user_not_found",
+    )
+    assert_error(
+        httpx.post(service.url + f"/v1/admin/users/{user_id}/credits", json={"amount": -5}, headers=service.admin),
+        422,
+        "validation_failed",
+    )
+    assert_error(
+        httpx.post(service.url + "/v1/admin/users", json={"user_id": user_id}, headers=service.admin),
+        409,
+        "user_already_exists",
+    )
+    assert_error(
+        httpx.post(service.url + "/v1/admin/users", json={"user_id": "bad id!"}, headers=service.admin),
+        422,
+        "invalid_user_id",
+    )
+    assert_error(
+        httpx.post(service.url + "/v1/admin/users", json={"user_id": "x"}, headers={"Authorization": f"Bearer {key}"}),
+        401,
+        "unauthorized",
+    )
     assert_error(httpx.post(service.url + "/v1/admin/users", json={"user_id": "x"}), 401, "unauthorized")
 
 
 def test_error_bodies_for_402_409_422_401_404_405_413(service: RunningService) -> None:
     _, key = service.new_user(1)
     with service.client(key) as c:
-        err = assert_error(c.post("/v1/tasks", json={"url": TIKTOK, "output_type": "video"}), 402,
-                           "insufficient_credits")
+        err = assert_error(
+            c.post("/v1/tasks", json={"url": TIKTOK, "output_type": "video"}), 402, "insufficient_credits"
+        )
         assert err["details"] == {"balance": 1, "price": 2}
         assert c.get("/v1/account").json()["balance"] == 1  # nothing written
         headers = {"Idempotency-Key": "k1"}
         assert c.post("/v1/tasks", json={"url": TIKTOK, "output_type": "subtitles"}, headers=headers).status_code == 202
-        assert_error(c.post("/v1/tasks", json={"url": YOUTUBE, "output_type": "subtitles"}, headers=headers),
-                     409, "idempotency_key_reused")
+        assert_error(
+            c.post("/v1/tasks", json={"url": YOUTUBE, "output_type": "subtitles"}, headers=headers),
+            409,
+            "idempotency_key_reused",
+        )
         assert_error(c.post("/v1/tasks", json={"url": "ftp://x", "output_type": "subtitles"}), 422, "invalid_url")
-        assert_error(c.post("/v1/tasks", json={"url": "https://example.com/a.mp4", "output_type": "subtitles"}),
-                     422, "unsupported_url")
+        assert_error(
+            c.post("/v1/tasks", json={"url": "https://example.com/a.mp4", "output_type": "subtitles"}),
+            422,
+            "unsupported_url",
+        )
         err = assert_error(c.post("/v1/tasks", json={"url": TIKTOK, "output_type": "audio"}), 422, "validation_failed")
         assert err["details"][0]["loc"] == ["body", "output_type"]
-        assert_error(c.post("/v1/tasks", content=b"{not json", headers={"Content-Type": "application/json"}),
-                     422, "validation_failed")
-        assert_error(c.post("/v1/tasks", json={"url": TIKTOK, "output_type": "video"},
-                            headers={"Idempotency-Key": "x" * 256}), 422, "validation_failed")
+        assert_error(
+            c.post("/v1/tasks", content=b"{not json", headers={"Content-Type": "application/json"}),
+            422,
+            "validation_failed",
+        )
+        assert_error(
+            c.post("/v1/tasks", json={"url": TIKTOK, "output_type": "video"}, headers={"Idempotency-Key": "x" * 256}),
+            422,
+            "validation_failed",
+        )
         assert_error(c.get(f"/v1/tasks/{uuid.uuid4()}"), 404, "task_not_found")
         assert_error(c.get("/v1/tasks/not-a-uuid"), 422, "validation_failed")
         assert_error(c.get("/v1/nothing-here"), 404, "not_found")
         assert_error(c.delete("/v1/tasks"), 405, "method_not_allowed")
         big = {"url": TIKTOK, "output_type": "video", "languages": ["en"] * 5000}
         assert_error(c.post("/v1/tasks", json=big), 413, "payload_too_large")
-        chunks = iter([json.dumps(big).encode()[i:i + 4096] for i in range(0, len(json.dumps(big)), 4096)])
-        assert_error(c.post("/v1/tasks", content=chunks, headers={"Content-Type": "application/json"}),
-                     413, "payload_too_large")  # chunked: no Content-Length, counted while reading
+        chunks = iter([json.dumps(big).encode()[i : i + 4096] for i in range(0, len(json.dumps(big)), 4096)])
+        assert_error(
+            c.post("/v1/tasks", content=chunks, headers={"Content-Type": "application/json"}), 413, "payload_too_large"
+        )  # chunked: no Content-Length, counted while reading
         assert_error(c.get("/v1/tasks", params={"cursor": "garbage"}), 422, "invalid_cursor")
-    assert_error(httpx.get(service.url + "/v1/tasks", headers={"Authorization": "Bearer mt_wrong"}), 401,
-                 "unauthorized")
+    assert_error(
+        httpx.get(service.url + "/v1/tasks", headers={"Authorization": "Bearer mt_wrong"}), 401, "unauthorized"
+    )
     assert_error(httpx.get(service.url + "/v1/account"), 401, "unauthorized")
 
 
@@ -126,8 +157,9 @@ def test_idempotency_sequential_and_twenty_concurrent(service: RunningService) -
 def test_list_pagination_and_status_filter(service: RunningService) -> None:
     _, key = service.new_user(20)
     with service.client(key) as c:
-        ids = [c.post("/v1/tasks", json={"url": TIKTOK, "output_type": "subtitles"}).json()["task_id"]
-               for _ in range(7)]
+        ids = [
+            c.post("/v1/tasks", json={"url": TIKTOK, "output_type": "subtitles"}).json()["task_id"] for _ in range(7)
+        ]
         for task_id in ids:
             assert c.get(f"/v1/tasks/{task_id}").status_code == 200
         seen, cursor = [], None
@@ -139,8 +171,9 @@ def test_list_pagination_and_status_filter(service: RunningService) -> None:
             if not cursor:
                 break
         assert seen == list(reversed(ids))
-        assert [t["task_id"] for t in c.get("/v1/tasks", params={"status": "queued", "limit": 100}).json()["tasks"]] \
-            == list(reversed(ids))
+        assert [
+            t["task_id"] for t in c.get("/v1/tasks", params={"status": "queued", "limit": 100}).json()["tasks"]
+        ] == list(reversed(ids))
         assert c.get("/v1/tasks", params={"status": "extracted"}).json() == {"tasks": [], "next_cursor": None}
         assert_error(c.get("/v1/tasks", params={"status": "bogus"}), 422, "validation_failed")
         assert_error(c.get("/v1/tasks", params={"limit": 0}), 422, "validation_failed")

@@ -74,7 +74,9 @@ class Deployment:
 
     def start(self) -> None:
         self.starts += 1
-        self.process = ServiceProcess(env=self.env, cwd=self.log_dir, log_path=self.log_dir / f"serve-{self.starts}.log")
+        self.process = ServiceProcess(
+            env=self.env, cwd=self.log_dir, log_path=self.log_dir / f"serve-{self.starts}.log"
+        )
         self.process.wait_ready()
         self.url = self.process.url
 
@@ -104,14 +106,20 @@ class Load:
 
     def request(self, method: str, path: str, key: str, **kwargs: object) -> httpx.Response | None:
         try:
-            r = httpx.request(method, self.deployment.url + path, headers={"Authorization": f"Bearer {key}",
-                              **kwargs.pop("headers", {})}, timeout=15, **kwargs)  # type: ignore[arg-type]
+            r = httpx.request(
+                method,
+                self.deployment.url + path,
+                headers={"Authorization": f"Bearer {key}", **kwargs.pop("headers", {})},
+                timeout=15,
+                **kwargs,
+            )  # type: ignore[arg-type]
         except httpx.HTTPError:
             return None  # the service is down (SIGKILL) or the connection broke: the client retries
         with self.lock:
             self.answers[r.status_code] += 1
-            if r.status_code >= 500 and not (r.status_code == 503 and r.headers.get("Retry-After")
-                                             and "error" in r.json()):
+            if r.status_code >= 500 and not (
+                r.status_code == 503 and r.headers.get("Retry-After") and "error" in r.json()
+            ):
                 self.bad_errors.append(f"{method} {path} → {r.status_code}: {r.text[:300]}")
         return r
 
@@ -172,7 +180,9 @@ def wait_ready(deployment: Deployment, since: float, timeout: float = 30) -> tup
         if status == 200:
             return time.monotonic() - since, not_ready, slowest
         not_ready += status == 503
-        assert time.monotonic() - since < timeout, f"not ready after {timeout} s: {deployment.process and deployment.process.log()}"
+        assert time.monotonic() - since < timeout, (
+            f"not ready after {timeout} s: {deployment.process and deployment.process.log()}"
+        )
         time.sleep(0.1)
 
 
@@ -197,8 +207,7 @@ def wait_extracted(deployment: Deployment, load: Load, user: str, timeout: float
         time.sleep(0.1)
 
 
-def inject(fault: str, cluster: PrivateCluster, proxy: TcpProxy,
-           deployment: Deployment) -> tuple[float, float, float]:
+def inject(fault: str, cluster: PrivateCluster, proxy: TcpProxy, deployment: Deployment) -> tuple[float, float, float]:
     """Inject one fault; returns the seconds the database or service was away, the moment it was back,
     and the slowest /readyz answer while the database was away (0 if not asked)."""
     started = time.monotonic()
@@ -229,7 +238,9 @@ def inject(fault: str, cluster: PrivateCluster, proxy: TcpProxy,
 
 
 def follower_restarts(deployment: Deployment) -> dict[str, float]:
-    text = httpx.get(deployment.url + "/metrics", timeout=10).text
+    r = httpx.get(deployment.url + "/metrics", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=10)
+    assert r.status_code == 200, r.text
+    text = r.text
     found: dict[str, float] = {}
     for line in text.splitlines():
         if line.startswith("mediatasks_follower_restarts") and "follower=" in line:
@@ -245,8 +256,11 @@ def settle(deployment: Deployment, load: Load, timeout: float = 90) -> dict[str,
     for ack in load.acknowledged:
         while True:
             task = task_of(deployment, load.keys[ack.user], ack.task_id)
-            if task is not None and task["status"] in TERMINAL and (task["status"] == "extracted"
-                                                                     or task.get("refunded_credits")):
+            if (
+                task is not None
+                and task["status"] in TERMINAL
+                and (task["status"] == "extracted" or task.get("refunded_credits"))
+            ):
                 final[ack.task_id] = task
                 break
             assert time.monotonic() < deadline, f"task stuck: {ack} {task}"
@@ -256,7 +270,8 @@ def settle(deployment: Deployment, load: Load, timeout: float = 90) -> dict[str,
 
 @pytest.mark.parametrize("order", list(FAULT_ORDERS))
 def test_every_acknowledged_task_survives_each_database_fault(
-        order: str, cluster: PrivateCluster, fault_platform: FakePlatform, tmp_path: Path) -> None:
+    order: str, cluster: PrivateCluster, fault_platform: FakePlatform, tmp_path: Path
+) -> None:
     proxy = TcpProxy(cluster.port)
     schema = "faults_" + uuid.uuid4().hex[:8]
     env = {
@@ -264,10 +279,21 @@ def test_every_acknowledged_task_survives_each_database_fault(
         "MEDIATASKS_POSTGRES_SCHEMA": schema,
         "MEDIATASKS_ADMIN_TOKEN": ADMIN_TOKEN,
         "MEDIATASKS_DATA_DIR": str(tmp_path / "data"),
-        **{f"MEDIATASKS_{k.upper()}": v for k, v in platform_settings(
-            fault_platform, catch_up_seconds="0.5", lease_seconds="4", retry_base_seconds="0.2", max_attempts="3",
-            workers="4", postgres_pool_size="2", postgres_max_overflow="8", follower_backoff_base_seconds="0.2",
-            follower_backoff_cap_seconds="2").items()},
+        **{
+            f"MEDIATASKS_{k.upper()}": v
+            for k, v in platform_settings(
+                fault_platform,
+                catch_up_seconds="0.5",
+                lease_seconds="4",
+                retry_base_seconds="0.2",
+                max_attempts="3",
+                workers="4",
+                postgres_pool_size="2",
+                postgres_max_overflow="8",
+                follower_backoff_base_seconds="0.2",
+                follower_backoff_cap_seconds="2",
+            ).items()
+        },
     }
     deployment = Deployment(env, tmp_path)
     deployment.start()
@@ -278,8 +304,12 @@ def test_every_acknowledged_task_survives_each_database_fault(
         keys = {}
         for n in range(CLIENTS):
             user = f"client{n}"
-            r = httpx.post(deployment.url + "/v1/admin/users", json={"user_id": user, "credits": 10_000},
-                           headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=30)
+            r = httpx.post(
+                deployment.url + "/v1/admin/users",
+                json={"user_id": user, "credits": 10_000},
+                headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+                timeout=30,
+            )
             assert r.status_code == 201, r.text
             keys[user] = r.json()["api_key"]
         load = Load(deployment, fault_platform, keys)
@@ -293,8 +323,16 @@ def test_every_acknowledged_task_survives_each_database_fault(
             down, back, slowest_away = inject(fault, cluster, proxy, deployment)
             ready_after, not_ready, slowest = wait_ready(deployment, back)
             extracted_after = wait_extracted(deployment, load, "client0", EXTRACTED_WITHIN)
-            figures.append(Figures(fault, round(down, 2), round(ready_after, 2), round(extracted_after, 2),
-                                   not_ready, round(max(slowest, slowest_away), 2)))
+            figures.append(
+                Figures(
+                    fault,
+                    round(down, 2),
+                    round(ready_after, 2),
+                    round(extracted_after, 2),
+                    not_ready,
+                    round(max(slowest, slowest_away), 2),
+                )
+            )
             time.sleep(2)
         load.stopping.set()
         for thread in clients:
@@ -304,8 +342,12 @@ def test_every_acknowledged_task_survives_each_database_fault(
 
         balances_checked = 0
         for user, key in keys.items():
-            account = httpx.get(deployment.url + "/v1/account", params={"limit": 200},
-                                headers={"Authorization": f"Bearer {key}"}, timeout=10).json()
+            account = httpx.get(
+                deployment.url + "/v1/account",
+                params={"limit": 200},
+                headers={"Authorization": f"Bearer {key}"},
+                timeout=10,
+            ).json()
             entries = account["entries"]
             assert len(entries) < 200, "the ledger page is not the whole ledger"
             assert account["balance"] == sum(e["amount"] for e in entries), (user, account)
@@ -317,17 +359,26 @@ def test_every_acknowledged_task_survives_each_database_fault(
                 expected = 1 if final[ack.task_id]["status"] == "failed" else 0
                 assert refunds[ack.task_id] == expected, (ack, final[ack.task_id])
             balances_checked += 1
-        audit = subprocess.run([sys.executable, "-m", "infrastructure.cli", "audit", "verify"],
-                               env={**env, "MEDIATASKS_DATABASE_URL": cluster.url, "PATH": "/usr/bin:/bin"},
-                               capture_output=True, text=True, timeout=120, cwd=tmp_path)
+        audit = subprocess.run(
+            [sys.executable, "-m", "infrastructure.entrypoints.cli", "audit", "verify"],
+            env={**env, "MEDIATASKS_DATABASE_URL": cluster.url, "PATH": "/usr/bin:/bin"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=tmp_path,
+        )
         assert audit.returncode == 0, audit.stdout + audit.stderr
         outcomes = Counter(task["status"] for task in final.values())
-        print(f"\n[{order}] {len(load.acknowledged)} acknowledged tasks: {dict(outcomes)}; answers "
-              f"{dict(sorted(load.answers.items()))}; follower restarts {restarts}")
+        print(
+            f"\n[{order}] {len(load.acknowledged)} acknowledged tasks: {dict(outcomes)}; answers "
+            f"{dict(sorted(load.answers.items()))}; follower restarts {restarts}"
+        )
         for f in figures:
-            print(f"  {f.fault:<13} away {f.down_seconds:>5.2f} s, /readyz 200 after {f.ready_after_seconds:>5.2f} s "
-                  f"({f.not_ready_answers} answers 503, slowest {f.slowest_readyz_seconds:.2f} s), "
-                  f"new task extracted after {f.extracted_after_seconds:>5.2f} s")
+            print(
+                f"  {f.fault:<13} away {f.down_seconds:>5.2f} s, /readyz 200 after {f.ready_after_seconds:>5.2f} s "
+                f"({f.not_ready_answers} answers 503, slowest {f.slowest_readyz_seconds:.2f} s), "
+                f"new task extracted after {f.extracted_after_seconds:>5.2f} s"
+            )
         assert load.answers[500] == 0
         assert load.bad_errors == []
         assert balances_checked == CLIENTS

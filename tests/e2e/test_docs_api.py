@@ -20,7 +20,9 @@ def test_api_doc_examples_run(service: RunningService) -> None:
     script = "\n".join(blocks)
     script = script.replace("BASE=http://127.0.0.1:8000", f"BASE={service.url}")
     script = script.replace("Bearer secret", f"Bearer {ADMIN_TOKEN}")
-    script = script.replace('"user_id": "alice"', '"user_id": "docs-alice"').replace("users/alice/", "users/docs-alice/")
+    script = script.replace('"user_id": "alice"', '"user_id": "docs-alice"').replace(
+        "users/alice/", "users/docs-alice/"
+    )
     result = subprocess.run(["bash", "-euo", "pipefail", "-c", script], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     out = result.stdout

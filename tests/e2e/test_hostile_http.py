@@ -21,11 +21,18 @@ AUTH_FAILURES = 5
 
 
 @pytest.fixture(scope="module")
-def hostile(pg_database_one: dict[str, str], tmp_path_factory: pytest.TempPathFactory,
-            platform: FakePlatform) -> Iterator[RunningService]:
-    settings = platform_settings(platform, workers="1", sse_ping_seconds="1",
-                                 header_timeout_seconds=str(HEADER_TIMEOUT), body_timeout_seconds=str(BODY_TIMEOUT),
-                                 auth_failures_per_minute=str(AUTH_FAILURES), auth_failure_delay_seconds="0.05")
+def hostile(
+    pg_database_one: dict[str, str], tmp_path_factory: pytest.TempPathFactory, platform: FakePlatform
+) -> Iterator[RunningService]:
+    settings = platform_settings(
+        platform,
+        workers="1",
+        sse_ping_seconds="1",
+        header_timeout_seconds=str(HEADER_TIMEOUT),
+        body_timeout_seconds=str(BODY_TIMEOUT),
+        auth_failures_per_minute=str(AUTH_FAILURES),
+        auth_failure_delay_seconds="0.05",
+    )
     with running_service(pg_database_one, tmp_path_factory.mktemp("hostile"), **settings) as running:
         yield running
 
@@ -35,8 +42,10 @@ def extracted(hostile: RunningService, platform: FakePlatform) -> tuple[str, str
     """(api key, task id) of a finished task that stored a video and subtitles."""
     _, key = hostile.new_user(10)
     with hostile.client(key) as c:
-        r = c.post("/v1/tasks", json={"url": platform.media_url("ok"), "output_type": "video_and_subtitles",
-                                      "languages": ["en"]})
+        r = c.post(
+            "/v1/tasks",
+            json={"url": platform.media_url("ok"), "output_type": "video_and_subtitles", "languages": ["en"]},
+        )
         assert r.status_code == 202, r.text
         task_id = r.json()["task_id"]
         deadline = time.monotonic() + 60
@@ -116,8 +125,10 @@ def test_a_slowloris_client_is_cut_after_the_header_timeout_while_healthz_answer
 def test_a_body_sent_slowly_is_cut_after_the_body_timeout(hostile: RunningService) -> None:
     _, key = hostile.new_user(1)
     with connect(hostile) as sock:
-        sock.sendall(f"POST /v1/tasks HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
-                     "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{".encode())
+        sock.sendall(
+            f"POST /v1/tasks HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
+            "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{".encode()
+        )
         started = time.monotonic()
         answer = raw_answer(sock, timeout=BODY_TIMEOUT + 10)
         waited = time.monotonic() - started
@@ -126,14 +137,18 @@ def test_a_body_sent_slowly_is_cut_after_the_body_timeout(hostile: RunningServic
     assert httpx.get(hostile.url + "/healthz", timeout=5).status_code == 200
 
 
-def test_the_21st_live_stream_of_one_user_gets_429_and_a_closed_one_frees_its_place(
-        service: RunningService) -> None:
+def test_the_21st_live_stream_of_one_user_gets_429_and_a_closed_one_frees_its_place(service: RunningService) -> None:
     _, key = service.new_user(30)
     _, other_key = service.new_user(1)
     with service.client(key) as c, service.client(other_key) as other, ExitStack() as streams:
         # one task per stream; this service runs no attempts, so every task stays queued and its stream open
-        task_ids = [c.post("/v1/tasks", json={"url": f"https://www.tiktok.com/@x/video/{i}{uuid4().int % 10**9}",
-                                              "output_type": "subtitles"}).json()["task_id"] for i in range(21)]
+        task_ids = [
+            c.post(
+                "/v1/tasks",
+                json={"url": f"https://www.tiktok.com/@x/video/{i}{uuid4().int % 10**9}", "output_type": "subtitles"},
+            ).json()["task_id"]
+            for i in range(21)
+        ]
         opened = []
         for task_id in task_ids[:20]:
             events = streams.enter_context(c.stream("GET", f"/v1/tasks/{task_id}/events"))
@@ -146,8 +161,9 @@ def test_the_21st_live_stream_of_one_user_gets_429_and_a_closed_one_frees_its_pl
         assert refused.json()["error"]["code"] == "too_many_streams"
         assert refused.json()["error"]["details"] == {"limit": 20}
         assert int(refused.headers["Retry-After"]) > 0
-        other_task = other.post("/v1/tasks", json={"url": "https://www.tiktok.com/@x/video/7", "output_type":
-                                                   "subtitles"}).json()["task_id"]
+        other_task = other.post(
+            "/v1/tasks", json={"url": "https://www.tiktok.com/@x/video/7", "output_type": "subtitles"}
+        ).json()["task_id"]
         with other.stream("GET", f"/v1/tasks/{other_task}/events") as own:
             assert own.status_code == 200, "another user's streams are counted apart"
         opened[0][0].close()
@@ -162,8 +178,12 @@ def test_the_21st_live_stream_of_one_user_gets_429_and_a_closed_one_frees_its_pl
 
 def test_former_500s_answer_their_documented_4xx(hostile: RunningService, extracted: tuple[str, str]) -> None:
     key, task_id = extracted
-    anonymous = httpx.get(f"{hostile.url}/v1/tasks/{task_id}/events", params={"access_token": "ü.ñ.é"},
-                          headers=from_address("198.51.100.1"), timeout=10)
+    anonymous = httpx.get(
+        f"{hostile.url}/v1/tasks/{task_id}/events",
+        params={"access_token": "ü.ñ.é"},
+        headers=from_address("198.51.100.1"),
+        timeout=10,
+    )
     assert anonymous.status_code == 401 and anonymous.json()["error"]["code"] == "unauthorized"
     with hostile.client(key) as c:
         huge = c.get(f"/v1/tasks/{task_id}/video", headers={"Range": "bytes=" + "9" * 5000 + "-"})
@@ -176,8 +196,9 @@ def test_former_500s_answer_their_documented_4xx(hostile: RunningService, extrac
 
 
 def test_a_user_id_ending_in_a_newline_is_refused(hostile: RunningService) -> None:
-    r = httpx.post(hostile.url + "/v1/admin/users", json={"user_id": "alice\n", "credits": 1},
-                   headers=hostile.admin, timeout=10)
+    r = httpx.post(
+        hostile.url + "/v1/admin/users", json={"user_id": "alice\n", "credits": 1}, headers=hostile.admin, timeout=10
+    )
     assert r.status_code == 422, r.text
     assert r.json()["error"]["code"] == "invalid_user_id"
 
@@ -229,21 +250,42 @@ def test_every_response_carries_the_security_headers(hostile: RunningService, ex
 def test_failed_authentications_are_capped_per_client_address(hostile: RunningService) -> None:
     _, key = hostile.new_user(1)
     attacker = "203.0.113.7"
-    guesses = [httpx.get(hostile.url + "/v1/account", timeout=10,
-                         headers=from_address(attacker, Authorization=f"Bearer mt_guess{i}")) for i in range(AUTH_FAILURES)]
+    guesses = [
+        httpx.get(
+            hostile.url + "/v1/account", timeout=10, headers=from_address(attacker, Authorization=f"Bearer mt_guess{i}")
+        )
+        for i in range(AUTH_FAILURES)
+    ]
     assert [g.status_code for g in guesses] == [401] * AUTH_FAILURES
-    refused = httpx.get(hostile.url + "/v1/account", headers=from_address(attacker, Authorization="Bearer mt_x"),
-                        timeout=10)
+    refused = httpx.get(
+        hostile.url + "/v1/account", headers=from_address(attacker, Authorization="Bearer mt_x"), timeout=10
+    )
     assert refused.status_code == 429
     assert refused.json()["error"]["code"] == "too_many_failed_authentications"
     assert 0 < int(refused.headers["Retry-After"]) <= 60
-    admin_guess = httpx.post(hostile.url + "/v1/admin/users", json={"user_id": "x"}, timeout=10,
-                             headers=from_address(attacker, Authorization="Bearer not-the-admin-token"))
+    admin_guess = httpx.post(
+        hostile.url + "/v1/admin/users",
+        json={"user_id": "x"},
+        timeout=10,
+        headers=from_address(attacker, Authorization="Bearer not-the-admin-token"),
+    )
     assert admin_guess.status_code == 429, "admin token guesses count too"
     # the same address with a valid key seen before still works; another address is not affected
-    assert httpx.get(hostile.url + "/v1/account", headers=from_address("203.0.113.8", Authorization=f"Bearer {key}"),
-                     timeout=10).status_code == 200
-    assert httpx.get(hostile.url + "/v1/account", headers=from_address(attacker, Authorization=f"Bearer {key}"),
-                     timeout=10).status_code == 200
-    assert httpx.get(hostile.url + "/v1/account", headers=from_address("203.0.113.9", Authorization="Bearer mt_y"),
-                     timeout=10).status_code == 401
+    assert (
+        httpx.get(
+            hostile.url + "/v1/account", headers=from_address("203.0.113.8", Authorization=f"Bearer {key}"), timeout=10
+        ).status_code
+        == 200
+    )
+    assert (
+        httpx.get(
+            hostile.url + "/v1/account", headers=from_address(attacker, Authorization=f"Bearer {key}"), timeout=10
+        ).status_code
+        == 200
+    )
+    assert (
+        httpx.get(
+            hostile.url + "/v1/account", headers=from_address("203.0.113.9", Authorization="Bearer mt_y"), timeout=10
+        ).status_code
+        == 401
+    )

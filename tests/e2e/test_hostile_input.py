@@ -23,7 +23,8 @@ def quadratic_blowup_ttml(entity_bytes: int = MIB, references: int = 800_000) ->
     """One 1 MiB entity referenced 800,000 times: 3.3 MiB on the wire (under MAX_SUBTITLE_BYTES), ~800 GB expanded."""
     return (
         '<?xml version="1.0"?>\n<!DOCTYPE tt [<!ENTITY a "' + "a" * entity_bytes + '">]>\n'
-        '<tt xmlns="http://www.w3.org/ns/ttml"><body><div><p begin="0s" end="1s">' + "&a;" * references
+        '<tt xmlns="http://www.w3.org/ns/ttml"><body><div><p begin="0s" end="1s">'
+        + "&a;" * references
         + "</p></div></body></tt>\n"
     ).encode()
 
@@ -38,8 +39,9 @@ def hostile_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeP
 
 
 @pytest.fixture(scope="module")
-def worker_service(pg_database_one: dict[str, str], tmp_path_factory: pytest.TempPathFactory,
-                   hostile_platform: FakePlatform) -> Iterator[RunningService]:
+def worker_service(
+    pg_database_one: dict[str, str], tmp_path_factory: pytest.TempPathFactory, hostile_platform: FakePlatform
+) -> Iterator[RunningService]:
     settings = platform_settings(hostile_platform, retry_base_seconds="0.2", max_attempts="2", workers="2")
     with running_service(pg_database_one, tmp_path_factory.mktemp("hostile"), **settings) as running:
         yield running
@@ -55,8 +57,9 @@ def finished(client: httpx.Client, task_id: str, timeout: float = 60) -> dict:
         time.sleep(0.1)
 
 
-def submit(service: RunningService, url: str, output_type: str = "subtitles",
-           languages: list[str] | None = None) -> tuple[httpx.Client, dict]:
+def submit(
+    service: RunningService, url: str, output_type: str = "subtitles", languages: list[str] | None = None
+) -> tuple[httpx.Client, dict]:
     _, key = service.new_user(10)
     client = service.client(key)
     r = client.post("/v1/tasks", json={"url": url, "output_type": output_type, "languages": languages or []})
@@ -90,8 +93,9 @@ def test_a_nul_grant_is_refused_and_the_read_model_keeps_advancing(worker_servic
     assert [e["reason"] for e in account["entries"] if e["kind"] == "grant"][0] == "after\tthe refusal"
 
 
-def test_a_hostile_provider_gives_a_clean_extracted_task(worker_service: RunningService,
-                                                         hostile_platform: FakePlatform) -> None:
+def test_a_hostile_provider_gives_a_clean_extracted_task(
+    worker_service: RunningService, hostile_platform: FakePlatform
+) -> None:
     url = hostile_platform.media_url("hostile-text")
     media_id = url.split("/video/")[1].split("?")[0]
     client, task = submit(worker_service, url, "video_and_subtitles")
@@ -112,8 +116,9 @@ def test_a_hostile_provider_gives_a_clean_extracted_task(worker_service: Running
     assert later["status"] == "extracted", later
 
 
-def test_a_provider_404_nested_100000_deep_is_not_found_without_retries(worker_service: RunningService,
-                                                                        hostile_platform: FakePlatform) -> None:
+def test_a_provider_404_nested_100000_deep_is_not_found_without_retries(
+    worker_service: RunningService, hostile_platform: FakePlatform
+) -> None:
     url = hostile_platform.media_url("deep-404")
     _, task = submit(worker_service, url)
     assert task["status"] == "failed", task
@@ -121,8 +126,9 @@ def test_a_provider_404_nested_100000_deep_is_not_found_without_retries(worker_s
     assert task["attempts"] == 1
 
 
-def test_the_quadratic_blowup_ttml_is_refused_and_memory_stays_flat(worker_service: RunningService,
-                                                                    hostile_platform: FakePlatform) -> None:
+def test_the_quadratic_blowup_ttml_is_refused_and_memory_stays_flat(
+    worker_service: RunningService, hostile_platform: FakePlatform
+) -> None:
     pid = worker_service.process.proc.pid
     _, warm = submit(worker_service, hostile_platform.media_url("subtitles-only", subtitle=REAL_TTML))
     assert warm["status"] == "extracted", warm
@@ -133,6 +139,8 @@ def test_the_quadratic_blowup_ttml_is_refused_and_memory_stays_flat(worker_servi
     assert task["error"]["code"] == "unsupported_content"
     assert task["attempts"] == 1
     grown_mib = (after["VmHWM"] - before["VmHWM"]) / 1024
-    print(f"quadratic-blowup TTML: VmHWM {before['VmHWM'] // 1024} -> {after['VmHWM'] // 1024} MiB "
-          f"(+{grown_mib:.1f}), VmRSS {before['VmRSS'] // 1024} -> {after['VmRSS'] // 1024} MiB")
+    print(
+        f"quadratic-blowup TTML: VmHWM {before['VmHWM'] // 1024} -> {after['VmHWM'] // 1024} MiB "
+        f"(+{grown_mib:.1f}), VmRSS {before['VmRSS'] // 1024} -> {after['VmRSS'] // 1024} MiB"
+    )
     assert grown_mib < 32

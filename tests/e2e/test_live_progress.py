@@ -48,8 +48,11 @@ def test_stream_resume_and_end(service: RunningService, worker: MediaTasks) -> N
             worker.report_progress(UUID(task_id), 1, "metadata", 20)
             worker.report_progress(UUID(task_id), 1, "video", 40)
             seen = status_messages(messages, 3)
-        assert [(m["status"], m["progress"]) for _, m in seen] == [("downloading", 10), ("processing", 20),
-                                                                  ("processing", 40)]
+        assert [(m["status"], m["progress"]) for _, m in seen] == [
+            ("downloading", 10),
+            ("processing", 20),
+            ("processing", 40),
+        ]
         ids = [first_id] + [i for i, _ in seen]
         assert ids == sorted(ids) and len(set(ids)) == 4
 
@@ -60,8 +63,11 @@ def test_stream_resume_and_end(service: RunningService, worker: MediaTasks) -> N
         started = time.monotonic()
         with c.stream("GET", f"/v1/tasks/{task_id}/events", headers={"Last-Event-ID": str(ids[-1])}) as r:
             resumed = [(int(m.id), json.loads(m.data)) for m in read_sse(r) if m.event == "status"]
-        assert [(m["status"], m["progress"]) for _, m in resumed] == [("processing", 70), ("processing", 90),
-                                                                     ("extracted", 100)]
+        assert [(m["status"], m["progress"]) for _, m in resumed] == [
+            ("processing", 70),
+            ("processing", 90),
+            ("extracted", 100),
+        ]
         assert resumed[0][0] > ids[-1]
         assert time.monotonic() - started < 5, "the stream must end after the terminal state"
 

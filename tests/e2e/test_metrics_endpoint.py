@@ -14,8 +14,9 @@ from tests.support.fake_platform import FakePlatform
 
 
 @pytest.fixture(scope="module")
-def worker_service(pg_database_one: dict[str, str], tmp_path_factory: pytest.TempPathFactory,
-                   platform: FakePlatform) -> Iterator[RunningService]:
+def worker_service(
+    pg_database_one: dict[str, str], tmp_path_factory: pytest.TempPathFactory, platform: FakePlatform
+) -> Iterator[RunningService]:
     settings = platform_settings(platform, workers="2", otel_exporter="none")
     with running_service(pg_database_one, tmp_path_factory.mktemp("metrics"), **settings) as running:
         yield running
@@ -32,8 +33,11 @@ def finish(client: httpx.Client, task_id: str, *, refunded: bool) -> None:
 
 
 def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    return {(s.name, frozenset(s.labels.items())): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 def value(found: dict, name: str, **labels: str) -> float:
@@ -45,8 +49,11 @@ def test_metrics_count_the_tasks_that_ran(worker_service: RunningService, platfo
     _, key = worker_service.new_user(10)
     client = worker_service.client(key)
     submitted = []
-    for url, output_type in ((platform.media_url("ok"), "subtitles"), (platform.media_url("ok"), "subtitles"),
-                             (platform.media_url("404"), "video")):
+    for url, output_type in (
+        (platform.media_url("ok"), "subtitles"),
+        (platform.media_url("ok"), "subtitles"),
+        (platform.media_url("404"), "video"),
+    ):
         r = client.post("/v1/tasks", json={"url": url, "output_type": output_type, "languages": ["en"]})
         assert r.status_code == 202, r.text
         submitted.append(r.json()["task_id"])

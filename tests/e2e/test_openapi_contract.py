@@ -29,11 +29,29 @@ def test_every_route_keeps_its_contract(service: RunningService) -> None:
     for path in paths:
         token = admin_token if path.startswith("/v1/admin/") or path == "/metrics" else user_key
         result = subprocess.run(
-            [str(schemathesis), "run", service.url + "/openapi.json", "--checks", CHECKS,
-             "-H", f"Authorization: Bearer {token}", "--max-examples", "30", "--seed", "1",
-             "--request-timeout", "10", "--phases", "examples,coverage,fuzzing", "--no-color",
-             "--include-path-regex", "^" + re.escape(path) + "$"],
-            capture_output=True, text=True, timeout=300,
+            [
+                str(schemathesis),
+                "run",
+                service.url + "/openapi.json",
+                "--checks",
+                CHECKS,
+                "-H",
+                f"Authorization: Bearer {token}",
+                "--max-examples",
+                "30",
+                "--seed",
+                "1",
+                "--request-timeout",
+                "10",
+                "--phases",
+                "examples,coverage,fuzzing",
+                "--no-color",
+                "--include-path-regex",
+                "^" + re.escape(path) + "$",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
         if result.returncode != 0 or " passed" not in result.stdout:
             failures.append(f"{path}:\n{result.stdout[-4000:]}{result.stderr[-1000:]}")

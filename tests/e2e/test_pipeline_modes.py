@@ -16,11 +16,18 @@ PRICES = {"subtitles": 1, "video": 2, "video_and_subtitles": 3}
 
 
 @pytest.fixture(scope="module")
-def worker_service(pg_database_one: dict[str, str], tmp_path_factory: pytest.TempPathFactory,
-                   platform: FakePlatform) -> Iterator[RunningService]:
+def worker_service(
+    pg_database_one: dict[str, str], tmp_path_factory: pytest.TempPathFactory, platform: FakePlatform
+) -> Iterator[RunningService]:
     settings = platform_settings(
-        platform, lease_seconds="6", retry_base_seconds="0.2", max_attempts="3",
-        max_video_bytes=str(5 * 1024 * 1024), download_deadline_seconds="20", download_read_timeout="5", workers="4",
+        platform,
+        lease_seconds="6",
+        retry_base_seconds="0.2",
+        max_attempts="3",
+        max_video_bytes=str(5 * 1024 * 1024),
+        download_deadline_seconds="20",
+        download_read_timeout="5",
+        workers="4",
     )
     with running_service(pg_database_one, tmp_path_factory.mktemp("pipeline"), **settings) as running:
         yield running
@@ -34,8 +41,9 @@ class Finished:
     client: httpx.Client
 
 
-def run_task(service: RunningService, url: str, output_type: str, *, credits: int = 10,
-             timeout: float = 45) -> Finished:
+def run_task(
+    service: RunningService, url: str, output_type: str, *, credits: int = 10, timeout: float = 45
+) -> Finished:
     _, key = service.new_user(credits)
     client = service.client(key)
     r = client.post("/v1/tasks", json={"url": url, "output_type": output_type, "languages": ["en"]})
@@ -82,8 +90,13 @@ def run_task(service: RunningService, url: str, output_type: str, *, credits: in
     ],
 )
 def test_failing_modes_fail_with_their_code_and_refund_once(
-    worker_service: RunningService, platform: FakePlatform, mode: str, options: dict, output_type: str,
-    code: str, attempts: int,
+    worker_service: RunningService,
+    platform: FakePlatform,
+    mode: str,
+    options: dict,
+    output_type: str,
+    code: str,
+    attempts: int,
 ) -> None:
     done = run_task(worker_service, platform.media_url(mode, **options), output_type)
     assert done.task["status"] == "failed", done.task
@@ -100,7 +113,11 @@ def test_failing_modes_fail_with_their_code_and_refund_once(
     [("ok", {}, 1), ("redirect", {"hops": 3}, 1), ("flaky-503", {"fails": 2}, 3), ("video-flaky-503", {"fails": 1}, 2)],
 )
 def test_succeeding_modes_store_the_video_and_charge_once(
-    worker_service: RunningService, platform: FakePlatform, mode: str, options: dict, attempts: int,
+    worker_service: RunningService,
+    platform: FakePlatform,
+    mode: str,
+    options: dict,
+    attempts: int,
 ) -> None:
     size = 300_000
     url = platform.media_url(mode, size=size, **options)
@@ -121,8 +138,7 @@ def test_succeeding_modes_store_the_video_and_charge_once(
     assert part.status_code == 206 and part.content == body.content[100:200]
     assert part.headers["Content-Range"] == f"bytes 100-199/{size}"
     assert done.client.get(f"/v1/tasks/{task_id}/video", headers={"Range": "bytes=-10"}).content == body.content[-10:]
-    assert done.client.get(f"/v1/tasks/{task_id}/video",
-                           headers={"Range": f"bytes={size}-"}).status_code == 416
+    assert done.client.get(f"/v1/tasks/{task_id}/video", headers={"Range": f"bytes={size}-"}).status_code == 416
 
     vtt = done.client.get(f"/v1/tasks/{task_id}/subtitles", params={"format": "vtt"})
     assert vtt.status_code == 200 and vtt.text.startswith("WEBVTT")
@@ -156,8 +172,9 @@ def test_metadata_cache_hit_on_second_task(worker_service: RunningService, platf
     assert metadata["data"]["details"]["cache"] == "hit"
 
 
-def test_slow_download_reports_progress_and_keeps_its_lease(worker_service: RunningService,
-                                                           platform: FakePlatform) -> None:
+def test_slow_download_reports_progress_and_keeps_its_lease(
+    worker_service: RunningService, platform: FakePlatform
+) -> None:
     """A download longer than the lease (6 s) completes in one attempt: progress events are heartbeats."""
     import json
 
@@ -166,8 +183,9 @@ def test_slow_download_reports_progress_and_keeps_its_lease(worker_service: Runn
     size = 16384 * 160  # 160 pieces, 0.05 s apart: ~8 s
     _, key = worker_service.new_user(10)
     with worker_service.client(key) as c:
-        task_id = c.post("/v1/tasks", json={"url": platform.media_url("slow", size=size), "output_type": "video"}
-                         ).json()["task_id"]
+        task_id = c.post(
+            "/v1/tasks", json={"url": platform.media_url("slow", size=size), "output_type": "video"}
+        ).json()["task_id"]
         with c.stream("GET", f"/v1/tasks/{task_id}/events", headers={"Last-Event-ID": "0"}, timeout=60) as r:
             updates = [json.loads(m.data) for m in read_sse(r) if m.event == "status"]
         task = c.get(f"/v1/tasks/{task_id}").json()

@@ -48,11 +48,16 @@ class Cluster:
     platform: FakePlatform
 
     def user(self, user_id: str, credits: int = CREDITS) -> httpx.Client:
-        r = httpx.post(self.serve.url + "/v1/admin/users", json={"user_id": user_id, "credits": credits},
-                       headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=30)
+        r = httpx.post(
+            self.serve.url + "/v1/admin/users",
+            json={"user_id": user_id, "credits": credits},
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+            timeout=30,
+        )
         assert r.status_code == 201, r.text
-        return httpx.Client(base_url=self.serve.url, headers={"Authorization": f"Bearer {r.json()['api_key']}"},
-                            timeout=30)
+        return httpx.Client(
+            base_url=self.serve.url, headers={"Authorization": f"Bearer {r.json()['api_key']}"}, timeout=30
+        )
 
     def history(self) -> dict[str, list[Any]]:
         """Every event of the log, grouped by aggregate id."""
@@ -65,25 +70,50 @@ class Cluster:
 @pytest.fixture(scope="module")
 def cluster(pg_database_one: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     log_dir = Path(tmp_path_factory.mktemp("qstash"))
-    with FakePlatform() as platform, QStashEmulator(
-            max_retries=3, retry_delay_scale=0.1, duplicate_ratio=0.2, concurrent_duplicate_ratio=0.1,
-            delivery_timeout_s=60, seed=11) as qstash:
+    with (
+        FakePlatform() as platform,
+        QStashEmulator(
+            max_retries=3,
+            retry_delay_scale=0.1,
+            duplicate_ratio=0.2,
+            concurrent_duplicate_ratio=0.1,
+            delivery_timeout_s=60,
+            seed=11,
+        ) as qstash,
+    ):
         settings = platform_settings(
-            platform, dispatch="qstash", public_url=PUBLIC_URL, qstash_url=qstash.url, qstash_token=qstash.token,
-            qstash_current_signing_key=qstash.current_signing_key, qstash_next_signing_key=qstash.next_signing_key,
-            qstash_retries="3", lease_seconds=str(LEASE_SECONDS), retry_base_seconds="0.2", telemetry="false",
-            postgres_pool_size="2", postgres_max_overflow="6")
+            platform,
+            dispatch="qstash",
+            public_url=PUBLIC_URL,
+            qstash_url=qstash.url,
+            qstash_token=qstash.token,
+            qstash_current_signing_key=qstash.current_signing_key,
+            qstash_next_signing_key=qstash.next_signing_key,
+            qstash_retries="3",
+            lease_seconds=str(LEASE_SECONDS),
+            retry_base_seconds="0.2",
+            telemetry="false",
+            postgres_pool_size="2",
+            postgres_max_overflow="6",
+        )
         serve, schema = start_service(pg_database_one, log_dir, "--no-dispatch", **settings)
         workers: list[ServiceProcess] = []
         app = None
         try:
             with ThreadPoolExecutor(WORKERS) as pool:
-                starting = [pool.submit(start_service, pg_database_one, log_dir, command="worker",
-                                        postgres_schema=schema, **settings) for _ in range(WORKERS)]
+                starting = [
+                    pool.submit(
+                        start_service, pg_database_one, log_dir, command="worker", postgres_schema=schema, **settings
+                    )
+                    for _ in range(WORKERS)
+                ]
                 workers.extend(future.result()[0] for future in starting)
             qstash.route(PUBLIC_URL, *(worker.url for worker in workers))
-            app = MediaTasks(env=Settings(postgres_schema=schema, postgres_pool_size=1, postgres_max_overflow=1)
-                             .event_store_env(pg_database_one))
+            app = MediaTasks(
+                env=Settings(postgres_schema=schema, postgres_pool_size=1, postgres_max_overflow=1).event_store_env(
+                    pg_database_one
+                )
+            )
             yield Cluster(serve, workers, qstash, app, platform)
         finally:
             if app is not None:
@@ -104,8 +134,9 @@ def wait_until_terminal(clients: list[httpx.Client], expected: int, timeout: flo
         time.sleep(0.25)
 
 
-def assert_paid_exactly_once(cluster: Cluster, clients: dict[str, httpx.Client],
-                             expected: dict[str, str]) -> dict[str, int]:
+def assert_paid_exactly_once(
+    cluster: Cluster, clients: dict[str, httpx.Client], expected: dict[str, str]
+) -> dict[str, int]:
     """Each task charged once, extracted once or refunded once as `expected` says; balances equal the ledger."""
     events = cluster.history()
     counts: Counter[str] = Counter()
@@ -131,8 +162,9 @@ def assert_paid_exactly_once(cluster: Cluster, clients: dict[str, httpx.Client],
         account = client.get("/v1/account").json()
         ledger = sum(e["amount"] for e in account["entries"])  # charges are negative
         assert account["balance"] == ledger, (user_id, account)
-    verify = httpx.get(cluster.serve.url + "/v1/admin/audit/verify",
-                       headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=60).json()
+    verify = httpx.get(
+        cluster.serve.url + "/v1/admin/audit/verify", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=60
+    ).json()
     assert verify["ok"], verify
     return dict(counts)
 
@@ -145,8 +177,14 @@ def test_200_tasks_with_duplicate_deliveries_are_each_paid_and_finished_once(clu
     for n in range(200):
         mode = modes[n % len(modes)]
         output_type = ("subtitles", "video", "video_and_subtitles")[n % 3] if mode != "no-subtitles" else "subtitles"
-        links.append((f"load{n % USERS}", cluster.platform.media_url(mode, size=32 * 1024), output_type,
-                      "extracted" if mode == "ok" else PERMANENT_FAILURES[mode]))
+        links.append(
+            (
+                f"load{n % USERS}",
+                cluster.platform.media_url(mode, size=32 * 1024),
+                output_type,
+                "extracted" if mode == "ok" else PERMANENT_FAILURES[mode],
+            )
+        )
     started = time.monotonic()
 
     def submit(link: tuple[str, str, str, str]) -> tuple[str, str]:
@@ -161,7 +199,8 @@ def test_200_tasks_with_duplicate_deliveries_are_each_paid_and_finished_once(clu
     finished_s = time.monotonic() - started
     cluster.qstash.wait_until_idle(timeout=30)
     assert {t["task_id"]: t["status"] for t in tasks} == {
-        task_id: "extracted" if outcome == "extracted" else "failed" for task_id, outcome in expected.items()}
+        task_id: "extracted" if outcome == "extracted" else "failed" for task_id, outcome in expected.items()
+    }
 
     counts = assert_paid_exactly_once(cluster, clients, expected)
     assert counts["Extracted"] == sum(o == "extracted" for o in expected.values())
@@ -172,8 +211,10 @@ def test_200_tasks_with_duplicate_deliveries_are_each_paid_and_finished_once(clu
     assert not [code for code in answers if code is None or 400 <= code < 500 and code != 409], answers
     takeovers = [p for p in cluster.qstash.publishes if not p.headers["upstash-deduplication-id"].endswith("-1")]
     assert not takeovers  # no worker died: the sweeper had nothing to take over
-    print(f"\n200 tasks terminal in {finished_s:.1f} s; {len(cluster.qstash.publishes)} publishes; "
-          f"deliveries {dict(kinds)}; answers {dict(answers)}; events {counts}")
+    print(
+        f"\n200 tasks terminal in {finished_s:.1f} s; {len(cluster.qstash.publishes)} publishes; "
+        f"deliveries {dict(kinds)}; answers {dict(answers)}; events {counts}"
+    )
 
 
 @pytest.mark.slow
@@ -182,8 +223,9 @@ def test_a_worker_killed_mid_download_has_its_tasks_taken_over_after_the_lease(c
     size = 16384 * 60  # 60 pieces 0.05 s apart: ~3 s of download
     task_ids = []
     for _ in range(9):
-        r = client.post("/v1/tasks", json={"url": cluster.platform.media_url("slow", size=size),
-                                           "output_type": "video"})
+        r = client.post(
+            "/v1/tasks", json={"url": cluster.platform.media_url("slow", size=size), "output_type": "video"}
+        )
         task_ids.append(r.json()["task_id"])
     deadline = time.monotonic() + 30
     while not all(client.get(f"/v1/tasks/{t}").json()["progress"] >= 35 for t in task_ids):
@@ -207,11 +249,16 @@ def test_a_worker_killed_mid_download_has_its_tasks_taken_over_after_the_lease(c
     account = client.get("/v1/account").json()
     assert account["balance"] == 50 - 2 * len(task_ids)
     assert Counter(e["kind"] for e in account["entries"]) == {"grant": 1, "charge": len(task_ids)}
-    takeovers = [p for p in cluster.qstash.publishes if p.headers["upstash-deduplication-id"].endswith("-2")
-                 and not p.deduplicated]
-    print(f"\nkilled worker held {len(held)} of {len(task_ids)} downloads; all extracted "
-          f"{time.monotonic() - killed_at:.1f} s after the kill (lease {LEASE_SECONDS} s); "
-          f"{len(takeovers)} takeovers published by the sweeper")
+    takeovers = [
+        p
+        for p in cluster.qstash.publishes
+        if p.headers["upstash-deduplication-id"].endswith("-2") and not p.deduplicated
+    ]
+    print(
+        f"\nkilled worker held {len(held)} of {len(task_ids)} downloads; all extracted "
+        f"{time.monotonic() - killed_at:.1f} s after the kill (lease {LEASE_SECONDS} s); "
+        f"{len(takeovers)} takeovers published by the sweeper"
+    )
 
 
 def holder(client: httpx.Client, task_id: str) -> str:

@@ -38,10 +38,14 @@ class Worker:
     pg: dict[str, str]
     schema: str
 
-    def deliver(self, body: bytes, signature: str | None, *, retried: int = 0,
-                message_id: str = "msg_test") -> httpx.Response:
-        headers = {"Content-Type": "application/json", "Upstash-Retried": str(retried),
-                   "Upstash-Message-Id": message_id}
+    def deliver(
+        self, body: bytes, signature: str | None, *, retried: int = 0, message_id: str = "msg_test"
+    ) -> httpx.Response:
+        headers = {
+            "Content-Type": "application/json",
+            "Upstash-Retried": str(retried),
+            "Upstash-Message-Id": message_id,
+        }
         if signature is not None:
             headers["Upstash-Signature"] = signature
         return httpx.post(self.process.url + "/v1/deliveries/qstash", content=body, headers=headers, timeout=30)
@@ -56,16 +60,27 @@ class Worker:
 
 
 @pytest.fixture(scope="module")
-def worker(pg_database_one: dict[str, str], tmp_path_factory: pytest.TempPathFactory,
-           platform: FakePlatform) -> Iterator[Worker]:
+def worker(
+    pg_database_one: dict[str, str], tmp_path_factory: pytest.TempPathFactory, platform: FakePlatform
+) -> Iterator[Worker]:
     settings = platform_settings(
-        platform, dispatch="qstash", public_url=PUBLIC_URL, qstash_current_signing_key=CURRENT_KEY,
-        qstash_next_signing_key=NEXT_KEY, qstash_retries=str(RETRIES), lease_seconds=str(LEASE_SECONDS),
-        retry_base_seconds="2", postgres_pool_size="2", postgres_max_overflow="2")
-    process, schema = start_service(pg_database_one, Path(tmp_path_factory.mktemp("worker")), command="worker",
-                                    **settings)
-    env = Settings(postgres_schema=schema, lease_seconds=LEASE_SECONDS, postgres_pool_size=1,
-                   postgres_max_overflow=1).event_store_env(pg_database_one)
+        platform,
+        dispatch="qstash",
+        public_url=PUBLIC_URL,
+        qstash_current_signing_key=CURRENT_KEY,
+        qstash_next_signing_key=NEXT_KEY,
+        qstash_retries=str(RETRIES),
+        lease_seconds=str(LEASE_SECONDS),
+        retry_base_seconds="2",
+        postgres_pool_size="2",
+        postgres_max_overflow="2",
+    )
+    process, schema = start_service(
+        pg_database_one, Path(tmp_path_factory.mktemp("worker")), command="worker", **settings
+    )
+    env = Settings(
+        postgres_schema=schema, lease_seconds=LEASE_SECONDS, postgres_pool_size=1, postgres_max_overflow=1
+    ).event_store_env(pg_database_one)
     app = MediaTasks(env=env)
     try:
         yield Worker(process, app, pg_database_one, schema)
@@ -111,8 +126,9 @@ def refusals(body: bytes) -> dict[str, tuple[bytes, str | None]]:
 
 
 @pytest.mark.parametrize("case", list(refusals(b"{}")))
-def test_a_bad_signature_is_refused_with_401_and_writes_nothing(worker: Worker, platform: FakePlatform,
-                                                                case: str) -> None:
+def test_a_bad_signature_is_refused_with_401_and_writes_nothing(
+    worker: Worker, platform: FakePlatform, case: str
+) -> None:
     task_id = new_task(worker, platform.media_url("ok"))
     body, signature = refusals(message(task_id))[case]
     before = worker.written()
@@ -124,15 +140,20 @@ def test_a_bad_signature_is_refused_with_401_and_writes_nothing(worker: Worker, 
 
 
 def test_the_next_signing_key_is_accepted_and_the_attempt_records_the_delivery(
-        worker: Worker, platform: FakePlatform) -> None:
+    worker: Worker, platform: FakePlatform
+) -> None:
     task_id = new_task(worker, platform.media_url("ok"))
     answer = worker.deliver(message(task_id), signed(message(task_id), key=NEXT_KEY), message_id="msg_next")
     assert answer.status_code == 200, answer.text
     assert answer.json() == {"outcome": "extracted", "attempt": 1}
     downloading = worker.app.task_history(task_id)[1]
     assert downloading.type == "Downloading"
-    assert downloading.data["delivery"] == {"via": "qstash", "message_id": "msg_next", "retried": 0,
-                                            "published_attempt": 1}
+    assert downloading.data["delivery"] == {
+        "via": "qstash",
+        "message_id": "msg_next",
+        "retried": 0,
+        "published_attempt": 1,
+    }
 
 
 def test_an_unpadded_body_hash_is_accepted(worker: Worker, platform: FakePlatform) -> None:
@@ -154,8 +175,9 @@ def test_a_replayed_token_is_refused_and_writes_nothing(worker: Worker, platform
     assert worker.written() == before and history(worker, task_id) == events
 
 
-def test_a_fresh_token_for_a_handled_message_answers_200_without_writing(worker: Worker,
-                                                                         platform: FakePlatform) -> None:
+def test_a_fresh_token_for_a_handled_message_answers_200_without_writing(
+    worker: Worker, platform: FakePlatform
+) -> None:
     task_id = new_task(worker, platform.media_url("ok"))
     assert worker.deliver(message(task_id), signed(message(task_id))).json()["outcome"] == "extracted"
     head = worker.app.recorder.max_notification_id()
@@ -164,8 +186,9 @@ def test_a_fresh_token_for_a_handled_message_answers_200_without_writing(worker:
     assert worker.app.recorder.max_notification_id() == head
 
 
-def test_another_attempt_holding_the_lease_gives_409_with_its_remaining_seconds(worker: Worker,
-                                                                                platform: FakePlatform) -> None:
+def test_another_attempt_holding_the_lease_gives_409_with_its_remaining_seconds(
+    worker: Worker, platform: FakePlatform
+) -> None:
     task_id = new_task(worker, platform.media_url("ok"))
     worker.app.begin_attempt(task_id, "another-worker")
     head = worker.app.recorder.max_notification_id()
@@ -176,7 +199,8 @@ def test_another_attempt_holding_the_lease_gives_409_with_its_remaining_seconds(
 
 
 def test_a_transient_fault_asks_for_a_retry_and_the_last_delivery_gives_up_with_a_refund(
-        worker: Worker, platform: FakePlatform) -> None:
+    worker: Worker, platform: FakePlatform
+) -> None:
     task_id = new_task(worker, platform.media_url("429", fails=10, retry_after=7))
     body = message(task_id)
     first = worker.deliver(body, signed(body), retried=0)
@@ -211,7 +235,8 @@ def test_a_signed_body_nested_5000_deep_is_a_malformed_message_not_a_500(worker:
 
 @pytest.mark.parametrize("claim", ["exp", "nbf", "iat"])
 def test_a_signed_token_whose_time_claim_is_a_numeric_string_is_refused_with_401(
-        worker: Worker, platform: FakePlatform, claim: str) -> None:
+    worker: Worker, platform: FakePlatform, claim: str
+) -> None:
     task_id = new_task(worker, platform.media_url("ok"))
     body = message(task_id)
     claims = delivery_claims(ENDPOINT, body)

@@ -17,12 +17,20 @@ def test_readyz_reports_failing_publishes_until_qstash_takes_the_message(pg_data
     with QStashEmulator(max_retries=0) as qstash:
         qstash.route("https://mediatasks.example", "http://127.0.0.1:9")  # deliveries go nowhere
         qstash.fail_publishes(503, count=5)  # retried after 0.5, 1, 2, 4 and 8 s: taken after ~15.5 s
-        with running_service(pg_database_one, tmp_path, "--no-dispatch", dispatch="qstash", telemetry="false",
-                             public_url="https://mediatasks.example", qstash_url=qstash.url,
-                             qstash_token=qstash.token) as service:
+        with running_service(
+            pg_database_one,
+            tmp_path,
+            "--no-dispatch",
+            dispatch="qstash",
+            telemetry="false",
+            public_url="https://mediatasks.example",
+            qstash_url=qstash.url,
+            qstash_token=qstash.token,
+        ) as service:
             _, key = service.new_user(5)
-            r = service.client(key).post("/v1/tasks", json={"url": "https://youtu.be/dQw4w9WgXcQ",
-                                                            "output_type": "subtitles"})
+            r = service.client(key).post(
+                "/v1/tasks", json={"url": "https://youtu.be/dQw4w9WgXcQ", "output_type": "subtitles"}
+            )
             assert r.status_code == 202
             failing_from = time.monotonic()
             deadline = failing_from + PUBLISH_FAILING_SECONDS + 15

@@ -16,8 +16,7 @@ URL = "https://www.instagram.com/reel/Cabc123/"
 
 @pytest.fixture(scope="module")
 def two_workers(pg_database_one: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningService]:
-    with running_service(pg_database_one, tmp_path_factory.mktemp("ryw"), "--workers", "2",
-                         dispatch="none") as running:
+    with running_service(pg_database_one, tmp_path_factory.mktemp("ryw"), "--workers", "2", dispatch="none") as running:
         yield running
 
 
@@ -49,11 +48,13 @@ def test_each_writer_reads_its_own_charge_right_after_the_202(two_workers: Runni
 def test_a_grant_is_read_back_at_once(two_workers: RunningService) -> None:
     user_id, key = two_workers.new_user(1)
     for amount in range(1, 6):
-        r = httpx.post(two_workers.url + f"/v1/admin/users/{user_id}/credits", json={"amount": amount},
-                       headers=two_workers.admin, timeout=30)
+        r = httpx.post(
+            two_workers.url + f"/v1/admin/users/{user_id}/credits",
+            json={"amount": amount},
+            headers=two_workers.admin,
+            timeout=30,
+        )
         assert r.status_code == 200
         balance = r.json()["balance"]
         read = httpx.get(two_workers.url + "/v1/account", headers={"Authorization": f"Bearer {key}"}, timeout=30)
         assert read.json()["balance"] == balance
-
-

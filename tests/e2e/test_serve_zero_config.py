@@ -23,8 +23,14 @@ def test_serve_starts_on_embedded_postgres_and_a_second_process_joins_it(tmp_pat
         assert (tmp_path / "data" / "pg" / "PG_VERSION").exists()
         # A second process on the same data dir joins the running server.
         env = {k: v for k, v in os.environ.items() if not k.startswith("MEDIATASKS_")}
-        out = subprocess.run([sys.executable, "-m", "infrastructure.cli", "users", "create", "zed", "--credits", "4"],
-                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+        out = subprocess.run(
+            [sys.executable, "-m", "infrastructure.entrypoints.cli", "users", "create", "zed", "--credits", "4"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert out.returncode == 0, out.stderr
         created = json.loads(out.stdout)
         assert created["user_id"] == "zed" and created["balance"] == 4 and created["api_key"].startswith("mt_")

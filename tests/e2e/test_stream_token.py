@@ -79,7 +79,7 @@ def test_stream_tokens_expire_and_are_bound_to_user_and_task() -> None:
 
 def opens(url: str, task_id: str, token: str) -> int:
     """The status of the task's event stream opened with this token alone."""
-    with httpx.stream("GET", f"{url}/v1/tasks/{task_id}/events", params={"access_token": token}, timeout=10) as r:
+    with httpx.stream("GET", f"{url}/v1/tasks/{task_id}/events", params={"access_token": token}, timeout=30) as r:
         return r.status_code
 
 
@@ -88,7 +88,8 @@ def b64(raw: bytes) -> str:
 
 
 def test_a_token_forged_with_the_former_config_derived_key_is_refused(
-        service: RunningService, pg_database_one: dict[str, str]) -> None:
+    service: RunningService, pg_database_one: dict[str, str]
+) -> None:
     user_id, key = service.new_user(5)
     with service.client(key) as c:
         task_id = c.post("/v1/tasks", json={"url": TIKTOK + "9", "output_type": "subtitles"}).json()["task_id"]
@@ -99,34 +100,45 @@ def test_a_token_forged_with_the_former_config_derived_key_is_refused(
     former_key = hashlib.sha256(b"mediatasks stream token\n" + material.encode()).digest()
     payload = b64(f"{user_id}|{task_id}|{int(time.time()) + 600}".encode())
     kid = token.split(".")[0]
-    forged = [f"{payload}.{b64(hmac.new(former_key, payload.encode(), hashlib.sha256).digest())}",
-              f"{kid}.{payload}.{b64(hmac.new(former_key, f'{kid}.{payload}'.encode(), hashlib.sha256).digest())}"]
+    forged = [
+        f"{payload}.{b64(hmac.new(former_key, payload.encode(), hashlib.sha256).digest())}",
+        f"{kid}.{payload}.{b64(hmac.new(former_key, f'{kid}.{payload}'.encode(), hashlib.sha256).digest())}",
+    ]
     assert [opens(service.url, task_id, f) for f in forged] == [401, 401]
 
 
 def test_tokens_outlive_an_admin_token_rotation_and_the_previous_secret_verifies_during_a_rotation(
-        pg_database_one: dict[str, str], tmp_path: Path) -> None:
+    pg_database_one: dict[str, str], tmp_path: Path
+) -> None:
     schema = f"e2e_{uuid4().hex[:10]}"
     started: list[ServiceProcess] = []
 
     def serve(**settings: str) -> ServiceProcess:
-        started.append(start_service(pg_database_one, tmp_path, dispatch="none", postgres_schema=schema,
-                                     **settings)[0])
+        started.append(start_service(pg_database_one, tmp_path, dispatch="none", postgres_schema=schema, **settings)[0])
         return started[-1]
 
     def token_for(process: ServiceProcess, key: str, task_id: str) -> str:
-        r = httpx.post(f"{process.url}/v1/tasks/{task_id}/stream-token", headers={"Authorization": f"Bearer {key}"},
-                       timeout=10)
+        r = httpx.post(
+            f"{process.url}/v1/tasks/{task_id}/stream-token", headers={"Authorization": f"Bearer {key}"}, timeout=30
+        )
         assert r.status_code == 200, r.text
         return r.json()["access_token"]
 
     try:
         first = serve()  # no secret set: one is generated into the database and every process reads it
-        r = httpx.post(first.url + "/v1/admin/users", json={"user_id": "rotor", "credits": 5},
-                       headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=10)
+        r = httpx.post(
+            first.url + "/v1/admin/users",
+            json={"user_id": "rotor", "credits": 5},
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+            timeout=30,
+        )
         key = r.json()["api_key"]
-        task_id = httpx.post(first.url + "/v1/tasks", json={"url": TIKTOK, "output_type": "subtitles"},
-                             headers={"Authorization": f"Bearer {key}"}, timeout=10).json()["task_id"]
+        task_id = httpx.post(
+            first.url + "/v1/tasks",
+            json={"url": TIKTOK, "output_type": "subtitles"},
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=30,
+        ).json()["task_id"]
         generated = token_for(first, key, task_id)
         first.stop()
 

@@ -18,14 +18,18 @@ def test_killed_worker_task_is_taken_over_after_the_lease(pg_database_one: dict[
         first, schema = start_service(pg_database_one, tmp_path, **settings)
         second = None
         try:
-            user = httpx.post(first.url + "/v1/admin/users", json={"user_id": "victim", "credits": 5},
-                              headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+            user = httpx.post(
+                first.url + "/v1/admin/users",
+                json={"user_id": "victim", "credits": 5},
+                headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+            )
             key = user.json()["api_key"]
             auth = {"Authorization": f"Bearer {key}"}
             size = 16384 * 40  # 40 pieces, 0.05 s apart: ~2 s
             url = platform.media_url("slow", size=size)
-            task_id = httpx.post(first.url + "/v1/tasks", json={"url": url, "output_type": "video"},
-                                 headers=auth).json()["task_id"]
+            task_id = httpx.post(
+                first.url + "/v1/tasks", json={"url": url, "output_type": "video"}, headers=auth
+            ).json()["task_id"]
             deadline = time.monotonic() + 20
             while httpx.get(f"{first.url}/v1/tasks/{task_id}", headers=auth).json()["progress"] < 35:
                 assert time.monotonic() < deadline, "the download never started"
@@ -36,7 +40,9 @@ def test_killed_worker_task_is_taken_over_after_the_lease(pg_database_one: dict[
             second, _ = start_service(pg_database_one, tmp_path, postgres_schema=schema, **settings)
             deadline = time.monotonic() + 40
             while (task := httpx.get(f"{second.url}/v1/tasks/{task_id}", headers=auth).json())["status"] not in (
-                    "extracted", "failed"):
+                "extracted",
+                "failed",
+            ):
                 assert time.monotonic() < deadline, task
                 time.sleep(0.1)
             assert task["status"] == "extracted" and task["attempts"] == 2, task

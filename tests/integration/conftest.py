@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from application.mediatasks import MediaTasks
-from infrastructure.bootstrap import ProjectionRunners
+from infrastructure.projection_runners import ProjectionRunners
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from application.mediatasks import MediaTasks
 from domain.credits import CreditAccount
 from domain.errors import InsufficientCredits
 from domain.tasks import MediaTask
-from infrastructure.bootstrap import ProjectionRunners
+from infrastructure.projection_runners import ProjectionRunners
 
 URL = "https://www.instagram.com/reel/Cabc123/"
 ROOT = Path(__file__).resolve().parents[2]
@@ -72,9 +72,13 @@ def at_once(calls: list[Callable[[], Any]], start_at: float | None = None) -> li
 
 
 def other_process(env: dict[str, str], user: str, keys: list[str], start_at: float) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-c", OTHER_PROCESS, json.dumps([{**env, **POOL}, user, keys, start_at])],
-                            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
-                            text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", OTHER_PROCESS, json.dumps([{**env, **POOL}, user, keys, start_at])],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
 
 
 def account_events(app: MediaTasks, user: str) -> list[Any]:
@@ -119,26 +123,32 @@ def test_64_submissions_split_across_two_processes_with_a_duplicate_key_storm(
     there = [f"b{i}" for i in range(24)] + ["storm"] * 8
     start_at = time.time() + 3  # the other process's import and connections first
     process = other_process(store_env, "jon", there, start_at)
-    local = at_once([lambda k=k: app.submit("jon", URL, "subtitles", idempotency_key=k) for k in here],
-                    start_at=start_at)
+    local = at_once(
+        [lambda k=k: app.submit("jon", URL, "subtitles", idempotency_key=k) for k in here], start_at=start_at
+    )
     out, _ = process.communicate(timeout=120)
     remote = json.loads(out)
     storm = MediaTask.id_for("jon", "storm")
     accepted_ids = {r.task_id for r in local if not isinstance(r, Exception) and r.created} | {
-        UUID(r["task_id"]) for r in remote if r.get("created")}
+        UUID(r["task_id"]) for r in remote if r.get("created")
+    }
     replays = [r for r in local if not isinstance(r, Exception) and not r.created] + [
-        r for r in remote if r.get("created") is False]
+        r for r in remote if r.get("created") is False
+    ]
     refused = [r for r in local if isinstance(r, InsufficientCredits)] + [
-        r for r in remote if r.get("error") == "InsufficientCredits"]
+        r for r in remote if r.get("error") == "InsufficientCredits"
+    ]
     others = [r for r in local if isinstance(r, Exception) and not isinstance(r, InsufficientCredits)] + [
-        r for r in remote if r.get("error") not in (None, "InsufficientCredits")]
+        r for r in remote if r.get("error") not in (None, "InsufficientCredits")
+    ]
     assert not others, others[:3]
     assert len(accepted_ids) == n, (len(accepted_ids), len(replays), len(refused))
     assert app.get_account("jon").balance == 0
     assert_paid_once_each(app, "jon", accepted_ids)
     if storm in accepted_ids:  # the storm's key is one task, one charge; its other submissions replay it
-        assert all(str(getattr(r, "task_id", r.get("task_id") if isinstance(r, dict) else "")) == str(storm)
-                   for r in replays)
+        assert all(
+            str(getattr(r, "task_id", r.get("task_id") if isinstance(r, dict) else "")) == str(storm) for r in replays
+        )
     assert len(accepted_ids) + len(replays) + len(refused) == 64
 
 
@@ -150,9 +160,13 @@ def test_a_refund_races_a_grant_and_a_submission(busy_app: MediaTasks, store_env
     app.fail(failed, 1, "media_not_found", "gone", retryable=False)  # the refund of 2 is due
     runners = ProjectionRunners(store_env)  # the refund issuer starts following now, racing the two below
     try:
-        results = at_once([lambda: app.grant_credits("kim", 5, "top-up"),
-                           lambda: app.submit("kim", URL, "video", idempotency_key="during").task_id,
-                           lambda: app.retry_task("kim", failed)])
+        results = at_once(
+            [
+                lambda: app.grant_credits("kim", 5, "top-up"),
+                lambda: app.submit("kim", URL, "video", idempotency_key="during").task_id,
+                lambda: app.retry_task("kim", failed),
+            ]
+        )
         deadline = time.monotonic() + 30
         while not [e for e in app.repository.event_store.get(failed) if isinstance(e, MediaTask.Refunded)]:
             assert time.monotonic() < deadline

@@ -36,7 +36,8 @@ def losing_the_answer(app: MediaTasks, *, commits: bool) -> None:
 
 @pytest.mark.parametrize("idempotency_key", [None, "k-1"])
 def test_a_commit_that_happened_is_answered_as_accepted_and_charged_once(
-        app: MediaTasks, idempotency_key: str | None) -> None:
+    app: MediaTasks, idempotency_key: str | None
+) -> None:
     losing_the_answer(app, commits=True)
     submission = app.submit("u", URL + "1", "subtitles", idempotency_key=idempotency_key)
     assert submission.created

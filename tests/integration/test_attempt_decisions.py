@@ -79,7 +79,7 @@ def test_expired_lease_on_the_last_attempt_fails_the_task(app: MediaTasks) -> No
     task_id = app.submit("u", URL, "subtitles").task_id
     app.clock = lambda: MediaTasks.clock() + timedelta(seconds=2)
     for attempt in (1, 2, 3):
-        app.clock = (lambda k: (lambda: MediaTasks.clock() + timedelta(seconds=2 * k)))(attempt)
+        app.clock = (lambda k: lambda: MediaTasks.clock() + timedelta(seconds=2 * k))(attempt)
         assert app.begin_attempt(task_id, f"w{attempt}").attempt == attempt
     app.clock = lambda: MediaTasks.clock() + timedelta(seconds=10)
     assert app.begin_attempt(task_id, "w4").outcome == "not_retryable"

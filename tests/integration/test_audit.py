@@ -7,9 +7,10 @@ from uuid import uuid4
 
 from application.audit import HistoryAuditor, replay
 from application.mediatasks import MediaTasks
-from infrastructure.audit import rebuild, verify
-from infrastructure.bootstrap import ProjectionRunners, construct_views
-from infrastructure.read_model import active_views_name
+from infrastructure.audit.history import rebuild, verify
+from infrastructure.postgres.tables import construct_views
+from infrastructure.postgres.views_pointer import active_views_name
+from infrastructure.projection_runners import ProjectionRunners
 
 URL = "https://www.reddit.com/r/videos/comments/abc123/a_title/"
 
@@ -79,8 +80,17 @@ def test_lifecycle_violations_are_caught_from_events() -> None:
     from domain.tasks import MediaTask
 
     now = datetime.now(timezone.utc)
-    task = MediaTask.start(user_id="u", idempotency_key="k", url="https://youtu.be/x", platform="youtube",
-                           output_type="subtitles", languages=[], credits=1, requested_at=now, max_attempts=3)
+    task = MediaTask.start(
+        user_id="u",
+        idempotency_key="k",
+        url="https://youtu.be/x",
+        platform="youtube",
+        output_type="subtitles",
+        languages=[],
+        credits=1,
+        requested_at=now,
+        max_attempts=3,
+    )
     account = CreditAccount.open("u")
     account.grant(1)
     account.charge(task.id, 1, 1)
@@ -96,9 +106,7 @@ def test_lifecycle_violations_are_caught_from_events() -> None:
     assert {"event_after_terminal", "refund_of_extracted"} <= codes
 
 
-def test_rebuild_switches_readers_to_a_new_model_and_drops_the_old(
-    app: MediaTasks, store_env: dict[str, str]
-) -> None:
+def test_rebuild_switches_readers_to_a_new_model_and_drops_the_old(app: MediaTasks, store_env: dict[str, str]) -> None:
     live = ProjectionRunners(store_env)  # follows the pointer, like `mediatasks serve`
     try:
         busy_history(app)

@@ -11,19 +11,29 @@ from datetime import datetime, timezone
 from uuid import uuid4
 
 from application.mediatasks import MediaTasks
-from infrastructure.bootstrap import ProjectionRunners
+from infrastructure.projection_runners import ProjectionRunners
 from tests.support.postgres import database_url
 
 URL = "https://www.facebook.com/watch/?v=123456789"
 
 
 def audit(store_env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    pg = {k: store_env[k] for k in ("POSTGRES_HOST", "POSTGRES_PORT", "POSTGRES_USER", "POSTGRES_PASSWORD",
-                                    "POSTGRES_DBNAME")}
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("MEDIATASKS_")},
-           "MEDIATASKS_DATABASE_URL": database_url(pg), "MEDIATASKS_POSTGRES_SCHEMA": store_env["POSTGRES_SCHEMA"]}
-    return subprocess.run([sys.executable, "-m", "infrastructure.cli", "audit", *args], env=env,
-                          capture_output=True, text=True, timeout=120)
+    pg = {
+        k: store_env[k]
+        for k in ("POSTGRES_HOST", "POSTGRES_PORT", "POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DBNAME")
+    }
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("MEDIATASKS_")},
+        "MEDIATASKS_DATABASE_URL": database_url(pg),
+        "MEDIATASKS_POSTGRES_SCHEMA": store_env["POSTGRES_SCHEMA"],
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "infrastructure.entrypoints.cli", "audit", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_history_as_of_and_verify(app: MediaTasks, runners: ProjectionRunners, store_env: dict[str, str]) -> None:
@@ -43,8 +53,7 @@ def test_history_as_of_and_verify(app: MediaTasks, runners: ProjectionRunners, s
     table = audit(store_env, "history", str(task_id))
     assert table.returncode == 0, table.stderr
     lines = table.stdout.splitlines()
-    assert [line.split()[3] for line in lines[1:]] == ["Started", "Downloading", "Processing", "Failed",
-                                                          "Refunded"]
+    assert [line.split()[3] for line in lines[1:]] == ["Started", "Downloading", "Processing", "Failed", "Refunded"]
     assert "code=media_private" in lines[-2] and "credits=1" in lines[-1]
     as_json = [json.loads(line) for line in audit(store_env, "history", str(task_id), "--json").stdout.splitlines()]
     assert [e["version"] for e in as_json] == [1, 2, 3, 4, 5]

@@ -14,10 +14,10 @@ from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invar
 from application.audit import HistoryAuditor, replay
 from application.mediatasks import MediaTasks
 from domain.errors import DomainError
-from infrastructure.audit import verify_chain
-from infrastructure.audit_keys import HmacSigner
-from infrastructure.audit_seal import PostgresSeal, SealingFollower
-from infrastructure.bootstrap import create_tables
+from infrastructure.audit.history import verify_chain
+from infrastructure.audit.keys import HmacSigner
+from infrastructure.postgres.audit_seal import PostgresSeal, SealingFollower
+from infrastructure.postgres.tables import create_tables
 from infrastructure.settings import Settings
 from projections.refund_issuer import RefundIssuer
 from tests.support.postgres import drop_schema
@@ -49,7 +49,8 @@ def machine_env(pg_database: dict[str, str]):
 
     def make() -> dict[str, str]:
         env = Settings(postgres_schema=f"p_{len(envs)}_{id(envs) % 10000}", postgres_pool_size=2).event_store_env(
-            pg_database)
+            pg_database
+        )
         env.update(LEASE_SECONDS="0.001", MAX_ATTEMPTS="2")
         create_tables(env)
         envs.append(env)
@@ -70,8 +71,14 @@ class CreditsAndLifecycles(RuleBasedStateMachine):
         self.app = MediaTasks(env=env)
         self.refunds = RefundsInline(self.app, env)
         self.signer = HmacSigner(b"state-machine-audit-key")
-        self.sealer = SealingFollower(self.app, PostgresSeal(self.app.recorder.datastore), self.signer,
-                                      checkpoint_events=7, checkpoint_seconds=3600, page=5)
+        self.sealer = SealingFollower(
+            self.app,
+            PostgresSeal(self.app.recorder.datastore),
+            self.signer,
+            checkpoint_events=7,
+            checkpoint_seconds=3600,
+            page=5,
+        )
         for user in USERS:
             self.app.create_user(user, 6)
 
@@ -79,8 +86,12 @@ class CreditsAndLifecycles(RuleBasedStateMachine):
         self.refunds.close()
         self.app.close()
 
-    @rule(target=tasks, user=st.sampled_from(USERS), output=st.sampled_from(OUTPUTS),
-          key=st.sampled_from(["a", "b", "c", None]))
+    @rule(
+        target=tasks,
+        user=st.sampled_from(USERS),
+        output=st.sampled_from(OUTPUTS),
+        key=st.sampled_from(["a", "b", "c", None]),
+    )
     def submit(self, user: str, output: str, key: str | None) -> UUID | None:
         try:
             return self.app.submit(user, URL, output, idempotency_key=key).task_id
@@ -107,8 +118,9 @@ class CreditsAndLifecycles(RuleBasedStateMachine):
 
     @rule(task=tasks, retryable=st.booleans())
     def fail(self, task: UUID | None, retryable: bool) -> None:
-        self._on_active(task, lambda t: self.app.fail(task, t.attempt, "timeout" if retryable else "media_private",
-                                                      "x", retryable))
+        self._on_active(
+            task, lambda t: self.app.fail(task, t.attempt, "timeout" if retryable else "media_private", "x", retryable)
+        )
 
     @rule(task=tasks)
     def complete(self, task: UUID | None) -> None:
@@ -164,6 +176,7 @@ class CreditsAndLifecycles(RuleBasedStateMachine):
 def test_random_histories_keep_the_invariants(machine_env) -> None:
     CreditsAndLifecycles.make_env = staticmethod(machine_env)
     runner = CreditsAndLifecycles.TestCase
-    runner.settings = settings(max_examples=15, stateful_step_count=25, deadline=None,
-                               suppress_health_check=list(HealthCheck))
+    runner.settings = settings(
+        max_examples=15, stateful_step_count=25, deadline=None, suppress_health_check=list(HealthCheck)
+    )
     runner().runTest()

@@ -17,18 +17,24 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from application.mediatasks import MediaTasks
-from infrastructure.audit import verify, verify_chain
-from infrastructure.audit_export import ExportRefused, export_writer, verify_export, write_export
-from infrastructure.audit_keys import Ed25519Signer, HmacSigner
-from infrastructure.audit_seal import PostgresSeal, SealingFollower
-from infrastructure.bootstrap import construct_views
+from infrastructure.audit.export import ExportRefused, export_writer, verify_export, write_export
+from infrastructure.audit.history import verify, verify_chain
+from infrastructure.audit.keys import Ed25519Signer, HmacSigner
+from infrastructure.postgres.audit_seal import PostgresSeal, SealingFollower
+from infrastructure.postgres.tables import construct_views
 
 URL = "https://www.instagram.com/reel/Cabc123/"
 
 
 def connect(env: dict[str, str]) -> psycopg.Connection[Any]:
-    return psycopg.connect(host=env["POSTGRES_HOST"], port=env["POSTGRES_PORT"], user=env["POSTGRES_USER"],
-                           password=env["POSTGRES_PASSWORD"] or None, dbname=env["POSTGRES_DBNAME"], autocommit=True)
+    return psycopg.connect(
+        host=env["POSTGRES_HOST"],
+        port=env["POSTGRES_PORT"],
+        user=env["POSTGRES_USER"],
+        password=env["POSTGRES_PASSWORD"] or None,
+        dbname=env["POSTGRES_DBNAME"],
+        autocommit=True,
+    )
 
 
 def events_table(env: dict[str, str]) -> str:
@@ -47,8 +53,9 @@ def make_history(app: MediaTasks, env: dict[str, str], tasks: int = 6) -> int:
         app.complete(task_id, 1, {})
         if i == tasks // 2:
             with connect(env) as conn:
-                gap = conn.execute("SELECT nextval(pg_get_serial_sequence(%s, 'notification_id'))",
-                                   (events_table(env),)).fetchone()[0]
+                gap = conn.execute(
+                    "SELECT nextval(pg_get_serial_sequence(%s, 'notification_id'))", (events_table(env),)
+                ).fetchone()[0]
     return gap
 
 
@@ -76,16 +83,21 @@ def sealed(app: MediaTasks, store_env: dict[str, str], signer: Ed25519Signer) ->
 
 def positions_of(env: dict[str, str], topic_suffix: str) -> list[int]:
     with connect(env) as conn:
-        rows = conn.execute(f"SELECT notification_id FROM {events_table(env)} WHERE topic LIKE %s "
-                            "ORDER BY notification_id", ("%" + topic_suffix,)).fetchall()
+        rows = conn.execute(
+            f"SELECT notification_id FROM {events_table(env)} WHERE topic LIKE %s ORDER BY notification_id",
+            ("%" + topic_suffix,),
+        ).fetchall()
     return [r[0] for r in rows]
 
 
 def tamper_update(env: dict[str, str], history: dict[str, Any]) -> int:
     position = positions_of(env, ".Processing")[2]
     with connect(env) as conn:
-        conn.execute(f"UPDATE {events_table(env)} SET state = convert_to(replace(convert_from(state, 'UTF8'), "
-                     "'\"progress\":20', '\"progress\":30'), 'UTF8') WHERE notification_id = %s", (position,))
+        conn.execute(
+            f"UPDATE {events_table(env)} SET state = convert_to(replace(convert_from(state, 'UTF8'), "
+            "'\"progress\":20', '\"progress\":30'), 'UTF8') WHERE notification_id = %s",
+            (position,),
+        )
     return position
 
 
@@ -101,9 +113,12 @@ def tamper_insert(env: dict[str, str], history: dict[str, Any]) -> int:
     position = history["gap"]
     source = positions_of(env, ".Granted")[0]
     with connect(env) as conn:
-        conn.execute(f"INSERT INTO {events_table(env)} (originator_id, originator_version, topic, state, "
-                     "notification_id) SELECT originator_id, originator_version + 1000, topic, state, %s "
-                     f"FROM {events_table(env)} WHERE notification_id = %s", (position, source))
+        conn.execute(
+            f"INSERT INTO {events_table(env)} (originator_id, originator_version, topic, state, "
+            "notification_id) SELECT originator_id, originator_version + 1000, topic, state, %s "
+            f"FROM {events_table(env)} WHERE notification_id = %s",
+            (position, source),
+        )
     return position
 
 
@@ -141,8 +156,9 @@ def test_sealed_history_verifies_clean(sealed: dict[str, Any], signer: Ed25519Si
 
 
 @pytest.mark.parametrize("kind", list(TAMPERINGS))
-def test_tampering_is_named_at_its_position(kind: str, sealed: dict[str, Any], store_env: dict[str, str],
-                                            signer: Ed25519Signer, tmp_path: Path) -> None:
+def test_tampering_is_named_at_its_position(
+    kind: str, sealed: dict[str, Any], store_env: dict[str, str], signer: Ed25519Signer, tmp_path: Path
+) -> None:
     tamper, code = TAMPERINGS[kind]
     position = tamper(store_env, sealed)
     report = verify(sealed["app"], sealed["views"], verifier=signer.verifier())
@@ -160,8 +176,9 @@ def test_tampering_is_named_at_its_position(kind: str, sealed: dict[str, Any], s
     assert any(v.code == code and v.positions == (position,) for v in offline.violations)
 
 
-def test_an_export_tampered_in_the_file_is_refused(sealed: dict[str, Any], signer: Ed25519Signer,
-                                                   tmp_path: Path) -> None:
+def test_an_export_tampered_in_the_file_is_refused(
+    sealed: dict[str, Any], signer: Ed25519Signer, tmp_path: Path
+) -> None:
     path = tmp_path / "history.ndjson"
     with export_writer(str(path)) as out:
         write_export(sealed["app"], sealed["seal"], out)
@@ -169,28 +186,29 @@ def test_an_export_tampered_in_the_file_is_refused(sealed: dict[str, Any], signe
     assert verify_export(str(path), signer.verifier()).ok
 
     # An event's state changed, and its link rewritten to match: the signed checkpoint after it disagrees.
-    index, item = next((i, orjson.loads(line)) for i, line in enumerate(lines) if b'"t":"' in line
-                       and b"Granted" in line)
+    index, item = next(
+        (i, orjson.loads(line)) for i, line in enumerate(lines) if b'"t":"' in line and b"Granted" in line
+    )
     state = orjson.loads(base64.b64decode(item["s"]))
     forged = dict(item, s=base64.b64encode(orjson.dumps({**state, "amount": 5000})).decode())
-    lines_forged = [*lines[:index], orjson.dumps(forged), *lines[index + 1:]]
+    lines_forged = [*lines[:index], orjson.dumps(forged), *lines[index + 1 :]]
     path.write_bytes(b"\n".join(lines_forged) + b"\n")
     report = verify_export(str(path), signer.verifier())
     assert not report.ok and report.chain.first_tampered == item["p"]
 
     # A state that does not decode: named, not a crash.
     garbled = dict(item, s=base64.b64encode(b'{"amount":{"x":1}}').decode())
-    path.write_bytes(b"\n".join([*lines[:index], orjson.dumps(garbled), *lines[index + 1:]]) + b"\n")
+    path.write_bytes(b"\n".join([*lines[:index], orjson.dumps(garbled), *lines[index + 1 :]]) + b"\n")
     report = verify_export(str(path), signer.verifier())
     assert {"undecodable_event", "event_changed"} <= {v.code for v in report.violations}
 
     # A line removed (event and link): the counts disagree; with the trailer fixed, the next event does not chain.
-    path.write_bytes(b"\n".join([*lines[:index], *lines[index + 1:]]) + b"\n")
+    path.write_bytes(b"\n".join([*lines[:index], *lines[index + 1 :]]) + b"\n")
     with pytest.raises(ExportRefused):
         verify_export(str(path), signer.verifier())
     trailer = orjson.loads(lines[-1])
     trailer["end"]["events"] -= 1
-    path.write_bytes(b"\n".join([*lines[:index], *lines[index + 1:-1], orjson.dumps(trailer)]) + b"\n")
+    path.write_bytes(b"\n".join([*lines[:index], *lines[index + 1 : -1], orjson.dumps(trailer)]) + b"\n")
     report = verify_export(str(path), signer.verifier())
     assert not report.ok and report.chain.first_tampered == item["p"] + 1
 
@@ -198,8 +216,9 @@ def test_an_export_tampered_in_the_file_is_refused(sealed: dict[str, Any], signe
     checkpoint_index = next(i for i, line in enumerate(lines) if line.startswith(b'{"checkpoint"'))
     checkpoint = orjson.loads(lines[checkpoint_index])
     checkpoint["checkpoint"]["position"] += 1
-    path.write_bytes(b"\n".join([*lines[:checkpoint_index], orjson.dumps(checkpoint),
-                                 *lines[checkpoint_index + 1:]]) + b"\n")
+    path.write_bytes(
+        b"\n".join([*lines[:checkpoint_index], orjson.dumps(checkpoint), *lines[checkpoint_index + 1 :]]) + b"\n"
+    )
     assert any(v.code == "checkpoint_signature_invalid" for v in verify_export(str(path), signer.verifier()).violations)
 
     # A header claiming another start of the chain, or none at all: refused.
@@ -217,8 +236,9 @@ def test_an_export_tampered_in_the_file_is_refused(sealed: dict[str, Any], signe
         verify_export(str(path), signer.verifier())
 
 
-def test_checkpoints_signed_with_another_key_are_refused(sealed: dict[str, Any], signer: Ed25519Signer,
-                                                         tmp_path: Path) -> None:
+def test_checkpoints_signed_with_another_key_are_refused(
+    sealed: dict[str, Any], signer: Ed25519Signer, tmp_path: Path
+) -> None:
     other = Ed25519Signer(Ed25519PrivateKey.generate())
     report = verify_chain(sealed["app"], verifier=other.verifier())
     bad = [v for v in report.violations if v.code == "checkpoint_signature_invalid"]
@@ -231,8 +251,9 @@ def test_checkpoints_signed_with_another_key_are_refused(sealed: dict[str, Any],
     assert verify_export(str(path), signer.verifier()).ok
 
 
-def test_partial_exports_start_at_a_signed_checkpoint(sealed: dict[str, Any], signer: Ed25519Signer,
-                                                      tmp_path: Path) -> None:
+def test_partial_exports_start_at_a_signed_checkpoint(
+    sealed: dict[str, Any], signer: Ed25519Signer, tmp_path: Path
+) -> None:
     path = tmp_path / "part.ndjson"
     head = sealed["head"]
     with export_writer(str(path)) as out:
@@ -244,8 +265,9 @@ def test_partial_exports_start_at_a_signed_checkpoint(sealed: dict[str, Any], si
     assert not report.invariants_checked and 0 < report.events < head
 
 
-def test_the_follower_thread_seals_new_events_and_resumes(app: MediaTasks, store_env: dict[str, str],
-                                                           signer: Ed25519Signer) -> None:
+def test_the_follower_thread_seals_new_events_and_resumes(
+    app: MediaTasks, store_env: dict[str, str], signer: Ed25519Signer
+) -> None:
     make_history(app, store_env, tasks=2)
     seal = PostgresSeal(app.recorder.datastore)
     follower = SealingFollower(app, seal, signer, checkpoint_events=1000, checkpoint_seconds=0.1, poll_seconds=0.05)
@@ -272,6 +294,8 @@ def _wait_sealed(seal: PostgresSeal, app: MediaTasks, timeout: float = 20) -> No
     import time
 
     deadline = time.monotonic() + timeout
-    while (seal.last_checkpoint() or None) is None or seal.last_checkpoint().position != app.recorder.max_notification_id():
+    while (
+        seal.last_checkpoint() or None
+    ) is None or seal.last_checkpoint().position != app.recorder.max_notification_id():
         assert time.monotonic() < deadline, "the follower did not seal the head"
         time.sleep(0.05)

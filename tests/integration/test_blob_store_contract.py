@@ -161,9 +161,10 @@ class TestBlobStoreContract:
         assert (ref.size, ref.sha256) == (12 * MIB, sha256(data))
         assert blobs.store.stat("long.mp4") == ref
         assert read_all(blobs.store.open_range("long.mp4")) == data
-        assert read_all(blobs.store.open_range("long.mp4", PART_SIZE - 3, PART_SIZE + 2)) == data[
-            PART_SIZE - 3 : PART_SIZE + 3
-        ]
+        assert (
+            read_all(blobs.store.open_range("long.mp4", PART_SIZE - 3, PART_SIZE + 2))
+            == data[PART_SIZE - 3 : PART_SIZE + 3]
+        )
         if blobs.kind == "s3":
             assert part_sizes == [PART_SIZE, PART_SIZE, 2 * MIB]
         blobs.assert_no_leftovers()
@@ -189,9 +190,7 @@ class TestBlobStoreContract:
 
     def test_over_max_bytes_is_too_large_and_leaves_nothing(self, blobs: StoreUnderTest) -> None:
         with pytest.raises(PermanentMediaError) as raised:
-            blobs.store.put_stream(
-                "huge.mp4", chunked(body(12 * MIB), MIB), content_type=VIDEO, max_bytes=6 * MIB + 1
-            )
+            blobs.store.put_stream("huge.mp4", chunked(body(12 * MIB), MIB), content_type=VIDEO, max_bytes=6 * MIB + 1)
 
         assert raised.value.code == "too_large"
         assert blobs.store.stat("huge.mp4") is None

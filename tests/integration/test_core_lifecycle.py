@@ -14,7 +14,7 @@ from domain.errors import (
     UnsupportedUrl,
     UserNotFound,
 )
-from infrastructure.bootstrap import ProjectionRunners
+from infrastructure.projection_runners import ProjectionRunners
 
 URL = "https://www.tiktok.com/@someone/video/7301"
 
@@ -34,11 +34,20 @@ def test_lifecycle_to_extracted(app: MediaTasks, runners: ProjectionRunners) -> 
     app.report_progress(sub.task_id, 1, "video", 40)  # a heartbeat at the same progress is fine
     app.report_progress(sub.task_id, 1, "subtitles", 70)
     app.report_progress(sub.task_id, 1, "upload", 90)
-    last = app.complete(sub.task_id, 1, {"video": {"uri": "file://x", "size": 3, "sha256": "ab"}, "timings": {"total": 1.5}})
+    last = app.complete(
+        sub.task_id, 1, {"video": {"uri": "file://x", "size": 3, "sha256": "ab"}, "timings": {"total": 1.5}}
+    )
 
     history = app.task_history(sub.task_id)
     assert [h.type for h in history] == [
-        "Started", "Downloading", "Processing", "Processing", "Processing", "Processing", "Processing", "Extracted",
+        "Started",
+        "Downloading",
+        "Processing",
+        "Processing",
+        "Processing",
+        "Processing",
+        "Processing",
+        "Extracted",
     ]
     assert [h.version for h in history] == list(range(1, 9))
     assert [h.data.get("progress") for h in history[1:]] == [10, 20, 40, 40, 70, 90, 100]

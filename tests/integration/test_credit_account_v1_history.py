@@ -15,8 +15,8 @@ from eventsourcing.persistence import StoredEvent, Tracking
 from application.mediatasks import MediaTasks
 from domain.credits import CreditAccount
 from domain.tasks import MediaTask
-from infrastructure.audit import verify
-from infrastructure.bootstrap import ProjectionRunners
+from infrastructure.audit.history import verify
+from infrastructure.projection_runners import ProjectionRunners
 from projections.refund_issuer import RefundIssuer
 
 HISTORY = Path(__file__).parents[1] / "support" / "histories" / "credit_account_v1.json"
@@ -24,13 +24,20 @@ URL = "https://vimeo.com/76979871"
 
 
 def stored(row: dict) -> StoredEvent:
-    return StoredEvent(originator_id=UUID(row["originator_id"]), originator_version=row["originator_version"],
-                       topic=row["topic"], state=base64.b64decode(row["state"]))
+    return StoredEvent(
+        originator_id=UUID(row["originator_id"]),
+        originator_version=row["originator_version"],
+        topic=row["topic"],
+        state=base64.b64decode(row["state"]),
+    )
 
 
 def account_refunds(app: MediaTasks, account_id: UUID) -> Counter[tuple[UUID, int]]:
-    return Counter((e.task_id, e.attempt) for e in app.repository.event_store.get(account_id)
-                   if isinstance(e, CreditAccount.Refunded))
+    return Counter(
+        (e.task_id, e.attempt)
+        for e in app.repository.event_store.get(account_id)
+        if isinstance(e, CreditAccount.Refunded)
+    )
 
 
 def test_a_v1_history_replays_refunds_once_and_verifies(app: MediaTasks, store_env: dict[str, str]) -> None:
@@ -56,8 +63,9 @@ def test_a_v1_history_replays_refunds_once_and_verifies(app: MediaTasks, store_e
             assert time.monotonic() < deadline, app.get_account("olga").balance
             time.sleep(0.1)
         refunds = account_refunds(app, account.id)
-        assert refunds == Counter({(tasks["refunded"], 1): 1, (tasks["retried"], 1): 1, (tasks["pending"], 1): 1,
-                                   (tasks["retried"], 2): 1})
+        assert refunds == Counter(
+            {(tasks["refunded"], 1): 1, (tasks["retried"], 1): 1, (tasks["pending"], 1): 1, (tasks["retried"], 2): 1}
+        )
         assert app.get_task(tasks["pending"]).refunds_given == [1]
         assert app.get_task(tasks["retried"]).refunds_given == [2]
         assert not [e for e in app.repository.event_store.get(tasks["refunded"]) if isinstance(e, MediaTask.Refunded)]

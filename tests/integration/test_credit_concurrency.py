@@ -39,8 +39,7 @@ def run_concurrently(n: int, fn) -> list:
 def charges(app: MediaTasks, user_id: str) -> list[tuple[object, int]]:
     """(task id, first attempt) of every charge in the account's history."""
     account_id = app.get_account(user_id).id
-    return [(e.task_id, e.attempt) for e in app.repository.event_store.get(account_id)
-            if type(e).__name__ == "Charged"]
+    return [(e.task_id, e.attempt) for e in app.repository.event_store.get(account_id) if type(e).__name__ == "Charged"]
 
 
 def test_fifty_submissions_against_ten_credits_accept_exactly_ten(app: MediaTasks, store_env: dict[str, str]) -> None:

@@ -19,8 +19,8 @@ from eventsourcing.persistence import IntegrityError, StoredEvent
 from eventsourcing.utils import Environment
 from psycopg.sql import SQL, Identifier
 
-from infrastructure import group_commit
-from infrastructure.eventstore import GroupCommitApplicationRecorder, MediaTasksPostgresFactory
+from infrastructure.postgres import group_commit
+from infrastructure.postgres.event_store import GroupCommitApplicationRecorder, MediaTasksPostgresFactory
 from tests.support.postgres import database_url
 
 CALLERS = 100
@@ -44,15 +44,17 @@ def _rows_by_notification_id(store_env: dict[str, str], after: int) -> list[tupl
     """(notification_id, xmin, originator_id) of the rows written after a position, in id order."""
     with _connect(store_env) as conn:
         return conn.execute(
-            SQL("SELECT notification_id, xmin::text::bigint, originator_id FROM {}.mediatasks_events "
-                "WHERE notification_id > %s ORDER BY notification_id").format(
-                Identifier(store_env["POSTGRES_SCHEMA"])),
+            SQL(
+                "SELECT notification_id, xmin::text::bigint, originator_id FROM {}.mediatasks_events "
+                "WHERE notification_id > %s ORDER BY notification_id"
+            ).format(Identifier(store_env["POSTGRES_SCHEMA"])),
             (after,),
         ).fetchall()
 
 
-def test_a_hundred_concurrent_inserts_ten_conflicting(store_env: dict[str, str],
-                                                      recorder: GroupCommitApplicationRecorder) -> None:
+def test_a_hundred_concurrent_inserts_ten_conflicting(
+    store_env: dict[str, str], recorder: GroupCommitApplicationRecorder
+) -> None:
     existing = [uuid.uuid4() for _ in range(CONFLICTING)]
     for originator_id in existing:
         recorder.insert_events([StoredEvent(originator_id, 1, "first", b"kept")])
@@ -131,9 +133,10 @@ def test_sequential_inserts_each_commit_alone_with_increasing_ids(recorder: Grou
 def _counts(store_env: dict[str, str], ids: set[str]) -> dict[str, int]:
     with _connect(store_env) as conn:
         rows = conn.execute(
-            SQL("SELECT originator_id::text, count(*) FROM {}.mediatasks_events "
-                "WHERE originator_id::text = ANY(%s) GROUP BY originator_id").format(
-                Identifier(store_env["POSTGRES_SCHEMA"])),
+            SQL(
+                "SELECT originator_id::text, count(*) FROM {}.mediatasks_events "
+                "WHERE originator_id::text = ANY(%s) GROUP BY originator_id"
+            ).format(Identifier(store_env["POSTGRES_SCHEMA"])),
             (list(ids),),
         ).fetchall()
     return dict(rows)
@@ -144,7 +147,9 @@ def test_sigkill_mid_batch_leaves_no_caller_half_written(store_env: dict[str, st
     env = {**store_env, "GROUP_COMMIT": "on"}
     process = subprocess.Popen(
         [sys.executable, "-m", "tests.support.group_commit_load", json.dumps(env), "32"],
-        stdout=subprocess.PIPE, text=True, cwd=os.getcwd(),
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=os.getcwd(),
     )
     tried: set[str] = set()
     succeeded: set[str] = set()
@@ -168,7 +173,8 @@ def test_sigkill_mid_batch_leaves_no_caller_half_written(store_env: dict[str, st
 
 
 def test_an_idle_writer_thread_ends_and_the_next_insert_starts_another(
-        recorder: GroupCommitApplicationRecorder, monkeypatch: pytest.MonkeyPatch) -> None:
+    recorder: GroupCommitApplicationRecorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(group_commit, "WRITER_IDLE_SECONDS", 0.1)
     first = recorder.insert_events([StoredEvent(uuid.uuid4(), 1, "idle", b"x")])
     deadline = time.monotonic() + 5

@@ -18,7 +18,7 @@ from eventsourcing.persistence import ApplicationRecorder, IntegrityError, Proce
 from eventsourcing.tests import persistence as library_cases
 from eventsourcing.utils import Environment
 
-from infrastructure.eventstore import (
+from infrastructure.postgres.event_store import (
     GroupCommitApplicationRecorder,
     GroupCommitProcessRecorder,
     MediaTasksPostgresFactory,
@@ -63,15 +63,21 @@ class GroupCommitStore(unittest.TestCase):
 
     def connect(self) -> psycopg.Connection[Any]:
         pg = self.pg
-        return psycopg.connect(host=pg["POSTGRES_HOST"], port=pg["POSTGRES_PORT"], user=pg["POSTGRES_USER"],
-                               password=pg["POSTGRES_PASSWORD"] or None, dbname=pg["POSTGRES_DBNAME"],
-                               autocommit=True)
+        return psycopg.connect(
+            host=pg["POSTGRES_HOST"],
+            port=pg["POSTGRES_PORT"],
+            user=pg["POSTGRES_USER"],
+            password=pg["POSTGRES_PASSWORD"] or None,
+            dbname=pg["POSTGRES_DBNAME"],
+            autocommit=True,
+        )
 
     def factory(self) -> MediaTasksPostgresFactory:
         """One factory (one connection pool) per test, however often the case asks for a recorder."""
         if not self.factories:
-            env = Settings(postgres_schema=self.schema, group_commit="on", postgres_pool_size=2,
-                           postgres_max_overflow=8).event_store_env(self.pg)
+            env = Settings(
+                postgres_schema=self.schema, group_commit="on", postgres_pool_size=2, postgres_max_overflow=8
+            ).event_store_env(self.pg)
             env["CREATE_TABLE"] = "yes"
             self.factories.append(MediaTasksPostgresFactory(Environment("", env)))
         return self.factories[0]
@@ -88,16 +94,19 @@ class ApplicationRecorderCases(GroupCommitStore, library_cases.ApplicationRecord
         existing = uuid4()
         recorder.insert_events([StoredEvent(existing, 1, "topic", b"x")])
         with self.assertRaises(IntegrityError):
-            recorder.insert_events([StoredEvent(existing, 1, "topic", b"again"),
-                                    StoredEvent(existing, 2, "topic", b"new")])
+            recorder.insert_events(
+                [StoredEvent(existing, 1, "topic", b"again"), StoredEvent(existing, 2, "topic", b"new")]
+            )
         self.assertEqual([e.originator_version for e in recorder.select_events(existing)], [1])
 
     def test_inserts_after_every_connection_was_closed(self) -> None:
         recorder = self.create_recorder()
         recorder.insert_events([StoredEvent(uuid4(), 1, "topic", b"x")])
         with self.connect() as conn:
-            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                         "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
         ids = recorder.insert_events([StoredEvent(uuid4(), 1, "topic", b"y")])
         self.assertEqual(len(ids or []), 1)
 
@@ -131,8 +140,12 @@ def _per_server(cls: type[GroupCommitStore], kind: str) -> type[GroupCommitStore
 
 
 for _kind in server_kinds():
-    for _case in (ApplicationRecorderCases, ProcessRecorderCases, NonInterleavingCases,
-                  NonInterleavingInOneTransactionCases):
+    for _case in (
+        ApplicationRecorderCases,
+        ProcessRecorderCases,
+        NonInterleavingCases,
+        NonInterleavingInOneTransactionCases,
+    ):
         _cls = _per_server(_case, _kind)
         globals()[_cls.__name__] = _cls
 

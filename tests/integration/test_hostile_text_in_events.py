@@ -9,7 +9,7 @@ from application.mediatasks import MediaTasks
 from domain.credits import CreditAccount
 from domain.errors import InvalidText
 from domain.tasks import MediaTask
-from infrastructure.bootstrap import ProjectionRunners
+from infrastructure.projection_runners import ProjectionRunners
 
 URL = "https://x.com/someone/status/1790000000000000000"
 
@@ -22,10 +22,20 @@ def test_events_with_nul_and_nan_do_not_stop_the_read_model(app: MediaTasks, run
     task_id = app.submit("nia", URL, "video", idempotency_key="k1").task_id
     app.begin_attempt(task_id, "w")
     task: MediaTask = app.repository.get(task_id)
-    task._processed(attempt=1, stage="metadata", progress=20,
-                    details={"title": "a\x00title", "timings": {"n\x00": float("nan"), "inf": float("inf")}})
-    task._failed(attempt=1, code="odd", message="provider said \x00", retryable=True, terminal=False,
-                 context={"\x00key": ["\x00"]})
+    task._processed(
+        attempt=1,
+        stage="metadata",
+        progress=20,
+        details={"title": "a\x00title", "timings": {"n\x00": float("nan"), "inf": float("inf")}},
+    )
+    task._failed(
+        attempt=1,
+        code="odd",
+        message="provider said \x00",
+        retryable=True,
+        terminal=False,
+        context={"\x00key": ["\x00"]},
+    )
     app.save(task)
     app.grant_credits("nia", 2, "after the hostile events")
 

@@ -14,7 +14,7 @@ import httpx
 import pytest
 import qstash
 
-from infrastructure.delivery.qstash_publisher import PublishRejected, PublishUnavailable, QStashPublishClient
+from infrastructure.delivery.qstash_client import PublishRejected, PublishUnavailable, QStashPublishClient
 from infrastructure.delivery.qstash_signature import (
     InMemorySeenTokenIds,
     InvalidSignature,
@@ -335,7 +335,6 @@ def test_emulator_calls_loopback_destinations_only(emulator: QStashEmulator) -> 
         with pytest.raises(PublishRejected):
             publisher.publish("task-12", 1)
     assert emulator.deliveries == []
-
 
 
 def test_several_loopback_targets_are_called_round_robin_skipping_refused_ones(

@@ -13,10 +13,10 @@ from eventsourcing.utils import get_topic
 
 from application.mediatasks import MediaTasks
 from domain.tasks import MediaTask
-from infrastructure.bootstrap import ProjectionRunners
-from infrastructure.delivery.qstash_outbox import TRACKING_TABLE, QStashPublisher, TakeoverSweeper
-from infrastructure.delivery.qstash_publisher import QStashPublishClient
-from infrastructure.metadata_cache import PostgresMetadataCache
+from infrastructure.delivery.qstash_client import QStashPublishClient
+from infrastructure.delivery.qstash_outbox_publisher import TRACKING_TABLE, QStashPublisher, TakeoverSweeper
+from infrastructure.postgres.metadata_cache import PostgresMetadataCache
+from infrastructure.projection_runners import ProjectionRunners
 from tests.support.qstash_emulator import QStashEmulator
 
 PUBLIC_URL = "https://mediatasks.example/v1/deliveries/qstash"
@@ -69,8 +69,11 @@ def wait_for(condition: Callable[[], object], timeout: float = 10) -> None:
 def started_at(app: MediaTasks, task_id: object) -> int:
     """The position of the task's Started event in the log (what the publisher tracks)."""
     topic = get_topic(MediaTask.Started)
-    [position] = [n.id for n in app.recorder.select_notifications(start=1, limit=10_000, topics=[topic])
-                  if n.originator_id == task_id]
+    [position] = [
+        n.id
+        for n in app.recorder.select_notifications(start=1, limit=10_000, topics=[topic])
+        if n.originator_id == task_id
+    ]
     return position
 
 
@@ -79,7 +82,8 @@ def accepted(emulator: QStashEmulator) -> list[dict]:
 
 
 def test_each_started_task_is_published_with_its_deduplication_id(
-        app: MediaTasks, emulator: QStashEmulator, start_publisher: Callable[[], QStashPublisher]) -> None:
+    app: MediaTasks, emulator: QStashEmulator, start_publisher: Callable[[], QStashPublisher]
+) -> None:
     publisher = start_publisher()
     tasks = [app.submit("u", URL, "subtitles") for _ in range(3)]
     wait_for(lambda: len(accepted(emulator)) == 3)
@@ -91,7 +95,8 @@ def test_each_started_task_is_published_with_its_deduplication_id(
 
 
 def test_the_position_moves_only_after_qstash_answered_2xx(
-        app: MediaTasks, emulator: QStashEmulator, start_publisher: Callable[[], QStashPublisher]) -> None:
+    app: MediaTasks, emulator: QStashEmulator, start_publisher: Callable[[], QStashPublisher]
+) -> None:
     emulator.fail_publishes(500, count=2)
     emulator.fail_publishes(429, count=2, retry_after="0.1")
     publisher = start_publisher()
@@ -109,7 +114,8 @@ def test_the_position_moves_only_after_qstash_answered_2xx(
 
 
 def test_a_refused_message_is_published_again_and_nothing_is_skipped(
-        app: MediaTasks, emulator: QStashEmulator, start_publisher: Callable[[], QStashPublisher]) -> None:
+    app: MediaTasks, emulator: QStashEmulator, start_publisher: Callable[[], QStashPublisher]
+) -> None:
     emulator.fail_publishes(401, count=2)  # e.g. a wrong token, until the operator fixes it
     start_publisher()
     first, second = app.submit("u", URL, "subtitles"), app.submit("u", URL, "video")
@@ -119,7 +125,8 @@ def test_a_refused_message_is_published_again_and_nothing_is_skipped(
 
 
 def test_a_restarted_publisher_goes_on_from_its_tracked_position(
-        app: MediaTasks, emulator: QStashEmulator, start_publisher: Callable[[], QStashPublisher]) -> None:
+    app: MediaTasks, emulator: QStashEmulator, start_publisher: Callable[[], QStashPublisher]
+) -> None:
     first = start_publisher()
     app.submit("u", URL, "subtitles")
     wait_for(lambda: first.status().published == 1)
@@ -134,7 +141,8 @@ def test_a_restarted_publisher_goes_on_from_its_tracked_position(
 
 
 def test_a_user_retry_publishes_the_first_attempt_of_the_new_cycle(
-        app: MediaTasks, emulator: QStashEmulator, start_publisher: Callable[[], QStashPublisher]) -> None:
+    app: MediaTasks, emulator: QStashEmulator, start_publisher: Callable[[], QStashPublisher]
+) -> None:
     start_publisher()
     task_id = app.submit("u", URL, "subtitles").task_id
     app.begin_attempt(task_id, "w")
@@ -146,13 +154,15 @@ def test_a_user_retry_publishes_the_first_attempt_of_the_new_cycle(
 
 
 def test_the_sweeper_publishes_the_takeover_of_an_expired_lease_once(
-        app: MediaTasks, store_env: dict[str, str], emulator: QStashEmulator) -> None:
+    app: MediaTasks, store_env: dict[str, str], emulator: QStashEmulator
+) -> None:
     runners = ProjectionRunners(store_env)
     client = QStashPublishClient(emulator.url, emulator.token, PUBLIC_URL, retries=0)
     try:
         publisher = QStashPublisher(app, tracking(app), client)
-        sweeper = TakeoverSweeper(app, runners.views, publisher, PostgresMetadataCache(app.recorder.datastore),
-                                  lease_seconds=1)
+        sweeper = TakeoverSweeper(
+            app, runners.views, publisher, PostgresMetadataCache(app.recorder.datastore), lease_seconds=1
+        )
         held, running = app.submit("u", URL, "subtitles").task_id, app.submit("u", URL, "video").task_id
         app.begin_attempt(held, "dead-worker")
         runners.wait_for(app.recorder.max_notification_id())

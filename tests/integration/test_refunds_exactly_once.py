@@ -15,7 +15,7 @@ from psycopg.sql import SQL, Identifier
 
 from application.mediatasks import MediaTasks
 from domain.credits import CreditAccount
-from infrastructure.bootstrap import ProjectionRunners
+from infrastructure.projection_runners import ProjectionRunners
 from tests.support.postgres import database_url
 
 URL = "https://vimeo.com/76979871"
@@ -83,8 +83,11 @@ def test_stop_restart_and_reprocessing_refund_nothing_twice(app: MediaTasks, sto
 
     # Run the refund issuer again over the same events from the start: the account refuses doubles.
     with psycopg.connect(**_conn_kwargs(store_env), autocommit=True) as conn:
-        conn.execute(SQL("DELETE FROM {}.mediatasks_tracking WHERE application_name = 'MediaTasks'").format(
-            Identifier(store_env["POSTGRES_SCHEMA"])))
+        conn.execute(
+            SQL("DELETE FROM {}.mediatasks_tracking WHERE application_name = 'MediaTasks'").format(
+                Identifier(store_env["POSTGRES_SCHEMA"])
+            )
+        )
     runners = ProjectionRunners(store_env)
     time.sleep(2)
     runners.stop()
@@ -110,10 +113,16 @@ def test_two_rival_refund_issuers_refund_once(app: MediaTasks, store_env: dict[s
 def test_runner_killed_between_refunds_resumes_without_doubles(app: MediaTasks, store_env: dict[str, str]) -> None:
     app.create_user("dee", 400)
     failed, _ = fail_tasks(app, "dee", 300)
-    pg = {k: store_env[k] for k in ("POSTGRES_HOST", "POSTGRES_PORT", "POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DBNAME")}
-    env = {**os.environ, "MEDIATASKS_DATABASE_URL": database_url(pg),
-           "MEDIATASKS_POSTGRES_SCHEMA": store_env["POSTGRES_SCHEMA"]}
-    cmd = [sys.executable, "-m", "infrastructure.cli", "projections"]
+    pg = {
+        k: store_env[k]
+        for k in ("POSTGRES_HOST", "POSTGRES_PORT", "POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DBNAME")
+    }
+    env = {
+        **os.environ,
+        "MEDIATASKS_DATABASE_URL": database_url(pg),
+        "MEDIATASKS_POSTGRES_SCHEMA": store_env["POSTGRES_SCHEMA"],
+    }
+    cmd = [sys.executable, "-m", "infrastructure.entrypoints.cli", "projections"]
     kills = 0
     for _ in range(3):
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -140,5 +149,10 @@ def test_runner_killed_between_refunds_resumes_without_doubles(app: MediaTasks, 
 
 
 def _conn_kwargs(env: dict[str, str]) -> dict[str, str]:
-    return {"host": env["POSTGRES_HOST"], "port": env["POSTGRES_PORT"], "user": env["POSTGRES_USER"],
-            "password": env["POSTGRES_PASSWORD"] or None, "dbname": env["POSTGRES_DBNAME"]}
+    return {
+        "host": env["POSTGRES_HOST"],
+        "port": env["POSTGRES_PORT"],
+        "user": env["POSTGRES_USER"],
+        "password": env["POSTGRES_PASSWORD"] or None,
+        "dbname": env["POSTGRES_DBNAME"],
+    }

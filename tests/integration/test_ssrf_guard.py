@@ -30,30 +30,64 @@ def origin(target: CountingServer) -> Iterator[CountingServer]:
 def resolver_with(names: dict[str, list[str]]):
     def resolve(host: str, port: int) -> list[str]:
         return names[host] if host in names else system_resolver(host, port)
+
     return resolve
 
 
 def spellings(port: int) -> list[str]:
     p = port
     return [
-        f"http://127.0.0.1:{p}/", f"http://2130706433:{p}/", f"http://0177.0.0.1:{p}/", f"http://0x7f.0.0.1:{p}/",
-        f"http://0x7f000001:{p}/", f"http://127.1:{p}/", f"http://127.000.000.001:{p}/", f"http://[::1]:{p}/",
-        f"http://[::ffff:127.0.0.1]:{p}/", f"http://[::ffff:7f00:1]:{p}/", f"http://[0:0:0:0:0:ffff:7f00:1]:{p}/",
-        f"http://0.0.0.0:{p}/", f"http://0:{p}/", f"http://localhost:{p}/", f"http://localhost.:{p}/",
-        f"http://LOCALHOST:{p}/", f"http://[64:ff9b::7f00:1]:{p}/", f"http://[2002:7f00:1::]:{p}/",
-        f"http://rebind.example:{p}/", f"http://mixed.example:{p}/", f"http://user:pw@127.0.0.2:{p}/",
-        "http://169.254.169.254/latest/meta-data/", "http://[fd00::1]/", "http://10.0.0.1/", "http://192.168.1.1/",
-        "http://172.16.0.1/", "http://100.64.0.1/", "http://224.0.0.1/", "http://[fe80::1]/", "http://[ff02::1]/",
-        "http://255.255.255.255/", "http://198.18.0.1/", f"ftp://127.0.0.1:{p}/", "file:///etc/passwd",
-        f"gopher://127.0.0.1:{p}/_GET", "javascript:alert(1)", "//127.0.0.1/",
+        f"http://127.0.0.1:{p}/",
+        f"http://2130706433:{p}/",
+        f"http://0177.0.0.1:{p}/",
+        f"http://0x7f.0.0.1:{p}/",
+        f"http://0x7f000001:{p}/",
+        f"http://127.1:{p}/",
+        f"http://127.000.000.001:{p}/",
+        f"http://[::1]:{p}/",
+        f"http://[::ffff:127.0.0.1]:{p}/",
+        f"http://[::ffff:7f00:1]:{p}/",
+        f"http://[0:0:0:0:0:ffff:7f00:1]:{p}/",
+        f"http://0.0.0.0:{p}/",
+        f"http://0:{p}/",
+        f"http://localhost:{p}/",
+        f"http://localhost.:{p}/",
+        f"http://LOCALHOST:{p}/",
+        f"http://[64:ff9b::7f00:1]:{p}/",
+        f"http://[2002:7f00:1::]:{p}/",
+        f"http://rebind.example:{p}/",
+        f"http://mixed.example:{p}/",
+        f"http://user:pw@127.0.0.2:{p}/",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[fd00::1]/",
+        "http://10.0.0.1/",
+        "http://192.168.1.1/",
+        "http://172.16.0.1/",
+        "http://100.64.0.1/",
+        "http://224.0.0.1/",
+        "http://[fe80::1]/",
+        "http://[ff02::1]/",
+        "http://255.255.255.255/",
+        "http://198.18.0.1/",
+        f"ftp://127.0.0.1:{p}/",
+        "file:///etc/passwd",
+        f"gopher://127.0.0.1:{p}/_GET",
+        "javascript:alert(1)",
+        "//127.0.0.1/",
     ]
 
 
 def test_every_forbidden_spelling_is_refused_with_zero_connections(target: CountingServer) -> None:
     port = target.server_address[1]
-    policy = UrlPolicy(allow_cidrs=("127.0.0.2/32",), resolver=resolver_with({
-        "rebind.example": ["127.0.0.1"], "mixed.example": ["127.0.0.2", "127.0.0.1"],
-    }))
+    policy = UrlPolicy(
+        allow_cidrs=("127.0.0.2/32",),
+        resolver=resolver_with(
+            {
+                "rebind.example": ["127.0.0.1"],
+                "mixed.example": ["127.0.0.2", "127.0.0.1"],
+            }
+        ),
+    )
     urls = spellings(port)
     assert len(urls) >= 30
     with SafeFetcher(policy, connect_timeout=1, read_timeout=1) as fetcher:
@@ -69,8 +103,10 @@ def test_redirects_to_forbidden_addresses_are_refused(target: CountingServer, or
     port = target.server_address[1]
     hops = {f"/r{i}": redirect(url) for i, url in enumerate(spellings(port)[:20])}
     origin.routes.update(hops)
-    policy = UrlPolicy(allow_cidrs=("127.0.0.2/32",), resolver=resolver_with({
-        "rebind.example": ["127.0.0.1"], "mixed.example": ["127.0.0.2", "127.0.0.1"]}))
+    policy = UrlPolicy(
+        allow_cidrs=("127.0.0.2/32",),
+        resolver=resolver_with({"rebind.example": ["127.0.0.1"], "mixed.example": ["127.0.0.2", "127.0.0.1"]}),
+    )
     with SafeFetcher(policy, connect_timeout=1, read_timeout=1) as fetcher:
         for path in hops:
             with pytest.raises(PermanentMediaError) as info:
@@ -128,11 +164,17 @@ def test_overall_deadline_stops_a_slow_drip(origin: CountingServer) -> None:
     assert info.value.code == "timeout"
 
 
-@pytest.mark.parametrize(("status", "error", "code"), [
-    (404, PermanentMediaError, "media_not_found"), (410, PermanentMediaError, "media_not_found"),
-    (401, PermanentMediaError, "media_private"), (403, PermanentMediaError, "media_private"),
-    (429, TransientMediaError, "rate_limited"), (503, TransientMediaError, "upstream_unavailable"),
-])
+@pytest.mark.parametrize(
+    ("status", "error", "code"),
+    [
+        (404, PermanentMediaError, "media_not_found"),
+        (410, PermanentMediaError, "media_not_found"),
+        (401, PermanentMediaError, "media_private"),
+        (403, PermanentMediaError, "media_private"),
+        (429, TransientMediaError, "rate_limited"),
+        (503, TransientMediaError, "upstream_unavailable"),
+    ],
+)
 def test_statuses_are_classified(origin: CountingServer, status: int, error: type, code: str) -> None:
     origin.routes["/s"] = respond(status, b"", {"Retry-After": "7"})
     with SafeFetcher(UrlPolicy(allow_cidrs=("127.0.0.2/32",))) as fetcher:

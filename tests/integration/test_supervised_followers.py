@@ -18,8 +18,8 @@ from psycopg_pool import ConnectionPool
 
 from application.mediatasks import MediaTasks
 from infrastructure.api.app import create_status_api
-from infrastructure.bootstrap import construct_views
-from infrastructure.dispatch import unseen_dispatches
+from infrastructure.delivery.inline_dispatcher import unseen_dispatches
+from infrastructure.postgres.tables import construct_views
 from infrastructure.projection_followers import ProjectionFollower
 from infrastructure.settings import Settings
 from infrastructure.supervision import Supervisor
@@ -59,7 +59,8 @@ def app(store_env: dict[str, str]) -> Iterator[MediaTasks]:
 
 
 def test_a_projection_that_fails_is_restarted_from_its_tracking_position(
-        app: MediaTasks, store_env: dict[str, str]) -> None:
+    app: MediaTasks, store_env: dict[str, str]
+) -> None:
     tasks = [app.submit("u", URL + str(n), "subtitles").task_id for n in range(5)]
     head = app.recorder.max_notification_id()
     FailsOnceAt.fail_at, FailsOnceAt.failed, FailsOnceAt.processed = head - 2, False, []
@@ -114,10 +115,15 @@ def test_readyz_answers_503_within_its_timeout_when_the_store_does_not_answer(ap
     black_hole = socket.create_server(("127.0.0.1", 0))  # accepts TCP connections and never speaks
     port = black_hole.getsockname()[1]
     app.recorder.datastore.pool.close()
-    app.recorder.datastore.pool = ConnectionPool(f"host=127.0.0.1 port={port} dbname=x user=postgres", open=False,
-                                                 min_size=1, kwargs={"row_factory": dict_row})
-    runtime = SimpleNamespace(app=app, views=SimpleNamespace(tracking_table_name="taskviews_tracking"),
-                              settings=Settings(ready_timeout_seconds=0.5), supervisor=Supervisor())
+    app.recorder.datastore.pool = ConnectionPool(
+        f"host=127.0.0.1 port={port} dbname=x user=postgres", open=False, min_size=1, kwargs={"row_factory": dict_row}
+    )
+    runtime = SimpleNamespace(
+        app=app,
+        views=SimpleNamespace(tracking_table_name="taskviews_tracking"),
+        settings=Settings(ready_timeout_seconds=0.5),
+        supervisor=Supervisor(),
+    )
     try:
         client = TestClient(create_status_api(runtime))
         started = time.monotonic()
@@ -132,8 +138,9 @@ def test_readyz_answers_503_within_its_timeout_when_the_store_does_not_answer(ap
         black_hole.close()
 
 
-def test_the_sweeper_finds_accepted_tasks_the_read_model_has_not_seen(app: MediaTasks,
-                                                                      store_env: dict[str, str]) -> None:
+def test_the_sweeper_finds_accepted_tasks_the_read_model_has_not_seen(
+    app: MediaTasks, store_env: dict[str, str]
+) -> None:
     views = construct_views(store_env)  # nothing projects into it: the read model stopped
     try:
         submitted = [app.submit("u", URL + str(n), "subtitles").task_id for n in range(3)]

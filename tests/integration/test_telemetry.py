@@ -29,10 +29,11 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import StatusCode
 
 from infrastructure.api.app import create_api
-from infrastructure.bootstrap import ProjectionRunners, Runtime, bootstrap, build_pipeline
-from infrastructure.logs import QUIET_LOGGERS, JsonFormatter, TraceContext
+from infrastructure.bootstrap import Runtime, bootstrap, build_pipeline
+from infrastructure.observability.logs import QUIET_LOGGERS, JsonFormatter, TraceContext
+from infrastructure.observability.telemetry import configure_telemetry
+from infrastructure.projection_runners import ProjectionRunners
 from infrastructure.settings import Settings
-from infrastructure.telemetry import configure_telemetry
 from tests.support.fake_platform import FakePlatform
 from tests.support.postgres import database_url, drop_schema
 
@@ -59,9 +60,12 @@ class Service:
         """POST /v1/tasks as a new user; returns the task id and the api key."""
         key = self.runtime.app.create_user("u" + uuid.uuid4().hex[:12], 10).api_key
         with trace.get_tracer(__name__).start_as_current_span("client"):  # httpx is instrumented here too
-            r = httpx.post(self.url + "/v1/tasks", json={"url": media_url, "output_type": output_type,
-                                                         "languages": ["en"]},
-                           headers={"Authorization": f"Bearer {key}"}, timeout=10)
+            r = httpx.post(
+                self.url + "/v1/tasks",
+                json={"url": media_url, "output_type": output_type, "languages": ["en"]},
+                headers={"Authorization": f"Bearer {key}"},
+                timeout=10,
+            )
         assert r.status_code == 202, r.text
         return uuid.UUID(r.json()["task_id"]), key
 
@@ -90,14 +94,22 @@ def observed() -> Iterator[Observed]:
 
 
 @pytest.fixture(scope="module")
-def service(observed: Observed, pg_database_one: dict[str, str],
-            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+def service(
+    observed: Observed, pg_database_one: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Service]:
     schema = f"telemetry_{uuid.uuid4().hex[:10]}"
     platform = FakePlatform(api_key=PROVIDER_KEY).start()
     settings = Settings(
-        database_url=database_url(pg_database_one), postgres_schema=schema, data_dir=tmp_path_factory.mktemp("tel"),
-        provider="http", provider_url=platform.provider_url, provider_key=PROVIDER_KEY,
-        provider_host=platform.api_host, url_allow_cidrs=["127.0.0.1/32"], dispatch="none", catch_up_seconds=0.2,
+        database_url=database_url(pg_database_one),
+        postgres_schema=schema,
+        data_dir=tmp_path_factory.mktemp("tel"),
+        provider="http",
+        provider_url=platform.provider_url,
+        provider_key=PROVIDER_KEY,
+        provider_host=platform.api_host,
+        url_allow_cidrs=["127.0.0.1/32"],
+        dispatch="none",
+        catch_up_seconds=0.2,
         otel_exporter="none",
     )
     runtime = bootstrap(settings)
@@ -113,8 +125,9 @@ def service(observed: Observed, pg_database_one: dict[str, str],
         assert time.monotonic() < deadline, "the API server did not start"
         time.sleep(0.02)
     try:
-        yield Service(runtime, build_pipeline(runtime, "telemetry-test"),
-                      f"http://127.0.0.1:{sock.getsockname()[1]}", platform)
+        yield Service(
+            runtime, build_pipeline(runtime, "telemetry-test"), f"http://127.0.0.1:{sock.getsockname()[1]}", platform
+        )
     finally:
         server.should_exit = True
         thread.join(timeout=10)
@@ -126,8 +139,14 @@ def service(observed: Observed, pg_database_one: dict[str, str],
 
 def metric_points(reader: InMemoryMetricReader, name: str) -> list[Any]:
     data = reader.get_metrics_data()
-    return [point for rm in (data.resource_metrics if data else []) for sm in rm.scope_metrics
-            for metric in sm.metrics if metric.name == name for point in metric.data.data_points]
+    return [
+        point
+        for rm in (data.resource_metrics if data else [])
+        for sm in rm.scope_metrics
+        for metric in sm.metrics
+        if metric.name == name
+        for point in metric.data.data_points
+    ]
 
 
 def metric_value(reader: InMemoryMetricReader, name: str, **attributes: str) -> float:
@@ -185,12 +204,19 @@ def test_a_task_makes_a_span_tree_linked_to_its_submission(service: Service, obs
     assert [s.name for s in children(by_name["subtitles.extract"], spans) if s.name == "blob.upload"] == ["blob.upload"]
     events = [s.attributes["mediatasks.event"] for s in direct if s.name == "event_store.append"]
     assert events[0] == "Downloading" and events[-1] == "Extracted"
-    outgoing = [s for s in spans if s.kind.name == "CLIENT" and "http.request.method" in s.attributes
-                or s.kind.name == "CLIENT" and "http.method" in s.attributes]
+    outgoing = [
+        s
+        for s in spans
+        if s.kind.name == "CLIENT"
+        and "http.request.method" in s.attributes
+        or s.kind.name == "CLIENT"
+        and "http.method" in s.attributes
+    ]
     assert len(outgoing) >= 3, "the provider call, the video and the subtitle track are traced by httpx"
     appends = [s for s in direct if s.name == "event_store.append"]
-    assert any(s.attributes.get("db.system") == "postgresql" for a in appends for s in children(a, spans)), \
+    assert any(s.attributes.get("db.system") == "postgresql" for a in appends for s in children(a, spans)), (
         "psycopg traces the statements of a task's event_store.append"
+    )
 
     lines = [json.loads(line) for line in observed.log.getvalue().splitlines()]
     done = [line for line in lines if line["message"] == "task extracted" and line.get("task_id") == str(task_id)]
@@ -220,8 +246,9 @@ def test_a_failed_task_records_its_error_code_and_counts(service: Service, obser
     assert len(fetch) == 1 and fetch[0].attributes["error.type"] == "media_not_found"
     assert "video.download" not in {s.name for s in spans}
 
-    assert metric_value(reader, "mediatasks.tasks", outcome="failed", error_code="media_not_found") \
-        == before["failed"] + 1
+    assert (
+        metric_value(reader, "mediatasks.tasks", outcome="failed", error_code="media_not_found") == before["failed"] + 1
+    )
     assert metric_value(reader, "mediatasks.deliveries", outcome="failed") == before["deliveries"] + 1
     assert metric_value(reader, "mediatasks.task.duration", outcome="failed") == before["durations"] + 1
     deadline = time.monotonic() + 10
@@ -237,12 +264,14 @@ def test_no_secret_reaches_a_span_or_a_log_line(service: Service, observed: Obse
     observed.spans.clear()
     task_id, api_key = service.submit(service.platform.media_url("ok", size=10_000, sig=SIGNATURE), "video")
     assert service.pipeline.run(task_id).outcome == "extracted"
-    assert any(r.path.startswith("/media/") and r.query.get("sig") == SIGNATURE for r in _video_requests(service.platform)), \
-        "the signed query reached the media server (else this test proves nothing)"
+    assert any(
+        r.path.startswith("/media/") and r.query.get("sig") == SIGNATURE for r in _video_requests(service.platform)
+    ), "the signed query reached the media server (else this test proves nothing)"
     auth = {"Authorization": f"Bearer {api_key}"}
     with trace.get_tracer(__name__).start_as_current_span("client"):  # a sampled caller, as in submit()
-        token = httpx.post(f"{service.url}/v1/tasks/{task_id}/stream-token", headers=auth,
-                           timeout=10).json()["access_token"]
+        token = httpx.post(f"{service.url}/v1/tasks/{task_id}/stream-token", headers=auth, timeout=10).json()[
+            "access_token"
+        ]
         video = httpx.get(f"{service.url}/v1/tasks/{task_id}/video", params={"access_token": token}, timeout=10)
     assert video.status_code == 200, "the stream token was accepted (else this test proves nothing)"
     deadline = time.monotonic() + 5
@@ -252,9 +281,15 @@ def test_no_secret_reaches_a_span_or_a_log_line(service: Service, observed: Obse
     spans = observed.spans.get_finished_spans()
     assert len(spans) > 10
     for span in spans:
-        text = json.dumps({"attributes": dict(span.attributes or {}), "status": span.status.description,
-                           "events": [dict(e.attributes or {}) for e in span.events],
-                           "links": [dict(link.attributes or {}) for link in span.links]}, default=str)
+        text = json.dumps(
+            {
+                "attributes": dict(span.attributes or {}),
+                "status": span.status.description,
+                "events": [dict(e.attributes or {}) for e in span.events],
+                "links": [dict(link.attributes or {}) for link in span.links],
+            },
+            default=str,
+        )
         for secret in (PROVIDER_KEY, SIGNATURE, api_key, token):
             assert secret not in text, f"{secret[:6]}… in span {span.name}: {text}"
     log = observed.log.getvalue()

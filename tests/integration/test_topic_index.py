@@ -7,7 +7,7 @@ from eventsourcing.utils import get_topic
 
 from application.mediatasks import MediaTasks
 from domain.tasks import MediaTask
-from infrastructure.events_topic_index import topic_index_name, topic_reads_statement
+from infrastructure.postgres.topic_index import topic_index_name, topic_reads_statement
 from tests.support.postgres import database_url
 
 URL = "https://vimeo.com/76979871"
@@ -23,15 +23,21 @@ def test_topic_reads_return_the_same_events_and_use_the_index(app: MediaTasks, s
     for topics in ([failed], [started, failed]):
         expected = [n.id for n in every if n.topic in topics]
         assert [n.id for n in app.recorder.select_notifications(0, 100, topics=topics)] == expected
-        assert [n.id for n in app.recorder.select_notifications(
-            expected[0], 100, topics=topics, inclusive_of_start=False)] == expected[1:]
-        assert [n.id for n in app.recorder.select_notifications(
-            expected[0], 100, stop=expected[0], topics=topics)] == expected[:1]
+        assert [
+            n.id for n in app.recorder.select_notifications(expected[0], 100, topics=topics, inclusive_of_start=False)
+        ] == expected[1:]
+        assert [
+            n.id for n in app.recorder.select_notifications(expected[0], 100, stop=expected[0], topics=topics)
+        ] == expected[:1]
     assert app.recorder.select_notifications(0, 2, topics=[started])[-1].originator_id == tasks[1]
 
     schema, table = store_env["POSTGRES_SCHEMA"], app.recorder.events_table_name
-    pg = {k: v for k, v in store_env.items() if k.startswith("POSTGRES_") and k in (
-        "POSTGRES_HOST", "POSTGRES_PORT", "POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DBNAME")}
+    pg = {
+        k: v
+        for k, v in store_env.items()
+        if k.startswith("POSTGRES_")
+        and k in ("POSTGRES_HOST", "POSTGRES_PORT", "POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DBNAME")
+    }
     with psycopg.connect(database_url(pg), autocommit=True) as conn:
         names = {r[0] for r in conn.execute("SELECT indexname FROM pg_indexes WHERE schemaname = %s", (schema,))}
         assert topic_index_name(table) in names

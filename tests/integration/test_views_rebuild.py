@@ -8,7 +8,8 @@ from uuid import UUID
 from eventsourcing.persistence import Tracking
 
 from application.mediatasks import MediaTasks
-from infrastructure.bootstrap import ProjectionRunners, create_tables
+from infrastructure.postgres.tables import create_tables
+from infrastructure.projection_runners import ProjectionRunners
 from projections.memory_views import MemoryTaskViews
 from projections.task_views import TaskViewsProjection
 
@@ -65,8 +66,8 @@ def test_rebuild_under_new_name_equals_live_view(store_env: dict[str, str]) -> N
 
 def test_bulk_rebuild_with_copy_equals_the_live_view(store_env: dict[str, str]) -> None:
     """`rebuild` folds in memory and loads with COPY: the same rows, progress updates included."""
-    from infrastructure.audit import rebuild
-    from infrastructure.bootstrap import construct_views
+    from infrastructure.audit.history import rebuild
+    from infrastructure.postgres.tables import construct_views
 
     app = MediaTasks(env=store_env)
     live = ProjectionRunners(store_env)

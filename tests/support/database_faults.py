@@ -52,8 +52,14 @@ class PrivateCluster:
         if self.as_root:
             shutil.chown(self.dir, "postgres", "postgres")
         self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8")
-        options = {"port": self.port, "listen_addresses": "127.0.0.1", "unix_socket_directories": str(self.dir),
-                   "max_connections": 200, "fsync": "off", "shared_buffers": "32MB"}
+        options = {
+            "port": self.port,
+            "listen_addresses": "127.0.0.1",
+            "unix_socket_directories": str(self.dir),
+            "max_connections": 200,
+            "fsync": "off",
+            "shared_buffers": "32MB",
+        }
         with open(self.data / "postgresql.conf", "a") as conf:
             conf.writelines(f"{key} = '{value}'\n" for key, value in options.items())
 
@@ -77,8 +83,9 @@ class PrivateCluster:
     def crash_and_start(self) -> None:
         """SIGKILL of the postmaster (its backends go with it), then a start: crash recovery."""
         pid = int((self.data / "postmaster.pid").read_text().split()[0])
-        children = [int(p) for p in subprocess.run(["pgrep", "-P", str(pid)], capture_output=True,
-                                                    text=True).stdout.split()]
+        children = [
+            int(p) for p in subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+        ]
         os.kill(pid, signal.SIGKILL)
         for child in children:  # the whole server dies, as if the machine had
             try:

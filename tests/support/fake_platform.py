@@ -61,8 +61,8 @@ MODES: dict[str, str] = {
     "deep-404": "the API answers 404 with a JSON body nested 100,000 arrays deep",
     "deep-200": "the API answers 200 with a JSON body whose title is nested 100,000 arrays deep",
     "hostile-text": "like ok, but title, uploader and subtitle name hold NUL and other C0 controls, the video "
-                    "headers include Host, Cookie, Connection and a CR LF value, and extra subtitle tracks have the "
-                    "languages '../x' and 'en\\r\\nX-Injected: 1'",
+    "headers include Host, Cookie, Connection and a CR LF value, and extra subtitle tracks have the "
+    "languages '../x' and 'en\\r\\nX-Injected: 1'",
 }
 DEEP_JSON = b"[" * 100_000 + b"]" * 100_000
 HOSTILE_TITLE = "Fake\x00title\x07with\x1bcontrols"
@@ -459,14 +459,29 @@ class _Handler(BaseHTTPRequestHandler):
             video = {"url": self.platform.video_url(media_id, options), "size": size, "mime_type": "video/mp4"}
         if mode == "hostile-text":
             assert video is not None
-            video["headers"] = {"Host": "evil.example", "Cookie": "session=stolen", "Connection": "close",
-                                "Referer": "https://fake.example/\r\nX-Injected: 1", "User-Agent": "fake-cdn-check"}
-            tracks = [*self._subtitle_tracks(media_id, options),
-                      *({"lang": lang, "format": "vtt", "url": f"{self.platform.url}/subs/generated/{media_id}/en.vtt"}
-                        for lang in HOSTILE_LANGUAGES)]
-            return {"platform": "tiktok", "id": media_id, "title": HOSTILE_TITLE, "uploader": "up\x00loader",
-                    "duration": 4.25, "video": video,
-                    "subtitles": [{**track, "name": "English\x00"} for track in tracks]}
+            video["headers"] = {
+                "Host": "evil.example",
+                "Cookie": "session=stolen",
+                "Connection": "close",
+                "Referer": "https://fake.example/\r\nX-Injected: 1",
+                "User-Agent": "fake-cdn-check",
+            }
+            tracks = [
+                *self._subtitle_tracks(media_id, options),
+                *(
+                    {"lang": lang, "format": "vtt", "url": f"{self.platform.url}/subs/generated/{media_id}/en.vtt"}
+                    for lang in HOSTILE_LANGUAGES
+                ),
+            ]
+            return {
+                "platform": "tiktok",
+                "id": media_id,
+                "title": HOSTILE_TITLE,
+                "uploader": "up\x00loader",
+                "duration": 4.25,
+                "video": video,
+                "subtitles": [{**track, "name": "English\x00"} for track in tracks],
+            }
         return {
             "platform": options.get("platform", "tiktok"),
             "id": media_id,

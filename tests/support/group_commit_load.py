@@ -15,7 +15,7 @@ import uuid
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.utils import Environment
 
-from infrastructure.eventstore import MediaTasksPostgresFactory
+from infrastructure.postgres.event_store import MediaTasksPostgresFactory
 
 _output = threading.Lock()
 

@@ -40,7 +40,10 @@ def server_kinds() -> list[str]:
 
 def _conninfo(server: dict[str, str], dbname: str) -> str:
     return psycopg.conninfo.make_conninfo(
-        host=server["host"], port=server["port"], user=server["user"], password=server["password"] or None,
+        host=server["host"],
+        port=server["port"],
+        user=server["user"],
+        password=server["password"] or None,
         dbname=dbname,
     )
 
@@ -52,12 +55,16 @@ def embedded_server() -> dict[str, str]:
     """One embedded server per test run, in a temporary data dir; stopped at exit."""
     global _embedded
     if _embedded is None:
-        from infrastructure.embedded_postgres import postgres_env_from_url, start_embedded_postgres
+        from infrastructure.postgres.embedded_server import postgres_env_from_url, start_embedded_postgres
 
         data_dir = Path(tempfile.mkdtemp(prefix="mt-pg-"))
         env = postgres_env_from_url(start_embedded_postgres(data_dir))
-        _embedded = {"host": env["POSTGRES_HOST"], "port": env["POSTGRES_PORT"], "user": env["POSTGRES_USER"],
-                     "password": env["POSTGRES_PASSWORD"]}
+        _embedded = {
+            "host": env["POSTGRES_HOST"],
+            "port": env["POSTGRES_PORT"],
+            "user": env["POSTGRES_USER"],
+            "password": env["POSTGRES_PASSWORD"],
+        }
     return _embedded
 
 
@@ -91,7 +98,11 @@ def database_url(pg: dict[str, str]) -> str:
 
 
 def drop_schema(pg: dict[str, str], schema: str) -> None:
-    server = {"host": pg["POSTGRES_HOST"], "port": pg["POSTGRES_PORT"], "user": pg["POSTGRES_USER"],
-              "password": pg["POSTGRES_PASSWORD"]}
+    server = {
+        "host": pg["POSTGRES_HOST"],
+        "port": pg["POSTGRES_PORT"],
+        "user": pg["POSTGRES_USER"],
+        "password": pg["POSTGRES_PASSWORD"],
+    }
     with psycopg.connect(_conninfo(server, pg["POSTGRES_DBNAME"]), autocommit=True) as conn:
         conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')

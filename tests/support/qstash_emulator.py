@@ -38,7 +38,7 @@ from typing import Any
 import httpx
 import jwt
 
-from infrastructure.delivery.qstash_publisher import retry_after_seconds
+from infrastructure.delivery.qstash_client import retry_after_seconds
 
 DEFAULT_TOKEN = "qstash-emulator-token"
 TOKEN_LIFETIME_S = 300
@@ -281,7 +281,7 @@ class QStashEmulator:
             return [record for record in self._deliveries if record.message_id == message_id]
 
     def message_state(self, message_id: str) -> str:
-        """"pending" (not yet delivered, retries left), "delivered" (a 2xx came back) or "failed"."""
+        """ "pending" (not yet delivered, retries left), "delivered" (a 2xx came back) or "failed"."""
         with self._lock:
             return self._messages[message_id].state
 
@@ -321,7 +321,13 @@ class QStashEmulator:
             return fault.status_code, fault.headers, {"error": "injected publish failure"}, None, False
         targets = self._targets(destination)
         if not targets:
-            return 400, {}, {"error": f"invalid destination {destination!r} (the emulator calls loopback only)"}, None, False
+            return (
+                400,
+                {},
+                {"error": f"invalid destination {destination!r} (the emulator calls loopback only)"},
+                None,
+                False,
+            )
         try:
             max_retries = min(int(headers.get("upstash-retries", self.max_retries)), self.max_retries)
         except ValueError:

@@ -21,8 +21,14 @@ def free_port() -> int:
 
 
 class ServiceProcess:
-    def __init__(self, *args: str, env: Mapping[str, str] | None = None, cwd: Path | None = None,
-                 log_path: Path | None = None, command: str = "serve") -> None:
+    def __init__(
+        self,
+        *args: str,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+        log_path: Path | None = None,
+        command: str = "serve",
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         clean_env = {k: v for k, v in os.environ.items() if not k.startswith("MEDIATASKS_")}
@@ -30,8 +36,21 @@ class ServiceProcess:
         self.log_path = log_path
         self._log = open(log_path, "wb") if log_path else subprocess.DEVNULL  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "infrastructure.cli", command, "--host", "127.0.0.1", "--port", str(self.port), *args],
-            env=clean_env, cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "infrastructure.entrypoints.cli",
+                command,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                *args,
+            ],
+            env=clean_env,
+            cwd=cwd,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
         )
 
     def wait_ready(self, path: str = "/healthz", timeout: float = 60) -> None:

@@ -5,8 +5,18 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-FORBIDDEN = ("eventsourcing.persistence", "eventsourcing.postgres", "eventsourcing.application", "fastapi",
-             "psycopg", "httpx", "socket", "requests", "boto3", "yt_dlp")
+FORBIDDEN = (
+    "eventsourcing.persistence",
+    "eventsourcing.postgres",
+    "eventsourcing.application",
+    "fastapi",
+    "psycopg",
+    "httpx",
+    "socket",
+    "requests",
+    "boto3",
+    "yt_dlp",
+)
 
 
 def test_domain_imports_nothing_that_does_io() -> None:
@@ -14,7 +24,10 @@ def test_domain_imports_nothing_that_does_io() -> None:
     found = []
     for path in domain.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
-                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else ([node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            )
             found += [(path.name, n) for n in names if n.startswith(FORBIDDEN)]
     assert found == []

@@ -11,9 +11,9 @@ from application.audit_chain import GENESIS, ChainCheck, Checkpoint, chain_link,
 from application.mediatasks import MediaTasks
 from domain.credits import CreditAccount
 from domain.tasks import MediaTask
-from infrastructure.audit_cli import progress_bar
-from infrastructure.audit_keys import HmacSigner
-from infrastructure.event_decoder import EventDecoder
+from infrastructure.audit.keys import HmacSigner
+from infrastructure.entrypoints.audit_commands import progress_bar
+from infrastructure.postgres.event_decoder import EventDecoder
 
 SIGNER = HmacSigner(b"unit-test-audit-key")
 
@@ -25,8 +25,9 @@ def sealed(rows: list[tuple]) -> tuple[list[tuple[int, bytes]], list[Checkpoint]
         links.append((position, chain))
     at = datetime.now(timezone.utc)
     position, chain = links[-1]
-    checkpoint = Checkpoint(position, chain, at, SIGNER.algorithm, SIGNER.key_id,
-                            SIGNER.sign(checkpoint_message(position, chain, at)))
+    checkpoint = Checkpoint(
+        position, chain, at, SIGNER.algorithm, SIGNER.key_id, SIGNER.sign(checkpoint_message(position, chain, at))
+    )
     return links, [checkpoint]
 
 
@@ -42,8 +43,7 @@ def check(rows: list[tuple], links: list[tuple[int, bytes]], checkpoints: list[C
 
 def history(n: int = 8) -> list[tuple]:
     oid = uuid4()
-    return [(p, oid, p, "domain.tasks:MediaTask.Processing", f'{{"progress":{p}}}'.encode())
-            for p in range(1, n + 1)]
+    return [(p, oid, p, "domain.tasks:MediaTask.Processing", f'{{"progress":{p}}}'.encode()) for p in range(1, n + 1)]
 
 
 def test_a_clean_chain_has_no_violations() -> None:
@@ -74,8 +74,14 @@ def test_rewritten_links_are_caught_by_the_signed_checkpoint() -> None:
     assert check(forged_rows, forged_links, checkpoints) == [("link_differs_from_checkpoint", 8)]
     other = HmacSigner(b"another-audit-key-123")
     at = checkpoints[0].sealed_at
-    resigned = Checkpoint(8, forged_links[-1][1], at, other.algorithm, other.key_id,
-                          other.sign(checkpoint_message(8, forged_links[-1][1], at)))
+    resigned = Checkpoint(
+        8,
+        forged_links[-1][1],
+        at,
+        other.algorithm,
+        other.key_id,
+        other.sign(checkpoint_message(8, forged_links[-1][1], at)),
+    )
     assert check(forged_rows, forged_links, [resigned]) == [("checkpoint_signature_invalid", 8)]
 
 
@@ -93,8 +99,17 @@ def test_events_past_the_last_link_are_unsealed_not_inserted() -> None:
 def test_the_fast_decoder_gives_what_the_mapper_gives() -> None:
     app = MediaTasks(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
     now = datetime.now(timezone.utc)
-    task = MediaTask.start(user_id="u", idempotency_key="k", url="https://vimeo.com/1", platform="vimeo",
-                           output_type="video", languages=["en", "de"], credits=2, requested_at=now, max_attempts=3)
+    task = MediaTask.start(
+        user_id="u",
+        idempotency_key="k",
+        url="https://vimeo.com/1",
+        platform="vimeo",
+        output_type="video",
+        languages=["en", "de"],
+        credits=2,
+        requested_at=now,
+        max_attempts=3,
+    )
     task.begin_attempt(now=now, lease=timedelta(minutes=5), worker_id="w")
     task.report_progress(attempt=1, stage="video", progress=40, details={"timings": {"a": 0.5}, "at": [now, {"x": 1}]})
     task.fail(attempt=1, code="timeout", message="slow \u2603", retryable=True)
@@ -115,7 +130,13 @@ def test_the_fast_decoder_gives_what_the_mapper_gives() -> None:
     again = list(decoder.events(rows[:-1]))  # every topic's shape known now: the shortcut where it fits
     assert [e.__dict__ for _, e in again] == [e.__dict__ for e in expected]
     assert decoder.shapes  # some topics have one
-    broken = (len(rows) + 1, stored[0].originator_id, 5, stored[0].topic, b'{"timestamp":{"_type_":"nope","_data_":"x"}}')
+    broken = (
+        len(rows) + 1,
+        stored[0].originator_id,
+        5,
+        stored[0].topic,
+        b'{"timestamp":{"_type_":"nope","_data_":"x"}}',
+    )
     assert [p for p, _ in decoder.events([broken], lambda position, error: errors.append(position))] == []
     assert errors[-1] == len(rows) + 1
     app.close()

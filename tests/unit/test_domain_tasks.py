@@ -29,8 +29,17 @@ LEASE = timedelta(minutes=10)
 
 
 def new_task(max_attempts: int = 3, **kw) -> MediaTask:
-    args = dict(user_id="u", idempotency_key=uuid4().hex, url="https://youtu.be/x", platform="youtube",
-                output_type="subtitles", languages=["en"], credits=1, requested_at=NOW, max_attempts=max_attempts)
+    args = dict(
+        user_id="u",
+        idempotency_key=uuid4().hex,
+        url="https://youtu.be/x",
+        platform="youtube",
+        output_type="subtitles",
+        languages=["en"],
+        credits=1,
+        requested_at=NOW,
+        max_attempts=max_attempts,
+    )
     args.update(kw)
     return MediaTask.start(**args)
 
@@ -166,8 +175,15 @@ def test_account_grant_charge_refund_invariants() -> None:
         account.refund(task_id, 1, 0)
     account.refund(task_id, 1, 3)
     assert account.balance == 3
-    assert set(vars(account)) <= {"_id", "_version", "_created_on", "_modified_on", "_pending_events",
-                                  "user_id", "balance"}
+    assert set(vars(account)) <= {
+        "_id",
+        "_version",
+        "_created_on",
+        "_modified_on",
+        "_pending_events",
+        "user_id",
+        "balance",
+    }
 
 
 def test_a_task_releases_its_charge_once_and_only_after_a_terminal_failure() -> None:

@@ -50,7 +50,13 @@ def test_a_repeated_wrong_key_reaches_the_event_store_once_and_the_cap_stops_all
                 await current_user(attacker, app, bearer(f"mt_more{i}"))  # type: ignore[arg-type]
             assert capped.value.status == 429 and capped.value.code == "too_many_failed_authentications"
         assert app.lookups == 3, "over the cap, nothing reaches the event store"
-        assert await current_user(request_from("203.0.113.2", failures, cache), app,  # type: ignore[arg-type]
-                                  bearer("mt_good")) == "alice"
+        assert (
+            await current_user(
+                request_from("203.0.113.2", failures, cache),
+                app,  # type: ignore[arg-type]
+                bearer("mt_good"),
+            )
+            == "alice"
+        )
 
     asyncio.run(scenario())

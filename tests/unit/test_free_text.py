@@ -37,14 +37,30 @@ def test_provider_text_is_replaced_not_refused() -> None:
 
 def test_media_info_cleaned_keeps_only_storable_text_forwardable_headers_and_language_tags() -> None:
     info = MediaInfo(
-        platform="tiktok", media_id="1\x00", title="t\x00itle", uploader="u\x1b",
-        video=VideoSource("https://cdn.example/v.mp4", headers={
-            "Host": "evil", "Cookie": "s=1", "Connection": "close", "Transfer-Encoding": "chunked",
-            "Authorization": "Bearer x", "User-Agent": "ua", "Referer": "https://a/\r\nX-Injected: 1",
-            "Origin": "https://a", "Accept-Language": "x" * 2000}),
-        subtitles=(SubtitleSource("../x", "vtt", "https://s/1"), SubtitleSource("en\r\nX: 1", "vtt", "https://s/2"),
-                   SubtitleSource("pt-BR", "vtt", "https://s/3", name="Portugu\x00s"),
-                   SubtitleSource("es-419", "srt", "https://s/4")),
+        platform="tiktok",
+        media_id="1\x00",
+        title="t\x00itle",
+        uploader="u\x1b",
+        video=VideoSource(
+            "https://cdn.example/v.mp4",
+            headers={
+                "Host": "evil",
+                "Cookie": "s=1",
+                "Connection": "close",
+                "Transfer-Encoding": "chunked",
+                "Authorization": "Bearer x",
+                "User-Agent": "ua",
+                "Referer": "https://a/\r\nX-Injected: 1",
+                "Origin": "https://a",
+                "Accept-Language": "x" * 2000,
+            },
+        ),
+        subtitles=(
+            SubtitleSource("../x", "vtt", "https://s/1"),
+            SubtitleSource("en\r\nX: 1", "vtt", "https://s/2"),
+            SubtitleSource("pt-BR", "vtt", "https://s/3", name="Portugu\x00s"),
+            SubtitleSource("es-419", "srt", "https://s/4"),
+        ),
     )
     cleaned = info.cleaned()
     assert (cleaned.title, cleaned.uploader, cleaned.media_id) == ("t\ufffditle", "u\ufffd", "1\ufffd")

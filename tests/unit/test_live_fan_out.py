@@ -66,8 +66,16 @@ class Views:
 
 
 def update(task_id: UUID, position: int, progress: int) -> TaskUpdate:
-    return TaskUpdate(position=position, task_id=task_id, status="processing", progress=progress, attempt=1,
-                      stage="download", error=None, at=datetime.now(UTC))
+    return TaskUpdate(
+        position=position,
+        task_id=task_id,
+        status="processing",
+        progress=progress,
+        attempt=1,
+        stage="download",
+        error=None,
+        at=datetime.now(UTC),
+    )
 
 
 def test_one_read_per_task_event_is_handed_to_every_stream_of_that_task() -> None:

@@ -10,16 +10,19 @@ from fastapi.testclient import TestClient
 from psycopg_pool import PoolTimeout
 
 from infrastructure.api.errors import install_error_handlers
-from infrastructure.store_connections import is_connection_error, read_retried
+from infrastructure.postgres.store_connections import is_connection_error, read_retried
 
 
-@pytest.mark.parametrize("error", [
-    psycopg.OperationalError("server closed the connection unexpectedly"),
-    PoolTimeout("couldn't get a connection after 5.00 sec"),
-    persistence.OperationalError("consuming input failed"),
-    persistence.InterfaceError("the connection is closed"),
-    persistence.ProgrammingError("relation does not exist"),
-])
+@pytest.mark.parametrize(
+    "error",
+    [
+        psycopg.OperationalError("server closed the connection unexpectedly"),
+        PoolTimeout("couldn't get a connection after 5.00 sec"),
+        persistence.OperationalError("consuming input failed"),
+        persistence.InterfaceError("the connection is closed"),
+        persistence.ProgrammingError("relation does not exist"),
+    ],
+)
 def test_a_database_error_answers_503_store_unavailable(error: Exception) -> None:
     api = FastAPI()
     install_error_handlers(api)

@@ -29,5 +29,10 @@ def test_embedded_deployments_sign_with_the_data_dir_secret_and_a_set_secret_win
     configured = stream_tokens_for(Settings(data_dir=tmp_path, stream_token_secret="s"), datastore=None)
     assert configured.user_of(token, task_id) is None
     assert "alice" == stream_tokens_for(
-        Settings(data_dir=tmp_path, stream_token_secret="s", stream_token_previous_secrets=(tmp_path / SECRET_FILE)
-                 .read_text().strip()), datastore=None).user_of(token, task_id)
+        Settings(
+            data_dir=tmp_path,
+            stream_token_secret="s",
+            stream_token_previous_secrets=(tmp_path / SECRET_FILE).read_text().strip(),
+        ),
+        datastore=None,
+    ).user_of(token, task_id)

@@ -81,9 +81,7 @@ EXPECTED = {
         "NETFLIX Japanese Timed Text Style and Creation Guide Examples (playback version)",
         f"{ESCAPES_LINE}\n{ESCAPES_LINE}",
     ),
-    "ttml_w3c_example.pysubs2.ttml": Expected(
-        "ttml", 11, "It seems a paradox, does it not,", "How truly delightful!"
-    ),
+    "ttml_w3c_example.pysubs2.ttml": Expected("ttml", 11, "It seems a paradox, does it not,", "How truly delightful!"),
     "ttml_framerate_regions.pysubs2.ttml": Expected("ttml", 10, "TOP SAMPLE TEXT", "into the Pacific Ocean."),
 }
 

@@ -72,7 +72,7 @@ def test_srt_cue_ending_before_it_starts_is_dropped() -> None:
 
 
 def test_srt_whitespace_only_line_ends_a_cue_and_html_is_stripped() -> None:
-    data = b"1\r\n00:00:01,000 --> 00:00:02,000\r\n<font color=\"#fff\"><i>hi</i></font> &amp; bye\r\n   \r\n2\r\n"
+    data = b'1\r\n00:00:01,000 --> 00:00:02,000\r\n<font color="#fff"><i>hi</i></font> &amp; bye\r\n   \r\n2\r\n'
     assert parse_subtitles(data) == [Cue(1.0, 2.0, "hi & bye")]
 
 

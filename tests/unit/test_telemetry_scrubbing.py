@@ -6,7 +6,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from infrastructure.telemetry import without_query
+from infrastructure.observability.telemetry import without_query
 
 
 def test_query_strings_are_dropped_from_server_span_attributes() -> None:
@@ -14,12 +14,15 @@ def test_query_strings_are_dropped_from_server_span_attributes() -> None:
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     secret = "st.secret-token-value"
-    with provider.get_tracer(__name__).start_as_current_span("GET /v1/tasks/{task_id}/events", attributes={
-        "http.url": f"http://127.0.0.1:8000/v1/tasks/abc/events?access_token={secret}",
-        "url.full": f"http://127.0.0.1:8000/v1/tasks/abc/events?access_token={secret}",
-        "http.target": f"/v1/tasks/abc/events?access_token={secret}",
-        "url.query": f"access_token={secret}",
-    }) as span:
+    with provider.get_tracer(__name__).start_as_current_span(
+        "GET /v1/tasks/{task_id}/events",
+        attributes={
+            "http.url": f"http://127.0.0.1:8000/v1/tasks/abc/events?access_token={secret}",
+            "url.full": f"http://127.0.0.1:8000/v1/tasks/abc/events?access_token={secret}",
+            "http.target": f"/v1/tasks/abc/events?access_token={secret}",
+            "url.query": f"access_token={secret}",
+        },
+    ) as span:
         without_query(span, {"query_string": f"access_token={secret}".encode(), "path": "/v1/tasks/abc/events"})
     [finished] = exporter.get_finished_spans()
     assert secret not in str(dict(finished.attributes))

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Query
 from infrastructure.api.deps import AppDep, CurrentUser, ViewsDep
 from infrastructure.api.errors import responses
 from infrastructure.api.schemas import AccountOut, LedgerEntryOut
-from infrastructure.own_writes import wait_for_own_writes
+from infrastructure.postgres.own_writes import wait_for_own_writes
 
 router = APIRouter(prefix="/v1/account", tags=["account"])
 
@@ -30,8 +30,16 @@ def get_account(
         user_id=user_id,
         balance=account.balance if account else 0,
         entries=[
-            LedgerEntryOut(position=e.position, kind=e.kind, amount=e.amount, balance=e.balance, task_id=e.task_id,
-                           attempt=e.attempt, reason=e.reason, at=e.at)
+            LedgerEntryOut(
+                position=e.position,
+                kind=e.kind,
+                amount=e.amount,
+                balance=e.balance,
+                task_id=e.task_id,
+                attempt=e.attempt,
+                reason=e.reason,
+                at=e.at,
+            )
             for e in page
         ],
         next_before=page[-1].position if more and page else None,

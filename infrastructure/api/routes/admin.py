@@ -30,15 +30,20 @@ def grant_credits(body: GrantCredits, app: AppDep, user_id: str = Path(max_lengt
 @router.get("/audit/verify", response_model=AuditResult, responses=responses(401))
 def audit_verify(request: Request) -> AuditResult:
     """Replay every event and check the credit and lifecycle invariants, the sealed chain and the read model."""
-    from infrastructure.audit import verify
-    from infrastructure.audit_keys import signer_from_settings
+    from infrastructure.audit.history import verify
+    from infrastructure.audit.keys import signer_from_settings
 
     runtime = request.app.state.runtime
     signer = signer_from_settings(runtime.settings)
     report = verify(runtime.app, runtime.views, verifier=signer.verifier() if signer is not None else None)
     return AuditResult(
-        ok=report.ok, summary=report.summary(), events=report.events, tasks=report.tasks, accounts=report.accounts,
+        ok=report.ok,
+        summary=report.summary(),
+        events=report.events,
+        tasks=report.tasks,
+        accounts=report.accounts,
         pending_refunds=report.pending_refunds,
-        violations=[AuditViolation(code=v.code, message=v.message, positions=list(v.positions))
-                    for v in report.violations],
+        violations=[
+            AuditViolation(code=v.code, message=v.message, positions=list(v.positions)) for v in report.violations
+        ],
     )

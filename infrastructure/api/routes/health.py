@@ -8,10 +8,9 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from psycopg.sql import SQL, Identifier
 from pydantic import BaseModel
 
-from infrastructure.store_connections import read_retried
+from infrastructure.postgres.queries import log_positions
 from infrastructure.supervision import LagClock
 
 router = APIRouter(tags=["health"])
@@ -55,21 +54,8 @@ async def healthz() -> Health:
 
 def store_positions(runtime: Any, timeout: float) -> tuple[int, int]:
     """The head of the log and the read model's position, in one statement bounded by `timeout`."""
-    recorder = runtime.app.recorder
     views = runtime.views.current() if hasattr(runtime.views, "current") else runtime.views
-    schema = Identifier(recorder.datastore.schema)
-    query = SQL("SELECT (SELECT max(notification_id) FROM {}.{}) AS head, "
-                "(SELECT max(notification_id) FROM {}.{} WHERE application_name = %s) AS position").format(
-        schema, Identifier(recorder.events_table_name), schema, Identifier(views.tracking_table_name))
-
-    def read() -> Any:
-        recorder.datastore.pool.open(wait=False)  # a no-op once open
-        with recorder.datastore.pool.connection(timeout=timeout) as conn, conn.transaction():
-            conn.execute(SQL("SET LOCAL statement_timeout = {}").format(int(timeout * 1000)))
-            return conn.execute(query, (runtime.app.name,)).fetchone()
-
-    row = read_retried(recorder.datastore, read)
-    return row["head"] or 0, row["position"] or 0
+    return log_positions(runtime.app.recorder, views.tracking_table_name, runtime.app.name, timeout)
 
 
 def _not_ready(body: Readiness) -> JSONResponse:
@@ -93,19 +79,31 @@ async def readyz(request: Request) -> Readiness | JSONResponse:
         probe = asyncio.wrap_future(_probes.submit(store_positions, runtime, timeout * 0.9))
         head, position = await asyncio.wait_for(probe, timeout=timeout)
     except TimeoutError:
-        return _not_ready(Readiness(status="unavailable", followers=followers,
-                                    reason=f"event store did not answer within {timeout:g} s"))
+        return _not_ready(
+            Readiness(
+                status="unavailable", followers=followers, reason=f"event store did not answer within {timeout:g} s"
+            )
+        )
     except Exception as e:  # noqa: BLE001 - any failure here means not ready
-        return _not_ready(Readiness(status="unavailable", followers=followers,
-                                    reason=f"event store unreachable: {type(e).__name__}"))
+        return _not_ready(
+            Readiness(status="unavailable", followers=followers, reason=f"event store unreachable: {type(e).__name__}")
+        )
     down = [f for f in followers if f.state != "running"]
     if down:
         named = "; ".join(f"{f.name} is {f.state} ({f.restarts} restarts): {f.last_error}" for f in down)
-        return _not_ready(Readiness(status="follower_down", head=head, views_position=position, followers=followers,
-                                    reason=named))
+        return _not_ready(
+            Readiness(status="follower_down", head=head, views_position=position, followers=followers, reason=named)
+        )
     if head - position > READY_LAG_EVENTS:
-        return _not_ready(Readiness(status="lagging", head=head, views_position=position, followers=followers,
-                                    reason=f"read model is {head - position} events behind"))
+        return _not_ready(
+            Readiness(
+                status="lagging",
+                head=head,
+                views_position=position,
+                followers=followers,
+                reason=f"read model is {head - position} events behind",
+            )
+        )
     behind = None
     if getattr(request.app.state, "projections", None) is not None:
         clock = getattr(request.app.state, "lag_clock", None)
@@ -113,16 +111,35 @@ async def readyz(request: Request) -> Readiness | JSONResponse:
             clock = request.app.state.lag_clock = LagClock()
         behind = round(clock.observe(head, position), 3)
         if behind > runtime.settings.ready_lag_seconds:
-            return _not_ready(Readiness(status="lagging", head=head, views_position=position,
-                                        views_behind_seconds=behind, followers=followers,
-                                        reason=f"read model has not shown the log's last {head - position} "
-                                               f"events for {behind:.0f} s"))
+            return _not_ready(
+                Readiness(
+                    status="lagging",
+                    head=head,
+                    views_position=position,
+                    views_behind_seconds=behind,
+                    followers=followers,
+                    reason=f"read model has not shown the log's last {head - position} events for {behind:.0f} s",
+                )
+            )
     publisher = getattr(request.app.state, "publisher", None)
     published = publisher.status() if publisher is not None else None
     if published is not None and published.failing_for() >= PUBLISH_FAILING_SECONDS:
-        return _not_ready(Readiness(status="publishing_failed", head=head, views_position=position,
-                                    publisher_position=published.position, followers=followers,
-                                    reason=f"QStash has not taken a message for {int(published.failing_for())} s "
-                                           f"({published.consecutive_failures} tries): {published.last_error}"))
-    return Readiness(status="ready", head=head, views_position=position, views_behind_seconds=behind,
-                     publisher_position=published.position if published is not None else None, followers=followers)
+        return _not_ready(
+            Readiness(
+                status="publishing_failed",
+                head=head,
+                views_position=position,
+                publisher_position=published.position,
+                followers=followers,
+                reason=f"QStash has not taken a message for {int(published.failing_for())} s "
+                f"({published.consecutive_failures} tries): {published.last_error}",
+            )
+        )
+    return Readiness(
+        status="ready",
+        head=head,
+        views_position=position,
+        views_behind_seconds=behind,
+        publisher_position=published.position if published is not None else None,
+        followers=followers,
+    )

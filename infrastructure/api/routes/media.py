@@ -18,25 +18,44 @@ from projections.task_views import TaskView
 
 router = APIRouter(prefix="/v1/tasks", tags=["media"])
 
-SUBTITLE_TYPES = {"vtt": "text/vtt; charset=utf-8", "srt": "application/x-subrip; charset=utf-8",
-                  "txt": "text/plain; charset=utf-8", "json": "application/json"}
+SUBTITLE_TYPES = {
+    "vtt": "text/vtt; charset=utf-8",
+    "srt": "application/x-subrip; charset=utf-8",
+    "txt": "text/plain; charset=utf-8",
+    "json": "application/json",
+}
 RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 RANGE_DIGITS = 18  # beyond any stored size; longer numbers are not parsed (int() refuses > 4300 digits)
 
 
 def finished(view: TaskView) -> dict:
     if view.status != "extracted" or not view.result:
-        raise ApiError(409, "task_not_ready", f"The task is {view.status}; its outputs exist once it is extracted.",
-                       {"status": view.status})
+        raise ApiError(
+            409,
+            "task_not_ready",
+            f"The task is {view.status}; its outputs exist once it is extracted.",
+            {"status": view.status},
+        )
     return view.result
 
 
-@router.get("/{task_id}/subtitles", response_class=Response,
-            responses={200: {"content": {t.split(";")[0]: {} for t in SUBTITLE_TYPES.values()},
-                             "description": "The subtitles in the requested format"},
-                       **responses(401, 404, 409, 422)})
+@router.get(
+    "/{task_id}/subtitles",
+    response_class=Response,
+    responses={
+        200: {
+            "content": {t.split(";")[0]: {} for t in SUBTITLE_TYPES.values()},
+            "description": "The subtitles in the requested format",
+        },
+        **responses(401, 404, 409, 422),
+    },
+)
 def get_subtitles(
-    request: Request, task_id: UUID, user_id: TaskReader, app: AppDep, views: ViewsDep,
+    request: Request,
+    task_id: UUID,
+    user_id: TaskReader,
+    app: AppDep,
+    views: ViewsDep,
     lang: Annotated[str | None, Query(max_length=16, description="default: the first track")] = None,
     format: Annotated[Literal["vtt", "srt", "txt", "json"], Query()] = "vtt",  # noqa: A002
 ) -> Response:
@@ -47,14 +66,16 @@ def get_subtitles(
         raise ApiError(404, "no_subtitles", "This task has no subtitles (it stored the video only).")
     track = next((t for t in tracks if lang is None or t["lang"].lower() == lang.lower()), None)
     if track is None:
-        raise ApiError(404, "subtitles_not_found", f"No subtitles in {lang!r}.",
-                       {"available": [t["lang"] for t in tracks]})
+        raise ApiError(
+            404, "subtitles_not_found", f"No subtitles in {lang!r}.", {"available": [t["lang"] for t in tracks]}
+        )
     blobs = request.app.state.runtime.blobs
     cues = json.loads(b"".join(blobs.open_range(track["blob"]["key"])))
     body = json.dumps(cues, ensure_ascii=False) if format == "json" else render_subtitles(_cues(cues), format)
     filename = f"{task_id}.{track['lang']}.{format}"
-    return Response(body, media_type=SUBTITLE_TYPES[format],
-                    headers={"Content-Disposition": f'inline; filename="{filename}"'})
+    return Response(
+        body, media_type=SUBTITLE_TYPES[format], headers={"Content-Disposition": f'inline; filename="{filename}"'}
+    )
 
 
 def _cues(rows: list[dict]) -> list:
@@ -63,12 +84,21 @@ def _cues(rows: list[dict]) -> list:
     return [Cue(r["start"], r["end"], r["text"]) for r in rows]
 
 
-@router.get("/{task_id}/video", response_class=StreamingResponse,
-            responses={200: {"content": {"video/mp4": {}}, "description": "The whole video"},
-                       206: {"content": {"video/mp4": {}}, "description": "The requested byte range"},
-                       **responses(401, 404, 409, 416, 422)})
+@router.get(
+    "/{task_id}/video",
+    response_class=StreamingResponse,
+    responses={
+        200: {"content": {"video/mp4": {}}, "description": "The whole video"},
+        206: {"content": {"video/mp4": {}}, "description": "The requested byte range"},
+        **responses(401, 404, 409, 416, 422),
+    },
+)
 def get_video(
-    request: Request, task_id: UUID, user_id: TaskReader, app: AppDep, views: ViewsDep,
+    request: Request,
+    task_id: UUID,
+    user_id: TaskReader,
+    app: AppDep,
+    views: ViewsDep,
     range_header: Annotated[str | None, Header(alias="Range")] = None,
 ) -> Response:
     """The stored video, streamed; `Range: bytes=…` answers 206 with that part."""
@@ -81,20 +111,32 @@ def get_video(
     if stored is None:
         raise ApiError(404, "video_missing", "The stored video is no longer available.")
     size = stored.size
-    headers = {"Accept-Ranges": "bytes", "ETag": f'"{video["sha256"]}"',
-               "Content-Disposition": f'inline; filename="{task_id}{_suffix(video["key"])}"'}
+    headers = {
+        "Accept-Ranges": "bytes",
+        "ETag": f'"{video["sha256"]}"',
+        "Content-Disposition": f'inline; filename="{task_id}{_suffix(video["key"])}"',
+    }
     start, end, status = 0, size - 1, 200
     if range_header:
         parsed = _parse_range(range_header, size)
         if parsed is None:
-            raise ApiError(416, "range_not_satisfiable", "The Range header is not a byte range within the video.",
-                           {"size": size}, headers={"Content-Range": f"bytes */{size}"})
+            raise ApiError(
+                416,
+                "range_not_satisfiable",
+                "The Range header is not a byte range within the video.",
+                {"size": size},
+                headers={"Content-Range": f"bytes */{size}"},
+            )
         start, end = parsed
         status = 206
         headers["Content-Range"] = f"bytes {start}-{end}/{size}"
     headers["Content-Length"] = str(end - start + 1)
-    return StreamingResponse(blobs.open_range(video["key"], start, end), status_code=status,
-                             media_type=video.get("content_type") or "application/octet-stream", headers=headers)
+    return StreamingResponse(
+        blobs.open_range(video["key"], start, end),
+        status_code=status,
+        media_type=video.get("content_type") or "application/octet-stream",
+        headers=headers,
+    )
 
 
 def _parse_range(value: str, size: int) -> tuple[int, int] | None:
@@ -124,4 +166,4 @@ def _position(digits: str) -> int:
 
 def _suffix(key: str) -> str:
     name = key.rsplit("/", 1)[-1]
-    return name[name.index("."):] if "." in name else ""
+    return name[name.index(".") :] if "." in name else ""

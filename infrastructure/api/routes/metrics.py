@@ -7,7 +7,7 @@ from fastapi.responses import PlainTextResponse
 
 from infrastructure.api.deps import MetricsReader
 from infrastructure.api.errors import responses
-from infrastructure.telemetry import PROMETHEUS_CONTENT_TYPE
+from infrastructure.observability.telemetry import PROMETHEUS_CONTENT_TYPE
 
 router = APIRouter(tags=["operations"])
 
@@ -19,11 +19,21 @@ class PrometheusResponse(PlainTextResponse):
     media_type = PROMETHEUS_CONTENT_TYPE
 
 
-@router.get("/metrics", response_class=PrometheusResponse, dependencies=[MetricsReader],
-            responses={200: {"content": {PROMETHEUS_CONTENT_TYPE: {"schema": {"type": "string"}}},
-                             "description": "Prometheus text exposition format (empty when telemetry is off)"},
-                       **{status: {**declared, "content": {"application/json": {"schema": ERROR_SCHEMA}}}
-                          for status, declared in responses(401, 429).items()}})
+@router.get(
+    "/metrics",
+    response_class=PrometheusResponse,
+    dependencies=[MetricsReader],
+    responses={
+        200: {
+            "content": {PROMETHEUS_CONTENT_TYPE: {"schema": {"type": "string"}}},
+            "description": "Prometheus text exposition format (empty when telemetry is off)",
+        },
+        **{
+            status: {**declared, "content": {"application/json": {"schema": ERROR_SCHEMA}}}
+            for status, declared in responses(401, 429).items()
+        },
+    },
+)
 def prometheus_metrics(request: Request) -> PrometheusResponse:
     """Histograms, counters and gauges of the pipeline, the projections and the HTTP API (docs/observability.md);
     with the admin token unless MEDIATASKS_METRICS_AUTH=none."""

@@ -30,8 +30,8 @@ from infrastructure.api.schemas import (
     TaskOut,
     TaskStatus,
 )
-from infrastructure.eventstore_queries import notification_ids
-from infrastructure.own_writes import wait_for_own_writes
+from infrastructure.postgres.own_writes import wait_for_own_writes
+from infrastructure.postgres.queries import notification_ids
 from projections.task_views import TERMINAL_STATUSES, TaskUpdate, TaskView, TaskViews
 
 router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
@@ -41,18 +41,33 @@ STREAM_SAFETY_SECONDS = 10.0
 STREAM_RETRY_AFTER_SECONDS = 10
 IdempotencyKey = Annotated[
     str | None,
-    Header(alias="Idempotency-Key", max_length=255, pattern=r"^[\x21-\x7e]+$",
-           description="same key + same body → the same task, no second charge (scoped per user)"),
+    Header(
+        alias="Idempotency-Key",
+        max_length=255,
+        pattern=r"^[\x21-\x7e]+$",
+        description="same key + same body → the same task, no second charge (scoped per user)",
+    ),
 ]
 
 
 def task_out(view: TaskView) -> TaskOut:
     return TaskOut(
-        task_id=view.task_id, url=view.url, platform=view.platform, output_type=view.output_type,
-        languages=view.languages, status=view.status, progress=view.progress, stage=view.stage,
-        attempts=view.attempt, title=view.title, credits_charged=view.credits_charged,
-        refunded_credits=view.refunded_credits, error=TaskError(**view.error) if view.error else None,
-        timings=view.timings or {}, result=without_blob_uris(view.result), created_at=view.created_at,
+        task_id=view.task_id,
+        url=view.url,
+        platform=view.platform,
+        output_type=view.output_type,
+        languages=view.languages,
+        status=view.status,
+        progress=view.progress,
+        stage=view.stage,
+        attempts=view.attempt,
+        title=view.title,
+        credits_charged=view.credits_charged,
+        refunded_credits=view.refunded_credits,
+        error=TaskError(**view.error) if view.error else None,
+        timings=view.timings or {},
+        result=without_blob_uris(view.result),
+        created_at=view.created_at,
         updated_at=view.updated_at,
     )
 
@@ -83,21 +98,35 @@ def visible_task(app: Any, views: TaskViews, task_id: UUID, user_id: str) -> Tas
         delay = min(delay * 2, 0.1)
         view = views.get_task(task_id)
     if view is None:
-        raise ApiError(503, "not_yet_visible", "The task was accepted but is not readable yet.",
-                       headers={"Retry-After": "1"})
+        raise ApiError(
+            503, "not_yet_visible", "The task was accepted but is not readable yet.", headers={"Retry-After": "1"}
+        )
     return view
 
 
-@router.post("", response_model=Accepted, status_code=202,
-             responses={200: {"model": Accepted, "description": "Idempotent replay of an earlier submission"},
-                        **responses(401, 402, 409, 413, 422, 503)})
-def submit_task(body: SubmitTask, user_id: CurrentUser, app: AppDep,
-                idempotency_key: IdempotencyKey = None) -> JSONResponse:
+@router.post(
+    "",
+    response_model=Accepted,
+    status_code=202,
+    responses={
+        200: {"model": Accepted, "description": "Idempotent replay of an earlier submission"},
+        **responses(401, 402, 409, 413, 422, 503),
+    },
+)
+def submit_task(
+    body: SubmitTask, user_id: CurrentUser, app: AppDep, idempotency_key: IdempotencyKey = None
+) -> JSONResponse:
     """Submit a link; the price is charged now and refunded automatically if the task fails."""
     trace_context: dict[str, str] = {}
     propagate.inject(trace_context)  # W3C traceparent of this request: the worker's span links back to it
-    sub = app.submit(user_id, body.url, body.output_type, body.languages, idempotency_key=idempotency_key,
-                     trace_context=trace_context)
+    sub = app.submit(
+        user_id,
+        body.url,
+        body.output_type,
+        body.languages,
+        idempotency_key=idempotency_key,
+        trace_context=trace_context,
+    )
     out = Accepted(task_id=sub.task_id, status="queued", credits_charged=sub.credits_charged)
     headers = {"Location": f"/v1/tasks/{sub.task_id}"}
     if not sub.created:
@@ -135,15 +164,24 @@ def task_history(task_id: UUID, user_id: CurrentUser, app: AppDep) -> TaskHistor
     """The audit trail: every event of the task, in order, from the event store."""
     entries = app.task_history(task_id, user_id=user_id)
     positions = notification_ids(app.recorder, task_id)
-    return TaskHistory(task_id=task_id, events=[
-        HistoryEvent(type=e.type, version=e.version, position=positions.get(e.version), timestamp=e.timestamp,
-                     data=without_blob_uris(json.loads(json.dumps(e.data, default=str))))
-        for e in entries
-    ])
+    return TaskHistory(
+        task_id=task_id,
+        events=[
+            HistoryEvent(
+                type=e.type,
+                version=e.version,
+                position=positions.get(e.version),
+                timestamp=e.timestamp,
+                data=without_blob_uris(json.loads(json.dumps(e.data, default=str))),
+            )
+            for e in entries
+        ],
+    )
 
 
-@router.post("/{task_id}/retry", response_model=Accepted, status_code=202,
-             responses=responses(401, 402, 404, 409, 422, 503))
+@router.post(
+    "/{task_id}/retry", response_model=Accepted, status_code=202, responses=responses(401, 402, 404, 409, 422, 503)
+)
 def retry_task(task_id: UUID, user_id: CurrentUser, app: AppDep) -> Accepted:
     """Retry a failed task; its price is charged again."""
     sub = app.retry_task(user_id, task_id)
@@ -164,16 +202,28 @@ def stream_token(request: Request, task_id: UUID, user_id: CurrentUser, app: App
 
 
 def status_event(update: TaskUpdate) -> ServerSentEvent:
-    data = StatusEvent(task_id=update.task_id, status=update.status, progress=update.progress,
-                       attempt=update.attempt, stage=update.stage,
-                       error=TaskError(**update.error) if update.error else None)
+    data = StatusEvent(
+        task_id=update.task_id,
+        status=update.status,
+        progress=update.progress,
+        attempt=update.attempt,
+        stage=update.stage,
+        error=TaskError(**update.error) if update.error else None,
+    )
     return ServerSentEvent(data=data.model_dump_json(), event="status", id=str(update.position))
 
 
-@router.get("/{task_id}/events", response_class=EventSourceResponse,
-            responses={200: {"content": {"text/event-stream": {}},
-                             "description": "`event: status` per change; `id` is the event's log position"},
-                       **responses(401, 404, 422, 429)})
+@router.get(
+    "/{task_id}/events",
+    response_class=EventSourceResponse,
+    responses={
+        200: {
+            "content": {"text/event-stream": {}},
+            "description": "`event: status` per change; `id` is the event's log position",
+        },
+        **responses(401, 404, 422, 429),
+    },
+)
 async def task_events(
     request: Request,
     task_id: UUID,
@@ -188,9 +238,13 @@ async def task_events(
     hub = request.app.state.hub
     open_streams = request.app.state.streams_per_user
     if not open_streams.acquire(user_id):
-        raise ApiError(429, "too_many_streams",
-                       f"You have {open_streams.limit} live streams open; close one or retry later.",
-                       {"limit": open_streams.limit}, headers={"Retry-After": str(STREAM_RETRY_AFTER_SECONDS)})
+        raise ApiError(
+            429,
+            "too_many_streams",
+            f"You have {open_streams.limit} live streams open; close one or retry later.",
+            {"limit": open_streams.limit},
+            headers={"Retry-After": str(STREAM_RETRY_AFTER_SECONDS)},
+        )
 
     async def stream() -> Any:
         mailbox = hub.register(task_id, last_event_id or 0)
@@ -213,10 +267,12 @@ async def task_events(
                 else:
                     delivered = await mailbox.next_updates(timeout=STREAM_SAFETY_SECONDS)
                 # the hub's one read for this task's streams; else (timeout, hub could not read) our own
-                updates = delivered if delivered is not None else await run_in_threadpool(
-                    views.task_updates, task_id, after)
+                updates = (
+                    delivered if delivered is not None else await run_in_threadpool(views.task_updates, task_id, after)
+                )
         finally:
             hub.unregister(task_id, mailbox)
 
-    return CountedEventSourceResponse(stream(), ping=request.app.state.sse_ping_seconds,
-                                      on_close=lambda: open_streams.release(user_id))
+    return CountedEventSourceResponse(
+        stream(), ping=request.app.state.sse_ping_seconds, on_close=lambda: open_streams.release(user_id)
+    )

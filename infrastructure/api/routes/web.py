@@ -14,7 +14,7 @@ router = APIRouter(include_in_schema=False)
 STATIC = {"app.js": "text/javascript; charset=utf-8", "app.css": "text/css; charset=utf-8"}
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; media-src 'self' blob:; "
-                               "object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
+    "object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-cache",
@@ -35,8 +35,13 @@ def index() -> Response:
 def config(request: Request) -> dict:
     """What the page needs to know about this deployment: the price of each output type."""
     settings = request.app.state.runtime.settings
-    return {"prices": {"subtitles": settings.price_subtitles, "video": settings.price_video,
-                       "video_and_subtitles": settings.price_video_and_subtitles}}
+    return {
+        "prices": {
+            "subtitles": settings.price_subtitles,
+            "video": settings.price_video,
+            "video_and_subtitles": settings.price_video_and_subtitles,
+        }
+    }
 
 
 @router.get("/web/{name}")

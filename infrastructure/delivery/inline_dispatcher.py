@@ -25,7 +25,7 @@ from uuid import UUID
 from eventsourcing.utils import get_topic
 
 from domain.tasks import MediaTask
-from infrastructure.store_connections import is_connection_error
+from infrastructure.postgres.store_connections import is_connection_error
 from infrastructure.supervision import Supervised, Supervisor, subscription_stopped_by
 
 logger = logging.getLogger(__name__)
@@ -46,9 +46,18 @@ class InlineDispatcher:
 
     name = "dispatcher"
 
-    def __init__(self, app: Any, views: Any, pipeline: Any, *, workers: int, lease_seconds: float,
-                 retry_base_seconds: float = 2.0, sweep_seconds: float | None = None,
-                 missed_dispatch_seconds: float = 30.0) -> None:
+    def __init__(
+        self,
+        app: Any,
+        views: Any,
+        pipeline: Any,
+        *,
+        workers: int,
+        lease_seconds: float,
+        retry_base_seconds: float = 2.0,
+        sweep_seconds: float | None = None,
+        missed_dispatch_seconds: float = 30.0,
+    ) -> None:
         self.app, self.views, self.pipeline = app, views, pipeline
         self.lease = timedelta(seconds=lease_seconds)
         self.retry_base_seconds = retry_base_seconds
@@ -169,8 +178,9 @@ class Sweeper:
     A failed sweep raises: the supervisor logs it, counts it and starts the sweeper again after a backoff.
     """
 
-    def __init__(self, name: str, sweep: Callable[[], Any], every_seconds: float,
-                 initial: Callable[[], Any] | None = None) -> None:
+    def __init__(
+        self, name: str, sweep: Callable[[], Any], every_seconds: float, initial: Callable[[], Any] | None = None
+    ) -> None:
         self.name, self.sweep, self.every_seconds, self.initial = name, sweep, every_seconds, initial
         self.last_sweep_at: float | None = None
 
@@ -194,16 +204,16 @@ def overdue_tasks(views: Any, lease: timedelta, missed_dispatch: timedelta, *, i
     return found + views.stale_tasks(waiting_since, statuses=("queued", "retrying"))
 
 
-def unseen_dispatches(app: Any, views: Any, missed_dispatch: timedelta, *, initial: bool = False,
-                      limit: int = UNSEEN_LIMIT) -> list[UUID]:
+def unseen_dispatches(
+    app: Any, views: Any, missed_dispatch: timedelta, *, initial: bool = False, limit: int = UNSEEN_LIMIT
+) -> list[UUID]:
     """Tasks whose Started or Retried is in the event log but not yet in the read model, from the log.
 
     A read model that stopped (or lags) must not hide accepted tasks from the sweeper. Only those
     older than `missed_dispatch` count (every one when `initial`): newer ones are being dispatched.
     """
     position = views.max_tracking_id(app.name) or 0
-    notifications = app.recorder.select_notifications(position, limit, topics=ATTEMPT_TOPICS,
-                                                      inclusive_of_start=False)
+    notifications = app.recorder.select_notifications(position, limit, topics=ATTEMPT_TOPICS, inclusive_of_start=False)
     before = datetime.now(timezone.utc) - (timedelta(0) if initial else missed_dispatch)
     found: list[UUID] = []
     for notification in notifications:

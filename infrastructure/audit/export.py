@@ -63,14 +63,30 @@ def export_reader(path: str) -> Iterator[IO[bytes]]:
 
 
 def _checkpoint_line(c: Checkpoint) -> dict[str, Any]:
-    return {"checkpoint": {"position": c.position, "chain": c.chain.hex(), "sealed_at": c.sealed_at.isoformat(),
-                           "algorithm": c.algorithm, "key_id": c.key_id, "signature": c.signature.hex()}}
+    return {
+        "checkpoint": {
+            "position": c.position,
+            "chain": c.chain.hex(),
+            "sealed_at": c.sealed_at.isoformat(),
+            "algorithm": c.algorithm,
+            "key_id": c.key_id,
+            "signature": c.signature.hex(),
+        }
+    }
 
 
-def write_export(app: Any, seal: Any, out: IO[bytes], *, from_position: int = 0, to_position: int | None = None,
-                 refunds_tracked_to: int = 0, progress: Progress | None = None) -> dict[str, int]:
+def write_export(
+    app: Any,
+    seal: Any,
+    out: IO[bytes],
+    *,
+    from_position: int = 0,
+    to_position: int | None = None,
+    refunds_tracked_to: int = 0,
+    progress: Progress | None = None,
+) -> dict[str, int]:
     """The events in (checkpoint at or before `from_position`, checkpoint at or after `to_position`]."""
-    from infrastructure.audit_seal import sealed_history
+    from infrastructure.postgres.audit_seal import sealed_history
 
     start = seal.checkpoints(stop=from_position, last=True) if from_position else []
     first = start[0] if start else None
@@ -88,10 +104,21 @@ def write_export(app: Any, seal: Any, out: IO[bytes], *, from_position: int = 0,
         checkpoints = [c for c in history.checkpoints if after <= c.position <= bound]
         if first is not None and first not in checkpoints:
             checkpoints.insert(0, first)
-        out.write(dumps({"format": FORMAT, "application": app.name, "from": after, "to": head,
-                         "anchor": (first.chain if first else GENESIS).hex(), "last_link": last_link,
-                         "refunds_tracked_to": refunds_tracked_to,
-                         "exported_at": datetime.now(timezone.utc).isoformat()}) + b"\n")
+        out.write(
+            dumps(
+                {
+                    "format": FORMAT,
+                    "application": app.name,
+                    "from": after,
+                    "to": head,
+                    "anchor": (first.chain if first else GENESIS).hex(),
+                    "last_link": last_link,
+                    "refunds_tracked_to": refunds_tracked_to,
+                    "exported_at": datetime.now(timezone.utc).isoformat(),
+                }
+            )
+            + b"\n"
+        )
         for checkpoint in checkpoints:
             out.write(dumps(_checkpoint_line(checkpoint)) + b"\n")
         every = max(1, min(10_000, head // 200 or 1))
@@ -121,7 +148,7 @@ def verify_export(path: str, verifier: CheckpointVerifier, *, progress: Progress
 
 def _verify_export(path: str, verifier: CheckpointVerifier, progress: Progress | None) -> AuditReport:
     from application.mediatasks import MediaTasks
-    from infrastructure.event_decoder import EventDecoder
+    from infrastructure.postgres.event_decoder import EventDecoder
 
     offline = MediaTasks(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})  # its mapper: no storage is touched
     decode = EventDecoder(offline.mapper)
@@ -146,10 +173,14 @@ def _verify_export(path: str, verifier: CheckpointVerifier, progress: Progress |
         if start:
             first = next((c for c in checkpoints if c.position == start), None)
             if first is None or first.chain != anchor or not verifier.verify(first):
-                report.add("checkpoint_signature_invalid", f"the export's start at {start} is not a checkpoint "
-                           "signed by the expected key", start)
-        chain = ChainCheck([c for c in checkpoints if c.position > start], verifier, report.add, anchor=anchor,
-                           anchor_position=start)
+                report.add(
+                    "checkpoint_signature_invalid",
+                    f"the export's start at {start} is not a checkpoint signed by the expected key",
+                    start,
+                )
+        chain = ChainCheck(
+            [c for c in checkpoints if c.position > start], verifier, report.add, anchor=anchor, anchor_position=start
+        )
         chain.set_last_link(last_link)
         every = max(1, min(10_000, head // 200 or 1))
         events, trailer = 0, None
@@ -176,7 +207,11 @@ def _verify_export(path: str, verifier: CheckpointVerifier, progress: Progress |
             if progress is not None and position % every == 0:
                 progress(position, head)
             item = next(parsed, None)
-        if not isinstance(trailer, dict) or trailer.get("events") != events or trailer.get("checkpoints") != len(checkpoints):
+        if (
+            not isinstance(trailer, dict)
+            or trailer.get("events") != events
+            or trailer.get("checkpoints") != len(checkpoints)
+        ):
             raise ExportRefused("the export is cut short or its counts do not match")
     report = auditor.finish() if not start else report
     report.events = events
@@ -195,8 +230,13 @@ def _position(item: dict[str, Any]) -> tuple[int, bytes | None, tuple[int, UUID,
         link = bytes.fromhex(item["l"]) if item.get("l") else None
         row = None
         if "t" in item:
-            row = (position, UUID(item["id"]), int(item["v"]), str(item["t"]),
-                   base64.b64decode(item["s"], validate=True))
+            row = (
+                position,
+                UUID(item["id"]),
+                int(item["v"]),
+                str(item["t"]),
+                base64.b64decode(item["s"], validate=True),
+            )
     except (KeyError, ValueError, TypeError):
         raise ExportRefused("an event line is malformed") from None
     return position, link, row
@@ -211,8 +251,13 @@ def _parse(line: bytes) -> Any:
 
 def _checkpoint(data: dict[str, Any]) -> Checkpoint:
     try:
-        return Checkpoint(int(data["position"]), bytes.fromhex(data["chain"]),
-                          datetime.fromisoformat(data["sealed_at"]), str(data["algorithm"]), str(data["key_id"]),
-                          bytes.fromhex(data["signature"]))
+        return Checkpoint(
+            int(data["position"]),
+            bytes.fromhex(data["chain"]),
+            datetime.fromisoformat(data["sealed_at"]),
+            str(data["algorithm"]),
+            str(data["key_id"]),
+            bytes.fromhex(data["signature"]),
+        )
     except (KeyError, ValueError, TypeError):
         raise ExportRefused("a checkpoint line is malformed") from None

@@ -26,16 +26,21 @@ class PostgresSeenTokenIds:
 
     def create_table(self) -> None:
         with self.datastore.transaction(commit=True) as curs:
-            curs.execute(SQL(
-                "CREATE TABLE IF NOT EXISTS {} (jti text PRIMARY KEY, expires_at timestamptz NOT NULL)"
-            ).format(self.table))
+            curs.execute(
+                SQL("CREATE TABLE IF NOT EXISTS {} (jti text PRIMARY KEY, expires_at timestamptz NOT NULL)").format(
+                    self.table
+                )
+            )
 
     def remember(self, jti: str, expires_at: float) -> bool:
         self._purge_if_due()
         with self.datastore.transaction(commit=True) as curs:
-            curs.execute(SQL(
-                "INSERT INTO {} (jti, expires_at) VALUES (%s, to_timestamp(%s)) ON CONFLICT (jti) DO NOTHING"
-            ).format(self.table), (jti, expires_at))
+            curs.execute(
+                SQL(
+                    "INSERT INTO {} (jti, expires_at) VALUES (%s, to_timestamp(%s)) ON CONFLICT (jti) DO NOTHING"
+                ).format(self.table),
+                (jti, expires_at),
+            )
             return curs.rowcount == 1
 
     def purge_expired(self) -> int:

@@ -7,24 +7,26 @@ import socket
 from typing import Any
 
 from infrastructure.bootstrap import (
-    ProjectionRunners,
     bootstrap,
     build_qstash_deliveries,
     start_inline_dispatcher,
     start_qstash_publisher,
     start_sealing_follower,
 )
+from infrastructure.projection_runners import ProjectionRunners
 from infrastructure.settings import Settings
 
 
 class ServiceProcess:
-    def __init__(self, settings: Settings | None = None, *, run_projections: bool = True,
-                 run_dispatcher: bool = True) -> None:
+    def __init__(
+        self, settings: Settings | None = None, *, run_projections: bool = True, run_dispatcher: bool = True
+    ) -> None:
         from infrastructure.api.app import create_api, include_qstash_deliveries
 
         self.runtime = bootstrap(settings)
-        self.projections = (ProjectionRunners(self.runtime.env, supervisor=self.runtime.supervisor)
-                            if run_projections else None)
+        self.projections = (
+            ProjectionRunners(self.runtime.env, supervisor=self.runtime.supervisor) if run_projections else None
+        )
         qstash = self.runtime.settings.dispatch == "qstash"
         if run_dispatcher and self.runtime.settings.dispatch == "inline":
             start_inline_dispatcher(self.runtime, worker_id=worker_id())

@@ -59,9 +59,14 @@ class Telemetry:
             return
         from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
-        FastAPIInstrumentor.instrument_app(api, tracer_provider=self.tracer_provider,
-                                           meter_provider=self.meter_provider, excluded_urls=UNTRACED_ROUTES,
-                                           exclude_spans=["receive", "send"], server_request_hook=without_query)
+        FastAPIInstrumentor.instrument_app(
+            api,
+            tracer_provider=self.tracer_provider,
+            meter_provider=self.meter_provider,
+            excluded_urls=UNTRACED_ROUTES,
+            exclude_spans=["receive", "send"],
+            server_request_hook=without_query,
+        )
 
     def observe_projection_lag(self, runtime: Any, projections: Any = None) -> None:
         """A gauge of how many events each projection is behind the head of the log."""
@@ -78,8 +83,9 @@ class Telemetry:
                 found = [Observation(head - (runtime.views.max_tracking_id(name) or 0), {"projection": "task_views"})]
                 if projections is not None:  # it follows Failed events only: count those it has not seen
                     position = projections.refunds_runner.projection.recorder.max_tracking_id(name) or 0
-                    behind = recorder.select_notifications(position, MAX_COUNTED_LAG, topics=RefundIssuer.topics,
-                                                           inclusive_of_start=False)
+                    behind = recorder.select_notifications(
+                        position, MAX_COUNTED_LAG, topics=RefundIssuer.topics, inclusive_of_start=False
+                    )
                     found.append(Observation(len(behind), {"projection": "refund_issuer"}))
             except Exception:  # noqa: BLE001 - a scrape must not fail because the store is down
                 logger.warning("projection lag unavailable")
@@ -87,8 +93,12 @@ class Telemetry:
             return found
 
         meter = self.meter_provider.get_meter(__name__)
-        meter.create_observable_gauge("mediatasks.projection.lag", callbacks=[lag], unit="{event}",
-                                      description="Events between the head of the log and the projection's position")
+        meter.create_observable_gauge(
+            "mediatasks.projection.lag",
+            callbacks=[lag],
+            unit="{event}",
+            description="Events between the head of the log and the projection's position",
+        )
 
     def prometheus_text(self) -> bytes:
         return generate_latest(self.registry)
@@ -111,8 +121,16 @@ class ClientCallsWithinTraces(Sampler):
     def __init__(self, ratio: float = 1.0) -> None:
         self.ratio = TraceIdRatioBased(ratio)
 
-    def should_sample(self, parent_context: Any, trace_id: int, name: str, kind: SpanKind | None = None,
-                      attributes: Any = None, links: Any = None, trace_state: Any = None) -> SamplingResult:
+    def should_sample(
+        self,
+        parent_context: Any,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Any = None,
+        links: Any = None,
+        trace_state: Any = None,
+    ) -> SamplingResult:
         if kind is SpanKind.CLIENT:
             return SamplingResult(Decision.DROP)
         return self.ratio.should_sample(parent_context, trace_id, name, kind, attributes, links, trace_state)
@@ -126,8 +144,16 @@ class StatementsWithinTasks(Sampler):
     the request's server span) is dropped; one run inside a task's trace (under `task.process` or a
     phase) is kept. A request's statements would be most of its spans and of telemetry's cost per request."""
 
-    def should_sample(self, parent_context: Any, trace_id: int, name: str, kind: SpanKind | None = None,
-                      attributes: Any = None, links: Any = None, trace_state: Any = None) -> SamplingResult:
+    def should_sample(
+        self,
+        parent_context: Any,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Any = None,
+        links: Any = None,
+        trace_state: Any = None,
+    ) -> SamplingResult:
         if getattr(trace.get_current_span(parent_context), "kind", None) is SpanKind.SERVER:
             return SamplingResult(Decision.DROP)
         return ALWAYS_ON.should_sample(parent_context, trace_id, name, kind, attributes, links, trace_state)
@@ -139,8 +165,9 @@ class StatementsWithinTasks(Sampler):
 _current: Telemetry | None = None
 
 
-def configure_telemetry(settings: Settings, *, span_exporters: Sequence[Any] = (),
-                        metric_readers: Sequence[Any] = ()) -> Telemetry:
+def configure_telemetry(
+    settings: Settings, *, span_exporters: Sequence[Any] = (), metric_readers: Sequence[Any] = ()
+) -> Telemetry:
     """Install the tracer and meter providers and the instrumentation, once per process.
 
     span_exporters and metric_readers are added to those chosen by the settings (tests pass
@@ -165,17 +192,26 @@ def configure_telemetry(settings: Settings, *, span_exporters: Sequence[Any] = (
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
     from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
 
-    resource = Resource.create({
-        "service.name": SERVICE_NAME,
-        "service.version": _service_version(),
-        "service.instance.id": str(uuid.uuid4()),
-        "host.name": socket.gethostname(),
-    })
+    resource = Resource.create(
+        {
+            "service.name": SERVICE_NAME,
+            "service.version": _service_version(),
+            "service.instance.id": str(uuid.uuid4()),
+            "host.name": socket.gethostname(),
+        }
+    )
     processors = SynchronousMultiSpanProcessor()  # shared: psycopg's spans go where all others go
-    tracer_provider = TracerProvider(resource=resource, active_span_processor=processors,
-                                     sampler=ParentBased(root=ClientCallsWithinTraces(settings.otel_trace_ratio)))
-    statements_provider = TracerProvider(resource=resource, active_span_processor=processors, shutdown_on_exit=False,
-                                         sampler=ParentBased(root=ALWAYS_OFF, local_parent_sampled=StatementsWithinTasks()))
+    tracer_provider = TracerProvider(
+        resource=resource,
+        active_span_processor=processors,
+        sampler=ParentBased(root=ClientCallsWithinTraces(settings.otel_trace_ratio)),
+    )
+    statements_provider = TracerProvider(
+        resource=resource,
+        active_span_processor=processors,
+        shutdown_on_exit=False,
+        sampler=ParentBased(root=ALWAYS_OFF, local_parent_sampled=StatementsWithinTasks()),
+    )
     span_exporter, metric_exporter = _exporters(settings.otel_exporter)
     if span_exporter is not None:
         tracer_provider.add_span_processor(BatchSpanProcessor(span_exporter))
@@ -192,12 +228,18 @@ def configure_telemetry(settings: Settings, *, span_exporters: Sequence[Any] = (
     metrics.set_meter_provider(meter_provider)
 
     httpx_instrumentor = HTTPXClientInstrumentor()
-    httpx_instrumentor.instrument(tracer_provider=tracer_provider, meter_provider=meter_provider,
-                                  request_hook=_without_query)
+    httpx_instrumentor.instrument(
+        tracer_provider=tracer_provider, meter_provider=meter_provider, request_hook=_without_query
+    )
     psycopg_instrumentor = PsycopgInstrumentor()
     psycopg_instrumentor.instrument(tracer_provider=statements_provider)
-    _current = Telemetry(enabled=True, registry=registry, tracer_provider=tracer_provider,
-                         meter_provider=meter_provider, _instrumentors=[httpx_instrumentor, psycopg_instrumentor])
+    _current = Telemetry(
+        enabled=True,
+        registry=registry,
+        tracer_provider=tracer_provider,
+        meter_provider=meter_provider,
+        _instrumentors=[httpx_instrumentor, psycopg_instrumentor],
+    )
     return _current
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from psycopg.sql import SQL, Identifier
 
-from infrastructure.store_connections import read_retried
+from infrastructure.postgres.store_connections import read_retried
 
 DEFAULT_VIEWS_NAME = "TaskViews"
 POINTER_TABLE = "mediatasks_read_model"
@@ -26,11 +26,16 @@ def _table(datastore: Any) -> Any:
 
 def ensure_pointer(datastore: Any) -> None:
     with datastore.transaction(commit=True) as curs:
-        curs.execute(SQL("CREATE TABLE IF NOT EXISTS {} (id int PRIMARY KEY DEFAULT 1 CHECK (id = 1), "
-                         "views_name text NOT NULL, switched_at timestamptz NOT NULL DEFAULT now())"
-                         ).format(_table(datastore)))
-        curs.execute(SQL("INSERT INTO {} (views_name) VALUES (%s) ON CONFLICT DO NOTHING").format(_table(datastore)),
-                     (DEFAULT_VIEWS_NAME,))
+        curs.execute(
+            SQL(
+                "CREATE TABLE IF NOT EXISTS {} (id int PRIMARY KEY DEFAULT 1 CHECK (id = 1), "
+                "views_name text NOT NULL, switched_at timestamptz NOT NULL DEFAULT now())"
+            ).format(_table(datastore))
+        )
+        curs.execute(
+            SQL("INSERT INTO {} (views_name) VALUES (%s) ON CONFLICT DO NOTHING").format(_table(datastore)),
+            (DEFAULT_VIEWS_NAME,),
+        )
 
 
 def active_views_name(datastore: Any) -> str:
@@ -48,8 +53,7 @@ def switch_views(datastore: Any, views_name: str) -> str:
     with datastore.transaction(commit=True) as curs:
         curs.execute(SQL("SELECT views_name FROM {} FOR UPDATE").format(_table(datastore)))
         previous = curs.fetchone()["views_name"]
-        curs.execute(SQL("UPDATE {} SET views_name = %s, switched_at = now()").format(_table(datastore)),
-                     (views_name,))
+        curs.execute(SQL("UPDATE {} SET views_name = %s, switched_at = now()").format(_table(datastore)), (views_name,))
     return previous
 
 

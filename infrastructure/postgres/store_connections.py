@@ -24,7 +24,10 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 CHECK_INTERVAL_SECONDS = 0.5
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
-    psycopg.OperationalError, psycopg.InterfaceError, persistence.OperationalError, persistence.InterfaceError,
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+    persistence.OperationalError,
+    persistence.InterfaceError,
 )
 STORE_ERRORS: tuple[type[BaseException], ...] = (psycopg.Error, persistence.PersistenceError)
 
@@ -55,6 +58,7 @@ def discard_broken_connections(datastore: Any) -> None:
 
 def discard_broken_connections_soon(*datastores: Any) -> None:
     """discard_broken_connections for each datastore, in a thread of its own (for callers that answer now)."""
+
     def check() -> None:
         for datastore in datastores:
             discard_broken_connections(datastore)

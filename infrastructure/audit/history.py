@@ -10,20 +10,26 @@ from eventsourcing.persistence import Tracking
 
 from application.audit import AuditReport, HistoryAuditor
 from application.audit_chain import GENESIS, ChainCheck, CheckpointVerifier, merge_by_position
-from infrastructure.event_decoder import EventDecoder
-from infrastructure.eventstore_queries import tracking_position
-from infrastructure.postgres_views import TaskViewsBulkLoad
+from infrastructure.postgres.event_decoder import EventDecoder
+from infrastructure.postgres.queries import tracking_position
+from infrastructure.postgres.task_views import TaskViewsBulkLoad
 from projections.task_views import TaskViewsProjection
 
 Progress = Callable[[int, int], None]
 REFUNDS_TRACKING_TABLE = "mediatasks_tracking"  # the RefundIssuer's (it is named after the app it writes to)
 
 
-def verify(app: Any, views: Any, *, seal: Any = None, verifier: CheckpointVerifier | None = None,
-           progress: Progress | None = None) -> AuditReport:
+def verify(
+    app: Any,
+    views: Any,
+    *,
+    seal: Any = None,
+    verifier: CheckpointVerifier | None = None,
+    progress: Progress | None = None,
+) -> AuditReport:
     """Replay every event, check the invariants and the sealed chain, and compare the read model with a
     fresh rebuild. The events and the chain are read in one consistent snapshot."""
-    from infrastructure.audit_seal import PostgresSeal, sealed_history
+    from infrastructure.postgres.audit_seal import PostgresSeal, sealed_history
 
     refunds_at = tracking_position(app.recorder, REFUNDS_TRACKING_TABLE, app.name) or 0
     auditor = HistoryAuditor(refunds_tracked_to=refunds_at)
@@ -52,10 +58,12 @@ def verify(app: Any, views: Any, *, seal: Any = None, verifier: CheckpointVerifi
                         auditor.unreadable(position, e)
                 yield position, event
 
-        events = EventDecoder(app.mapper).events(checked(merge_by_position(history.events, history.links)),
-                                                 auditor.unreadable)
-        auditor.feed_all(projected(events), None if progress is None else lambda p: progress(p, head),
-                         _progress_every(head))
+        events = EventDecoder(app.mapper).events(
+            checked(merge_by_position(history.events, history.links)), auditor.unreadable
+        )
+        auditor.feed_all(
+            projected(events), None if progress is None else lambda p: progress(p, head), _progress_every(head)
+        )
     report = auditor.finish()
     report.chain = chain.finish()
     report.signatures_checked = verifier is not None
@@ -71,32 +79,42 @@ def verify(app: Any, views: Any, *, seal: Any = None, verifier: CheckpointVerifi
     for account in auditor.accounts.values():
         row = next((a for a in live["accounts"] if a["user_id"] == account.user_id), None)
         if row is not None and views_at >= head and row["balance"] != account.balance:
-            auditor.violation("balance_differs", f"{account.user_id}: read model {row['balance']}, events "
-                              f"{account.balance}")
+            auditor.violation(
+                "balance_differs", f"{account.user_id}: read model {row['balance']}, events {account.balance}"
+            )
     if progress is not None:
         progress(head, head)
     return report
 
 
-def replay_invariants(app: Any, *, refunds_tracked_to: int | None = None,
-                      progress: Progress | None = None) -> AuditReport:
+def replay_invariants(
+    app: Any, *, refunds_tracked_to: int | None = None, progress: Progress | None = None
+) -> AuditReport:
     """The invariant replay alone (no chain, no read model): every event, decoded, through the auditor."""
-    from infrastructure.eventstore_queries import event_rows
+    from infrastructure.postgres.queries import event_rows
 
     if refunds_tracked_to is None:
         refunds_tracked_to = tracking_position(app.recorder, REFUNDS_TRACKING_TABLE, app.name) or 0
     auditor = HistoryAuditor(refunds_tracked_to=refunds_tracked_to)
     head = app.recorder.max_notification_id() or 0
-    auditor.feed_all(EventDecoder(app.mapper).events(event_rows(app.recorder, stop=head)),
-                     None if progress is None else lambda position: progress(position, head),
-                     _progress_every(head))
+    auditor.feed_all(
+        EventDecoder(app.mapper).events(event_rows(app.recorder, stop=head)),
+        None if progress is None else lambda position: progress(position, head),
+        _progress_every(head),
+    )
     return auditor.finish()
 
 
-def verify_chain(app: Any, *, seal: Any = None, verifier: CheckpointVerifier | None = None, after: int = 0,
-                 progress: Progress | None = None) -> AuditReport:
+def verify_chain(
+    app: Any,
+    *,
+    seal: Any = None,
+    verifier: CheckpointVerifier | None = None,
+    after: int = 0,
+    progress: Progress | None = None,
+) -> AuditReport:
     """The sealed chain alone, from the last checkpoint at or before `after` (the chain needs a signed start)."""
-    from infrastructure.audit_seal import PostgresSeal, sealed_history
+    from infrastructure.postgres.audit_seal import PostgresSeal, sealed_history
 
     seal = seal or PostgresSeal(app.recorder.datastore)
     report = AuditReport()
@@ -145,8 +163,14 @@ def _row_key(row: dict[str, Any]) -> str:
     return str(row.get("task_id") or row.get("account_id") or row.get("position"))
 
 
-def rebuild(env: dict[str, str], app: Any, *, grace_seconds: float | None = None,
-            progress: Progress | None = None, page: int = 20_000) -> tuple[str, str, float]:
+def rebuild(
+    env: dict[str, str],
+    app: Any,
+    *,
+    grace_seconds: float | None = None,
+    progress: Progress | None = None,
+    page: int = 20_000,
+) -> tuple[str, str, float]:
     """Build the read model afresh under a new name, switch readers to it, drop the old one.
 
     The history up to the head is folded in memory and written with COPY (the appended rows page
@@ -155,9 +179,9 @@ def rebuild(env: dict[str, str], app: Any, *, grace_seconds: float | None = None
     old model current, and the pointer switches, so readers never see a half-built model.
     Returns (old name, new name, seconds taken to catch up).
     """
-    from infrastructure.bootstrap import construct_views, create_tables
-    from infrastructure.eventstore_queries import event_rows
-    from infrastructure.read_model import POINTER_CHECK_SECONDS, switch_views
+    from infrastructure.postgres.queries import event_rows
+    from infrastructure.postgres.tables import construct_views, create_tables
+    from infrastructure.postgres.views_pointer import POINTER_CHECK_SECONDS, switch_views
 
     started = time.perf_counter()
     new_name = f"TaskViews_{time.strftime('%Y%m%d%H%M%S')}"
@@ -188,8 +212,9 @@ def rebuild(env: dict[str, str], app: Any, *, grace_seconds: float | None = None
             notifications = app.recorder.select_notifications(start=position, limit=2000, inclusive_of_start=False)
             with views.batch():
                 for notification in notifications:
-                    projection.process_event(app.mapper.to_domain_event(notification),
-                                             Tracking(app.name, notification.id))
+                    projection.process_event(
+                        app.mapper.to_domain_event(notification), Tracking(app.name, notification.id)
+                    )
             position = notifications[-1].id if notifications else head
             if progress is not None:
                 progress(position, head)

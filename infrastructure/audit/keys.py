@@ -47,8 +47,9 @@ class Ed25519Signer:
         return Ed25519Verifier(self.public_key)
 
     def public_pem(self) -> str:
-        return self.public_key.public_bytes(serialization.Encoding.PEM,
-                                            serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+        return self.public_key.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        ).decode()
 
 
 class Ed25519Verifier:
@@ -84,8 +85,9 @@ class HmacSigner:
         return self
 
     def verify(self, checkpoint: Checkpoint) -> bool:
-        return checkpoint.algorithm == HMAC_SHA256 and hmac.compare_digest(checkpoint.signature,
-                                                                           self.sign(checkpoint.message()))
+        return checkpoint.algorithm == HMAC_SHA256 and hmac.compare_digest(
+            checkpoint.signature, self.sign(checkpoint.message())
+        )
 
 
 def _text_or_file(value: str) -> bytes:
@@ -128,9 +130,9 @@ def generated_signing_key(data_dir: Path) -> Ed25519PrivateKey:
     path = data_dir / GENERATED_KEY_FILE
     if not path.exists():
         data_dir.mkdir(parents=True, exist_ok=True)
-        pem = Ed25519PrivateKey.generate().private_bytes(serialization.Encoding.PEM,
-                                                         serialization.PrivateFormat.PKCS8,
-                                                         serialization.NoEncryption())
+        pem = Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:  # another process of this service made it first

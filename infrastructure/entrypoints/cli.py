@@ -9,7 +9,7 @@ import sys
 import threading
 from typing import Any
 
-from infrastructure.logs import configure_logging
+from infrastructure.observability.logs import configure_logging
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,7 +23,9 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--no-projections", action="store_true", help="do not run projections in this process")
     serve.add_argument("--no-dispatch", action="store_true", help="do not run attempts in this process")
 
-    sub.add_parser("projections", help="run the read model and the refund issuer (and the QStash publisher) until stopped")
+    sub.add_parser(
+        "projections", help="run the read model and the refund issuer (and the QStash publisher) until stopped"
+    )
 
     worker = sub.add_parser("worker", help="serve only POST /v1/deliveries/qstash: a stateless attempt runner")
     worker.add_argument("--host", default=None)
@@ -35,23 +37,38 @@ def main(argv: list[str] | None = None) -> int:
     create.add_argument("--credits", type=int, default=0)
 
     audit = sub.add_parser("audit", help="answer questions from the event history alone").add_subparsers(
-        dest="audit_command", required=True)
+        dest="audit_command", required=True
+    )
     history = audit.add_parser("history", help="every event of a task, in order")
     history.add_argument("task_id")
     history.add_argument("--json", action="store_true", help="JSON lines instead of a table")
     as_of = audit.add_parser("as-of", help="a task's state at a past moment")
     as_of.add_argument("task_id")
     as_of.add_argument("timestamp", help="ISO 8601, e.g. 2026-11-28T12:00:00Z")
-    verify = audit.add_parser("verify", help="replay every event and check the invariants, the sealed chain "
-                              "and the read model")
-    verify.add_argument("--from", dest="from_position", type=int, default=0,
-                        help="resume: check the sealed chain only, from the checkpoint at or before POS")
-    verify.add_argument("--public-key", default=None, help="check signatures with this Ed25519 public key "
-                        "(PEM, a PEM file, or hex/base64) instead of the configured key")
+    verify = audit.add_parser(
+        "verify", help="replay every event and check the invariants, the sealed chain and the read model"
+    )
+    verify.add_argument(
+        "--from",
+        dest="from_position",
+        type=int,
+        default=0,
+        help="resume: check the sealed chain only, from the checkpoint at or before POS",
+    )
+    verify.add_argument(
+        "--public-key",
+        default=None,
+        help="check signatures with this Ed25519 public key "
+        "(PEM, a PEM file, or hex/base64) instead of the configured key",
+    )
     audit.add_parser("rebuild", help="rebuild the read model under a new name and switch to it")
-    export = audit.add_parser("export", help="write the events and the checkpoints covering them as NDJSON "
-                              "(zstd-compressed if FILE ends .zst)")
-    export.add_argument("--from", dest="from_position", type=int, default=0, help="from the checkpoint at or before POS")
+    export = audit.add_parser(
+        "export",
+        help="write the events and the checkpoints covering them as NDJSON (zstd-compressed if FILE ends .zst)",
+    )
+    export.add_argument(
+        "--from", dest="from_position", type=int, default=0, help="from the checkpoint at or before POS"
+    )
     export.add_argument("--to", dest="to_position", type=int, default=None, help="to the checkpoint at or after POS")
     export.add_argument("--output", "-o", default="-", help="FILE (default: standard output)")
     verify_export = audit.add_parser("verify-export", help="check an export alone, with no database")
@@ -71,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "users":
         return _users_create(args)
     if args.command == "audit":
-        from infrastructure.audit_cli import run_audit
+        from infrastructure.entrypoints.audit_commands import run_audit
 
         return run_audit(args)
     return 2
@@ -97,16 +114,23 @@ def _serve(args: argparse.Namespace) -> int:
         bootstrap(settings).close()  # tables exist before the workers start
         projections = None
         if not args.no_projections:  # the workers serve HTTP only; projections run beside them
-            projections = subprocess.Popen([sys.executable, "-m", "infrastructure.cli", "projections"])
+            projections = subprocess.Popen([sys.executable, "-m", "infrastructure.entrypoints.cli", "projections"])
         try:
-            uvicorn.run("infrastructure.asgi:create_worker_api", factory=True, host=host, port=port,
-                        workers=args.workers, log_level="warning", **http_options(settings))
+            uvicorn.run(
+                "infrastructure.entrypoints.asgi:create_worker_api",
+                factory=True,
+                host=host,
+                port=port,
+                workers=args.workers,
+                log_level="warning",
+                **http_options(settings),
+            )
         finally:
             if projections is not None:
                 projections.terminate()
                 projections.wait(timeout=30)
         return 0
-    from infrastructure.asgi import ServiceProcess
+    from infrastructure.entrypoints.asgi import ServiceProcess
 
     service = ServiceProcess(settings, run_projections=not args.no_projections, run_dispatcher=not args.no_dispatch)
     try:
@@ -128,7 +152,8 @@ def _exit_cleanly(*_: Any) -> None:
 
 
 def _projections() -> int:
-    from infrastructure.bootstrap import ProjectionRunners, bootstrap, start_qstash_publisher, start_sealing_follower
+    from infrastructure.bootstrap import bootstrap, start_qstash_publisher, start_sealing_follower
+    from infrastructure.projection_runners import ProjectionRunners
 
     runtime = bootstrap()
     runners = ProjectionRunners(runtime.env, supervisor=runtime.supervisor)
@@ -158,8 +183,9 @@ def _serve_status(runtime: Any, runners: Any, port: int) -> Any:
 
     from infrastructure.api.app import create_status_api
 
-    server = uvicorn.Server(uvicorn.Config(create_status_api(runtime, runners), host=runtime.settings.host,
-                                           port=port, log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(create_status_api(runtime, runners), host=runtime.settings.host, port=port, log_level="warning")
+    )
     threading.Thread(target=server.run, name="status-api", daemon=True).start()
     return server
 
@@ -169,8 +195,8 @@ def _worker(args: argparse.Namespace) -> int:
     import uvicorn
 
     from infrastructure.api.app import create_delivery_api
-    from infrastructure.asgi import worker_id
     from infrastructure.bootstrap import bootstrap, build_qstash_deliveries
+    from infrastructure.entrypoints.asgi import worker_id
     from infrastructure.settings import Settings
 
     settings = Settings()
@@ -179,8 +205,13 @@ def _worker(args: argparse.Namespace) -> int:
     runtime = bootstrap(settings)
     try:
         api = create_delivery_api(runtime, build_qstash_deliveries(runtime, worker_id()))
-        uvicorn.run(api, host=args.host or settings.host, port=args.port or settings.port, log_level="warning",
-                    **http_options(settings))
+        uvicorn.run(
+            api,
+            host=args.host or settings.host,
+            port=args.port or settings.port,
+            log_level="warning",
+            **http_options(settings),
+        )
     finally:
         runtime.close()
     return 0

@@ -49,20 +49,32 @@ def _task_id(value: str) -> UUID:
 
 
 def _history(app: Any, task_id: str, *, as_json: bool) -> int:
-    from infrastructure.eventstore_queries import notification_ids
+    from infrastructure.postgres.queries import notification_ids
 
     tid = _task_id(task_id)
     entries = app.task_history(tid)
     positions = notification_ids(app.recorder, tid)
     if as_json:
         for e in entries:
-            print(json.dumps({"type": e.type, "version": e.version, "position": positions.get(e.version),
-                              "timestamp": e.timestamp.isoformat(), "data": e.data}, default=str))
+            print(
+                json.dumps(
+                    {
+                        "type": e.type,
+                        "version": e.version,
+                        "position": positions.get(e.version),
+                        "timestamp": e.timestamp.isoformat(),
+                        "data": e.data,
+                    },
+                    default=str,
+                )
+            )
         return 0
     print(f"{'ver':>3} {'pos':>8}  {'timestamp (UTC)':<26} {'event':<12} details")
     for e in entries:
-        print(f"{e.version:>3} {positions.get(e.version, ''):>8}  {e.timestamp.isoformat():<26} {e.type:<12} "
-              f"{_summary(e.type, e.data)}")
+        print(
+            f"{e.version:>3} {positions.get(e.version, ''):>8}  {e.timestamp.isoformat():<26} {e.type:<12} "
+            f"{_summary(e.type, e.data)}"
+        )
     return 0
 
 
@@ -86,15 +98,25 @@ def _as_of(app: Any, task_id: str, timestamp: str) -> int:
     if task is None:
         print(f"The task did not exist yet at {when.isoformat()}.")
         return 1
-    state = {"task_id": str(task.id), "as_of": when.isoformat(), "version": task.version, "status": task.status,
-             "progress": task.progress, "attempt": task.attempt, "stage": task.stage, "error": task.error,
-             "output_type": task.output_type, "url": task.url, "updated_at": task.modified_on.isoformat()}
+    state = {
+        "task_id": str(task.id),
+        "as_of": when.isoformat(),
+        "version": task.version,
+        "status": task.status,
+        "progress": task.progress,
+        "attempt": task.attempt,
+        "stage": task.stage,
+        "error": task.error,
+        "output_type": task.output_type,
+        "url": task.url,
+        "updated_at": task.modified_on.isoformat(),
+    }
     print(json.dumps(state, indent=2, default=str))
     return 0
 
 
 def _verifier(runtime: Any, public_key: str | None) -> Any:
-    from infrastructure.audit_keys import Ed25519Verifier, load_public_key, signer_from_settings
+    from infrastructure.audit.keys import Ed25519Verifier, load_public_key, signer_from_settings
 
     if public_key:
         return Ed25519Verifier(load_public_key(public_key))
@@ -107,15 +129,17 @@ def _print_report(report: Any, started: float) -> int:
         where = f" (events at {', '.join(map(str, v.positions))})" if v.positions else ""
         print(f"VIOLATION {v.code}: {v.message}{where}")
     if report.chain is not None and report.chain.first_tampered is not None:
-        print(f"TAMPERED: the stored history differs from the sealed chain first at position "
-              f"{report.chain.first_tampered}")
+        print(
+            f"TAMPERED: the stored history differs from the sealed chain first at position "
+            f"{report.chain.first_tampered}"
+        )
     seconds = max(time.perf_counter() - started, 1e-9)
     print(f"{report.summary()} in {seconds:.1f} s ({report.events / seconds:,.0f} events/s)")
     return 0 if report.ok else 1
 
 
 def _verify(runtime: Any, args: argparse.Namespace) -> int:
-    from infrastructure.audit import verify, verify_chain
+    from infrastructure.audit.history import verify, verify_chain
 
     started = time.perf_counter()
     verifier = _verifier(runtime, args.public_key)
@@ -125,30 +149,42 @@ def _verify(runtime: Any, args: argparse.Namespace) -> int:
         else:
             report = verify(runtime.app, runtime.views, verifier=verifier, progress=progress)
     if args.from_position:
-        print(f"chain checked from the signed checkpoint at or before {args.from_position} on "
-              "(the invariants need the whole history: run verify without --from)")
+        print(
+            f"chain checked from the signed checkpoint at or before {args.from_position} on "
+            "(the invariants need the whole history: run verify without --from)"
+        )
     return _print_report(report, started)
 
 
 def _export(runtime: Any, args: argparse.Namespace) -> int:
-    from infrastructure.audit import REFUNDS_TRACKING_TABLE
-    from infrastructure.audit_export import export_writer, write_export
-    from infrastructure.audit_seal import PostgresSeal
-    from infrastructure.eventstore_queries import tracking_position
+    from infrastructure.audit.export import export_writer, write_export
+    from infrastructure.audit.history import REFUNDS_TRACKING_TABLE
+    from infrastructure.postgres.audit_seal import PostgresSeal
+    from infrastructure.postgres.queries import tracking_position
 
     app = runtime.app
     refunds_at = tracking_position(app.recorder, REFUNDS_TRACKING_TABLE, app.name) or 0
     with progress_bar("exporting") as progress, export_writer(args.output) as out:
-        done = write_export(app, PostgresSeal(app.recorder.datastore), out, from_position=args.from_position,
-                            to_position=args.to_position, refunds_tracked_to=refunds_at, progress=progress)
-    print(f"exported {done['events']:,} events ({done['from']} < position <= {done['to']}) and "
-          f"{done['checkpoints']} checkpoint(s)", file=sys.stderr)
+        done = write_export(
+            app,
+            PostgresSeal(app.recorder.datastore),
+            out,
+            from_position=args.from_position,
+            to_position=args.to_position,
+            refunds_tracked_to=refunds_at,
+            progress=progress,
+        )
+    print(
+        f"exported {done['events']:,} events ({done['from']} < position <= {done['to']}) and "
+        f"{done['checkpoints']} checkpoint(s)",
+        file=sys.stderr,
+    )
     return 0
 
 
 def _verify_export(args: argparse.Namespace) -> int:
-    from infrastructure.audit_export import ExportRefused, verify_export
-    from infrastructure.audit_keys import Ed25519Verifier, HmacSigner, load_public_key
+    from infrastructure.audit.export import ExportRefused, verify_export
+    from infrastructure.audit.keys import Ed25519Verifier, HmacSigner, load_public_key
 
     if args.public_key:
         verifier: Any = Ed25519Verifier(load_public_key(args.public_key))
@@ -170,7 +206,7 @@ def _verify_export(args: argparse.Namespace) -> int:
 
 
 def _public_key(runtime: Any) -> int:
-    from infrastructure.audit_keys import Ed25519Signer, signer_from_settings
+    from infrastructure.audit.keys import Ed25519Signer, signer_from_settings
 
     signer = signer_from_settings(runtime.settings)
     if not isinstance(signer, Ed25519Signer):
@@ -181,7 +217,7 @@ def _public_key(runtime: Any) -> int:
 
 
 def _rebuild(runtime: Any) -> int:
-    from infrastructure.audit import rebuild
+    from infrastructure.audit.history import rebuild
 
     with progress_bar("rebuilding") as progress:
         old, new, seconds = rebuild(runtime.env, runtime.app, progress=progress)
@@ -210,8 +246,11 @@ class progress_bar:
                 rate = done / max(now - started, 1e-9)
                 eta = (total - done) / rate if rate else 0.0
                 share = f" ({100 * done / total:.1f} %)" if total else ""
-                print(f"{self.label}: position {done:,} of {total:,}{share}, {rate:,.0f} events/s, ETA {eta:,.0f} s",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"{self.label}: position {done:,} of {total:,}{share}, {rate:,.0f} events/s, ETA {eta:,.0f} s",
+                    file=sys.stderr,
+                    flush=True,
+                )
 
             return line
         from rich.progress import (
@@ -223,9 +262,16 @@ class progress_bar:
             TimeRemainingColumn,
         )
 
-        self._progress = Progress(TextColumn(self.label), BarColumn(), MofNCompleteColumn(),
-                                  TextColumn("{task.fields[rate]} events/s"), TimeElapsedColumn(),
-                                  TextColumn("ETA"), TimeRemainingColumn(), transient=True)
+        self._progress = Progress(
+            TextColumn(self.label),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]} events/s"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            transient=True,
+        )
         self._progress.start()
         task = self._progress.add_task(self.label, total=None, rate="-")
 

@@ -1,4 +1,4 @@
-"""Reads of the events table that eventsourcing's recorder interface does not offer."""
+"""Reads of the events and tracking tables that eventsourcing's recorder interface does not offer."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from uuid import UUID
 
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Identifier
+
+from infrastructure.postgres.store_connections import read_retried
 
 
 def notification_ids(recorder: Any, originator_id: UUID) -> dict[int, int]:
@@ -31,6 +33,24 @@ def tracking_position(recorder: Any, tracking_table: str, application_name: str)
     return row["notification_id"] if row else None
 
 
+def log_positions(recorder: Any, tracking_table: str, application_name: str, timeout: float) -> tuple[int, int]:
+    """The head of the log and a projection's position, in one statement bounded by `timeout` seconds."""
+    schema = Identifier(recorder.datastore.schema)
+    query = SQL(
+        "SELECT (SELECT max(notification_id) FROM {}.{}) AS head, "
+        "(SELECT max(notification_id) FROM {}.{} WHERE application_name = %s) AS position"
+    ).format(schema, Identifier(recorder.events_table_name), schema, Identifier(tracking_table))
+
+    def read() -> Any:
+        recorder.datastore.pool.open(wait=False)  # a no-op once open
+        with recorder.datastore.pool.connection(timeout=timeout) as conn, conn.transaction():
+            conn.execute(SQL("SET LOCAL statement_timeout = {}").format(int(timeout * 1000)))
+            return conn.execute(query, (application_name,)).fetchone()
+
+    row = read_retried(recorder.datastore, read)
+    return row["head"] or 0, row["position"] or 0
+
+
 def event_rows(recorder: Any, *, after: int = 0, stop: int | None = None, itersize: int = 10_000) -> Iterator[tuple]:
     """(position, originator id, version, topic, state) of every event after a position, in order, streamed
     through a server-side cursor (one round trip per `itersize` rows, tuples instead of dicts)."""
@@ -38,8 +58,12 @@ def event_rows(recorder: Any, *, after: int = 0, stop: int | None = None, itersi
     with recorder.datastore.get_connection() as conn, conn.transaction():
         with conn.cursor(name="event_rows", row_factory=tuple_row) as curs:
             curs.itersize = itersize
-            curs.execute(SQL("SELECT notification_id, originator_id, originator_version, topic, state FROM {} "
-                             "WHERE notification_id > %s AND notification_id <= %s ORDER BY notification_id"
-                             ).format(table), (after, stop if stop is not None else 2**62))
+            curs.execute(
+                SQL(
+                    "SELECT notification_id, originator_id, originator_version, topic, state FROM {} "
+                    "WHERE notification_id > %s AND notification_id <= %s ORDER BY notification_id"
+                ).format(table),
+                (after, stop if stop is not None else 2**62),
+            )
             while rows := curs.fetchmany(itersize):
                 yield from rows

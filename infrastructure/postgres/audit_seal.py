@@ -41,13 +41,18 @@ class PostgresSeal(PostgresTrackingRecorder):
         schema = Identifier(datastore.schema)
         self.links_table = SQL("{}.{}").format(schema, Identifier(LINKS_TABLE))
         self.checkpoints_table = SQL("{}.{}").format(schema, Identifier(CHECKPOINTS_TABLE))
-        self.sql_create_statements.extend([
-            SQL("CREATE TABLE IF NOT EXISTS {} (position bigint PRIMARY KEY, chain bytea NOT NULL)").format(
-                self.links_table),
-            SQL("CREATE TABLE IF NOT EXISTS {} (position bigint PRIMARY KEY, chain bytea NOT NULL, "
-                "sealed_at timestamptz NOT NULL, algorithm text NOT NULL, key_id text NOT NULL, "
-                "signature bytea NOT NULL)").format(self.checkpoints_table),
-        ])
+        self.sql_create_statements.extend(
+            [
+                SQL("CREATE TABLE IF NOT EXISTS {} (position bigint PRIMARY KEY, chain bytea NOT NULL)").format(
+                    self.links_table
+                ),
+                SQL(
+                    "CREATE TABLE IF NOT EXISTS {} (position bigint PRIMARY KEY, chain bytea NOT NULL, "
+                    "sealed_at timestamptz NOT NULL, algorithm text NOT NULL, key_id text NOT NULL, "
+                    "signature bytea NOT NULL)"
+                ).format(self.checkpoints_table),
+            ]
+        )
 
     def last_link(self) -> tuple[int, bytes]:
         """The last sealed position and its link ((0, GENESIS) before the first)."""
@@ -60,8 +65,9 @@ class PostgresSeal(PostgresTrackingRecorder):
         found = self.checkpoints(last=True)
         return found[0] if found else None
 
-    def checkpoints(self, *, after: int | None = None, stop: int | None = None, last: bool = False,
-                    curs: Any = None) -> list[Checkpoint]:
+    def checkpoints(
+        self, *, after: int | None = None, stop: int | None = None, last: bool = False, curs: Any = None
+    ) -> list[Checkpoint]:
         where, params = [], []
         if after is not None:
             where.append(SQL("position > %s"))
@@ -70,7 +76,8 @@ class PostgresSeal(PostgresTrackingRecorder):
             where.append(SQL("position <= %s"))
             params.append(stop)
         statement = SQL("SELECT position, chain, sealed_at, algorithm, key_id, signature FROM {}").format(
-            self.checkpoints_table)
+            self.checkpoints_table
+        )
         if where:
             statement += SQL(" WHERE ") + SQL(" AND ").join(where)
         statement += SQL(" ORDER BY position DESC LIMIT 1" if last else " ORDER BY position")
@@ -83,8 +90,7 @@ class PostgresSeal(PostgresTrackingRecorder):
                 rows = own.fetchall()
         return [_checkpoint(r) for r in rows]
 
-    def record(self, tracking: Tracking | None, links: list[tuple[int, bytes]],
-               checkpoint: Checkpoint | None) -> None:
+    def record(self, tracking: Tracking | None, links: list[tuple[int, bytes]], checkpoint: Checkpoint | None) -> None:
         """Links, a checkpoint and the tracking position in one transaction (IntegrityError: a rival did it)."""
         with self.datastore.transaction(commit=True) as curs:
             if tracking is not None:
@@ -94,15 +100,26 @@ class PostgresSeal(PostgresTrackingRecorder):
                     for row in links:
                         copy.write_row(row)
             if checkpoint is not None:
-                curs.execute(SQL("INSERT INTO {} (position, chain, sealed_at, algorithm, key_id, signature) "
-                                 "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (position) DO NOTHING").format(
-                    self.checkpoints_table), (checkpoint.position, checkpoint.chain, checkpoint.sealed_at,
-                                              checkpoint.algorithm, checkpoint.key_id, checkpoint.signature))
+                curs.execute(
+                    SQL(
+                        "INSERT INTO {} (position, chain, sealed_at, algorithm, key_id, signature) "
+                        "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (position) DO NOTHING"
+                    ).format(self.checkpoints_table),
+                    (
+                        checkpoint.position,
+                        checkpoint.chain,
+                        checkpoint.sealed_at,
+                        checkpoint.algorithm,
+                        checkpoint.key_id,
+                        checkpoint.signature,
+                    ),
+                )
 
     def links_before(self, position: int, curs: Any = None) -> tuple[int, bytes]:
         """The last link at or before a position ((0, GENESIS) if none)."""
         statement = SQL("SELECT position, chain FROM {} WHERE position <= %s ORDER BY position DESC LIMIT 1").format(
-            self.links_table)
+            self.links_table
+        )
         if curs is not None:
             curs.execute(statement, (position,))
             row = curs.fetchone()
@@ -114,8 +131,9 @@ class PostgresSeal(PostgresTrackingRecorder):
 
 
 def _checkpoint(row: Any) -> Checkpoint:
-    return Checkpoint(row["position"], bytes(row["chain"]), row["sealed_at"], row["algorithm"], row["key_id"],
-                      bytes(row["signature"]))
+    return Checkpoint(
+        row["position"], bytes(row["chain"]), row["sealed_at"], row["algorithm"], row["key_id"], bytes(row["signature"])
+    )
 
 
 class SealingFollower:
@@ -128,8 +146,17 @@ class SealingFollower:
 
     name = "AuditSeal"
 
-    def __init__(self, app: Any, seal: PostgresSeal, signer: CheckpointSigner, *, checkpoint_events: int = 10_000,
-                 checkpoint_seconds: float = 60.0, poll_seconds: float = 1.0, page: int = 1_000) -> None:
+    def __init__(
+        self,
+        app: Any,
+        seal: PostgresSeal,
+        signer: CheckpointSigner,
+        *,
+        checkpoint_events: int = 10_000,
+        checkpoint_seconds: float = 60.0,
+        poll_seconds: float = 1.0,
+        page: int = 1_000,
+    ) -> None:
         self.app, self.seal, self.signer = app, seal, signer
         self.checkpoint_events = checkpoint_events
         self.checkpoint_seconds = checkpoint_seconds
@@ -163,8 +190,9 @@ class SealingFollower:
 
     def step(self) -> int:
         """Seal the next page of the log (and a checkpoint when one is due); returns the events read."""
-        notifications = self.app.recorder.select_notifications(start=self._position, limit=self.page,
-                                                                inclusive_of_start=False)
+        notifications = self.app.recorder.select_notifications(
+            start=self._position, limit=self.page, inclusive_of_start=False
+        )
         chain, links = self._chain, []
         for n in notifications:
             chain = chain_link(chain, n.id, n.originator_id, n.originator_version, n.topic, n.state)
@@ -172,8 +200,10 @@ class SealingFollower:
         head = links[-1][0] if links else self._position
         checkpoint = None
         # Events since the checkpoint counted by positions (ids may have gaps: a checkpoint comes early).
-        if head > self._checkpointed and (head - self._checkpointed >= self.checkpoint_events
-                                          or time.monotonic() - self._checkpoint_clock >= self.checkpoint_seconds):
+        if head > self._checkpointed and (
+            head - self._checkpointed >= self.checkpoint_events
+            or time.monotonic() - self._checkpoint_clock >= self.checkpoint_seconds
+        ):
             checkpoint = self._checkpoint(head, chain)
         if links or checkpoint is not None:
             try:
@@ -210,8 +240,7 @@ class SealedHistory:
 
 
 @contextmanager
-def sealed_history(app: Any, seal: PostgresSeal, *, after: int = 0, stop: int | None = None
-                   ) -> Iterator[SealedHistory]:
+def sealed_history(app: Any, seal: PostgresSeal, *, after: int = 0, stop: int | None = None) -> Iterator[SealedHistory]:
     """One consistent snapshot: the events and links after a position (up to `stop`), the checkpoints,
     and the head. Both are streamed through server-side cursors in one REPEATABLE READ transaction;
     with no `stop`, links past the last event are included (the last events' deletion shows)."""
@@ -230,13 +259,21 @@ def sealed_history(app: Any, seal: PostgresSeal, *, after: int = 0, stop: int | 
                 last_link = curs.fetchone()["last"] or 0
             events = conn.cursor(name="audit_events", row_factory=tuple_row)
             events.itersize = SCAN_ROWS
-            events.execute(SQL("SELECT notification_id, originator_id, originator_version, topic, state FROM {} "
-                               "WHERE notification_id > %s AND notification_id <= %s ORDER BY notification_id"
-                               ).format(events_table), (after, head))
+            events.execute(
+                SQL(
+                    "SELECT notification_id, originator_id, originator_version, topic, state FROM {} "
+                    "WHERE notification_id > %s AND notification_id <= %s ORDER BY notification_id"
+                ).format(events_table),
+                (after, head),
+            )
             links = conn.cursor(name="audit_links", row_factory=tuple_row)
             links.itersize = SCAN_ROWS
-            links.execute(SQL("SELECT position, chain FROM {} WHERE position > %s AND position <= %s "
-                               "ORDER BY position").format(seal.links_table), (after, stop if stop is not None else 2**62))
+            links.execute(
+                SQL("SELECT position, chain FROM {} WHERE position > %s AND position <= %s ORDER BY position").format(
+                    seal.links_table
+                ),
+                (after, stop if stop is not None else 2**62),
+            )
             try:
                 yield SealedHistory(_paged(events), _paged(links), checkpoints, head, last_link)
             finally:

@@ -62,8 +62,10 @@ def persistence_error(error: BaseException) -> BaseException:
 
 
 def _is_connection_error(error: BaseException) -> bool:
-    return isinstance(error, (psycopg.OperationalError, psycopg.InterfaceError,
-                              persistence.OperationalError, persistence.InterfaceError))
+    return isinstance(
+        error,
+        (psycopg.OperationalError, psycopg.InterfaceError, persistence.OperationalError, persistence.InterfaceError),
+    )
 
 
 @dataclass(eq=False)
@@ -218,8 +220,12 @@ class GroupCommitWriter:
         """The rows eventsourcing's statement inserts, sent as four binary arrays (not text composites)."""
         curs.execute(
             self._insert_statement,
-            ([e.originator_id for e in stored_events], [e.originator_version for e in stored_events],
-             [e.topic for e in stored_events], [e.state for e in stored_events]),
+            (
+                [e.originator_id for e in stored_events],
+                [e.originator_version for e in stored_events],
+                [e.topic for e in stored_events],
+                [e.state for e in stored_events],
+            ),
             prepare=True,
             binary=True,
         )

@@ -1,6 +1,6 @@
 """eventsourcing's PostgreSQL persistence, with group commit and subscriptions that also catch up.
 
-Inserts go through infrastructure/group_commit.py unless GROUP_COMMIT=off. The library's LISTEN/NOTIFY subscription waits for a notification before it reads again; if a
+Inserts go through infrastructure/postgres/group_commit.py unless GROUP_COMMIT=off. The library's LISTEN/NOTIFY subscription waits for a notification before it reads again; if a
 NOTIFY is lost (a dropped listening connection, a restart), it would stall until the next write.
 Here every subscription also wakes itself every CATCH_UP_SECONDS and reads what is new.
 """
@@ -19,8 +19,8 @@ from eventsourcing.postgres import (
 )
 from eventsourcing.utils import Environment, EnvType, get_topic
 
-from infrastructure.events_topic_index import TopicIndexReads
-from infrastructure.group_commit import DEFAULT_MAX_BATCH_EVENTS, GroupCommitInserts
+from infrastructure.postgres.group_commit import DEFAULT_MAX_BATCH_EVENTS, GroupCommitInserts
+from infrastructure.postgres.topic_index import TopicIndexReads
 
 DEFAULT_CATCH_UP_SECONDS = 1.0
 
@@ -68,7 +68,7 @@ class MediaTasksProcessRecorder(CatchUpSubscriptions, PostgresProcessRecorder):
 
 
 class GroupCommitApplicationRecorder(GroupCommitInserts, MediaTasksApplicationRecorder):
-    """Concurrent inserts share one transaction (infrastructure/group_commit.py): GROUP_COMMIT=on."""
+    """Concurrent inserts share one transaction (infrastructure/postgres/group_commit.py): GROUP_COMMIT=on."""
 
 
 class GroupCommitProcessRecorder(GroupCommitInserts, MediaTasksProcessRecorder):

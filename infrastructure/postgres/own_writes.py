@@ -26,9 +26,9 @@ class OwnWritesNotVisible(Exception):
 
 def last_write_position(recorder: Any, user_id: str) -> int | None:
     """The log position of the last event of the user's account (None for an unknown user)."""
-    statement = SQL("SELECT notification_id FROM {}.{} WHERE originator_id = %s "
-                    "ORDER BY originator_version DESC LIMIT 1").format(
-        Identifier(recorder.datastore.schema), Identifier(recorder.events_table_name))
+    statement = SQL(
+        "SELECT notification_id FROM {}.{} WHERE originator_id = %s ORDER BY originator_version DESC LIMIT 1"
+    ).format(Identifier(recorder.datastore.schema), Identifier(recorder.events_table_name))
     with recorder.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as curs:
         curs.execute(statement, (CreditAccount.id_for(user_id),), prepare=True)
         row = curs.fetchone()

@@ -26,8 +26,7 @@ class EventDecoder:
     def __init__(self, mapper: Any) -> None:
         self.mapper = mapper
         transcoder = mapper.transcoder
-        self.fast = (isinstance(transcoder, JSONTranscoder) and mapper.cipher is None
-                     and mapper.compressor is None)
+        self.fast = isinstance(transcoder, JSONTranscoder) and mapper.cipher is None and mapper.compressor is None
         self.names = dict(transcoder.names) if self.fast else {}
         # eventsourcing's own transcodings of a str, called without their wrappers (same results).
         self.direct: dict[str, Callable[[str], Any]] = {}
@@ -59,8 +58,9 @@ class EventDecoder:
                 return event
         return self.mapper.to_domain_event(StoredEvent(originator_id, version, topic, state))
 
-    def events(self, rows: Iterable[tuple[int, Any, int, str, bytes]],
-               on_error: Callable[[int, Exception], None] | None = None) -> Iterator[tuple[int, Any]]:
+    def events(
+        self, rows: Iterable[tuple[int, Any, int, str, bytes]], on_error: Callable[[int, Exception], None] | None = None
+    ) -> Iterator[tuple[int, Any]]:
         """(position, domain event) for each (position, originator id, version, topic, state): `__call__`
         with its lookups bound once (the replay's inner loop). A row that does not decode goes to
         `on_error` and is skipped (raised without one).
@@ -160,8 +160,12 @@ def _shape(data: dict[str, Any], state: bytes, direct: dict[str, Any]) -> Shape 
     typed, empty = [], []
     for key, value in data.items():
         if type(value) is dict:
-            if (len(value) == 2 and type(value.get("_type_")) is str and value["_type_"] in direct
-                    and type(value.get("_data_")) is str):
+            if (
+                len(value) == 2
+                and type(value.get("_type_")) is str
+                and value["_type_"] in direct
+                and type(value.get("_data_")) is str
+            ):
                 typed.append((key, value["_type_"]))
             elif not value:
                 empty.append(key)
@@ -175,8 +179,12 @@ def _fits(data: dict[str, Any], shape: Shape) -> bool:
     """The shape's keys hold its objects: then, with as many `{` as the shape has, there are no others."""
     for key, name in shape[1]:
         value = data.get(key)
-        if (type(value) is not dict or len(value) != 2 or value.get("_type_") != name
-                or type(value.get("_data_")) is not str):
+        if (
+            type(value) is not dict
+            or len(value) != 2
+            or value.get("_type_") != name
+            or type(value.get("_data_")) is not str
+        ):
             return False
     for key in shape[2]:
         value = data.get(key)

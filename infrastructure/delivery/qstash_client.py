@@ -34,9 +34,7 @@ class PublishRejected(PublishError):
 class PublishUnavailable(PublishError):
     """QStash could not be reached or answered 429/5xx: publish again after `retry_after` or a backoff."""
 
-    def __init__(
-        self, message: str, *, status_code: int | None = None, retry_after: float | None = None
-    ) -> None:
+    def __init__(self, message: str, *, status_code: int | None = None, retry_after: float | None = None) -> None:
         super().__init__(message, status_code=status_code)
         self.retry_after = retry_after
 
@@ -109,7 +107,9 @@ class QStashPublishClient:
                 retry_after=retry_after_seconds(response.headers.get("Retry-After")),
             )
         if not 200 <= status < 300:
-            raise PublishRejected(f"QStash refused the message with {status}: {response.text[:200]}", status_code=status)
+            raise PublishRejected(
+                f"QStash refused the message with {status}: {response.text[:200]}", status_code=status
+            )
         try:
             answer: Any = response.json()
             message_id = answer["messageId"]

@@ -24,14 +24,15 @@ from eventsourcing.persistence import IntegrityError, Tracking, TrackingRecorder
 from eventsourcing.utils import get_topic
 
 from domain.tasks import MediaTask
-from infrastructure.delivery.qstash_publisher import PublishError, PublishRejected, PublishUnavailable
-from infrastructure.dispatch import Sweeper, overdue_tasks, retry_delay, unseen_dispatches
+from infrastructure.delivery.inline_dispatcher import Sweeper, overdue_tasks, retry_delay, unseen_dispatches
+from infrastructure.delivery.qstash_client import PublishError, PublishRejected, PublishUnavailable
+from infrastructure.postgres.tables import PUBLISHER_TRACKING_TABLE
 from infrastructure.supervision import Supervised, Supervisor, subscription_stopped_by
 
 logger = logging.getLogger(__name__)
 
 PUBLISHER_NAME = "QStashPublisher"
-TRACKING_TABLE = PUBLISHER_NAME.lower() + "_tracking"
+TRACKING_TABLE = PUBLISHER_TRACKING_TABLE
 PUBLISH_TOPICS = tuple(get_topic(c) for c in (MediaTask.Started, MediaTask.Retried))
 MESSAGE_REMEMBERED_SECONDS = 600.0  # QStash's deduplication window: republishing sooner does nothing
 
@@ -63,8 +64,15 @@ class QStashPublisher:
 
     name = "qstash-publisher"
 
-    def __init__(self, app: Any, tracking: TrackingRecorder, client: Any, *, backoff_base_seconds: float = 0.5,
-                 backoff_cap_seconds: float = 30.0) -> None:
+    def __init__(
+        self,
+        app: Any,
+        tracking: TrackingRecorder,
+        client: Any,
+        *,
+        backoff_base_seconds: float = 0.5,
+        backoff_cap_seconds: float = 30.0,
+    ) -> None:
         self.app, self.tracking, self.client = app, tracking, client
         self.backoff_base_seconds = backoff_base_seconds
         self.backoff_cap_seconds = backoff_cap_seconds
@@ -78,8 +86,12 @@ class QStashPublisher:
 
     def start(self, supervisor: Supervisor | None = None) -> None:
         """Follow under `supervisor` (else under a supervisor of its own)."""
-        self._supervised.start(supervisor, self, backoff_base_seconds=self.backoff_base_seconds,
-                               backoff_cap_seconds=self.backoff_cap_seconds)
+        self._supervised.start(
+            supervisor,
+            self,
+            backoff_base_seconds=self.backoff_base_seconds,
+            backoff_cap_seconds=self.backoff_cap_seconds,
+        )
 
     def stop(self) -> None:
         self._supervised.stop()
@@ -90,8 +102,9 @@ class QStashPublisher:
 
     def status(self) -> PublisherStatus:
         with self._lock:
-            return PublisherStatus(self._position, self._published, self._failures, self._failing_since,
-                                   self._last_error)
+            return PublisherStatus(
+                self._position, self._published, self._failures, self._failing_since, self._last_error
+            )
 
     def publish(self, task_id: UUID, attempt: int) -> bool:
         """Publish one attempt once; False (logged, counted in the status) if QStash did not take it."""
@@ -159,9 +172,17 @@ class QStashPublisher:
             failures = self._failures
         # A rejection (bad token, bad destination) is a configuration error: the operator must act.
         level = logging.ERROR if isinstance(error, PublishRejected) else logging.WARNING
-        logger.log(level, "QStash did not take a message", extra={
-            "task_id": str(task_id), "attempt": attempt, "status_code": error.status_code,
-            "consecutive_failures": failures, "error": str(error)})
+        logger.log(
+            level,
+            "QStash did not take a message",
+            extra={
+                "task_id": str(task_id),
+                "attempt": attempt,
+                "status_code": error.status_code,
+                "consecutive_failures": failures,
+                "error": str(error),
+            },
+        )
 
 
 class TakeoverSweeper:
@@ -171,8 +192,17 @@ class TakeoverSweeper:
     a task that waits for QStash's own retry is not published a second time.
     """
 
-    def __init__(self, app: Any, views: Any, publisher: QStashPublisher, cache: Any, *, lease_seconds: float,
-                 missed_delivery_seconds: float = 330.0, sweep_seconds: float | None = None) -> None:
+    def __init__(
+        self,
+        app: Any,
+        views: Any,
+        publisher: QStashPublisher,
+        cache: Any,
+        *,
+        lease_seconds: float,
+        missed_delivery_seconds: float = 330.0,
+        sweep_seconds: float | None = None,
+    ) -> None:
         self.app, self.views, self.publisher, self.cache = app, views, publisher, cache
         self.lease = timedelta(seconds=lease_seconds)
         self.missed_delivery = timedelta(seconds=missed_delivery_seconds)
@@ -202,7 +232,8 @@ class TakeoverSweeper:
             if self.publisher.publish(task_id, attempt):
                 self._published_at[(task_id, attempt)] = now
                 published += 1
-                logger.info("published a takeover", extra={"task_id": str(task_id), "attempt": attempt,
-                                                           "status": status})
+                logger.info(
+                    "published a takeover", extra={"task_id": str(task_id), "attempt": attempt, "status": status}
+                )
         self.cache.purge_expired()
         return published

@@ -1,0 +1,1 @@
+"""How a process is started: the command line, the audit commands and the ASGI factories."""

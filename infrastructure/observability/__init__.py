@@ -1,0 +1,1 @@
+"""What a process tells its operators: OpenTelemetry traces and metrics, and structured logs."""
