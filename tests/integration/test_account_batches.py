@@ -26,7 +26,7 @@ from infrastructure.projection_runners import ProjectionRunners
 
 URL = "https://www.instagram.com/reel/Cabc123/"
 ROOT = Path(__file__).resolve().parents[2]
-POOL = {"POSTGRES_POOL_SIZE": "20", "POSTGRES_MAX_OVERFLOW": "50"}
+POOL = {"POSTGRES_POOL_SIZE": "5", "POSTGRES_MAX_OVERFLOW": "15"}  # a shared server: a few connections suffice
 
 # The other process: the same submissions from 32 threads, started at an agreed moment.
 OTHER_PROCESS = """
