@@ -12,7 +12,6 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from domain.errors import DomainError
-from infrastructure.postgres.own_writes import OwnWritesNotVisible
 from infrastructure.postgres.store_connections import STORE_ERRORS, discard_broken_connections_soon
 
 logger = logging.getLogger(__name__)
@@ -96,12 +95,6 @@ def install_error_handlers(api: FastAPI) -> None:
         status = DOMAIN_STATUS.get(e.code, 422)
         headers = {"Retry-After": "1"} if status == 503 else None
         return error_response(status, e.code, e.message, e.details or None, headers)
-
-    @api.exception_handler(OwnWritesNotVisible)
-    async def own_writes_not_visible(_: Request, e: OwnWritesNotVisible) -> JSONResponse:
-        return error_response(
-            503, "not_yet_visible", "Your last change is saved but not readable yet.", None, {"Retry-After": "1"}
-        )
 
     @api.exception_handler(ApiError)
     async def api_error(_: Request, e: ApiError) -> JSONResponse:

@@ -20,10 +20,6 @@ from domain.credits import CreditAccount
 OWN_WRITES_WAIT_SECONDS = 3.0
 
 
-class OwnWritesNotVisible(Exception):
-    """The read model has not reached the user's last write within the wait."""
-
-
 def last_write_position(recorder: Any, user_id: str) -> int | None:
     """The log position of the last event of the user's account (None for an unknown user)."""
     statement = SQL(
@@ -35,14 +31,16 @@ def last_write_position(recorder: Any, user_id: str) -> int | None:
     return row[0] if row else None
 
 
-def wait_for_own_writes(app: Any, views: Any, user_id: str, timeout: float = OWN_WRITES_WAIT_SECONDS) -> None:
-    """Return once the read model reflects the user's last write; OwnWritesNotVisible after `timeout`."""
+def wait_for_own_writes(app: Any, views: Any, user_id: str, timeout: float = OWN_WRITES_WAIT_SECONDS) -> bool:
+    """Wait until the read model reflects the user's last write; False if it has not within `timeout`
+    (the read then answers from the model as it is: a lagging model slows reads, it does not fail them)."""
     position = last_write_position(app.recorder, user_id)
     if position is None or (views.max_tracking_id(app.name) or 0) >= position:
-        return
+        return True
     deadline, delay = time.monotonic() + timeout, 0.002
     while (views.max_tracking_id(app.name) or 0) < position:
         if time.monotonic() >= deadline:
-            raise OwnWritesNotVisible(position)
+            return False
         time.sleep(delay)
         delay = min(delay * 2, 0.05)
+    return True

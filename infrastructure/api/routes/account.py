@@ -12,7 +12,7 @@ from infrastructure.postgres.own_writes import wait_for_own_writes
 router = APIRouter(prefix="/v1/account", tags=["account"])
 
 
-@router.get("", response_model=AccountOut, responses=responses(401, 422, 503))
+@router.get("", response_model=AccountOut, responses=responses(401, 422))
 def get_account(
     user_id: CurrentUser,
     app: AppDep,

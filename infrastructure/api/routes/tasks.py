@@ -134,7 +134,7 @@ def submit_task(
     return JSONResponse(out.model_dump(mode="json"), status_code=202 if sub.created else 200, headers=headers)
 
 
-@router.get("", response_model=TaskList, responses=responses(401, 422, 503))
+@router.get("", response_model=TaskList, responses=responses(401, 422))
 def list_tasks(
     user_id: CurrentUser,
     app: AppDep,
