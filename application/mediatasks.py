@@ -18,6 +18,7 @@ from eventsourcing.persistence import IntegrityError, Recording
 from application.account_batches import AccountBatches, Answer, Batch
 from domain.credits import ApiKey, CreditAccount, check_user_id
 from domain.errors import ConcurrentUpdates, IdempotencyKeyReused, TaskNotFound, UserAlreadyExists, UserNotFound
+from domain.media_options import check_media_options
 from domain.platforms import validate_submission_url
 from domain.tasks import (
     ALREADY_PROCESSING,
@@ -30,7 +31,7 @@ from domain.tasks import (
 )
 
 API_KEY_PREFIX = "mt_"
-DEFAULT_PRICES = {"subtitles": 1, "video": 2, "video_and_subtitles": 3}
+DEFAULT_PRICES = {"subtitles": 1, "video": 2, "video_and_subtitles": 3, "audio": 1}
 CONFLICT_RETRIES = 200
 ACCOUNT_SNAPSHOT_INTERVAL = 200
 
@@ -151,11 +152,16 @@ class MediaTasks(Application[UUID]):
         languages: list[str] | None = None,
         idempotency_key: str | None = None,
         trace_context: dict[str, str] | None = None,
+        options: dict[str, Any] | None = None,
     ) -> Submission:
-        """Create a task and charge for it in one transaction; idempotent by key."""
+        """Create a task and charge for it in one transaction; idempotent by key.
+
+        `options`: max_height, video_codec, mute, audio_format (domain/media_options.py).
+        """
         platform, normalized_url = validate_submission_url(url)
         check_output_type(output_type)
         languages = check_languages(languages)
+        options = check_media_options(options)
         may_exist = idempotency_key is not None  # a fresh random key cannot name an existing task
         idempotency_key = idempotency_key or uuid4().hex
         task_id = MediaTask.id_for(user_id, idempotency_key)
@@ -163,7 +169,9 @@ class MediaTasks(Application[UUID]):
         def decide(account: CreditAccount, batch: Batch) -> Answer:
             existing = batch.find_task(task_id) if may_exist or batch.rerun or task_id in batch.tasks else None
             if existing is not None:
-                if existing.user_id != user_id or not existing.same_request(normalized_url, output_type, languages):
+                if existing.user_id != user_id or not existing.same_request(
+                    normalized_url, output_type, languages, options
+                ):
                     raise IdempotencyKeyReused(
                         "This Idempotency-Key was used for a different request.", task_id=str(task_id)
                     )
@@ -181,6 +189,7 @@ class MediaTasks(Application[UUID]):
                 requested_at=self.clock(),
                 max_attempts=self.max_attempts,
                 trace_context=trace_context,
+                options=options,
             )
             account.charge(task.id, task.charge_attempt, price)
             batch.add(task)
