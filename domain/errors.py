@@ -28,10 +28,6 @@ class ChargeNotFound(DomainError):
     code = "charge_not_found"
 
 
-class ChargeAlreadyRecorded(DomainError):
-    code = "charge_already_recorded"
-
-
 class AlreadyRefunded(DomainError):
     code = "already_refunded"
 

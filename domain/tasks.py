@@ -10,6 +10,8 @@ from eventsourcing.domain import Aggregate, event
 
 from domain.credits import NAMESPACE
 from domain.errors import (
+    AlreadyRefunded,
+    ChargeNotFound,
     InvalidLanguages,
     InvalidOutputType,
     InvalidProgress,
@@ -132,6 +134,8 @@ class MediaTask(Aggregate):
         self.error: dict[str, Any] | None = None
         self.terminal_failure = False
         self.result: dict[str, Any] | None = None
+        self.refunds_due: dict[int, int] = {}  # first attempt of a terminally failed paid run → its credits
+        self.refunds_given: list[int] = []  # first attempts of the refunded runs (one per user retry at most)
 
     # Decisions ------------------------------------------------------------------
 
@@ -236,6 +240,25 @@ class MediaTask(Aggregate):
         self._retried(first_attempt=first_attempt, credits=credits, requested_at=requested_at)
         return first_attempt
 
+    def refund(self, first_attempt: int) -> int:
+        """Release the charge of the terminally failed paid run that began at `first_attempt`; returns its credits.
+
+        Saved in one transaction with the account's refund: a second refund of the run, or a refund
+        of a run that did not fail terminally (an extracted task), is refused here, and a rival
+        refund conflicts on the task's version.
+        """
+        if first_attempt not in self.refunds_due:
+            if first_attempt in self.refunds_given:
+                raise AlreadyRefunded("This run was refunded already.", task_id=str(self.id), attempt=first_attempt)
+            raise ChargeNotFound(
+                "No terminally failed run of this task began at this attempt.",
+                task_id=str(self.id),
+                attempt=first_attempt,
+            )
+        credits = self.refunds_due[first_attempt]
+        self._refunded(first_attempt=first_attempt, credits=credits)
+        return credits
+
     def _check_active_attempt(self, attempt: int) -> None:
         if self.status not in ACTIVE:
             raise InvalidTransition(
@@ -296,6 +319,8 @@ class MediaTask(Aggregate):
         self.status = FAILED
         self.error = {"code": code, "message": message, "retryable": retryable, "attempt": attempt}
         self.terminal_failure = terminal
+        if terminal:
+            self.refunds_due[self.charge_attempt] = self.credits
 
     @event("Retried")
     def _retried(self, first_attempt: int, credits: int, requested_at: datetime) -> None:
@@ -306,3 +331,8 @@ class MediaTask(Aggregate):
         self.error = None
         self.terminal_failure = False
         self.result = None
+
+    @event("Refunded")
+    def _refunded(self, first_attempt: int, credits: int) -> None:
+        self.refunds_due.pop(first_attempt, None)
+        self.refunds_given.append(first_attempt)

@@ -39,6 +39,7 @@ def create_tables(env: dict[str, str], views_name: str = VIEWS_NAME) -> None:
     from infrastructure.postgres.metadata_cache import PostgresMetadataCache
     from infrastructure.postgres.seen_token_ids import PostgresSeenTokenIds
     from infrastructure.postgres.task_views import PostgresTaskViews
+    from infrastructure.postgres.topic_index import create_topic_index
     from infrastructure.postgres.user_limits import PostgresUserLimits
     from infrastructure.postgres.views_pointer import ensure_pointer
     from infrastructure.postgres.webhook_store import PostgresWebhookStore
@@ -51,8 +52,10 @@ def create_tables(env: dict[str, str], views_name: str = VIEWS_NAME) -> None:
             conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{datastore.schema}"')
         conn.execute("SELECT pg_advisory_lock(%s)", (TABLES_LOCK_ID,))
         try:
-            MediaTasks(env=create_env).close()
+            app = MediaTasks(env=create_env)
+            app.close()
             factory.process_recorder()
+            create_topic_index(datastore, app.recorder.events_table_name)  # type: ignore[attr-defined]
             ensure_pointer(datastore)
             PostgresMetadataCache(datastore).create_table()
             PostgresSeenTokenIds(datastore).create_table()

@@ -31,6 +31,7 @@ from infrastructure.api.schemas import (
     TaskOut,
     TaskStatus,
 )
+from infrastructure.postgres.own_writes import wait_for_own_writes
 from infrastructure.postgres.queries import notification_ids
 from infrastructure.webhooks.callbacks import add_task_callback, check_task_callback
 from projections.task_views import TERMINAL_STATUSES, TaskUpdate, TaskView, TaskViews
@@ -143,12 +144,14 @@ def submit_task(
 @router.get("", response_model=TaskList, responses=responses(401, 422))
 def list_tasks(
     user_id: CurrentUser,
+    app: AppDep,
     views: ViewsDep,
     status: TaskStatus | None = None,
     limit: int = Query(20, ge=1, le=100),
     cursor: str | None = Query(None, max_length=200),
 ) -> TaskList:
-    """The caller's tasks, newest first."""
+    """The caller's tasks, newest first; your last submission or retry included."""
+    wait_for_own_writes(app, views, user_id)
     try:
         page = views.list_tasks(user_id, status=status, limit=limit, cursor=cursor)
     except ValueError:
@@ -158,7 +161,8 @@ def list_tasks(
 
 @router.get("/{task_id}", response_model=TaskOut, responses=responses(401, 404, 422, 503))
 def get_task(task_id: UUID, user_id: CurrentUser, app: AppDep, views: ViewsDep) -> TaskOut:
-    """Status, progress, attempts, error, timings and result of one task."""
+    """Status, progress, attempts, error, timings and result of one task (your last retry included)."""
+    wait_for_own_writes(app, views, user_id)
     return task_out(visible_task(app, views, task_id, user_id))
 
 

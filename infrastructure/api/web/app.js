@@ -440,6 +440,7 @@ function eventDetail(event) {
   if (event.type === "Downloading") return ` — attempt ${d.attempt ?? ""}`;
   if (event.type === "Failed") return ` — attempt ${d.attempt}: ${ERROR_WORDS[d.code] || d.message || d.code || ""}`;
   if (event.type === "Started" || event.type === "Retried") return d.credits ? ` — ${credits(d.credits)} charged` : "";
+  if (event.type === "Refunded") return d.credits ? ` — ${credits(d.credits)} refunded` : "";
   return "";
 }
 
