@@ -16,6 +16,7 @@ from infrastructure.postgres.task_views import TaskViewsBulkLoad
 from projections.task_views import TaskViewsProjection
 
 Progress = Callable[[int, int], None]
+CONCURRENT_FROM = 50_000  # events: below this, a second process costs more than it saves
 REFUNDS_TRACKING_TABLE = "mediatasks_tracking"  # the RefundIssuer's (it is named after the app it writes to)
 
 
@@ -26,18 +27,30 @@ def verify(
     seal: Any = None,
     verifier: CheckpointVerifier | None = None,
     progress: Progress | None = None,
+    concurrent: bool | None = None,
 ) -> AuditReport:
     """Replay every event, check the invariants and the sealed chain, and compare the read model with a
-    fresh rebuild. The events and the chain are read in one consistent snapshot."""
+    fresh rebuild. The events and the chain are read in one consistent snapshot.
+
+    `concurrent` (default: for histories of `CONCURRENT_FROM` events or more, with the read model in
+    PostgreSQL) runs the chain check and the read of the live read model in a second process, in the
+    same snapshot as the replay (infrastructure/postgres/audit_side_checks.py): the same checks, the
+    same findings, on a second core."""
     from infrastructure.postgres.audit_seal import PostgresSeal, sealed_history
+    from infrastructure.postgres.task_views import PostgresTaskViews
 
     refunds_at = tracking_position(app.recorder, REFUNDS_TRACKING_TABLE, app.name) or 0
     auditor = HistoryAuditor(refunds_tracked_to=refunds_at)
     rebuild = TaskViewsBulkLoad(None, keep_updates=False)
     projection = TaskViewsProjection(view=rebuild)
-    views_at, live = _settled_snapshot(app, views)
+    if not isinstance(views, PostgresTaskViews):
+        concurrent = False
+    elif concurrent is None:
+        concurrent = (app.recorder.max_notification_id() or 0) >= CONCURRENT_FROM
+    if not concurrent:
+        views_at, live = _settled_snapshot(app, views)
     process, name = projection.dispatcher(), app.name
-    with sealed_history(app, seal or PostgresSeal(app.recorder.datastore)) as history:
+    with sealed_history(app, seal or PostgresSeal(app.recorder.datastore), export_snapshot=concurrent) as history:
         head = history.head
         chain = ChainCheck(history.checkpoints, verifier, auditor.violation)
         chain.set_last_link(history.last_link)
@@ -58,14 +71,31 @@ def verify(
                         auditor.unreadable(position, e)
                 yield position, event
 
-        events = EventDecoder(app.mapper).events(
-            checked(merge_by_position(history.events, history.links)), auditor.unreadable
-        )
+        if concurrent:
+            from infrastructure.postgres.audit_side_checks import SideChecks, tracked_in_snapshot
+
+            views_at = tracked_in_snapshot(history.snapshot, views, name)
+            side = SideChecks.start(history.snapshot, chain, views)
+            rows: Iterable[Any] = history.events
+        else:
+            rows = checked(merge_by_position(history.events, history.links))
+        events = EventDecoder(app.mapper).events(rows, auditor.unreadable)
         auditor.feed_all(
             projected(events), None if progress is None else lambda p: progress(p, head), _progress_every(head)
         )
-    report = auditor.finish()
-    report.chain = chain.finish()
+        if concurrent:
+            found = side.result()
+    if concurrent:
+        from infrastructure.postgres.audit_side_checks import load_live
+
+        chain, live = found.chain, load_live(found.live)
+        for violation in found.violations:
+            auditor.violation(*violation)
+        report = auditor.finish()
+        report.chain = chain.report
+    else:
+        report = auditor.finish()
+        report.chain = chain.finish()
     report.signatures_checked = verifier is not None
     fresh = rebuild.snapshot()
     if fresh != live:
