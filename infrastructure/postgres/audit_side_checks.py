@@ -4,7 +4,7 @@ The chain check (every event hashed against its link, the signed checkpoints) an
 read model take about half of a verify's time. A child process imports the replay's own snapshot
 (`pg_export_snapshot`), so it reads exactly the rows the replay reads, runs the same `ChainCheck` on
 them (its signatures already checked by the parent) and returns its report, its violations in order,
-and the live read model as `read_snapshot` gives it, serialised by orjson.
+and the live read model as `read_snapshot` gives it, serialised by orjson (sorted keys).
 """
 
 from __future__ import annotations
@@ -122,7 +122,7 @@ def _side_checks(exported: tuple[Any, ...], state: bytes, views_schema: str, vie
             )
     chain.violate = None
     try:
-        encoded = orjson.dumps(live)
+        encoded = orjson.dumps(live, option=orjson.OPT_SORT_KEYS)  # as `plain_json` writes it
     except TypeError:  # ints past 64 bits
         encoded = pickle.dumps(live)
     return SideResult(chain, violations, encoded)
