@@ -19,6 +19,7 @@ from eventsourcing.persistence import IntegrityError, InterfaceError, Operationa
 
 from domain.credits import ApiKey, CreditAccount, check_user_id
 from domain.errors import ConcurrentUpdates, IdempotencyKeyReused, TaskNotFound, UserAlreadyExists, UserNotFound
+from domain.media_options import check_media_options
 from domain.platforms import validate_submission_url
 from domain.tasks import (
     ALREADY_PROCESSING,
@@ -31,7 +32,7 @@ from domain.tasks import (
 )
 
 API_KEY_PREFIX = "mt_"
-DEFAULT_PRICES = {"subtitles": 1, "video": 2, "video_and_subtitles": 3}
+DEFAULT_PRICES = {"subtitles": 1, "video": 2, "video_and_subtitles": 3, "audio": 1}
 CONFLICT_RETRIES = 200
 ACCOUNT_LOCK_STRIPES = 256
 ACCOUNT_SNAPSHOT_INTERVAL = 200
@@ -158,11 +159,16 @@ class MediaTasks(Application[UUID]):
         languages: list[str] | None = None,
         idempotency_key: str | None = None,
         trace_context: dict[str, str] | None = None,
+        options: dict[str, Any] | None = None,
     ) -> Submission:
-        """Create a task and charge for it in one transaction; idempotent by key."""
+        """Create a task and charge for it in one transaction; idempotent by key.
+
+        `options`: max_height, video_codec, mute, audio_format (domain/media_options.py).
+        """
         platform, normalized_url = validate_submission_url(url)
         check_output_type(output_type)
         languages = check_languages(languages)
+        options = check_media_options(options)
         may_exist = idempotency_key is not None  # a fresh random key cannot name an existing task
         idempotency_key = idempotency_key or uuid4().hex
         with self._account_lock(user_id):
@@ -175,6 +181,7 @@ class MediaTasks(Application[UUID]):
                 output_type,
                 languages,
                 trace_context,
+                options,
             )
 
     def _submit(
@@ -187,6 +194,7 @@ class MediaTasks(Application[UUID]):
         output_type: str,
         languages: list[str],
         trace_context: dict[str, str] | None,
+        options: dict[str, Any],
     ) -> Submission:
         task_id = MediaTask.id_for(user_id, idempotency_key)
         for _ in self._conflict_retries():
@@ -194,7 +202,9 @@ class MediaTasks(Application[UUID]):
             account = self.get_account(user_id)
             existing = self._find_task(task_id) if may_exist else None
             if existing is not None:
-                if existing.user_id != user_id or not existing.same_request(normalized_url, output_type, languages):
+                if existing.user_id != user_id or not existing.same_request(
+                    normalized_url, output_type, languages, options
+                ):
                     raise IdempotencyKeyReused(
                         "This Idempotency-Key was used for a different request.", task_id=str(task_id)
                     )
@@ -211,6 +221,7 @@ class MediaTasks(Application[UUID]):
                 requested_at=self.clock(),
                 max_attempts=self.max_attempts,
                 trace_context=trace_context,
+                options=options,
             )
             submission = self._charge_and_save(task, account, task.charge_attempt, price)
             if submission is not None:

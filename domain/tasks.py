@@ -18,8 +18,9 @@ from domain.errors import (
     StaleAttempt,
     TaskNotRetryable,
 )
+from domain.media_options import check_media_options
 
-OUTPUT_TYPES = ("subtitles", "video", "video_and_subtitles")
+OUTPUT_TYPES = ("subtitles", "video", "video_and_subtitles", "audio")
 MAX_LANGUAGES = 10
 
 QUEUED = "queued"
@@ -80,6 +81,7 @@ class MediaTask(Aggregate):
         requested_at: datetime,
         max_attempts: int,
         trace_context: dict[str, str] | None = None,
+        options: dict[str, Any] | None = None,
     ) -> MediaTask:
         return cls(
             user_id=user_id,
@@ -92,6 +94,7 @@ class MediaTask(Aggregate):
             requested_at=requested_at,
             max_attempts=max(1, max_attempts),
             trace_context=dict(trace_context or {}),
+            options=check_media_options(options),
         )
 
     @event("Started")
@@ -107,6 +110,7 @@ class MediaTask(Aggregate):
         requested_at: datetime,
         max_attempts: int,
         trace_context: dict[str, str],
+        options: dict[str, Any] | None = None,
     ) -> None:
         self.user_id = user_id
         self.idempotency_key = idempotency_key
@@ -118,6 +122,7 @@ class MediaTask(Aggregate):
         self.requested_at = requested_at
         self.max_attempts = max_attempts
         self.trace_context = trace_context
+        self.options = options or check_media_options(None)
         self.status = QUEUED
         self.progress = 0
         self.attempt = 0
@@ -130,8 +135,15 @@ class MediaTask(Aggregate):
 
     # Decisions ------------------------------------------------------------------
 
-    def same_request(self, url: str, output_type: str, languages: list[str] | None) -> bool:
-        return (self.url, self.output_type, self.languages) == (url, output_type, check_languages(languages))
+    def same_request(
+        self, url: str, output_type: str, languages: list[str] | None, options: dict[str, Any] | None = None
+    ) -> bool:
+        return (self.url, self.output_type, self.languages, self.options) == (
+            url,
+            output_type,
+            check_languages(languages),
+            check_media_options(options),
+        )
 
     @property
     def attempts_in_cycle(self) -> int:

@@ -39,7 +39,9 @@ def create_tables(env: dict[str, str], views_name: str = VIEWS_NAME) -> None:
     from infrastructure.postgres.metadata_cache import PostgresMetadataCache
     from infrastructure.postgres.seen_token_ids import PostgresSeenTokenIds
     from infrastructure.postgres.task_views import PostgresTaskViews
+    from infrastructure.postgres.user_limits import PostgresUserLimits
     from infrastructure.postgres.views_pointer import ensure_pointer
+    from infrastructure.postgres.webhook_store import PostgresWebhookStore
 
     create_env = {**env, "CREATE_TABLE": "yes"}
     factory = InfrastructureFactory.construct(env=named_env("MediaTasks", create_env))
@@ -57,6 +59,8 @@ def create_tables(env: dict[str, str], views_name: str = VIEWS_NAME) -> None:
             stream_token_secret.create_table(datastore)
             publisher_tracking(datastore).create_table()
             PostgresSeal(datastore).create_table()
+            PostgresWebhookStore(datastore).create_tables()
+            PostgresUserLimits(datastore).create_table()
             views = InfrastructureFactory.construct(env=named_env(views_name, create_env))
             views.tracking_recorder(PostgresTaskViews)
             views.close()

@@ -152,7 +152,7 @@ def test_user_retry_opens_a_new_paid_cycle() -> None:
 
 def test_submission_values_are_checked() -> None:
     with pytest.raises(InvalidOutputType):
-        new_task(output_type="audio")
+        new_task(output_type="podcast")
     with pytest.raises(InvalidLanguages):
         new_task(languages=["english language"])
     with pytest.raises(InvalidLanguages):

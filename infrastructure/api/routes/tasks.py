@@ -6,7 +6,7 @@ import asyncio
 import json
 import time
 from typing import Annotated, Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 from sse_starlette.event import ServerSentEvent
 from sse_starlette.sse import EventSourceResponse
 
+from domain.tasks import MediaTask
 from infrastructure.api.deps import AppDep, CurrentUser, TaskReader, ViewsDep, stream_tokens
 from infrastructure.api.errors import ApiError, responses
 from infrastructure.api.live import CountedEventSourceResponse
@@ -31,6 +32,7 @@ from infrastructure.api.schemas import (
     TaskStatus,
 )
 from infrastructure.postgres.queries import notification_ids
+from infrastructure.webhooks.callbacks import add_task_callback, check_task_callback
 from projections.task_views import TERMINAL_STATUSES, TaskUpdate, TaskView, TaskViews
 
 router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
@@ -113,9 +115,13 @@ def visible_task(app: Any, views: TaskViews, task_id: UUID, user_id: str) -> Tas
     },
 )
 def submit_task(
-    body: SubmitTask, user_id: CurrentUser, app: AppDep, idempotency_key: IdempotencyKey = None
+    request: Request, body: SubmitTask, user_id: CurrentUser, app: AppDep, idempotency_key: IdempotencyKey = None
 ) -> JSONResponse:
     """Submit a link; the price is charged now and refunded automatically if the task fails."""
+    if body.webhook_url is not None:  # the callback exists before the task's first event can
+        check_task_callback(request.app.state, user_id, body.webhook_url)
+        idempotency_key = idempotency_key or uuid4().hex
+        add_task_callback(request.app.state, user_id, MediaTask.id_for(user_id, idempotency_key), body.webhook_url)
     trace_context: dict[str, str] = {}
     propagate.inject(trace_context)  # W3C traceparent of this request: the worker's span links back to it
     sub = app.submit(
@@ -125,6 +131,7 @@ def submit_task(
         body.languages,
         idempotency_key=idempotency_key,
         trace_context=trace_context,
+        options=body.media_options(),
     )
     out = Accepted(task_id=sub.task_id, status="queued", credits_charged=sub.credits_charged)
     headers = {"Location": f"/v1/tasks/{sub.task_id}"}

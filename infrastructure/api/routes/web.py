@@ -40,6 +40,7 @@ def config(request: Request) -> dict:
             "subtitles": settings.price_subtitles,
             "video": settings.price_video,
             "video_and_subtitles": settings.price_video_and_subtitles,
+            "audio": settings.price_audio,
         }
     }
 

@@ -4,7 +4,8 @@
 const KEY_STORAGE = "mediatasks.apiKey";
 const TERMINAL = new Set(["extracted", "failed"]);
 const MAX_STREAMS = 4;
-const OUTPUT_NAMES = { subtitles: "Subtitles", video: "Video", video_and_subtitles: "Video and subtitles" };
+const OUTPUT_NAMES = { subtitles: "Subtitles", video: "Video", video_and_subtitles: "Video and subtitles",
+  audio: "Audio only" };
 const ERROR_WORDS = {
   media_not_found: "The video could not be found (deleted, or the link is wrong).",
   media_private: "The video is private or needs a login.",
@@ -17,6 +18,12 @@ const ERROR_WORDS = {
   no_subtitles: "This video has no subtitles in the languages asked for.",
   retries_exhausted: "The platform kept failing; we gave up after several attempts.",
   rate_limited: "The platform is limiting requests; trying again shortly.",
+  no_suitable_format: "The video is not offered at or under the height you chose; try a larger one.",
+  live_not_supported: "This is a live stream; only finished videos can be stored.",
+  drm_protected: "This video is copy-protected (DRM) and cannot be stored.",
+  manifest_too_large: "The platform's list of video parts is too large to read.",
+  too_long: "The video is longer than this service stores.",
+  segment_unavailable: "A part of the video kept failing to download; trying again shortly.",
 };
 const EVENT_WORDS = {
   Started: "Submitted", Downloading: "Attempt started", Processing: "Working",
@@ -195,7 +202,8 @@ function renderOutputTypes() {
 function submissionBody() {
   const form = $("submit-form");
   const languages = $("languages").value.split(/[\s,]+/).filter(Boolean);
-  return { url: $("url").value.trim(), output_type: form.elements.output_type.value, languages };
+  return { url: $("url").value.trim(), output_type: form.elements.output_type.value, languages,
+    max_height: Number($("max-height").value), mute: $("mute").checked, audio_format: $("audio-format").value };
 }
 
 function submitError(failure) {
@@ -406,13 +414,18 @@ async function renderTaskPage(taskId) {
   const tracks = result.subtitles || [];
   $("subtitles").hidden = tracks.length === 0;
   $("video").hidden = !result.video;
-  if (tracks.length || result.video) {
+  $("audio").hidden = !result.audio;
+  if (tracks.length || result.video || result.audio) {
     const token = await api(`/v1/tasks/${taskId}/stream-token`, { method: "POST" });
     const query = `access_token=${encodeURIComponent(token.access_token)}`;
     if (tracks.length) renderSubtitles(taskId, tracks, query);
     if (result.video) {
       $("video-player").src = `/v1/tasks/${taskId}/video?${query}`;
       $("download-video").href = `/v1/tasks/${taskId}/video?${query}`;
+    }
+    if (result.audio) {
+      $("audio-player").src = `/v1/tasks/${taskId}/audio?${query}`;
+      $("download-audio").href = `/v1/tasks/${taskId}/audio?${query}`;
     }
   } else {
     $("video-player").removeAttribute("src");
