@@ -32,6 +32,7 @@ def hostile(
         body_timeout_seconds=str(BODY_TIMEOUT),
         auth_failures_per_minute=str(AUTH_FAILURES),
         auth_failure_delay_seconds="0.05",
+        max_active_tasks="100",  # the stream test keeps 21 tasks of one user queued
     )
     with running_service(pg_database_one, tmp_path_factory.mktemp("hostile"), **settings) as running:
         yield running
