@@ -29,6 +29,7 @@ from domain.tasks import (
     check_languages,
     check_output_type,
 )
+from domain.vocabulary import AttemptOutcome
 
 API_KEY_PREFIX = "mt_"
 DEFAULT_PRICES = {"subtitles": 1, "video": 2, "video_and_subtitles": 3}
@@ -64,7 +65,7 @@ class NewUser:
 
 @dataclass(frozen=True)
 class AttemptDecision:
-    outcome: str
+    outcome: AttemptOutcome
     attempt: int
     lease_remaining: float = 0.0
     notification_id: int | None = None

@@ -10,6 +10,7 @@ from uuid import UUID
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
+from domain.vocabulary import TaskStatus
 from infrastructure.api.deps import AppDep, TaskReader, ViewsDep
 from infrastructure.api.errors import ApiError, responses
 from infrastructure.api.routes.tasks import visible_task
@@ -29,7 +30,7 @@ RANGE_DIGITS = 18  # beyond any stored size; longer numbers are not parsed (int(
 
 
 def finished(view: TaskView) -> dict:
-    if view.status != "extracted" or not view.result:
+    if view.status != TaskStatus.EXTRACTED or not view.result:
         raise ApiError(
             409,
             "task_not_ready",

@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 from sse_starlette.event import ServerSentEvent
 from sse_starlette.sse import EventSourceResponse
 
+from domain.vocabulary import TaskStatus
 from infrastructure.api.deps import AppDep, CurrentUser, TaskReader, ViewsDep, stream_tokens
 from infrastructure.api.errors import ApiError, responses
 from infrastructure.api.live import CountedEventSourceResponse
@@ -28,7 +29,7 @@ from infrastructure.api.schemas import (
     TaskHistory,
     TaskList,
     TaskOut,
-    TaskStatus,
+    TaskStatusValue,
 )
 from infrastructure.postgres.queries import notification_ids
 from projections.task_views import TERMINAL_STATUSES, TaskUpdate, TaskView, TaskViews
@@ -126,7 +127,7 @@ def submit_task(
         idempotency_key=idempotency_key,
         trace_context=trace_context,
     )
-    out = Accepted(task_id=sub.task_id, status="queued", credits_charged=sub.credits_charged)
+    out = Accepted(task_id=sub.task_id, status=TaskStatus.QUEUED, credits_charged=sub.credits_charged)
     headers = {"Location": f"/v1/tasks/{sub.task_id}"}
     if not sub.created:
         headers["Idempotent-Replayed"] = "true"
@@ -137,7 +138,7 @@ def submit_task(
 def list_tasks(
     user_id: CurrentUser,
     views: ViewsDep,
-    status: TaskStatus | None = None,
+    status: TaskStatusValue | None = None,
     limit: int = Query(20, ge=1, le=100),
     cursor: str | None = Query(None, max_length=200),
 ) -> TaskList:
@@ -181,7 +182,7 @@ def task_history(task_id: UUID, user_id: CurrentUser, app: AppDep) -> TaskHistor
 def retry_task(task_id: UUID, user_id: CurrentUser, app: AppDep) -> Accepted:
     """Retry a failed task; its price is charged again."""
     sub = app.retry_task(user_id, task_id)
-    return Accepted(task_id=sub.task_id, status="queued", credits_charged=sub.credits_charged)
+    return Accepted(task_id=sub.task_id, status=TaskStatus.QUEUED, credits_charged=sub.credits_charged)
 
 
 class StreamToken(BaseModel):

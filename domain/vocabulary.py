@@ -1,0 +1,53 @@
+"""The service's words, one StrEnum per vocabulary. Members are their wire values (`str` subclasses),
+so events, rows and JSON keep the same strings; two vocabularies may share a value ("retrying" is a
+task status and an attempt outcome) and stay different words."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class TaskStatus(StrEnum):
+    """Where a task is in its lifecycle, as the read model and the API show it."""
+
+    QUEUED = "queued"
+    DOWNLOADING = "downloading"
+    PROCESSING = "processing"
+    RETRYING = "retrying"  # failed, not terminally: the next attempt is due
+    EXTRACTED = "extracted"
+    FAILED = "failed"
+
+
+ACTIVE_STATUSES = (TaskStatus.DOWNLOADING, TaskStatus.PROCESSING)
+OPEN_STATUSES = (TaskStatus.QUEUED, TaskStatus.DOWNLOADING, TaskStatus.PROCESSING, TaskStatus.RETRYING)
+WAITING_STATUSES = (TaskStatus.QUEUED, TaskStatus.RETRYING)
+
+
+class AttemptOutcome(StrEnum):
+    """What a delivery of a task came to: `begin_attempt`'s decision, else how the attempt ended."""
+
+    STARTED = "started"
+    RETRYING = "retrying"  # a new attempt begins after a failed or abandoned one
+    ALREADY_PROCESSING = "already_processing"
+    ALREADY_COMPLETED = "already_completed"
+    NOT_RETRYABLE = "not_retryable"
+    EXTRACTED = "extracted"
+    FAILED = "failed"
+    RETRY_SCHEDULED = "retry_scheduled"
+    LEASE_LOST = "lease_lost"
+
+
+class OutputType(StrEnum):
+    """What a submission asks for."""
+
+    SUBTITLES = "subtitles"
+    VIDEO = "video"
+    VIDEO_AND_SUBTITLES = "video_and_subtitles"
+
+    @property
+    def has_video(self) -> bool:
+        return self in (OutputType.VIDEO, OutputType.VIDEO_AND_SUBTITLES)
+
+    @property
+    def has_subtitles(self) -> bool:
+        return self in (OutputType.SUBTITLES, OutputType.VIDEO_AND_SUBTITLES)
