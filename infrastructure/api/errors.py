@@ -16,16 +16,30 @@ from infrastructure.postgres.store_connections import STORE_ERRORS, discard_brok
 
 logger = logging.getLogger(__name__)
 
+# Every DomainError's code → its HTTP status (tests/unit/test_error_map.py checks none is missing).
 DOMAIN_STATUS = {
+    "domain_error": 422,
+    "invalid_amount": 422,
     "insufficient_credits": 402,
-    "task_not_found": 404,
+    "charge_not_found": 422,
+    "charge_already_recorded": 422,
+    "already_refunded": 422,
+    "invalid_user_id": 422,
+    "invalid_text": 422,
     "user_not_found": 404,
-    "idempotency_key_reused": 409,
     "user_already_exists": 409,
-    "task_not_retryable": 409,
-    "stale_attempt": 409,
+    "task_not_found": 404,
+    "invalid_submission": 422,
+    "invalid_url": 422,
+    "unsupported_url": 422,
+    "invalid_output_type": 422,
+    "invalid_languages": 422,
+    "idempotency_key_reused": 409,
     "invalid_transition": 409,
+    "stale_attempt": 409,
     "progress_backwards": 409,
+    "invalid_progress": 422,
+    "task_not_retryable": 409,
     "concurrent_updates": 503,
 }
 HTTP_CODES = {

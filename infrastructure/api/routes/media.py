@@ -7,11 +7,11 @@ import re
 from typing import Annotated, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Header, Query
 from fastapi.responses import Response, StreamingResponse
 
 from domain.vocabulary import TaskStatus
-from infrastructure.api.deps import AppDep, TaskReader, ViewsDep
+from infrastructure.api.deps import AppDep, BlobsDep, TaskReader, ViewsDep
 from infrastructure.api.errors import ApiError, responses
 from infrastructure.api.routes.tasks import visible_task
 from infrastructure.subtitles import render_subtitles
@@ -52,11 +52,11 @@ def finished(view: TaskView) -> dict:
     },
 )
 def get_subtitles(
-    request: Request,
     task_id: UUID,
     user_id: TaskReader,
     app: AppDep,
     views: ViewsDep,
+    blobs: BlobsDep,
     lang: Annotated[str | None, Query(max_length=16, description="default: the first track")] = None,
     format: Annotated[Literal["vtt", "srt", "txt", "json"], Query()] = "vtt",  # noqa: A002
 ) -> Response:
@@ -70,7 +70,6 @@ def get_subtitles(
         raise ApiError(
             404, "subtitles_not_found", f"No subtitles in {lang!r}.", {"available": [t["lang"] for t in tracks]}
         )
-    blobs = request.app.state.runtime.blobs
     cues = json.loads(b"".join(blobs.open_range(track["blob"]["key"])))
     body = json.dumps(cues, ensure_ascii=False) if format == "json" else render_subtitles(_cues(cues), format)
     filename = f"{task_id}.{track['lang']}.{format}"
@@ -95,11 +94,11 @@ def _cues(rows: list[dict]) -> list:
     },
 )
 def get_video(
-    request: Request,
     task_id: UUID,
     user_id: TaskReader,
     app: AppDep,
     views: ViewsDep,
+    blobs: BlobsDep,
     range_header: Annotated[str | None, Header(alias="Range")] = None,
 ) -> Response:
     """The stored video, streamed; `Range: bytes=…` answers 206 with that part."""
@@ -107,7 +106,6 @@ def get_video(
     video = result.get("video")
     if not video:
         raise ApiError(404, "no_video", "This task stored subtitles only.")
-    blobs = request.app.state.runtime.blobs
     stored = blobs.stat(video["key"])
     if stored is None:
         raise ApiError(404, "video_missing", "The stored video is no longer available.")

@@ -8,7 +8,7 @@ import time
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Header, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from opentelemetry import propagate
@@ -17,7 +17,16 @@ from sse_starlette.event import ServerSentEvent
 from sse_starlette.sse import EventSourceResponse
 
 from domain.vocabulary import TaskStatus
-from infrastructure.api.deps import AppDep, CurrentUser, TaskReader, ViewsDep, stream_tokens
+from infrastructure.api.deps import (
+    AppDep,
+    CurrentUser,
+    HubDep,
+    OpenStreamsDep,
+    SsePingDep,
+    StreamTokensDep,
+    TaskReader,
+    ViewsDep,
+)
 from infrastructure.api.errors import ApiError, responses
 from infrastructure.api.live import CountedEventSourceResponse
 from infrastructure.api.schemas import (
@@ -191,10 +200,12 @@ class StreamToken(BaseModel):
 
 
 @router.post("/{task_id}/stream-token", response_model=StreamToken, responses=responses(401, 404, 422, 503))
-def stream_token(request: Request, task_id: UUID, user_id: CurrentUser, app: AppDep, views: ViewsDep) -> StreamToken:
+def stream_token(
+    task_id: UUID, user_id: CurrentUser, app: AppDep, views: ViewsDep, tokens: StreamTokensDep
+) -> StreamToken:
     """A short-lived token for `?access_token=` on this task's events, subtitles and video (for browsers)."""
     visible_task(app, views, task_id, user_id)
-    token, expires = stream_tokens(request).issue(user_id, task_id)
+    token, expires = tokens.issue(user_id, task_id)
     return StreamToken(access_token=token, expires_at=expires)
 
 
@@ -222,18 +233,18 @@ def status_event(update: TaskUpdate) -> ServerSentEvent:
     },
 )
 async def task_events(
-    request: Request,
     task_id: UUID,
     user_id: TaskReader,
     app: AppDep,
     views: ViewsDep,
+    hub: HubDep,
+    open_streams: OpenStreamsDep,
+    ping_seconds: SsePingDep,
     last_event_id: Annotated[int | None, Header(alias="Last-Event-ID", ge=0)] = None,
 ) -> EventSourceResponse:
     """Server-Sent Events of the task's status and progress, until it ends (at most
     MEDIATASKS_MAX_STREAMS_PER_USER open at once per user, then 429)."""
     await run_in_threadpool(visible_task, app, views, task_id, user_id)
-    hub = request.app.state.hub
-    open_streams = request.app.state.streams_per_user
     if not open_streams.acquire(user_id):
         raise ApiError(
             429,
@@ -270,6 +281,4 @@ async def task_events(
         finally:
             hub.unregister(task_id, mailbox)
 
-    return CountedEventSourceResponse(
-        stream(), ping=request.app.state.sse_ping_seconds, on_close=lambda: open_streams.release(user_id)
-    )
+    return CountedEventSourceResponse(stream(), ping=ping_seconds, on_close=lambda: open_streams.release(user_id))
