@@ -3,6 +3,7 @@ do not list yet (a new top-level module would escape them), and for `opentelemet
 and instrumentations, which import-linter cannot name (a namespace package)."""
 
 import ast
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -27,18 +28,20 @@ ONLY = {
 }
 
 
-def imported_modules(path: Path) -> set[str]:
+@cache
+def imported_modules(path: Path) -> frozenset[str]:
     names: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names.add(node.module)
-    return names
+    return frozenset(names)
 
 
-def sources() -> list[Path]:
-    return [path for package in PACKAGES for path in (ROOT / package).rglob("*.py")]
+@cache
+def sources() -> tuple[Path, ...]:
+    return tuple(path for package in PACKAGES for path in (ROOT / package).rglob("*.py"))
 
 
 def _matches(module: str, prefix: str) -> bool:
