@@ -7,8 +7,6 @@ are checked later by the fetcher, like any other URL from outside.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
@@ -17,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from application.ports.errors import PermanentMediaError, TransientMediaError
 from application.ports.media_provider import SUBTITLE_FORMATS, MediaInfo, SubtitleSource, VideoSource
 from domain.platforms import identify_platform
+from infrastructure.retry_after import retry_after_seconds
 
 MAX_RESPONSE_BYTES = 1024 * 1024
 
@@ -73,24 +72,6 @@ class _MediaBody(BaseModel):
     thumbnail_url: str | None = None
     video: _VideoBody | None = None
     subtitles: list[_SubtitleBody] = Field(default_factory=list)
-
-
-def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date), or None."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - (now or datetime.now(timezone.utc))).total_seconds())
 
 
 class HttpMediaProvider:
@@ -176,7 +157,7 @@ class HttpMediaProvider:
             )
         if status in (400, 422):
             return PermanentMediaError("unsupported_url", "the provider cannot handle this URL", details=details)
-        retry_after = parse_retry_after(headers.get("Retry-After"))
+        retry_after = retry_after_seconds(headers.get("Retry-After"))
         if status == 429:
             return TransientMediaError(
                 "rate_limited", "the provider is rate limiting us", retry_after=retry_after, details=details
