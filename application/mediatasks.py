@@ -32,7 +32,10 @@ from domain.tasks import (
 from domain.vocabulary import AttemptOutcome
 
 API_KEY_PREFIX = "mt_"
+# The defaults, defined here once (infrastructure/settings.py takes its defaults from these).
 DEFAULT_PRICES = {"subtitles": 1, "video": 2, "video_and_subtitles": 3}
+DEFAULT_LEASE_SECONDS = 600.0
+DEFAULT_MAX_ATTEMPTS = 3
 CONFLICT_RETRIES = 200
 ACCOUNT_LOCK_STRIPES = 256
 ACCOUNT_SNAPSHOT_INTERVAL = 200
@@ -94,8 +97,8 @@ class MediaTasks(Application[UUID]):
             output_type: int(self.env.get(f"PRICE_{output_type.upper()}") or DEFAULT_PRICES[output_type])
             for output_type in OUTPUT_TYPES
         }
-        self.lease = timedelta(seconds=float(self.env.get("LEASE_SECONDS") or 600))
-        self.max_attempts = int(self.env.get("MAX_ATTEMPTS") or 3)
+        self.lease = timedelta(seconds=float(self.env.get("LEASE_SECONDS") or DEFAULT_LEASE_SECONDS))
+        self.max_attempts = int(self.env.get("MAX_ATTEMPTS") or DEFAULT_MAX_ATTEMPTS)
 
     # Users and credits ------------------------------------------------------------
 

@@ -7,7 +7,7 @@ from importlib.resources import files
 from fastapi import APIRouter
 from fastapi.responses import Response
 
-from infrastructure.api.deps import SettingsDep
+from infrastructure.api.deps import AppDep
 from infrastructure.api.errors import ApiError
 
 router = APIRouter(include_in_schema=False)
@@ -33,15 +33,9 @@ def index() -> Response:
 
 
 @router.get("/web/config.json")
-def config(settings: SettingsDep) -> dict:
-    """What the page needs to know about this deployment: the price of each output type."""
-    return {
-        "prices": {
-            "subtitles": settings.price_subtitles,
-            "video": settings.price_video,
-            "video_and_subtitles": settings.price_video_and_subtitles,
-        }
-    }
+def config(app: AppDep) -> dict:
+    """What the page needs to know about this deployment: the price of each output type (as charged)."""
+    return {"prices": dict(app.prices)}
 
 
 @router.get("/web/{name}")
