@@ -19,6 +19,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 # The tiers: unit (no services, seconds), integration (PostgreSQL, local HTTP), e2e (the service as
 # processes), browser (chromium). `make test` runs lint and every tier, as CI does (.ci/run).

@@ -11,7 +11,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, cast
 from uuid import UUID, uuid4
 
 from eventsourcing.application import AggregateNotFoundError, Application
@@ -93,7 +93,7 @@ class MediaTasks(Application[UUID]):
     def __init__(self, env: Any = None) -> None:
         super().__init__(env)
         self._account_locks = [threading.Lock() for _ in range(ACCOUNT_LOCK_STRIPES)]
-        self.prices = {
+        self.prices: dict[str, int] = {
             output_type: int(self.env.get(f"PRICE_{output_type.upper()}") or DEFAULT_PRICES[output_type])
             for output_type in OUTPUT_TYPES
         }
@@ -333,7 +333,7 @@ class MediaTasks(Application[UUID]):
         events = list(self.repository.event_store.get(task_id))
         if (
             not events
-            or not isinstance(events[0], MediaTask.Started)
+            or not isinstance(events[0], MediaTask.Started)  # type: ignore[attr-defined]  # made by @event at runtime
             or (user_id is not None and events[0].user_id != user_id)
         ):
             raise TaskNotFound("There is no such task.", task_id=str(task_id))
@@ -342,7 +342,8 @@ class MediaTasks(Application[UUID]):
     def task_at(self, task_id: UUID, when: datetime) -> MediaTask | None:
         """The task as it was at a past moment (None if it did not exist yet): its events up to then, folded."""
         task: MediaTask | None = None
-        for e in self.repository.event_store.get(task_id):
+        for stored in self.repository.event_store.get(task_id):
+            e = cast(MediaTask.Event, stored)  # the store's type is the protocol; these are MediaTask's events
             if e.timestamp > when:
                 break
             task = e.mutate(task)
@@ -352,7 +353,7 @@ class MediaTasks(Application[UUID]):
 
     def _find_task(self, task_id: UUID) -> MediaTask | None:
         try:
-            task = self.repository.get(task_id)
+            task: object = self.repository.get(task_id)
         except AggregateNotFoundError:
             return None
         return task if isinstance(task, MediaTask) else None

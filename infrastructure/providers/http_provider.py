@@ -181,7 +181,7 @@ class HttpMediaProvider:
         subtitles = tuple(
             SubtitleSource(
                 lang=track.lang,
-                format=track.format,  # type: ignore[arg-type]
+                format=track.format,  # type: ignore[arg-type]  # only tracks in SUBTITLE_FORMATS are kept (below)
                 url=track.url,
                 kind="asr" if track.kind in ("asr", "auto", "automatic") else "manual",
                 name=track.name,
