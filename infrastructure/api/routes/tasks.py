@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -40,6 +39,7 @@ from infrastructure.api.schemas import (
     TaskOut,
     TaskStatusValue,
 )
+from infrastructure.polling import poll
 from infrastructure.postgres.queries import notification_ids
 from projections.task_views import TERMINAL_STATUSES, TaskUpdate, TaskView, TaskViews
 
@@ -100,12 +100,7 @@ def visible_task(app: Any, views: TaskViews, task_id: UUID, user_id: str) -> Tas
             raise ApiError(404, "task_not_found", "There is no such task.")
         return view
     app.get_task(task_id, user_id=user_id)  # TaskNotFound (404) unless it exists and is the caller's
-    deadline = time.monotonic() + READ_YOUR_WRITES_SECONDS
-    delay = 0.002
-    while view is None and time.monotonic() < deadline:
-        time.sleep(delay)
-        delay = min(delay * 2, 0.1)
-        view = views.get_task(task_id)
+    view = poll(lambda: views.get_task(task_id), READ_YOUR_WRITES_SECONDS)
     if view is None:
         raise ApiError(
             503, "not_yet_visible", "The task was accepted but is not readable yet.", headers={"Retry-After": "1"}
