@@ -6,6 +6,18 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from domain.errors import ErrorCode
+
+__all__ = [
+    "ACTIVE_STATUSES",
+    "OPEN_STATUSES",
+    "WAITING_STATUSES",
+    "AttemptOutcome",
+    "ErrorCode",
+    "OutputType",
+    "TaskStatus",
+]
+
 
 class TaskStatus(StrEnum):
     """Where a task is in its lifecycle, as the read model and the API show it."""
