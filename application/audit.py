@@ -173,6 +173,18 @@ class HistoryAuditor:
             task.charge_attempt = e.first_attempt
             task.cycles[e.first_attempt] = "open"
 
+    def _task_refunded(self, pos: int, e: MediaTask.Refunded) -> None:
+        """The task's half of a refund (the account's Refunded, in the same transaction, is checked below)."""
+        task = self.tasks.get(e.originator_id)
+        if task is None:
+            self.violation("event_before_start", f"Refunded of task {e.originator_id} without Started", pos)
+        elif not task.cycles.get(e.first_attempt, "").startswith("failed:"):
+            self.violation(
+                "refund_of_unfailed_run",
+                f"task {e.originator_id} (attempt {e.first_attempt} on) released a charge for a run that did not fail",
+                pos,
+            )
+
     # Accounts ---------------------------------------------------------------------
 
     def _opened(self, pos: int, e: CreditAccount.Opened) -> None:
@@ -269,6 +281,7 @@ _HANDLERS: dict[type, Callable[[HistoryAuditor, int, Any], None]] = {
     MediaTask.Extracted: HistoryAuditor._extracted,
     MediaTask.Failed: HistoryAuditor._failed,
     MediaTask.Retried: HistoryAuditor._retried,
+    MediaTask.Refunded: HistoryAuditor._task_refunded,
     CreditAccount.Opened: HistoryAuditor._opened,
     CreditAccount.Granted: HistoryAuditor._granted,
     CreditAccount.Charged: HistoryAuditor._charged,

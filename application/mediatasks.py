@@ -5,9 +5,7 @@ from __future__ import annotations
 import hashlib
 import random
 import secrets
-import threading
 import time
-import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -15,10 +13,12 @@ from typing import Any, cast
 from uuid import UUID, uuid4
 
 from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.persistence import IntegrityError, InterfaceError, OperationalError, Recording
+from eventsourcing.persistence import IntegrityError, Recording
 
+from application.account_batches import AccountBatches, Answer, Batch
 from domain.credits import ApiKey, CreditAccount, check_user_id
 from domain.errors import ConcurrentUpdates, IdempotencyKeyReused, TaskNotFound, UserAlreadyExists, UserNotFound
+from domain.media_options import check_media_options
 from domain.platforms import validate_submission_url
 from domain.tasks import (
     ALREADY_PROCESSING,
@@ -33,11 +33,10 @@ from domain.vocabulary import AttemptOutcome
 
 API_KEY_PREFIX = "mt_"
 # The defaults, defined here once (infrastructure/settings.py takes its defaults from these).
-DEFAULT_PRICES = {"subtitles": 1, "video": 2, "video_and_subtitles": 3}
+DEFAULT_PRICES = {"subtitles": 1, "video": 2, "video_and_subtitles": 3, "audio": 1}
 DEFAULT_LEASE_SECONDS = 600.0
 DEFAULT_MAX_ATTEMPTS = 3
 CONFLICT_RETRIES = 200
-ACCOUNT_LOCK_STRIPES = 256
 ACCOUNT_SNAPSHOT_INTERVAL = 200
 
 
@@ -92,7 +91,7 @@ class MediaTasks(Application[UUID]):
 
     def __init__(self, env: Any = None) -> None:
         super().__init__(env)
-        self._account_locks = [threading.Lock() for _ in range(ACCOUNT_LOCK_STRIPES)]
+        self._account_batches = AccountBatches(self, self._conflict_retries)
         self.prices: dict[str, int] = {
             output_type: int(self.env.get(f"PRICE_{output_type.upper()}") or DEFAULT_PRICES[output_type])
             for output_type in OUTPUT_TYPES
@@ -139,18 +138,13 @@ class MediaTasks(Application[UUID]):
 
     def grant_credits(self, user_id: str, amount: int, reason: str = "") -> tuple[int, int | None]:
         """Returns the new balance and the notification id of the grant."""
-        with self._account_lock(user_id):
-            return self._grant_credits(user_id, amount, reason)
 
-    def _grant_credits(self, user_id: str, amount: int, reason: str) -> tuple[int, int | None]:
-        for _ in self._conflict_retries():
-            account = self.get_account(user_id)
+        def decide(account: CreditAccount, batch: Batch) -> Answer[tuple[int, int | None]]:
             account.grant(amount, reason)
-            try:
-                return account.balance, _last_id(self.save(account))
-            except IntegrityError:
-                continue
-        raise ConcurrentUpdates("Too many concurrent updates; try again.")
+            balance = account.balance
+            return lambda last_id: (balance, last_id)
+
+        return self._account_batches.run(check_user_id(user_id), decide)
 
     # Tasks ------------------------------------------------------------------------
 
@@ -162,95 +156,65 @@ class MediaTasks(Application[UUID]):
         languages: list[str] | None = None,
         idempotency_key: str | None = None,
         trace_context: dict[str, str] | None = None,
+        options: dict[str, Any] | None = None,
     ) -> Submission:
-        """Create a task and charge for it in one transaction; idempotent by key."""
+        """Create a task and charge for it in one transaction; idempotent by key.
+
+        `options`: max_height, video_codec, mute, audio_format (domain/media_options.py).
+        """
         platform, normalized_url = validate_submission_url(url)
         check_output_type(output_type)
         languages = check_languages(languages)
+        options = check_media_options(options)
         may_exist = idempotency_key is not None  # a fresh random key cannot name an existing task
         idempotency_key = idempotency_key or uuid4().hex
-        with self._account_lock(user_id):
-            return self._submit(
-                user_id,
-                idempotency_key,
-                may_exist,
-                normalized_url,
-                platform.name,
-                output_type,
-                languages,
-                trace_context,
-            )
-
-    def _submit(
-        self,
-        user_id: str,
-        idempotency_key: str,
-        may_exist: bool,
-        normalized_url: str,
-        platform: str,
-        output_type: str,
-        languages: list[str],
-        trace_context: dict[str, str] | None,
-    ) -> Submission:
         task_id = MediaTask.id_for(user_id, idempotency_key)
-        for _ in self._conflict_retries():
-            # The account first: a task saved after this read makes the save below conflict.
-            account = self.get_account(user_id)
-            existing = self._find_task(task_id) if may_exist else None
+
+        def decide(account: CreditAccount, batch: Batch) -> Answer[Submission]:
+            existing = batch.find_task(task_id) if may_exist or batch.rerun or task_id in batch.tasks else None
             if existing is not None:
-                if existing.user_id != user_id or not existing.same_request(normalized_url, output_type, languages):
+                if existing.user_id != user_id or not existing.same_request(
+                    normalized_url, output_type, languages, options
+                ):
                     raise IdempotencyKeyReused(
                         "This Idempotency-Key was used for a different request.", task_id=str(task_id)
                     )
-                return Submission(task_id, existing.status, existing.credits, False, None)
+                replay = Submission(task_id, existing.status, existing.credits, False, None)
+                return lambda last_id: replay
             price = self.prices[output_type]
             task = MediaTask.start(
                 user_id=user_id,
                 idempotency_key=idempotency_key,
                 url=normalized_url,
-                platform=platform,
+                platform=platform.name,
                 output_type=output_type,
                 languages=languages,
                 credits=price,
                 requested_at=self.clock(),
                 max_attempts=self.max_attempts,
                 trace_context=trace_context,
+                options=options,
             )
-            submission = self._charge_and_save(task, account, task.charge_attempt, price)
-            if submission is not None:
-                return submission
-            may_exist = True  # a rival save of this very task id (a commit whose answer was lost) is ours
-        raise ConcurrentUpdates("Too many concurrent updates; try again.")
+            account.charge(task.id, task.charge_attempt, price)
+            batch.add(task)
+            return lambda last_id: Submission(task.id, task.status, price, True, last_id)
+
+        return self._account_batches.run(user_id, decide)
 
     def retry_task(self, user_id: str, task_id: UUID) -> Submission:
         """A user's retry of a failed task: charges the price again."""
-        with self._account_lock(user_id):
-            return self._retry_task(user_id, task_id)
 
-    def _retry_task(self, user_id: str, task_id: UUID) -> Submission:
-        for _ in self._conflict_retries():
-            task = self.get_task(task_id, user_id=user_id)
-            account = self.get_account(user_id)
+        def decide(account: CreditAccount, batch: Batch) -> Answer[Submission]:
+            task = batch.find_task(task_id)
+            if task is None or task.user_id != user_id:
+                raise TaskNotFound("There is no such task.", task_id=str(task_id))
             price = self.prices[task.output_type]
             first_attempt = task.retry(credits=price, requested_at=self.clock())
-            submission = self._charge_and_save(task, account, first_attempt, price)
-            if submission is not None:
-                return submission
-        raise ConcurrentUpdates("Too many concurrent updates; try again.")
+            account.charge(task.id, first_attempt, price)
+            batch.add(task)
+            return lambda last_id: Submission(task.id, task.status, price, True, last_id)
 
-    def _charge_and_save(self, task: MediaTask, account: CreditAccount, attempt: int, price: int) -> Submission | None:
-        """Charge for the task's new paid run and save both in one transaction; None if a rival won."""
-        account.charge(task.id, attempt, price)
-        try:
-            recordings = self.save(task, account)
-        except IntegrityError:
-            return None
-        except (OperationalError, InterfaceError):
-            # The connection may have been lost during COMMIT: the save may have happened. Re-read.
-            if self._task_version(task.id) != task.version:
-                raise
-            return Submission(task.id, task.status, price, True, None)
-        return Submission(task.id, task.status, price, True, _last_id(recordings))
+        return self._account_batches.run(user_id, decide)
 
     def _task_version(self, task_id: UUID) -> int | None:
         """The task's version in the store, read afresh (not from the aggregate cache)."""
@@ -367,10 +331,6 @@ class MediaTasks(Application[UUID]):
             except IntegrityError:
                 continue
         raise ConcurrentUpdates("Too many concurrent updates; try again.")
-
-    def _account_lock(self, user_id: str) -> threading.Lock:
-        """Writers to one account queue here instead of racing (other processes still race safely)."""
-        return self._account_locks[zlib.crc32(user_id.encode()) % ACCOUNT_LOCK_STRIPES]
 
     @staticmethod
     def _conflict_retries() -> Iterator[int]:

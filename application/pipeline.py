@@ -1,7 +1,11 @@
 """The worker pipeline: one attempt of a task, every phase recorded as an event.
 
-Downloading (10) → metadata (20: cache, then provider) → video (30…60 while streaming, 70 stored)
-→ subtitles (80) → upload/finalize (90) → Extracted (100) or Failed.
+Downloading (10) → metadata (20: cache, then provider) → video or audio (30…60 while streaming, 70
+stored) → subtitles (80) → upload/finalize (90) → Extracted (100) or Failed.
+
+Which formats are stored is decided by application/format_choice.py. One progressive file holding
+everything wanted streams straight into the blob store; anything else (split files, HLS, DASH,
+audio-only, muted) goes through the `MediaAssembler` port, which fetches and remuxes.
 """
 
 from __future__ import annotations
@@ -18,11 +22,20 @@ from uuid import UUID
 from opentelemetry import metrics, propagate, trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
+from application.format_choice import FormatChoice, FormatRequest, choose_formats
 from application.mediatasks import MediaTasks
 from application.ports.blob_store import BlobRef, BlobStore
 from application.ports.errors import MediaError, PermanentMediaError, TransientMediaError
+from application.ports.media_assembler import MediaAssembler
 from application.ports.media_fetcher import MediaFetcher
-from application.ports.media_provider import MediaInfo, MediaProvider, SubtitleSource, is_subtitle_language
+from application.ports.media_provider import (
+    MediaFormat,
+    MediaInfo,
+    MediaProvider,
+    SubtitleSource,
+    VideoSource,
+    is_subtitle_language,
+)
 from application.ports.metadata_cache import MetadataCache
 from domain.errors import InvalidTransition, StaleAttempt
 from domain.platforms import normalize_media_url
@@ -96,6 +109,8 @@ class PipelineLimits:
     max_subtitle_bytes: int = 4 * 1024**2
     metadata_ttl_seconds: float = 900
     heartbeat_seconds: float = 60
+    max_post_items: int = 20
+    max_duration_seconds: float = 4 * 3600
 
 
 @dataclass(frozen=True)
@@ -157,8 +172,11 @@ class TaskPipeline:
         parse_subtitles: SubtitleParser,
         limits: PipelineLimits,
         worker_id: str,
+        assembler: MediaAssembler | None = None,
     ) -> None:
+        """`assembler` fetches and remuxes what is not one progressive file (HLS, DASH, split, audio)."""
         self.app, self.provider, self.fetcher, self.blobs, self.cache = app, provider, fetcher, blobs, cache
+        self.assembler = assembler
         self.parse_subtitles = parse_subtitles
         self.limits = limits
         self.worker_id = worker_id
@@ -241,10 +259,8 @@ class TaskPipeline:
                 },
             )
             result: dict[str, Any] = {"media": _media_summary(info)}
-            if OutputType(task.output_type).has_video:
-                video = self._video(task, info, attempt, reporter, timings)
-                stored.append(video)
-                result["video"] = video.to_dict()
+            if OutputType(task.output_type).has_media:
+                result.update(self._media(task, info, attempt, reporter, timings, stored))
             if OutputType(task.output_type).has_subtitles:
                 tracks = self._subtitles(task, info, attempt, reporter, timings, stored)
                 result["subtitles"] = tracks
@@ -301,28 +317,123 @@ class TaskPipeline:
         self.cache.put(cache_key, info.to_dict(), self.limits.metadata_ttl_seconds)
         return info, False
 
-    def _video(
-        self, task: MediaTask, info: MediaInfo, attempt: int, reporter: AttemptReporter, timings: dict[str, float]
-    ) -> BlobRef:
-        if info.video is None:
-            raise PermanentMediaError("no_video", "This post has no video to download.")
-        if info.video.size and info.video.size > self.limits.max_video_bytes:
+    def _media(
+        self,
+        task: MediaTask,
+        info: MediaInfo,
+        attempt: int,
+        reporter: AttemptReporter,
+        timings: dict[str, float],
+        stored: list[BlobRef],
+    ) -> dict[str, Any]:
+        """Choose, fetch and store the video (or audio) of every item of the post; the result's entries."""
+        if info.is_live:
             raise PermanentMediaError(
-                "too_large", f"The video is {info.video.size} bytes; the limit is {self.limits.max_video_bytes}."
+                "live_not_supported", "This is a live stream; only finished videos can be stored."
+            )
+        if info.drm:
+            raise PermanentMediaError("drm_protected", "This video is DRM-protected and cannot be stored.")
+        if info.duration and info.duration > self.limits.max_duration_seconds:
+            raise PermanentMediaError(
+                "too_long",
+                f"The video lasts {info.duration:.0f} s; the limit is {self.limits.max_duration_seconds:.0f} s.",
+                details={"duration": info.duration, "max_duration": self.limits.max_duration_seconds},
+            )
+        request = FormatRequest(
+            output="audio" if task.output_type == OutputType.AUDIO else "video", **getattr(task, "options", None) or {}
+        )
+        kind = "audio" if request.output == "audio" else "video"
+        items = list(info.items[: self.limits.max_post_items]) or [info]
+        entries = []
+        for index, item in enumerate(items):
+            suffix = f"-{index}" if len(items) > 1 else ""
+            formats = item.playable_formats()
+            if not formats:
+                raise PermanentMediaError("no_video", "This post has no video to download.")
+            choice = choose_formats(formats, request)
+            if choice.is_passthrough and choice.video is not None:
+                ref = self._video(task, _video_source(item, choice.video), attempt, reporter, timings, suffix)
+                duration = item.duration
+            else:
+                ref, duration = self._assembled(task, choice, kind, attempt, reporter, timings, suffix)
+            stored.append(ref)
+            entries.append({kind: ref.to_dict(), "formats": {**choice.summary(), "duration": duration}})
+        result: dict[str, Any] = dict(entries[0])
+        if len(items) > 1:
+            result["items"] = entries
+        return result
+
+    def _assembled(
+        self,
+        task: MediaTask,
+        choice: FormatChoice,
+        kind: str,
+        attempt: int,
+        reporter: AttemptReporter,
+        timings: dict[str, float],
+        suffix: str,
+    ) -> tuple[BlobRef, float | None]:
+        if self.assembler is None:
+            raise PermanentMediaError("no_suitable_format", "This service stores single progressive files only.")
+        reporter.stage(kind, max(reporter.progress, 30))
+        t = time.perf_counter()
+        folder = "audio" if kind == "audio" else "videos"
+        with (
+            phase(f"{kind}.assemble", **{"mediatasks.container": choice.container}) as span,
+            self.assembler.assemble(choice, max_bytes=self.limits.max_video_bytes) as media,
+        ):
+            key = f"{folder}/{task.id}/{attempt}{suffix}{media.extension}"
+
+            def chunks() -> Iterator[bytes]:
+                for chunk in media.iter_bytes():
+                    expected = media.expected_fetch_bytes
+                    fetched = media.bytes_fetched
+                    progress = 30 + int(30 * min(fetched / expected, 1)) if expected else reporter.progress
+                    reporter.tick(kind, progress, {"bytes_fetched": fetched})
+                    yield chunk
+
+            with phase("blob.upload", **{"mediatasks.content_type": media.content_type}) as upload:
+                ref = self.blobs.put_stream(
+                    key, chunks(), content_type=media.content_type, max_bytes=self.limits.max_video_bytes
+                )
+                upload.set_attribute("mediatasks.bytes", ref.size)
+            span.set_attribute("mediatasks.bytes", ref.size)
+            PipelineMetrics.downloaded_bytes.add(media.bytes_fetched)
+            fetched, duration = media.bytes_fetched, media.duration
+        seconds = time.perf_counter() - t
+        timings["download_ms"] = round(seconds * 1000, 1)
+        timings["download_bytes"] = fetched
+        timings["stored_bytes"] = ref.size
+        timings["download_mb_per_s"] = round(fetched / 1e6 / seconds, 1) if seconds > 0 else 0.0
+        reporter.stage(kind, 70, {"timings": dict(timings), "bytes": ref.size})
+        return ref, duration
+
+    def _video(
+        self,
+        task: MediaTask,
+        source: VideoSource,
+        attempt: int,
+        reporter: AttemptReporter,
+        timings: dict[str, float],
+        suffix: str = "",
+    ) -> BlobRef:
+        if source.size and source.size > self.limits.max_video_bytes:
+            raise PermanentMediaError(
+                "too_large", f"The video is {source.size} bytes; the limit is {self.limits.max_video_bytes}."
             )
         reporter.stage("video", 30)
         t = time.perf_counter()
         with (
             phase("video.download") as span,
             self.fetcher.stream(
-                info.video.url, max_bytes=self.limits.max_video_bytes, headers=info.video.forwarded_headers()
+                source.url, max_bytes=self.limits.max_video_bytes, headers=source.forwarded_headers()
             ) as response,
         ):
-            content_type = (response.headers.get("content-type") or info.video.mime_type or "").split(";")[0].strip()
+            content_type = (response.headers.get("content-type") or source.mime_type or "").split(";")[0].strip()
             if not content_type.lower().startswith(VIDEO_TYPES):
                 raise PermanentMediaError("unsupported_content", f"Expected a video, got {content_type or 'no type'}.")
-            expected = info.video.size or _int(response.headers.get("content-length"))
-            key = f"videos/{task.id}/{attempt}{_extension(content_type)}"
+            expected = source.size or _int(response.headers.get("content-length"))
+            key = f"videos/{task.id}/{attempt}{suffix}{_extension(content_type)}"
             with phase("blob.upload", **{"mediatasks.content_type": content_type}) as upload:
                 ref = self.blobs.put_stream(
                     key,
@@ -483,6 +594,14 @@ def _choose_tracks(info: MediaInfo, languages: list[str]) -> list[SubtitleSource
     return list(unique.values())[:MAX_SUBTITLE_TRACKS]
 
 
+def _video_source(info: MediaInfo, fmt: MediaFormat) -> VideoSource:
+    """The progressive file to stream as it is: the provider's `video`, or the chosen format."""
+    if fmt.format_id == "video" and info.video is not None and not info.formats:
+        return info.video
+    mime = {"mp4": "video/mp4", "webm": "video/webm", "mov": "video/quicktime"}.get((fmt.ext or "").lower())
+    return VideoSource(fmt.url, fmt.filesize, mime, dict(fmt.headers))
+
+
 def _media_summary(info: MediaInfo) -> dict[str, Any]:
     """What the events keep of the metadata: never the (possibly signed) media URLs."""
     return {
@@ -491,7 +610,9 @@ def _media_summary(info: MediaInfo) -> dict[str, Any]:
         "title": info.title,
         "duration": info.duration,
         "uploader": info.uploader,
-        "has_video": info.video is not None,
+        "has_video": info.video is not None or any(f.has_video for f in info.formats),
+        "formats": len(info.formats),
+        "items": len(info.items) or 1,
         "subtitle_languages": sorted({t.lang for t in info.subtitles}),
     }
 

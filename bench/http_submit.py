@@ -1,72 +1,223 @@
-"""POST /v1/tasks against the same server's GET /healthz ceiling: workers × group commit × connections.
+"""POST /v1/tasks of mediatasks next to two naive peers, in one run, printed as one table.
 
-Run: .venv/bin/python bench/http_submit.py [--seconds 10] [--connections 32,128] [--workers 1,2]
-                                          [--group-commit off,on]
-Dispatch is not running, so only the write path (auth, validation, one save of two events) is measured.
-Each (workers, group commit) pair is a fresh server on the same database; for each connection count,
-GET /healthz and then POST /v1/tasks run against it, so the ceiling is measured beside each figure.
-CPU per request is read from /proc: the service's processes (all workers) and PostgreSQL's.
+Run: .venv/bin/python bench/http_submit.py [--seconds 8] [--connections 32] [--history 20000]
+The peers (bench/peers/) take the same JSON body and give the same answer: FastAPI + psycopg (one
+transaction: insert task, insert ledger row, conditional balance update) and FastAPI + eventsourcing
+(one `save(task, account)` per request), each under the same uvicorn. mediatasks runs
+`serve --no-dispatch` (the write path only), with 1 and 2 uvicorn workers. "1 user" sends every
+request with one API key (one busy account), "64 users" spreads them over 64. The history row is one
+user whose account already has `--history` tasks, written in bulk before the run (saves of 500 tasks
+with their charges, then a snapshot). CPU per request from /proc: the server's processes, and the
+PostgreSQL server's (an embedded server of its own, so other load on the machine is not counted).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
-from _harness import WrkResult, cpu_seconds, database, new_user, service, wrk
+os.environ.setdefault("MEDIATASKS_TEST_POSTGRES", "embedded")  # a server of our own: its CPU is ours
+
+import httpx
+import psycopg
+from _harness import ROOT, WrkResult, cpu_seconds, database, service, wrk
+
+from application.mediatasks import MediaTasks
+from domain.tasks import MediaTask
+from infrastructure.settings import Settings
+from tests.support.postgres import database_url
+from tests.support.service_process import free_port
 
 TIKTOK = "https://www.tiktok.com/@scout2015/video/6718335390845095173"
+BODY = {"url": TIKTOK, "output_type": "subtitles"}
+ADMIN = {"Authorization": "Bearer bench-admin-token"}
+SCHEMA = "bench_submit"
+
+
+@contextmanager
+def peer(module: str, env: dict[str, str]) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            f"{module}:app",
+            "--app-dir",
+            str(ROOT / "bench" / "peers"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(url + "/healthz", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline and proc.poll() is None, f"{module} did not start"
+        time.sleep(0.2)
+    try:
+        yield url, proc
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def postmaster_pid(pg: dict[str, str]) -> int:
+    with psycopg.connect(database_url(pg)) as conn:
+        backend = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+    return int(Path(f"/proc/{backend}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def users(url: str, n: int, credits: int = 1_000_000_000) -> list[str]:
+    keys = []
+    for _ in range(n):
+        r = httpx.post(
+            url + "/v1/admin/users",
+            json={"user_id": "b" + uuid.uuid4().hex[:12], "credits": credits},
+            headers=ADMIN,
+            timeout=30,
+        )
+        r.raise_for_status()
+        keys.append(r.json()["api_key"])
+    return keys
+
+
+def user_with_history(pg: dict[str, str], tasks: int) -> str:
+    """A user whose account has `tasks` earlier tasks (and charges), written in bulk; its API key."""
+    app = MediaTasks(env=Settings(postgres_schema=SCHEMA).event_store_env(pg))
+    user = app.create_user("history" + uuid.uuid4().hex[:8], 1_000_000_000)
+    account = app.get_account(user.user_id)
+    for start in range(0, tasks, 500):
+        batch = [
+            MediaTask.start(
+                user_id=user.user_id,
+                idempotency_key=f"bulk-{i}",
+                url=TIKTOK,
+                platform="tiktok",
+                output_type="subtitles",
+                languages=[],
+                credits=1,
+                requested_at=app.clock(),
+                max_attempts=3,
+            )
+            for i in range(start, min(tasks, start + 500))
+        ]
+        for task in batch:
+            account.charge(task.id, 1, 1)
+        app.save(*batch, account)
+    app.take_snapshot(account.id)
+    app.close()
+    return user.api_key
+
+
+class Table:
+    def __init__(self, seconds: int, connections: int, postgres: int) -> None:
+        self.seconds, self.connections, self.postgres = seconds, connections, postgres
+        self.rows: list[tuple[str, int, str, WrkResult, float, float]] = []
+
+    def measure(
+        self,
+        system: str,
+        workers: int,
+        who: str,
+        server_pid: int,
+        url: str,
+        keys: list[str] | None,
+        path: str = "/v1/tasks",
+    ) -> WrkResult:
+        service0, pg0 = cpu_seconds(server_pid)[0], cpu_seconds(self.postgres)[0]
+        if keys is None:
+            result = wrk(url + path, connections=self.connections, seconds=self.seconds)
+        else:
+            result = wrk(
+                url + path, connections=self.connections, seconds=self.seconds, method="POST", body=BODY, api_keys=keys
+            )
+        requests = max(1.0, result.requests_per_second * self.seconds)
+        service_ms = (cpu_seconds(server_pid)[0] - service0) / requests * 1e3
+        pg_ms = (cpu_seconds(self.postgres)[0] - pg0) / requests * 1e3
+        self.rows.append((system, workers, who, result, service_ms, pg_ms))
+        print(f"  {system} ×{workers} {who}: {result.row()}", file=sys.stderr, flush=True)
+        return result
+
+    def print(self, baseline: dict[str, float]) -> None:
+        print(f"wrk, {self.connections} connections, {self.seconds} s per row, one run\n")
+        print(
+            "| system | uvicorn workers | users | req/s | p50 ms | p99 ms | service CPU ms/req | PostgreSQL CPU "
+            "ms/req | × psycopg peer (same users) | × eventsourcing peer |"
+        )
+        print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+        for system, workers, who, r, service_ms, pg_ms in self.rows:
+            key = "1 user" if who.startswith("1 user") or who.startswith("history") else who
+            vs_pg = r.requests_per_second / baseline.get(f"psycopg {key}", float("nan"))
+            vs_es = r.requests_per_second / baseline.get(f"eventsourcing {key}", float("nan"))
+            errors = f" ({r.non_2xx} non-2xx)" if r.non_2xx else ""
+            print(
+                f"| {system} | {workers} | {who} | {r.requests_per_second:,.0f}{errors} | {r.p50_ms:.1f} | "
+                f"{r.p99_ms:.1f} | {service_ms:.2f} | {pg_ms:.2f} | {vs_pg:.2f} | {vs_es:.2f} |"
+            )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--seconds", type=int, default=10)
-    parser.add_argument("--connections", default="32,128")
-    parser.add_argument("--workers", default="1,2")
-    parser.add_argument("--group-commit", default="off,on")
-    parser.add_argument("--users", type=int, default=64, help="submissions are spread over this many users")
+    parser.add_argument("--seconds", type=int, default=8)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--history", type=int, default=20_000)
     args = parser.parse_args()
-    print(f"wrk, {args.seconds} s per run, {args.users} users, dispatch off\n")
-    print(f"{'workers':>7} {'group':>5} {'conns':>5}  {'route':<15} {'result':<58} {'ratio':>6} {'on/off':>6}")
-    posts: dict[tuple[int, int, str], WrkResult] = {}
     with database() as pg:
-        for workers in [int(w) for w in args.workers.split(",")]:
-            for mode in args.group_commit.split(","):
-                extra = ("--no-dispatch", *(("--workers", str(workers)) if workers > 1 else ()))
-                with service(pg, *extra, group_commit=mode) as svc:
-                    keys = [new_user(svc.url) for _ in range(args.users)]
-                    for connections in [int(c) for c in args.connections.split(",")]:
-                        ceiling = wrk(svc.url + "/healthz", connections=connections, seconds=args.seconds)
-                        service_before, postgres_before = cpu_seconds(svc.proc.pid)
-                        submit = wrk(
-                            svc.url + "/v1/tasks",
-                            connections=connections,
-                            seconds=args.seconds,
-                            method="POST",
-                            body={"url": TIKTOK, "output_type": "subtitles"},
-                            api_keys=keys,
-                        )
-                        service_after, postgres_after = cpu_seconds(svc.proc.pid)
-                        requests = submit.requests_per_second * args.seconds
-                        posts[(workers, connections, mode)] = submit
-                        ratio = submit.requests_per_second / ceiling.requests_per_second
-                        off = posts.get((workers, connections, "off"))
-                        on_off = (
-                            f"{submit.requests_per_second / off.requests_per_second:6.2f}"
-                            if (mode == "on" and off)
-                            else ""
-                        )
-                        print(
-                            f"{workers:>7} {mode:>5} {connections:>5}  {'GET /healthz':<15} {ceiling.row():<58} "
-                            f"{1:6.2f}",
-                            flush=True,
-                        )
-                        print(
-                            f"{workers:>7} {mode:>5} {connections:>5}  {'POST /v1/tasks':<15} {submit.row():<58} "
-                            f"{ratio:6.3f} {on_off:>6}  CPU/request: service "
-                            f"{(service_after - service_before) / requests * 1e3:.2f} ms, PostgreSQL "
-                            f"{(postgres_after - postgres_before) / requests * 1e3:.2f} ms",
-                            flush=True,
-                        )
+        table = Table(args.seconds, args.connections, postmaster_pid(pg))
+        baseline: dict[str, float] = {}
+        pg_url = database_url(pg)
+        with peer("psycopg_peer", {"DATABASE_URL": pg_url}) as (url, proc):
+            for who, n in (("1 user", 1), ("64 users", 64)):
+                baseline[f"psycopg {who}"] = table.measure(
+                    "naive FastAPI + psycopg", 1, who, proc.pid, url, users(url, n)
+                ).requests_per_second
+        es_env = {
+            "PERSISTENCE_MODULE": "eventsourcing.postgres",
+            "CREATE_TABLE": "true",
+            "POSTGRES_SCHEMA": "peer_es",
+            **{k: v for k, v in pg.items()},
+            "POSTGRES_POOL_SIZE": "10",
+            "POSTGRES_MAX_OVERFLOW": "20",
+        }
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute("CREATE SCHEMA IF NOT EXISTS peer_es")
+        with peer("eventsourcing_peer", es_env) as (url, proc):
+            for who, n in (("1 user", 1), ("64 users", 64)):
+                baseline[f"eventsourcing {who}"] = table.measure(
+                    "naive FastAPI + eventsourcing", 1, who, proc.pid, url, users(url, n)
+                ).requests_per_second
+        for workers in (1, 2):
+            extra = ("--no-dispatch", *(("--workers", str(workers)) if workers > 1 else ()))
+            with service(pg, *extra, postgres_schema=SCHEMA) as svc:
+                pid = svc.proc.pid
+                if workers == 1:
+                    table.measure("mediatasks GET /healthz", 1, "-", pid, svc.url, None, path="/healthz")
+                table.measure("mediatasks", workers, "1 user", pid, svc.url, users(svc.url, 1))
+                table.measure("mediatasks", workers, "64 users", pid, svc.url, users(svc.url, 64))
+                if workers == 1 and args.history:
+                    key = user_with_history(pg, args.history)
+                    table.measure(
+                        "mediatasks", 1, f"history: 1 user with {args.history:,} earlier tasks", pid, svc.url, [key]
+                    )
+        table.print(baseline)
 
 
 if __name__ == "__main__":

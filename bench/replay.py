@@ -166,12 +166,20 @@ def main() -> None:
         )
         views = construct_views(env, new)
         _, full = timed(
-            "full `verify` (replay + checks + chain + read-model rebuild and comparison)",
+            "full `verify` (replay + checks + chain + read-model rebuild and comparison; chain and live read "
+            "model in a second process)",
             head,
             scan_s,
-            lambda: verify(app, views, seal=seal, verifier=signer.verifier()),
+            lambda: verify(app, views, seal=seal, verifier=signer.verifier(), concurrent=True),
         )
         assert full.ok, full.violations[:3]
+        _, single = timed(
+            "full `verify` in one process (`concurrent=False`)",
+            head,
+            scan_s,
+            lambda: verify(app, views, seal=seal, verifier=signer.verifier(), concurrent=False),
+        )
+        assert single.ok, single.violations[:3]
         path = Path(tempfile.mkdtemp(prefix="mt-export-")) / "history.ndjson.zst"
 
         def export() -> None:

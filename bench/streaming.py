@@ -1,11 +1,20 @@
 """A video streamed through the whole pipeline into the blob store, next to `curl -o` of the same bytes.
 
 Run: .venv/bin/python bench/streaming.py [--sizes 104857600,1073741824] [--store file|s3|both]
+         [--formats hls,dash --stream-sizes 64,1024]
 
 For each size, a fresh `mediatasks serve` (fresh process, so its peak RSS is this task's) runs one
 `video` task against the local fake platform; the figures are the pipeline's own download timing, the
 wall time to `extracted`, curl's time for the same URL from the same server, and the service's peak RSS
 (VmHWM). Memory must not grow with the video's size.
+
+`--formats`: HLS (MPEG-TS, muxed) and DASH (fMP4, separate video and audio) streams of about each
+`--stream-sizes` MiB (bench/stream_media.py, generated once under data/bench-streams/) stored by
+mediatasks (fetch every segment through the SSRF guard, remux to fragmented MP4, into the blob
+store) side by side with `yt-dlp` downloading and merging the same stream to a file (same server,
+same run); throughput is the stream's bytes over mediatasks' download-and-remux phase (and, "wall",
+over submission to `extracted`) and over yt-dlp's whole run (start, extraction, download, merge);
+RSS is the peak of each process (yt-dlp's includes the ffmpeg it runs to merge).
 """
 
 from __future__ import annotations
@@ -72,10 +81,88 @@ def run_once(pg: dict, platform: FakePlatform, size: int, store: str, s3: dict |
     }
 
 
+def folder_bytes(folder: Path) -> int:
+    return sum(path.stat().st_size for path in folder.iterdir() if path.is_file())
+
+
+def ytdlp_run(url: str, scratch: Path) -> tuple[float, float]:
+    """Seconds and peak RSS (MiB, the process and the children it waited for) of yt-dlp saving `url`."""
+    out = scratch / "ytdlp"
+    out.mkdir(exist_ok=True)
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "yt_dlp", "-q", "--no-progress", "--no-part", "-o", str(out / "video.%(ext)s"), url]
+    )
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    elapsed = time.perf_counter() - started
+    assert process.returncode == 0, f"yt-dlp failed ({process.returncode})"
+    for path in out.iterdir():
+        path.unlink()
+    return elapsed, usage.ru_maxrss / 1024
+
+
+def run_stream(pg: dict, platform: FakePlatform, kind: str) -> dict:
+    settings = dict(
+        provider="http",
+        provider_url=platform.provider_url,
+        provider_key="fake-key",
+        provider_host="fake-platform.test",
+        url_allow_cidrs="127.0.0.1/32",
+        max_video_bytes=str(4 * 1024**3),
+        workers="1",
+        download_read_timeout="60",
+    )
+    with service(pg, **settings) as svc:
+        key = new_user(svc.url, 10)
+        client = httpx.Client(base_url=svc.url, headers={"Authorization": f"Bearer {key}"}, timeout=60)
+        started = time.perf_counter()
+        task_id = client.post(
+            "/v1/tasks", json={"url": platform.media_url("formats", kind=kind), "output_type": "video"}
+        ).json()["task_id"]
+        while (task := client.get(f"/v1/tasks/{task_id}").json())["status"] not in ("extracted", "failed"):
+            time.sleep(0.05)
+        wall = time.perf_counter() - started
+        assert task["status"] == "extracted", task
+        return {"wall": wall, "download_s": task["timings"]["download_ms"] / 1000, "rss": peak_rss_mib(svc.proc.pid)}
+
+
+def stream_rows(pg: dict, platform: FakePlatform, kinds: list[str], sizes: list[int], scratch: Path) -> None:
+    from stream_media import build_bench_stream
+
+    from tests.support import fake_streams
+
+    print(
+        f"\n{'format':<6} {'size':>8} {'mediatasks MB/s':>15} {'(wall)':>7} {'yt-dlp MB/s':>11} {'ratio':>6} "
+        f"{'(wall)':>6} {'mt RSS MiB':>10} {'yt-dlp RSS MiB':>14}"
+    )
+    cache = Path(__file__).resolve().parents[1] / "data" / "bench-streams"
+    for size in sizes:
+        folder = build_bench_stream(cache, size)
+        fake_streams.serve_from(folder)
+        for kind in kinds:
+            files = folder / f"bench-{kind}"
+            total = folder_bytes(files)
+            ours = run_stream(pg, platform, f"bench-{kind}")
+            entry = "index.m3u8" if kind == "hls" else "manifest.mpd"
+            theirs_s, theirs_rss = ytdlp_run(f"{platform.url}/streams/bench-{kind}/{entry}", scratch)
+            ours_mbps, theirs_mbps = total / 1e6 / ours["download_s"], total / 1e6 / theirs_s
+            ours_wall = total / 1e6 / ours["wall"]
+            print(
+                f"{kind:<6} {total / 1024**2:>5.0f}MiB {ours_mbps:>15.1f} {ours_wall:>7.1f} {theirs_mbps:>11.1f} "
+                f"{ours_mbps / theirs_mbps:>6.2f} {ours_wall / theirs_mbps:>6.2f} {ours['rss']:>10.1f} "
+                f"{theirs_rss:>14.1f}",
+                flush=True,
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default=f"{100 * 1024**2},{1024**3}")
     parser.add_argument("--store", default="file", choices=["file", "s3", "both"])
+    parser.add_argument("--formats", default="", help="comma-separated: hls, dash (empty: progressive only)")
+    parser.add_argument("--stream-sizes", default="64,1024", help="MiB of each HLS/DASH stream")
+    parser.add_argument("--skip-progressive", action="store_true")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     stores = ["file", "s3"] if args.store == "both" else [args.store]
@@ -94,7 +181,7 @@ def main() -> None:
             endpoint = stack.enter_context(moto_server(scratch))
             boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket="bench")
             s3 = {"endpoint": endpoint, "bucket": "bench"}
-        for store in stores:
+        for store in [] if args.skip_progressive else stores:
             for size in sizes:
                 result = run_once(pg, platform, size, store, s3)
                 curl_url = platform.url + f"/media/{result['media_id']}.mp4?mode=ok&size={size}"
@@ -105,6 +192,8 @@ def main() -> None:
                     f"{result['mbps'] / curl_mbps:>6.2f} {result['wall']:>7.2f} {result['rss']:>13.1f}",
                     flush=True,
                 )
+        if args.formats:
+            stream_rows(pg, platform, args.formats.split(","), [int(s) for s in args.stream_sizes.split(",")], scratch)
 
 
 if __name__ == "__main__":

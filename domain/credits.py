@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
-from domain.errors import (
-    AlreadyRefunded,
-    ChargeAlreadyRecorded,
-    ChargeNotFound,
-    InsufficientCredits,
-    InvalidAmount,
-    InvalidUserId,
-)
+from domain.errors import InsufficientCredits, InvalidAmount, InvalidUserId
 from domain.text import check_free_text
 
 NAMESPACE = uuid5(NAMESPACE_URL, "https://mediatasks.invalid/")
@@ -31,13 +25,16 @@ def check_user_id(user_id: str) -> str:
     return user_id
 
 
-def charge_key(task_id: UUID, attempt: int) -> str:
-    """A charge is identified by its task and the first attempt it pays for."""
-    return f"{task_id}:{attempt}"
-
-
 class CreditAccount(Aggregate):
-    """One per user. Balance never negative; each charge refunded at most once."""
+    """One per user: its balance, never negative. O(1) in its history.
+
+    The account does not remember which runs it paid for: the task does (domain/tasks.py). A charge
+    is saved in one transaction with the task's Started or Retried (so optimistic concurrency on the
+    task refuses a second charge for a paid run), and a refund with the task's Refunded (so at most
+    one refund per charge, and none for an extracted task).
+    """
+
+    class_version = 2
 
     @staticmethod
     def create_id(user_id: str) -> UUID:
@@ -49,12 +46,16 @@ class CreditAccount(Aggregate):
     def open(cls, user_id: str) -> CreditAccount:
         return cls(user_id=check_user_id(user_id))
 
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        """Snapshots taken before version 2 held every charge and refund: drop them."""
+        state.pop("charges", None)
+        state.pop("refunded", None)
+
     @event("Opened")
     def __init__(self, user_id: str) -> None:
         self.user_id = user_id
         self.balance = 0
-        self.charges: dict[str, int] = {}
-        self.refunded: dict[str, int] = {}
 
     def grant(self, amount: int, reason: str = "") -> None:
         if not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0:
@@ -64,11 +65,9 @@ class CreditAccount(Aggregate):
         self._granted(amount=amount, reason=check_free_text(reason, field="reason")[:200])
 
     def charge(self, task_id: UUID, attempt: int, amount: int) -> None:
-        key = charge_key(task_id, attempt)
+        """Pay for the run of a task that starts at `attempt` (saved with the task's Started or Retried)."""
         if amount <= 0:
             raise InvalidAmount("A charge must be positive.", amount=amount)
-        if key in self.charges:
-            raise ChargeAlreadyRecorded("This attempt of the task is already paid for.", task_id=str(task_id))
         if self.balance < amount:
             raise InsufficientCredits(
                 f"This task costs {amount} credits; the balance is {self.balance}.",
@@ -77,18 +76,11 @@ class CreditAccount(Aggregate):
             )
         self._charged(task_id=task_id, attempt=attempt, amount=amount)
 
-    def refund(self, task_id: UUID, attempt: int) -> int:
-        key = charge_key(task_id, attempt)
-        if key not in self.charges:
-            raise ChargeNotFound("There is no such charge to refund.", task_id=str(task_id), attempt=attempt)
-        if key in self.refunded:
-            raise AlreadyRefunded("This charge was refunded already.", task_id=str(task_id), attempt=attempt)
-        amount = self.charges[key]
+    def refund(self, task_id: UUID, attempt: int, amount: int) -> None:
+        """Give back a charge the task has released (`MediaTask.refund`, saved in the same transaction)."""
+        if amount <= 0:
+            raise InvalidAmount("A refund must be positive.", amount=amount)
         self._refunded(task_id=task_id, attempt=attempt, amount=amount)
-        return amount
-
-    def is_refunded(self, task_id: UUID, attempt: int) -> bool:
-        return charge_key(task_id, attempt) in self.refunded
 
     @event("Granted")
     def _granted(self, amount: int, reason: str) -> None:
@@ -97,12 +89,10 @@ class CreditAccount(Aggregate):
     @event("Charged")
     def _charged(self, task_id: UUID, attempt: int, amount: int) -> None:
         self.balance -= amount
-        self.charges[charge_key(task_id, attempt)] = amount
 
     @event("Refunded")
     def _refunded(self, task_id: UUID, attempt: int, amount: int) -> None:
         self.balance += amount
-        self.refunded[charge_key(task_id, attempt)] = amount
 
 
 class ApiKey(Aggregate):

@@ -13,7 +13,6 @@ class ErrorCode(StrEnum):
     INVALID_AMOUNT = "invalid_amount"
     INSUFFICIENT_CREDITS = "insufficient_credits"
     CHARGE_NOT_FOUND = "charge_not_found"
-    CHARGE_ALREADY_RECORDED = "charge_already_recorded"
     ALREADY_REFUNDED = "already_refunded"
     INVALID_USER_ID = "invalid_user_id"
     INVALID_TEXT = "invalid_text"
@@ -25,6 +24,7 @@ class ErrorCode(StrEnum):
     UNSUPPORTED_URL = "unsupported_url"
     INVALID_OUTPUT_TYPE = "invalid_output_type"
     INVALID_LANGUAGES = "invalid_languages"
+    INVALID_MEDIA_OPTIONS = "invalid_media_options"
     IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"
     INVALID_TRANSITION = "invalid_transition"
     STALE_ATTEMPT = "stale_attempt"
@@ -55,10 +55,6 @@ class InsufficientCredits(DomainError):
 
 class ChargeNotFound(DomainError):
     code = ErrorCode.CHARGE_NOT_FOUND
-
-
-class ChargeAlreadyRecorded(DomainError):
-    code = ErrorCode.CHARGE_ALREADY_RECORDED
 
 
 class AlreadyRefunded(DomainError):

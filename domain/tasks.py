@@ -10,6 +10,8 @@ from eventsourcing.domain import Aggregate, event
 
 from domain.credits import NAMESPACE
 from domain.errors import (
+    AlreadyRefunded,
+    ChargeNotFound,
     InvalidLanguages,
     InvalidOutputType,
     InvalidProgress,
@@ -18,6 +20,7 @@ from domain.errors import (
     StaleAttempt,
     TaskNotRetryable,
 )
+from domain.media_options import check_media_options
 from domain.vocabulary import ACTIVE_STATUSES, AttemptOutcome, OutputType, TaskStatus
 
 OUTPUT_TYPES = tuple(OutputType)
@@ -81,6 +84,7 @@ class MediaTask(Aggregate):
         requested_at: datetime,
         max_attempts: int,
         trace_context: dict[str, str] | None = None,
+        options: dict[str, Any] | None = None,
     ) -> MediaTask:
         return cls(
             user_id=user_id,
@@ -93,6 +97,7 @@ class MediaTask(Aggregate):
             requested_at=requested_at,
             max_attempts=max(1, max_attempts),
             trace_context=dict(trace_context or {}),
+            options=check_media_options(options),
         )
 
     @event("Started")
@@ -108,6 +113,7 @@ class MediaTask(Aggregate):
         requested_at: datetime,
         max_attempts: int,
         trace_context: dict[str, str],
+        options: dict[str, Any] | None = None,
     ) -> None:
         self.user_id = user_id
         self.idempotency_key = idempotency_key
@@ -119,6 +125,7 @@ class MediaTask(Aggregate):
         self.requested_at = requested_at
         self.max_attempts = max_attempts
         self.trace_context = trace_context
+        self.options = options or check_media_options(None)
         self.status = QUEUED
         self.progress = 0
         self.attempt = 0
@@ -128,11 +135,20 @@ class MediaTask(Aggregate):
         self.error: dict[str, Any] | None = None
         self.terminal_failure = False
         self.result: dict[str, Any] | None = None
+        self.refunds_due: dict[int, int] = {}  # first attempt of a terminally failed paid run → its credits
+        self.refunds_given: list[int] = []  # first attempts of the refunded runs (one per user retry at most)
 
     # Decisions ------------------------------------------------------------------
 
-    def same_request(self, url: str, output_type: str, languages: list[str] | None) -> bool:
-        return (self.url, self.output_type, self.languages) == (url, output_type, check_languages(languages))
+    def same_request(
+        self, url: str, output_type: str, languages: list[str] | None, options: dict[str, Any] | None = None
+    ) -> bool:
+        return (self.url, self.output_type, self.languages, self.options) == (
+            url,
+            output_type,
+            check_languages(languages),
+            check_media_options(options),
+        )
 
     @property
     def attempts_in_cycle(self) -> int:
@@ -225,6 +241,25 @@ class MediaTask(Aggregate):
         self._retried(first_attempt=first_attempt, credits=credits, requested_at=requested_at)
         return first_attempt
 
+    def refund(self, first_attempt: int) -> int:
+        """Release the charge of the terminally failed paid run that began at `first_attempt`; returns its credits.
+
+        Saved in one transaction with the account's refund: a second refund of the run, or a refund
+        of a run that did not fail terminally (an extracted task), is refused here, and a rival
+        refund conflicts on the task's version.
+        """
+        if first_attempt not in self.refunds_due:
+            if first_attempt in self.refunds_given:
+                raise AlreadyRefunded("This run was refunded already.", task_id=str(self.id), attempt=first_attempt)
+            raise ChargeNotFound(
+                "No terminally failed run of this task began at this attempt.",
+                task_id=str(self.id),
+                attempt=first_attempt,
+            )
+        credits = self.refunds_due[first_attempt]
+        self._refunded(first_attempt=first_attempt, credits=credits)
+        return credits
+
     def _check_active_attempt(self, attempt: int) -> None:
         if self.status not in ACTIVE:
             raise InvalidTransition(
@@ -285,6 +320,8 @@ class MediaTask(Aggregate):
         self.status = FAILED
         self.error = {"code": code, "message": message, "retryable": retryable, "attempt": attempt}
         self.terminal_failure = terminal
+        if terminal:
+            self.refunds_due[self.charge_attempt] = self.credits
 
     @event("Retried")
     def _retried(self, first_attempt: int, credits: int, requested_at: datetime) -> None:
@@ -295,3 +332,8 @@ class MediaTask(Aggregate):
         self.error = None
         self.terminal_failure = False
         self.result = None
+
+    @event("Refunded")
+    def _refunded(self, first_attempt: int, credits: int) -> None:
+        self.refunds_due.pop(first_attempt, None)
+        self.refunds_given.append(first_attempt)

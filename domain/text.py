@@ -40,11 +40,31 @@ def check_free_text(text: str, *, field: str) -> str:
 
 def clean_text(text: str) -> str:
     """`text` with every character `check_free_text` refuses replaced by U+FFFD."""
+    if text.isprintable():  # no control character and no surrogate (neither is printable): nothing to replace
+        return text
     return _UNSAFE.sub(REPLACEMENT_CHARACTER, text)
 
 
 def clean_json(value: Any) -> Any:
     """A JSON value with every string (keys too) cleaned and non-finite floats (NaN, ±inf) made null."""
+    kind = type(value)  # the common exact types first (a read-model fold calls this per event)
+    if kind is str:
+        return clean_text(value)
+    if kind is int or value is None:
+        return value
+    if kind is dict:
+        cleaned = {}
+        for key, item in value.items():
+            if type(key) is not str or not key.isprintable():
+                key = clean_text(str(key))
+            item_kind = type(item)
+            if item_kind is str:
+                if not item.isprintable():
+                    item = clean_text(item)
+            elif item_kind is not int and item is not None:
+                item = clean_json(item)
+            cleaned[key] = item
+        return cleaned
     if isinstance(value, str):
         return clean_text(value)
     if isinstance(value, bool) or value is None or isinstance(value, int):

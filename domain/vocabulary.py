@@ -55,10 +55,16 @@ class OutputType(StrEnum):
     SUBTITLES = "subtitles"
     VIDEO = "video"
     VIDEO_AND_SUBTITLES = "video_and_subtitles"
+    AUDIO = "audio"
 
     @property
     def has_video(self) -> bool:
         return self in (OutputType.VIDEO, OutputType.VIDEO_AND_SUBTITLES)
+
+    @property
+    def has_media(self) -> bool:
+        """Whether the task stores a media file: the video, or for AUDIO the audio alone."""
+        return self.has_video or self is OutputType.AUDIO
 
     @property
     def has_subtitles(self) -> bool:

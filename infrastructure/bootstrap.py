@@ -18,7 +18,9 @@ if TYPE_CHECKING:
     from infrastructure.delivery.inline_dispatcher import InlineDispatcher
     from infrastructure.delivery.qstash_delivery import QStashDeliveryHandler
     from infrastructure.delivery.qstash_outbox_publisher import QStashPublisher
+    from infrastructure.media_formats.assembler import StreamingMediaAssembler
     from infrastructure.postgres.audit_seal import SealingFollower
+    from infrastructure.safe_http import SafeFetcher
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +85,8 @@ def build_pipeline(runtime: Runtime, worker_id: str) -> TaskPipeline:
         max_subtitle_bytes=s.max_subtitle_bytes,
         metadata_ttl_seconds=s.metadata_ttl_seconds,
         heartbeat_seconds=s.lease_seconds / 3,
+        max_post_items=s.max_post_items,
+        max_duration_seconds=s.max_duration_seconds,
     )
     return TaskPipeline(
         runtime.app,
@@ -93,6 +97,21 @@ def build_pipeline(runtime: Runtime, worker_id: str) -> TaskPipeline:
         parse_subtitles=parse_track,
         limits=limits,
         worker_id=worker_id,
+        assembler=build_media_assembler(s, fetcher),
+    )
+
+
+def build_media_assembler(settings: Settings, fetcher: SafeFetcher) -> StreamingMediaAssembler:
+    """The HLS/DASH/split-file assembler over the pipeline's SSRF-guarded fetcher."""
+    from infrastructure.media_formats.assembler import AssemblyLimits, StreamingMediaAssembler
+
+    return StreamingMediaAssembler(
+        fetcher,
+        AssemblyLimits(
+            max_manifest_bytes=settings.max_manifest_bytes,
+            segment_retries=settings.segment_retries,
+            max_duration_seconds=settings.max_duration_seconds,
+        ),
     )
 
 

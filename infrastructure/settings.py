@@ -130,6 +130,30 @@ class Settings(BaseSettings):
     audit_checkpoint_events: int = Field(default=10_000, ge=1, description="a signed checkpoint at least this often")
     audit_checkpoint_seconds: float = Field(default=60, gt=0, description="... or after this long with new events")
     audit_seal: bool = Field(default=True, description="run the sealing follower beside the projections")
+    webhook_retry_schedule: str = Field(
+        default="0,5,300,1800,7200,18000,36000,36000",
+        description="seconds before each webhook attempt (comma separated, ±20 % jitter); compress it for tests",
+    )
+    webhook_timeout_seconds: float = Field(default=15, gt=0, description="a webhook attempt's total deadline")
+    webhook_concurrency: int = Field(default=8, ge=1, le=256, description="endpoints delivered to at once per process")
+    webhook_disable_after_seconds: float = Field(
+        default=5 * 86400, gt=0, description="an endpoint whose deliveries all fail for this long is disabled"
+    )
+    rate_limit_storage: str = Field(
+        default="memory://", description="the `limits` storage: memory:// (one process) or redis://host:port"
+    )
+    rate_limit_submissions: str = Field(
+        default="60/minute", description="submissions (POST /v1/tasks, retries) per API key, e.g. 10/second"
+    )
+    rate_limit_reads: str = Field(default="1200/minute", description="other authenticated requests per API key")
+    max_active_tasks: int = Field(default=20, ge=1, description="a user's tasks queued or running at once")
+    price_audio: int = Field(default=DEFAULT_PRICES["audio"], ge=1, description="credits for an `audio` task")
+    max_post_items: int = Field(default=20, ge=1, le=100, description="media stored of a post with several")
+    max_duration_seconds: float = Field(default=4 * 3600, gt=0, description="longer videos fail `too_long`")
+    max_manifest_bytes: int = Field(
+        default=4 * 1024**2, gt=0, description="larger HLS playlists or DASH manifests fail `manifest_too_large`"
+    )
+    segment_retries: int = Field(default=3, ge=0, le=10, description="retries of a failed HLS/DASH segment")
 
     @field_validator("url_allow_cidrs", mode="before")
     @classmethod
@@ -160,6 +184,7 @@ class Settings(BaseSettings):
             "PRICE_SUBTITLES": str(self.price_subtitles),
             "PRICE_VIDEO": str(self.price_video),
             "PRICE_VIDEO_AND_SUBTITLES": str(self.price_video_and_subtitles),
+            "PRICE_AUDIO": str(self.price_audio),
         }
         env.update(postgres)
         return env

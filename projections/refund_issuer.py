@@ -26,11 +26,12 @@ refunds_issued = metrics.get_meter(__name__).create_counter(
 
 
 class RefundIssuer(EventSourcedProjection[UUID]):
-    """Follows MediaTasks and appends Refunded to the account for each terminal Failed.
+    """Follows MediaTasks and, for each terminal Failed, appends Refunded to the task and to its account.
 
-    It writes to the application it follows (same name, so the same events table); its
-    tracking position is recorded in the same transaction as the refund, and the account
-    itself refuses a second refund of the same charge.
+    It writes to the application it follows (same name, so the same events table); the task's and
+    the account's refunds and its tracking position are recorded in one transaction, and the task
+    itself refuses a second refund of the same run (optimistic concurrency on the task's version
+    settles a race between two issuers, or with the user's retry).
     """
 
     name = "MediaTasks"
@@ -64,10 +65,12 @@ class RefundIssuer(EventSourcedProjection[UUID]):
     def _(self, domain_event: MediaTask.Failed, processing_event: ProcessingEvent[UUID]) -> None:
         if not domain_event.terminal:
             return
-        task: MediaTask = self.repository.get(domain_event.originator_id, version=domain_event.originator_version)
+        failed: MediaTask = self.repository.get(domain_event.originator_id, version=domain_event.originator_version)
+        task: MediaTask = self.repository.get(domain_event.originator_id)
+        first_attempt = failed.charge_attempt
+        if first_attempt not in task.refunds_due:
+            return  # refunded already
         account: CreditAccount = self.repository.get(CreditAccount.id_for(task.user_id))
-        if account.is_refunded(task.id, task.charge_attempt):
-            return
-        account.refund(task.id, task.charge_attempt)
-        processing_event.collect_events(account)
+        account.refund(task.id, first_attempt, task.refund(first_attempt))
+        processing_event.collect_events(task, account)
         self._refunds_collected += 1

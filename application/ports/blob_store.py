@@ -79,14 +79,23 @@ class BodyMeter:
 
     def measure(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
         """Yield ``chunks`` unchanged; raise ``PermanentMediaError("too_large")`` past the limit."""
+        for chunk in self.count(chunks):
+            self._digest.update(chunk)
+            yield chunk
+
+    def count(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
+        """Like `measure` but without hashing: the caller feeds `hash` (from another thread, say)."""
         for chunk in chunks:
             self.size += len(chunk)
             if self.max_bytes is not None and self.size > self.max_bytes:
                 raise PermanentMediaError(
                     "too_large", f"body exceeds {self.max_bytes} bytes", details={"max_bytes": self.max_bytes}
                 )
-            self._digest.update(chunk)
             yield chunk
+
+    def hash(self, chunk: bytes) -> None:
+        """Add a chunk to the sha256 (in order; for callers of `count`)."""
+        self._digest.update(chunk)
 
     @property
     def sha256(self) -> str:

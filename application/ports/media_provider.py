@@ -1,7 +1,9 @@
 """The `MediaProvider` port: what the worker pipeline needs to know about a media link.
 
-A provider turns a media URL into a `MediaInfo`: title, duration, where the video bytes are and which
-subtitle tracks exist. It downloads nothing. Failures are raised as `PermanentMediaError` or
+A provider turns a media URL into a `MediaInfo`: title, duration, the formats the media is served in
+(`MediaFormat`: progressive files, split video-only/audio-only files, HLS playlists, DASH manifests), a
+`video` (the best progressive file, kept for providers that only know that) and which subtitle tracks
+exist. It downloads nothing. Failures are raised as `PermanentMediaError` or
 `TransientMediaError` (application/ports/errors.py).
 
 The value objects are immutable and round-trip through `to_dict()`/`from_dict()` as plain JSON
@@ -113,9 +115,108 @@ class SubtitleSource:
         )
 
 
+FormatProtocol = Literal["https", "hls", "dash"]
+FORMAT_PROTOCOLS: tuple[str, ...] = get_args(FormatProtocol)
+
+
+@dataclass(frozen=True)
+class MediaFormat:
+    """One way the media is served: a file over HTTP(S), an HLS media playlist or a DASH representation.
+
+    `url` is the file or the HLS media playlist; for DASH it is the manifest and `stream_id` names the
+    representation in it. `vcodec`/`acodec` are None when the format has no such stream ("none" in
+    yt-dlp's words); `bitrate` is in kbit/s; `filesize` is in bytes when the provider knows it.
+    """
+
+    format_id: str
+    protocol: FormatProtocol
+    url: str
+    ext: str | None = None
+    vcodec: str | None = None
+    acodec: str | None = None
+    width: int | None = None
+    height: int | None = None
+    fps: float | None = None
+    bitrate: float | None = None
+    filesize: int | None = None
+    language: str | None = None
+    stream_id: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.protocol not in FORMAT_PROTOCOLS:
+            raise ValueError(f"unknown format protocol {self.protocol!r}; expected one of {FORMAT_PROTOCOLS}")
+
+    @property
+    def has_video(self) -> bool:
+        return self.vcodec is not None
+
+    @property
+    def has_audio(self) -> bool:
+        return self.acodec is not None
+
+    def forwarded_headers(self) -> dict[str, str]:
+        """The headers the download may send (see VideoSource.forwarded_headers)."""
+        return VideoSource(self.url, headers=self.headers).forwarded_headers()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format_id": self.format_id,
+            "protocol": self.protocol,
+            "url": self.url,
+            "ext": self.ext,
+            "vcodec": self.vcodec,
+            "acodec": self.acodec,
+            "width": self.width,
+            "height": self.height,
+            "fps": self.fps,
+            "bitrate": self.bitrate,
+            "filesize": self.filesize,
+            "language": self.language,
+            "stream_id": self.stream_id,
+            "headers": dict(self.headers),
+        }
+
+    def summary(self) -> dict[str, Any]:
+        """What a task's result says of a chosen format: never its (possibly signed) URL."""
+        return {key: value for key, value in self.to_dict().items() if key not in ("url", "headers")}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MediaFormat:
+        return cls(
+            format_id=str(data["format_id"]),
+            protocol=data["protocol"],
+            url=data["url"],
+            ext=data.get("ext"),
+            vcodec=data.get("vcodec"),
+            acodec=data.get("acodec"),
+            width=_optional_int(data.get("width")),
+            height=_optional_int(data.get("height")),
+            fps=_optional_float(data.get("fps")),
+            bitrate=_optional_float(data.get("bitrate")),
+            filesize=_optional_int(data.get("filesize")),
+            language=data.get("language"),
+            stream_id=data.get("stream_id"),
+            headers=dict(data.get("headers") or {}),
+        )
+
+
+def _optional_int(value: Any) -> int | None:
+    return int(value) if value is not None else None
+
+
+def _optional_float(value: Any) -> float | None:
+    return float(value) if value is not None else None
+
+
 @dataclass(frozen=True)
 class MediaInfo:
-    """What a provider knows about one piece of media. `video` is None for subtitle-only media."""
+    """What a provider knows about one piece of media. `video` is None for subtitle-only media.
+
+    `formats` lists every way the media is served (empty when the provider only knows `video`);
+    `items` holds every media of a post with several (a carousel), the first included, each a MediaInfo.
+    `is_live` and `drm` say why a media cannot be stored at all.
+    """
 
     platform: str
     media_id: str
@@ -126,6 +227,27 @@ class MediaInfo:
     video: VideoSource | None = None
     subtitles: tuple[SubtitleSource, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
+    formats: tuple[MediaFormat, ...] = ()
+    items: tuple[MediaInfo, ...] = ()
+    is_live: bool = False
+    drm: bool = False
+
+    def playable_formats(self) -> tuple[MediaFormat, ...]:
+        """The formats, with `video` as a progressive format when the provider listed none."""
+        if self.formats or self.video is None:
+            return self.formats
+        return (
+            MediaFormat(
+                format_id="video",
+                protocol="https",
+                url=self.video.url,
+                ext=_ext_of(self.video.mime_type),
+                vcodec="unknown",
+                acodec="unknown",
+                filesize=self.video.size,
+                headers=dict(self.video.headers),
+            ),
+        )
 
     def subtitles_for(self, lang: str) -> tuple[SubtitleSource, ...]:
         """Tracks in this language (exact tag or its primary subtag: 'en' matches 'en-US'), manual first."""
@@ -143,7 +265,9 @@ class MediaInfo:
         info = MediaInfo.from_dict(clean_json(self.to_dict()))
         video = replace(info.video, headers=info.video.forwarded_headers()) if info.video else None
         tracks = tuple(track for track in info.subtitles if is_subtitle_language(track.lang))
-        return replace(info, video=video, subtitles=tracks)
+        formats = tuple(replace(fmt, headers=fmt.forwarded_headers()) for fmt in info.formats)
+        items = tuple(item.cleaned() for item in info.items)
+        return replace(info, video=video, subtitles=tracks, formats=formats, items=items)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -156,6 +280,10 @@ class MediaInfo:
             "video": self.video.to_dict() if self.video else None,
             "subtitles": [track.to_dict() for track in self.subtitles],
             "extra": dict(self.extra),
+            "formats": [fmt.to_dict() for fmt in self.formats],
+            "items": [item.to_dict() for item in self.items],
+            "is_live": self.is_live,
+            "drm": self.drm,
         }
 
     @classmethod
@@ -171,7 +299,15 @@ class MediaInfo:
             video=VideoSource.from_dict(data["video"]) if data.get("video") else None,
             subtitles=tuple(SubtitleSource.from_dict(track) for track in data.get("subtitles") or ()),
             extra=dict(data.get("extra") or {}),
+            formats=tuple(MediaFormat.from_dict(fmt) for fmt in data.get("formats") or ()),
+            items=tuple(MediaInfo.from_dict(item) for item in data.get("items") or ()),
+            is_live=bool(data.get("is_live")),
+            drm=bool(data.get("drm")),
         )
+
+
+def _ext_of(mime_type: str | None) -> str | None:
+    return {"video/mp4": "mp4", "video/webm": "webm", "video/quicktime": "mov"}.get((mime_type or "").lower())
 
 
 @runtime_checkable

@@ -9,12 +9,27 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.telemetry import TelemetryConfig
 
-from infrastructure.api.errors import install_error_handlers
+from infrastructure.api.errors import install_error_handlers, responses
 from infrastructure.api.limits import BodySizeLimit, FailedAuthentications
 from infrastructure.api.live import StreamsPerUser, TaskUpdateHub
-from infrastructure.api.routes import account, admin, deliveries, health, media, metrics, tasks, web
+from infrastructure.api.rate_limits import RateLimited, RateLimitHeaders, RequestLimits
+from infrastructure.api.routes import (
+    account,
+    admin,
+    deliveries,
+    health,
+    media,
+    metrics,
+    tasks,
+    user_limits,
+    web,
+    webhooks,
+)
 from infrastructure.api.security_headers import SecurityHeaders
 from infrastructure.api.stream_tokens import stream_tokens_for
+from infrastructure.postgres.user_limits import PostgresUserLimits
+from infrastructure.postgres.webhook_store import PostgresWebhookStore
+from infrastructure.safe_http import UrlPolicy
 
 DESCRIPTION = """
 Turn a social-media video link into stored subtitles and/or a stored video, paid in credits and
@@ -60,8 +75,16 @@ def create_api(runtime: Any, *, projections: Any = None) -> FastAPI:
     install_error_handlers(api)
     api.add_middleware(BodySizeLimit, max_bytes=runtime.settings.max_body_bytes)
     api.add_middleware(SecurityHeaders)
-    for router in (health.router, admin.router, tasks.router, media.router, account.router, metrics.router, web.router):
+    api.state.webhooks = PostgresWebhookStore(runtime.app.recorder.datastore)
+    api.state.webhook_url_policy = UrlPolicy(allow_cidrs=tuple(runtime.settings.url_allow_cidrs))
+    api.state.request_limits = RequestLimits(
+        runtime.settings, PostgresUserLimits(runtime.app.recorder.datastore), runtime.views
+    )
+    api.add_middleware(RateLimitHeaders)
+    for router in (health.router, admin.router, user_limits.router, metrics.router, web.router):
         api.include_router(router)
+    for router in (tasks.router, media.router, account.router, webhooks.router):  # per-API-key rates
+        api.include_router(router, dependencies=[RateLimited], responses=responses(429))
     api.state.telemetry = getattr(runtime, "telemetry", None)
     if api.state.telemetry is not None:
         api.state.telemetry.instrument_api(api)

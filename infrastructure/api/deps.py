@@ -19,8 +19,10 @@ from infrastructure.api.stream_tokens import StreamTokens
 from infrastructure.delivery.qstash_delivery import QStashDeliveryHandler
 from infrastructure.delivery.qstash_outbox_publisher import QStashPublisher
 from infrastructure.observability.telemetry import Telemetry
+from infrastructure.postgres.webhook_store import PostgresWebhookStore
 from infrastructure.projection_runners import ProjectionRunners
 from infrastructure.runtime import Runtime
+from infrastructure.safe_http import UrlPolicy
 from infrastructure.settings import Settings
 from infrastructure.supervision import LagClock
 from projections.task_views import TaskViews
@@ -186,6 +188,15 @@ async def get_lag_clock(request: Request) -> LagClock:
     return clock
 
 
+async def get_webhooks(request: Request) -> PostgresWebhookStore:
+    return request.app.state.webhooks
+
+
+async def get_webhook_url_policy(request: Request) -> UrlPolicy:
+    """The SSRF guard a webhook URL passes at registration."""
+    return request.app.state.webhook_url_policy
+
+
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 BlobsDep = Annotated[BlobStore, Depends(get_blobs)]
@@ -198,3 +209,5 @@ DeliveriesDep = Annotated[QStashDeliveryHandler, Depends(get_deliveries)]
 ProjectionsDep = Annotated[ProjectionRunners | None, Depends(get_projections)]
 PublisherDep = Annotated[QStashPublisher | None, Depends(get_publisher)]
 LagClockDep = Annotated[LagClock, Depends(get_lag_clock)]
+WebhooksDep = Annotated[PostgresWebhookStore, Depends(get_webhooks)]
+UrlPolicyDep = Annotated[UrlPolicy, Depends(get_webhook_url_policy)]

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 # The wire values of domain.vocabulary's OutputType and TaskStatus, spelled out so that the OpenAPI
 # document and the 422 answers stay as they were (tests/unit/test_vocabulary.py checks they agree).
-OutputTypeValue = Literal["subtitles", "video", "video_and_subtitles"]
+OutputTypeValue = Literal["subtitles", "video", "video_and_subtitles", "audio"]
 TaskStatusValue = Literal["queued", "downloading", "processing", "retrying", "extracted", "failed"]
 
 
@@ -44,6 +44,26 @@ class SubmitTask(BaseModel):
     )
     output_type: OutputTypeValue
     languages: list[str] = Field(default_factory=list, max_length=10, examples=[["en"]])
+    webhook_url: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=2048,
+        description=("a one-off callback for this task's events, signed with your default webhook secret"),
+    )
+    max_height: int = Field(default=1080, ge=144, le=4320, description="the best format at or under this height")
+    video_codec: Literal["h264", "vp9", "av1"] = Field(default="h264", description="preferred among equal heights")
+    mute: bool = Field(default=False, description="store the video without its audio")
+    audio_format: Literal["best", "m4a", "mp3", "opus"] = Field(
+        default="best", description="for `audio`: best and m4a keep the source codec where they can; mp3/opus encode"
+    )
+
+    def media_options(self) -> dict[str, object]:
+        return {
+            "max_height": self.max_height,
+            "video_codec": self.video_codec,
+            "mute": self.mute,
+            "audio_format": self.audio_format,
+        }
 
 
 class Accepted(BaseModel):

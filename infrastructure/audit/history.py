@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+import orjson
 from eventsourcing.persistence import Tracking
 
 from application.audit import AuditReport, HistoryAuditor
@@ -26,18 +27,27 @@ def verify(
     seal: Any = None,
     verifier: CheckpointVerifier | None = None,
     progress: Progress | None = None,
+    concurrent: bool = False,
 ) -> AuditReport:
     """Replay every event, check the invariants and the sealed chain, and compare the read model with a
-    fresh rebuild. The events and the chain are read in one consistent snapshot."""
+    fresh rebuild. The events and the chain are read in one consistent snapshot.
+
+    `concurrent` (with the read model in PostgreSQL) runs the chain check and the read of the live read
+    model in a second process, in the same snapshot as the replay
+    (infrastructure/postgres/audit_side_checks.py): the same checks and findings. Off by default: on
+    this project's shared 2-core machine it measured no faster (docs/performance.md)."""
     from infrastructure.postgres.audit_seal import PostgresSeal, sealed_history
+    from infrastructure.postgres.task_views import PostgresTaskViews
 
     refunds_at = tracking_position(app.recorder, REFUNDS_TRACKING_TABLE, app.name) or 0
     auditor = HistoryAuditor(refunds_tracked_to=refunds_at)
     rebuild = TaskViewsBulkLoad(None, keep_updates=False)
     projection = TaskViewsProjection(view=rebuild)
-    views_at, live = _settled_snapshot(app, views)
+    concurrent = concurrent and isinstance(views, PostgresTaskViews)
+    if not concurrent:
+        views_at, live = _settled_snapshot(app, views)
     process, name = projection.dispatcher(), app.name
-    with sealed_history(app, seal or PostgresSeal(app.recorder.datastore)) as history:
+    with sealed_history(app, seal or PostgresSeal(app.recorder.datastore), export_snapshot=concurrent) as history:
         head = history.head
         chain = ChainCheck(history.checkpoints, verifier, auditor.violation)
         chain.set_last_link(history.last_link)
@@ -58,17 +68,36 @@ def verify(
                         auditor.unreadable(position, e)
                 yield position, event
 
-        events = EventDecoder(app.mapper).events(
-            checked(merge_by_position(history.events, history.links)), auditor.unreadable
-        )
+        if concurrent:
+            from infrastructure.postgres.audit_side_checks import SideChecks, tracked_in_snapshot
+
+            views_at = tracked_in_snapshot(history.snapshot, views, name)
+            side = SideChecks.start(history.snapshot, chain, views)
+            rows: Iterable[Any] = history.events
+        else:
+            rows = checked(merge_by_position(history.events, history.links))
+        events = EventDecoder(app.mapper).events(rows, auditor.unreadable)
         auditor.feed_all(
             projected(events), None if progress is None else lambda p: progress(p, head), _progress_every(head)
         )
-    report = auditor.finish()
-    report.chain = chain.finish()
+        if concurrent:
+            found = side.result()
+    if concurrent:
+        from infrastructure.postgres.audit_side_checks import load_live
+
+        chain, live = found.chain, load_live(found.live)
+        for violation in found.violations:
+            auditor.violation(*violation)
+        report = auditor.finish()
+        report.chain = chain.report
+    else:
+        report = auditor.finish()
+        report.chain = chain.finish()
     report.signatures_checked = verifier is not None
-    fresh = rebuild.snapshot()
-    if fresh != live:
+    fresh_json = rebuild.snapshot_json()  # equal bytes: equal rows, nothing to name
+    if (fresh_json is None or fresh_json != _live_json(found.live if concurrent else live)) and (
+        fresh := rebuild.snapshot()
+    ) != live:
         for table in ("tasks", "accounts", "ledger"):
             live_rows = {_row_key(r): r for r in live[table]}
             for row in fresh[table]:
@@ -142,6 +171,16 @@ def verify_chain(
     if progress is not None:
         progress(head, head)
     return report
+
+
+def _live_json(live: bytes | dict[str, Any]) -> bytes | None:
+    """The live snapshot as `plain_json` writes it (sorted keys), or None where orjson refuses it."""
+    if isinstance(live, bytes):
+        return live
+    try:
+        return orjson.dumps(live, option=orjson.OPT_SORT_KEYS)
+    except TypeError:
+        return None
 
 
 def _progress_every(head: int) -> int:

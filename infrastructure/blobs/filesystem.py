@@ -28,6 +28,7 @@ from application.ports.blob_store import (
     check_byte_range,
 )
 from application.ports.errors import TransientMediaError
+from infrastructure.blobs.pipelined import run_pipelined
 
 UNKNOWN_CONTENT_TYPE = "application/octet-stream"
 
@@ -88,9 +89,13 @@ class FilesystemBlobStore:
         try:
             meter = BodyMeter(max_bytes)
             with os.fdopen(fd, "wb") as file:
-                for chunk in meter.measure(chunks):
+
+                def write(chunk: bytes) -> None:
                     with _storage_faults(key):
                         file.write(chunk)
+
+                # Reading, hashing and writing overlap on three threads (infrastructure/blobs/pipelined.py).
+                run_pipelined(meter.count(chunks), [meter.hash, write])
                 with _storage_faults(key):
                     file.flush()
                     os.fsync(file.fileno())

@@ -15,6 +15,7 @@ from infrastructure.bootstrap import (
 )
 from infrastructure.projection_runners import ProjectionRunners
 from infrastructure.settings import Settings
+from infrastructure.webhooks.wiring import start_webhook_delivery
 
 
 class ServiceProcess:
@@ -36,6 +37,8 @@ class ServiceProcess:
         self.api.state.publisher = start_qstash_publisher(self.runtime) if qstash and run_projections else None
         if qstash and run_dispatcher:
             include_qstash_deliveries(self.api, build_qstash_deliveries(self.runtime, worker_id()))
+        if run_projections:  # webhooks go with the projections (one such process per database)
+            start_webhook_delivery(self.runtime)
         self.runtime.telemetry.observe_projection_lag(self.runtime, self.projections)
         self.sealer = start_sealing_follower(self.runtime) if run_projections else None
 

@@ -77,7 +77,12 @@ def main(argv: list[str] | None = None) -> int:
     verify_export.add_argument("--hmac-key", default=None, help="the HMAC-SHA256 secret, for HMAC-signed checkpoints")
     audit.add_parser("public-key", help="print the public key that verifies this service's checkpoints")
 
+    from infrastructure.client.commands import CLIENT_COMMANDS, add_client_commands, run_client
+
+    add_client_commands(sub)
     args = parser.parse_args(argv)
+    if args.command in CLIENT_COMMANDS:
+        return run_client(args)
     configure_logging(stream=sys.stdout if args.command in ("serve", "projections", "worker") else sys.stderr)
     if args.command == "serve":
         return _serve(args)
@@ -181,6 +186,9 @@ def _projections() -> int:
     if runtime.settings.dispatch == "qstash":
         start_qstash_publisher(runtime)
     start_sealing_follower(runtime)
+    from infrastructure.webhooks.wiring import start_webhook_delivery
+
+    start_webhook_delivery(runtime)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

@@ -19,8 +19,9 @@ from typing import Any
 
 from eventsourcing.persistence import IntegrityError, Tracking
 from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
+from psycopg.conninfo import make_conninfo
 from psycopg.rows import tuple_row
-from psycopg.sql import SQL, Identifier
+from psycopg.sql import SQL, Composed, Identifier
 
 from application.audit_chain import GENESIS, Checkpoint, CheckpointSigner, chain_link, checkpoint_message
 from infrastructure.supervision import Supervised, Supervisor
@@ -237,10 +238,27 @@ class SealedHistory:
     checkpoints: list[Checkpoint]
     head: int  # the last event's position (or `stop`)
     last_link: int  # the last link's position
+    snapshot: ExportedSnapshot | None = None  # with `export_snapshot`: for a second reader of the same rows
+
+
+@dataclass(frozen=True)
+class ExportedSnapshot:
+    """A REPEATABLE READ snapshot another connection can import while the exporting transaction is open."""
+
+    conninfo: str
+    snapshot_id: str
+    events_table: tuple[str, str]  # schema, table
+    links_table: tuple[str, str]
+    after: int
+    head: int
+    stop: int | None
+    connection: Any  # the exporting connection (for reads of other tables in the same snapshot)
 
 
 @contextmanager
-def sealed_history(app: Any, seal: PostgresSeal, *, after: int = 0, stop: int | None = None) -> Iterator[SealedHistory]:
+def sealed_history(
+    app: Any, seal: PostgresSeal, *, after: int = 0, stop: int | None = None, export_snapshot: bool = False
+) -> Iterator[SealedHistory]:
     """One consistent snapshot: the events and links after a position (up to `stop`), the checkpoints,
     and the head. Both are streamed through server-side cursors in one REPEATABLE READ transaction;
     with no `stop`, links past the last event are included (the last events' deletion shows)."""
@@ -257,30 +275,53 @@ def sealed_history(app: Any, seal: PostgresSeal, *, after: int = 0, stop: int | 
                 checkpoints = seal.checkpoints(curs=curs)
                 curs.execute(SQL("SELECT max(position) AS last FROM {}").format(seal.links_table))
                 last_link = curs.fetchone()["last"] or 0
-            events = conn.cursor(name="audit_events", row_factory=tuple_row)
-            events.itersize = SCAN_ROWS
-            events.execute(
-                SQL(
-                    "SELECT notification_id, originator_id, originator_version, topic, state FROM {} "
-                    "WHERE notification_id > %s AND notification_id <= %s ORDER BY notification_id"
-                ).format(events_table),
-                (after, head),
-            )
-            links = conn.cursor(name="audit_links", row_factory=tuple_row)
-            links.itersize = SCAN_ROWS
-            links.execute(
-                SQL("SELECT position, chain FROM {} WHERE position > %s AND position <= %s ORDER BY position").format(
-                    seal.links_table
-                ),
-                (after, stop if stop is not None else 2**62),
-            )
+            exported = None
+            if export_snapshot:
+                snapshot_id = conn.execute("SELECT pg_export_snapshot()").fetchone()["pg_export_snapshot"]
+                conninfo = make_conninfo(conn.info.dsn, password=conn.info.password or None)
+                exported = ExportedSnapshot(
+                    conninfo,
+                    snapshot_id,
+                    (recorder.datastore.schema, recorder.events_table_name),
+                    (recorder.datastore.schema, LINKS_TABLE),
+                    after,
+                    head,
+                    stop,
+                    conn,
+                )
+            events, links = open_history_cursors(conn, events_table, seal.links_table, after, head, stop)
             try:
-                yield SealedHistory(_paged(events), _paged(links), checkpoints, head, last_link)
+                yield SealedHistory(paged(events), paged(links), checkpoints, head, last_link, exported)
             finally:
                 events.close()
                 links.close()
 
 
-def _paged(cursor: Any) -> Iterator[Any]:
+def open_history_cursors(
+    conn: Any, events_table: Composed, links_table: Composed, after: int, head: int, stop: int | None
+) -> tuple[Any, Any]:
+    """Server-side cursors (binary results) over the events up to `head` and the links up to `stop`."""
+    events = conn.cursor(name="audit_events", row_factory=tuple_row, binary=True)
+    events.itersize = SCAN_ROWS
+    events.execute(
+        SQL(
+            "SELECT notification_id, originator_id, originator_version, topic, state FROM {} "
+            "WHERE notification_id > %s AND notification_id <= %s ORDER BY notification_id"
+        ).format(events_table),
+        (after, head),
+    )
+    links = conn.cursor(name="audit_links", row_factory=tuple_row, binary=True)
+    links.itersize = SCAN_ROWS
+    links.execute(
+        SQL("SELECT position, chain FROM {} WHERE position > %s AND position <= %s ORDER BY position").format(
+            links_table
+        ),
+        (after, stop if stop is not None else 2**62),
+    )
+    return events, links
+
+
+def paged(cursor: Any) -> Iterator[Any]:
+    """A server-side cursor's rows, fetched `SCAN_ROWS` at a time."""
     while rows := cursor.fetchmany(SCAN_ROWS):
         yield from rows

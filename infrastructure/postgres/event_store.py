@@ -20,6 +20,7 @@ from eventsourcing.postgres import (
 from eventsourcing.utils import Environment, EnvType, get_topic
 
 from infrastructure.postgres.group_commit import DEFAULT_MAX_BATCH_EVENTS, GroupCommitInserts
+from infrastructure.postgres.topic_index import TopicIndexReads
 
 DEFAULT_CATCH_UP_SECONDS = 1.0
 
@@ -47,8 +48,9 @@ class CatchUpSubscription(PostgresSubscription):
         super().stop()
 
 
-class CatchUpSubscriptions:
-    """Mixin for recorders: subscriptions that do not depend on every NOTIFY arriving."""
+class CatchUpSubscriptions(TopicIndexReads):
+    """Mixin for recorders: subscriptions that do not depend on every NOTIFY arriving (and whose
+    topic-filtered reads use the topic index)."""
 
     catch_up_seconds = DEFAULT_CATCH_UP_SECONDS
 

@@ -39,7 +39,10 @@ def create_tables(env: dict[str, str], views_name: str = VIEWS_NAME) -> None:
     from infrastructure.postgres.metadata_cache import PostgresMetadataCache
     from infrastructure.postgres.seen_token_ids import PostgresSeenTokenIds
     from infrastructure.postgres.task_views import PostgresTaskViews
+    from infrastructure.postgres.topic_index import create_topic_index
+    from infrastructure.postgres.user_limits import PostgresUserLimits
     from infrastructure.postgres.views_pointer import ensure_pointer
+    from infrastructure.postgres.webhook_store import PostgresWebhookStore
 
     create_env = {**env, "CREATE_TABLE": "yes"}
     factory = InfrastructureFactory.construct(env=named_env("MediaTasks", create_env))
@@ -49,14 +52,18 @@ def create_tables(env: dict[str, str], views_name: str = VIEWS_NAME) -> None:
             conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{datastore.schema}"')
         conn.execute("SELECT pg_advisory_lock(%s)", (TABLES_LOCK_ID,))
         try:
-            MediaTasks(env=create_env).close()
+            app = MediaTasks(env=create_env)
+            app.close()
             factory.process_recorder()
+            create_topic_index(datastore, app.recorder.events_table_name)  # type: ignore[attr-defined]
             ensure_pointer(datastore)
             PostgresMetadataCache(datastore).create_table()
             PostgresSeenTokenIds(datastore).create_table()
             stream_token_secret.create_table(datastore)
             publisher_tracking(datastore).create_table()
             PostgresSeal(datastore).create_table()
+            PostgresWebhookStore(datastore).create_tables()
+            PostgresUserLimits(datastore).create_table()
             views = InfrastructureFactory.construct(env=named_env(views_name, create_env))
             views.tracking_recorder(PostgresTaskViews)
             views.close()

@@ -15,13 +15,13 @@ import orjson
 from eventsourcing.persistence import IntegrityError, Tracking
 from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
 from psycopg.rows import DictRow
-from psycopg.sql import SQL, Identifier, Literal
+from psycopg.sql import SQL, Composed, Identifier, Literal
 from psycopg.types.json import Jsonb, set_json_dumps
 
 from domain.credits import CreditAccount
 from domain.text import clean_json, clean_text
 from infrastructure.postgres.store_connections import read_retried
-from projections.memory_views import decode_cursor, encode_cursor, plain_row
+from projections.memory_views import decode_cursor, encode_cursor, plain_json, plain_row
 from projections.task_views import (
     OPEN_STATUSES,
     AccountView,
@@ -67,11 +67,7 @@ class PostgresTaskViews(TaskViews, PostgresTrackingRecorder):
         self._batch = threading.local()
         prefix = tracking_table_name.removesuffix("_tracking")
         self.prefix = prefix
-        schema = Identifier(datastore.schema)
-        self.tables = {
-            name: SQL("{}.{}").format(schema, Identifier(f"{prefix}_{name}"))
-            for name in ("tasks", "updates", "accounts", "ledger")
-        }
+        self.tables = view_tables(datastore.schema, prefix)
         for name in self.tables:
             self.check_identifier_length(f"{prefix}_{name}")
         t = self.tables
@@ -319,16 +315,7 @@ class PostgresTaskViews(TaskViews, PostgresTrackingRecorder):
         return [_task_view(r) for r in rows]
 
     def snapshot(self) -> dict[str, Any]:
-        tasks = self._select(SQL("SELECT * FROM {} ORDER BY task_id").format(self.tables["tasks"]))
-        accounts = self._select(SQL("SELECT * FROM {} ORDER BY account_id").format(self.tables["accounts"]))
-        ledger = self._select(SQL("SELECT * FROM {} ORDER BY position").format(self.tables["ledger"]))
-        return {  # the rows as their views' fields (what asdict of TaskView, AccountView, LedgerEntry gives)
-            "tasks": sorted((plain_row({c: r[c] for c in TASK_COLUMNS}) for r in tasks), key=lambda r: r["task_id"]),
-            "accounts": sorted(
-                (plain_row({c: r[c] for c in ACCOUNT_COLUMNS}) for r in accounts), key=lambda r: r["account_id"]
-            ),
-            "ledger": [plain_row({c: r[c] for c in LEDGER_COLUMNS}) for r in ledger],
-        }
+        return read_snapshot(self._select, self.tables)
 
     def drop_tables(self) -> None:
         """Remove this view's tables (after a rebuild under another name replaced it)."""
@@ -340,6 +327,28 @@ class PostgresTaskViews(TaskViews, PostgresTrackingRecorder):
                     Identifier(self.datastore.schema), Identifier(self.tracking_table_name)
                 )
             )
+
+
+def view_tables(schema: str, prefix: str) -> dict[str, Composed]:
+    """The read model's tables, schema-qualified."""
+    return {
+        name: SQL("{}.{}").format(Identifier(schema), Identifier(f"{prefix}_{name}"))
+        for name in ("tasks", "updates", "accounts", "ledger")
+    }
+
+
+def read_snapshot(select: Callable[[Any], list[Any]], tables: dict[str, Composed]) -> dict[str, Any]:
+    """Every row of the read model in a comparable form, read with `select(statement)` (dict rows)."""
+    tasks = select(SQL("SELECT * FROM {} ORDER BY task_id").format(tables["tasks"]))
+    accounts = select(SQL("SELECT * FROM {} ORDER BY account_id").format(tables["accounts"]))
+    ledger = select(SQL("SELECT * FROM {} ORDER BY position").format(tables["ledger"]))
+    return {  # the rows as their views' fields (what asdict of TaskView, AccountView, LedgerEntry gives)
+        "tasks": sorted((plain_row({c: r[c] for c in TASK_COLUMNS}) for r in tasks), key=lambda r: r["task_id"]),
+        "accounts": sorted(
+            (plain_row({c: r[c] for c in ACCOUNT_COLUMNS}) for r in accounts), key=lambda r: r["account_id"]
+        ),
+        "ledger": [plain_row({c: r[c] for c in LEDGER_COLUMNS}) for r in ledger],
+    }
 
 
 def _task_params(task: TaskView) -> dict[str, Any]:
@@ -457,6 +466,21 @@ class TaskViewsBulkLoad:
             ],
         }
 
+    def snapshot_json(self) -> bytes | None:
+        """`plain_json` of what `snapshot()` returns, without building the plain rows (None: use `snapshot()`)."""
+        try:  # UUIDs in their order (UUID's own comparison, without its Python-level __lt__ per pair)
+            tasks = sorted(self.tasks, key=_uuid_int)
+            accounts = sorted(self.accounts, key=_uuid_int)
+        except AttributeError:
+            return None
+        return plain_json(
+            {
+                "tasks": [self.tasks[k] for k in tasks],
+                "accounts": [dict(zip(ACCOUNT_COLUMNS, self.accounts[k], strict=True)) for k in accounts],
+                "ledger": [dict(zip(LEDGER_COLUMNS, e, strict=True)) for e in sorted(self.entries, key=_first)],
+            }
+        )
+
     # Loading ------------------------------------------------------------------------
 
     def drop_secondary_indexes(self) -> None:
@@ -522,6 +546,14 @@ COLUMN_TYPES = {
     "amount": "int8",
     "reason": "text",
 }
+
+
+def _uuid_int(value: UUID) -> int:
+    return value.int
+
+
+def _first(row: tuple[Any, ...]) -> Any:
+    return row[0]
 
 
 def _json_dumps(value: Any) -> bytes:

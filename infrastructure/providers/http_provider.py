@@ -7,13 +7,13 @@ are checked later by the fetcher, like any other URL from outside.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from application.ports.errors import PermanentMediaError, TransientMediaError
-from application.ports.media_provider import SUBTITLE_FORMATS, MediaInfo, SubtitleSource, VideoSource
+from application.ports.media_provider import SUBTITLE_FORMATS, MediaFormat, MediaInfo, SubtitleSource, VideoSource
 from domain.platforms import identify_platform
 from infrastructure.retry_after import retry_after_seconds
 
@@ -37,6 +37,45 @@ class _VideoBody(BaseModel):
     headers: dict[str, str] = Field(default_factory=dict)
 
     _check_url = field_validator("url")(_http_url)
+
+
+class _FormatBody(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    format_id: str = Field(min_length=1, max_length=200)
+    protocol: Literal["https", "http", "hls", "dash"]
+    url: str
+    ext: str | None = Field(default=None, max_length=16)
+    vcodec: str | None = Field(default=None, max_length=100)
+    acodec: str | None = Field(default=None, max_length=100)
+    width: int | None = Field(default=None, ge=1, le=100_000)
+    height: int | None = Field(default=None, ge=1, le=100_000)
+    fps: float | None = Field(default=None, ge=0)
+    bitrate: float | None = Field(default=None, ge=0)
+    filesize: int | None = Field(default=None, ge=0)
+    language: str | None = Field(default=None, max_length=35)
+    stream_id: str | None = Field(default=None, max_length=200)
+    headers: dict[str, str] = Field(default_factory=dict)
+
+    _check_url = field_validator("url")(_http_url)
+
+    def to_format(self) -> MediaFormat:
+        none = (None, "none", "")
+        return MediaFormat(
+            format_id=self.format_id,
+            protocol="https" if self.protocol == "http" else self.protocol,
+            url=self.url,
+            ext=self.ext,
+            vcodec=None if self.vcodec in none else self.vcodec,
+            acodec=None if self.acodec in none else self.acodec,
+            width=self.width,
+            height=self.height,
+            fps=self.fps,
+            bitrate=self.bitrate,
+            filesize=self.filesize,
+            language=self.language,
+            stream_id=self.stream_id,
+            headers=dict(self.headers),
+        )
 
 
 class _SubtitleBody(BaseModel):
@@ -72,6 +111,10 @@ class _MediaBody(BaseModel):
     thumbnail_url: str | None = None
     video: _VideoBody | None = None
     subtitles: list[_SubtitleBody] = Field(default_factory=list)
+    formats: list[_FormatBody] = Field(default_factory=list, max_length=500)
+    items: list[_MediaBody] = Field(default_factory=list, max_length=100)
+    is_live: bool = False
+    drm: bool = False
 
 
 class HttpMediaProvider:
@@ -177,6 +220,9 @@ class HttpMediaProvider:
                 f"the provider's answer does not match the contract: {error.error_count()} problem(s)",
                 details={"url": url, "problems": [problem["msg"] for problem in error.errors()[:5]]},
             ) from error
+        return self._post(parsed, url)
+
+    def _post(self, parsed: _MediaBody, url: str) -> MediaInfo:
         known = identify_platform(url)
         subtitles = tuple(
             SubtitleSource(
@@ -201,6 +247,10 @@ class HttpMediaProvider:
             video=VideoSource(video.url, video.size, video.mime_type, dict(video.headers)) if video else None,
             subtitles=subtitles,
             extra={"provider": self.name, **({"skipped_subtitle_formats": skipped} if skipped else {})},
+            formats=tuple(fmt.to_format() for fmt in parsed.formats),
+            items=tuple(self._post(item, url) for item in parsed.items),
+            is_live=parsed.is_live,
+            drm=parsed.drm,
         )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -19,7 +19,7 @@ from yt_dlp.networking.exceptions import TransportError as YtDlpTransportError
 from yt_dlp.utils import GeoRestrictedError, UnsupportedError
 
 from application.ports.errors import MediaError, PermanentMediaError, TransientMediaError
-from application.ports.media_provider import MediaInfo, SubtitleSource, VideoSource
+from application.ports.media_provider import MediaFormat, MediaInfo, SubtitleSource, VideoSource
 from domain.platforms import identify_platform
 from infrastructure.providers.media_types import SUBTITLE_PREFERENCE, video_mime_type
 
@@ -116,12 +116,20 @@ class YtDlpMediaProvider:
 
 
 def media_info_from_ytdlp(info: Mapping[str, Any], url: str, *, include_translated_captions: bool = False) -> MediaInfo:
-    """A MediaInfo from a yt-dlp info dict (the first entry of a playlist result)."""
+    """A MediaInfo from a yt-dlp info dict; a playlist result (a post with several media) gives `items`."""
     if info.get("_type") == "playlist":
         entries = [entry for entry in info.get("entries") or () if entry]
         if not entries:
             raise PermanentMediaError("media_not_found", "the page holds no media", details={"url": url})
-        info = entries[0]
+        first = _single_media(entries[0], url, include_translated_captions)
+        if len(entries) == 1:
+            return first
+        items = tuple(_single_media(entry, url, include_translated_captions) for entry in entries)
+        return replace(first, items=items)
+    return _single_media(info, url, include_translated_captions)
+
+
+def _single_media(info: Mapping[str, Any], url: str, include_translated_captions: bool) -> MediaInfo:
     known = identify_platform(url)
     duration = info.get("duration")
     subtitles = [
@@ -137,12 +145,75 @@ def media_info_from_ytdlp(info: Mapping[str, Any], url: str, *, include_translat
         thumbnail_url=info.get("thumbnail"),
         video=_best_progressive(info),
         subtitles=tuple(subtitles),
+        formats=tuple(media_formats_from_ytdlp(info)),
+        is_live=bool(info.get("is_live")) or info.get("live_status") in ("is_live", "is_upcoming"),
+        drm=bool(info.get("_has_drm")) or any(fmt.get("has_drm") for fmt in info.get("formats") or ()),
         extra={
             "provider": YtDlpMediaProvider.name,
             "extractor": info.get("extractor") or info.get("extractor_key"),
             "webpage_url": info.get("webpage_url"),
         },
     )
+
+
+#: yt-dlp's protocol names → the port's.
+_PROTOCOLS = {
+    "https": "https",
+    "http": "https",
+    "m3u8_native": "hls",
+    "m3u8": "hls",
+    "http_dash_segments": "dash",
+    "dash": "dash",
+}
+
+
+def media_formats_from_ytdlp(info: Mapping[str, Any]) -> Iterator[MediaFormat]:
+    """yt-dlp's `formats` (and any `requested_formats` not among them) as MediaFormats; others are skipped.
+
+    HLS formats point at their media playlist; DASH formats at the manifest, with the representation id
+    (yt-dlp's format id less its `dash-` prefix) as `stream_id`.
+    """
+    seen: set[str] = set()
+    for fmt in [*(info.get("formats") or ()), *(info.get("requested_formats") or ())]:
+        protocol = _PROTOCOLS.get(str(fmt.get("protocol") or ""))
+        format_id = str(fmt.get("format_id") or "")
+        if protocol is None or not format_id or format_id in seen or fmt.get("has_drm"):
+            continue
+        url = fmt.get("manifest_url") if protocol == "dash" else fmt.get("url")
+        if not url:
+            continue
+        seen.add(format_id)
+        size = fmt.get("filesize") or fmt.get("filesize_approx")
+        yield MediaFormat(
+            format_id=format_id,
+            protocol=protocol,
+            url=str(url),
+            ext=fmt.get("ext"),
+            vcodec=_codec(fmt.get("vcodec")),
+            acodec=_codec(fmt.get("acodec")),
+            width=_number(fmt.get("width"), int),
+            height=_number(fmt.get("height"), int),
+            fps=_number(fmt.get("fps"), float),
+            bitrate=_number(fmt.get("tbr"), float),
+            filesize=int(size) if size else None,
+            language=fmt.get("language"),
+            stream_id=format_id.removeprefix("dash-") if protocol == "dash" else None,
+            headers={str(key): str(value) for key, value in (fmt.get("http_headers") or {}).items()},
+        )
+
+
+def _codec(value: Any) -> str | None:
+    """yt-dlp says "none" for an absent stream and leaves the codec out when it does not know it."""
+    if value == "none":
+        return None
+    return str(value) if value else "unknown"
+
+
+def _number(value: Any, kind: type) -> Any:
+    try:
+        return kind(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
 
 
 def _is_progressive(fmt: Mapping[str, Any]) -> bool:

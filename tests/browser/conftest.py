@@ -39,7 +39,7 @@ new MutationObserver((records) => {
 """
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # playwright's sync API keeps an event loop running in this thread until closed
 def browser() -> Iterator[Browser]:
     if not CHROMIUM.exists():
         if os.environ.get("CI"):

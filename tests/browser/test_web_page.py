@@ -5,10 +5,12 @@ from __future__ import annotations
 import httpx
 import pytest
 from playwright.sync_api import Page, expect
+from standardwebhooks.webhooks import Webhook
 
 from tests.browser.conftest import shoot
 from tests.e2e.conftest import RunningService
 from tests.support.fake_platform import FakePlatform
+from tests.support.webhook_receiver import WebhookReceiver
 
 pytestmark = pytest.mark.browser
 
@@ -207,10 +209,10 @@ def test_narrow_screen_keyboard_order_and_sign_out(page: Page, worker_service: R
     assert page.evaluate(LOWEST_CONTRAST, text) >= 4.5
 
     order = []
-    for _ in range(4):
+    for _ in range(7):
         page.keyboard.press("Tab")
         order.append(page.evaluate("document.activeElement.id || document.activeElement.value"))
-    assert order == ["url", "subtitles", "languages", "submit-button"], order
+    assert order == ["url", "subtitles", "max-height", "mute", "audio-format", "languages", "submit-button"], order
     for field in ("url", "languages", "api-key"):
         assert page.locator(f'label[for="{field}"]').count() == 1
     shoot(page, "08-narrow-screen")
@@ -220,3 +222,50 @@ def test_narrow_screen_keyboard_order_and_sign_out(page: Page, worker_service: R
     assert page.evaluate("localStorage.getItem('mediatasks.apiKey')") is None
     page.reload()
     expect(page.locator("#signin-view")).to_be_visible()
+
+
+def test_webhook_deliveries_are_listed_and_can_be_redelivered(
+    page: Page, worker_service: RunningService, platform: FakePlatform
+) -> None:
+    _, key = worker_service.new_user(3)
+    receiver = WebhookReceiver().start()
+    try:
+        with worker_service.client(key) as client:
+            created = client.post("/v1/webhooks", json={"url": receiver.url, "event_types": ["task.extracted"]})
+            assert created.status_code == 201, created.text
+            receiver.webhook = Webhook(created.json()["secret"])
+            endpoint_id = created.json()["id"]
+        sign_in(page, key)
+        endpoint = page.locator(f'.webhook[data-webhook-id="{endpoint_id}"]')
+        expect(endpoint).to_contain_text("No deliveries yet.")
+        page.fill("#url", platform.media_url("ok", size=10_000))
+        page.get_by_label("Subtitles — 1 credit").check()
+        page.click("#submit-button")
+        task_id = new_task_id(page, key, worker_service)
+        expect(card(page, task_id).locator(".status")).to_have_text("extracted", timeout=30_000)
+        row = endpoint.locator("tr.delivery")
+        for _ in range(60):  # the delivery follows the event a moment later: refresh like a user would
+            page.click("#webhooks-refresh")
+            page.wait_for_timeout(250)
+            if row.count() == 1 and "HTTP 200" in row.inner_text():
+                break
+        expect(row).to_have_count(1)
+        expect(row.locator(".event")).to_have_text("task.extracted")
+        expect(row.locator(".status")).to_have_text("succeeded")
+        expect(row.locator(".attempts")).to_contain_text("#1: HTTP 200,")
+        expect(row.locator(".attempts")).to_contain_text(" ms")
+        expect(row.locator(".next")).to_have_text("—")
+        assert len(receiver.processed) == 1
+        shoot(page, "09-webhook-deliveries")
+
+        row.get_by_role("button", name="Redeliver").click()
+        for _ in range(60):
+            page.click("#webhooks-refresh")
+            page.wait_for_timeout(250)
+            if "#2: HTTP 200" in row.inner_text():
+                break
+        expect(row.locator(".attempts")).to_contain_text("#2: HTTP 200,")
+        expect(page.locator("#webhooks-error")).to_have_text("")
+        assert receiver.duplicates == 1  # the same webhook-id again: the receiver dedups it
+    finally:
+        receiver.stop()

@@ -99,7 +99,9 @@ def test_error_bodies_for_402_409_422_401_404_405_413(service: RunningService) -
             422,
             "unsupported_url",
         )
-        err = assert_error(c.post("/v1/tasks", json={"url": TIKTOK, "output_type": "audio"}), 422, "validation_failed")
+        err = assert_error(
+            c.post("/v1/tasks", json={"url": TIKTOK, "output_type": "podcast"}), 422, "validation_failed"
+        )
         assert err["details"][0]["loc"] == ["body", "output_type"]
         assert_error(
             c.post("/v1/tasks", content=b"{not json", headers={"Content-Type": "application/json"}),

@@ -238,7 +238,9 @@ def inject(fault: str, cluster: PrivateCluster, proxy: TcpProxy, deployment: Dep
 
 
 def follower_restarts(deployment: Deployment) -> dict[str, float]:
-    text = httpx.get(deployment.url + "/metrics", timeout=10).text
+    r = httpx.get(deployment.url + "/metrics", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=10)
+    assert r.status_code == 200, r.text
+    text = r.text
     found: dict[str, float] = {}
     for line in text.splitlines():
         if line.startswith("mediatasks_follower_restarts") and "follower=" in line:

@@ -32,3 +32,5 @@ def test_api_doc_examples_run(service: RunningService) -> None:
     assert '"Started"' in out
     assert '"code":"task_not_retryable"' in out
     assert "event: status" in out
+    assert '"code":"url_not_allowed"' in out and '{"webhooks":[]}' in out
+    assert 'ratelimit-policy: "reads";q=' in out.lower() and '"max_active_tasks":5' in out

@@ -79,7 +79,7 @@ def test_stream_tokens_expire_and_are_bound_to_user_and_task() -> None:
 
 def opens(url: str, task_id: str, token: str) -> int:
     """The status of the task's event stream opened with this token alone."""
-    with httpx.stream("GET", f"{url}/v1/tasks/{task_id}/events", params={"access_token": token}, timeout=10) as r:
+    with httpx.stream("GET", f"{url}/v1/tasks/{task_id}/events", params={"access_token": token}, timeout=30) as r:
         return r.status_code
 
 
@@ -119,7 +119,7 @@ def test_tokens_outlive_an_admin_token_rotation_and_the_previous_secret_verifies
 
     def token_for(process: ServiceProcess, key: str, task_id: str) -> str:
         r = httpx.post(
-            f"{process.url}/v1/tasks/{task_id}/stream-token", headers={"Authorization": f"Bearer {key}"}, timeout=10
+            f"{process.url}/v1/tasks/{task_id}/stream-token", headers={"Authorization": f"Bearer {key}"}, timeout=30
         )
         assert r.status_code == 200, r.text
         return r.json()["access_token"]
@@ -130,14 +130,14 @@ def test_tokens_outlive_an_admin_token_rotation_and_the_previous_secret_verifies
             first.url + "/v1/admin/users",
             json={"user_id": "rotor", "credits": 5},
             headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
-            timeout=10,
+            timeout=30,
         )
         key = r.json()["api_key"]
         task_id = httpx.post(
             first.url + "/v1/tasks",
             json={"url": TIKTOK, "output_type": "subtitles"},
             headers={"Authorization": f"Bearer {key}"},
-            timeout=10,
+            timeout=30,
         ).json()["task_id"]
         generated = token_for(first, key, task_id)
         first.stop()

@@ -57,9 +57,9 @@ def test_corrupted_history_names_each_violation(app: MediaTasks, runners: Projec
     settle(app, runners)
     # Write what the domain would refuse, through the aggregates' recording methods (no checks there).
     account = app.get_account("ann")
-    refunded_key = next(iter(account.refunded))
-    task_id, attempt = refunded_key.split(":")
-    account._refunded(task_id=uuid4().__class__(task_id), attempt=int(attempt), amount=1)  # second refund
+    refund = next(e for e in app.repository.event_store.get(account.id) if type(e).__name__ == "Refunded")
+    task_id = str(refund.task_id)
+    account._refunded(task_id=refund.task_id, attempt=refund.attempt, amount=1)  # second refund
     ghost = uuid4()
     account._charged(task_id=ghost, attempt=1, amount=500)  # a charge for a missing task, balance < 0
     app.save(account)

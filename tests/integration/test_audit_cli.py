@@ -53,10 +53,10 @@ def test_history_as_of_and_verify(app: MediaTasks, runners: ProjectionRunners, s
     table = audit(store_env, "history", str(task_id))
     assert table.returncode == 0, table.stderr
     lines = table.stdout.splitlines()
-    assert [line.split()[3] for line in lines[1:]] == ["Started", "Downloading", "Processing", "Failed"]
-    assert "code=media_private" in lines[-1]
+    assert [line.split()[3] for line in lines[1:]] == ["Started", "Downloading", "Processing", "Failed", "Refunded"]
+    assert "code=media_private" in lines[-2] and "credits=1" in lines[-1]
     as_json = [json.loads(line) for line in audit(store_env, "history", str(task_id), "--json").stdout.splitlines()]
-    assert [e["version"] for e in as_json] == [1, 2, 3, 4]
+    assert [e["version"] for e in as_json] == [1, 2, 3, 4, 5]
 
     past = json.loads(audit(store_env, "as-of", str(task_id), middle.isoformat()).stdout)
     assert (past["status"], past["progress"], past["version"]) == ("processing", 20, 3)

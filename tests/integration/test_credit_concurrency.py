@@ -36,6 +36,12 @@ def run_concurrently(n: int, fn) -> list:
         return list(pool.map(call, range(n)))
 
 
+def charges(app: MediaTasks, user_id: str) -> list[tuple[object, int]]:
+    """(task id, first attempt) of every charge in the account's history."""
+    account_id = app.get_account(user_id).id
+    return [(e.task_id, e.attempt) for e in app.repository.event_store.get(account_id) if type(e).__name__ == "Charged"]
+
+
 def test_fifty_submissions_against_ten_credits_accept_exactly_ten(app: MediaTasks, store_env: dict[str, str]) -> None:
     # Two application instances (as two processes would be): they race through optimistic concurrency.
     other = MediaTasks(env={**store_env, "POSTGRES_POOL_SIZE": "20", "POSTGRES_MAX_OVERFLOW": "30"})
@@ -49,7 +55,7 @@ def test_fifty_submissions_against_ten_credits_accept_exactly_ten(app: MediaTask
     assert len(refused) == 40 and all(isinstance(r, InsufficientCredits) for r in refused)
     account = app.get_account("dora")
     assert account.balance == 0
-    assert len(account.charges) == 10
+    assert len(charges(app, "dora")) == 10
     # balance never negative at any point of the account's history
     balance = 0
     for e in app.repository.event_store.get(account.id):
@@ -71,7 +77,7 @@ def test_same_idempotency_key_twenty_times_concurrently_is_one_task_one_charge(
     assert len({r.task_id for r in results}) == 1
     assert sum(r.created for r in results) == 1
     assert app.get_account("eve").balance == 8
-    assert len(app.get_account("eve").charges) == 1
+    assert len(charges(app, "eve")) == 1
 
 
 def test_same_key_other_body_is_refused(app: MediaTasks) -> None:

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
+from tests.support import fake_streams
 from tests.support.shared_fixtures import fixtures_dir
 
 DEFAULT_VIDEO_SIZE = 256 * 1024
@@ -63,6 +64,9 @@ MODES: dict[str, str] = {
     "hostile-text": "like ok, but title, uploader and subtitle name hold NUL and other C0 controls, the video "
     "headers include Host, Cookie, Connection and a CR LF value, and extra subtitle tracks have the "
     "languages '../x' and 'en\\r\\nX-Injected: 1'",
+    "formats": "the API answers with `formats` of `kind` (tests/support/fake_streams.py: HLS, DASH, split files; "
+    "`fail`, `blocked`, `variant` options) and no `video`",
+    "carousel": "the API answers with `items`: `count` (default 3) posts, each with `formats` of `kind`",
 }
 DEEP_JSON = b"[" * 100_000 + b"]" * 100_000
 HOSTILE_TITLE = "Fake\x00title\x07with\x1bcontrols"
@@ -381,6 +385,7 @@ class _Handler(BaseHTTPRequestHandler):
             (r"/subs/generated/(?P<media_id>\w+)/(?P<lang>[\w-]+)\.vtt", self._generated_subtitles),
             (r"/subs/fixture/(?P<name>[^/]+)", self._fixture_subtitles),
             (r"/watch/(?P<media_id>\w+)\.html", self._watch_page),
+            (r"/streams/(?P<path>[\w./-]+)", self._streams),
             (r"/control/hits", lambda _query: self._json(200, dict(self.platform.hits))),
         ]
         try:
@@ -453,6 +458,23 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _media_json(self, media_id: str, options: dict[str, str]) -> dict[str, Any]:
         mode = options.get("mode", "ok")
+        if mode in ("formats", "carousel"):
+            kind = options.get("kind", "dash-h264")
+            post = {
+                "platform": options.get("platform", "tiktok"),
+                "id": media_id,
+                "duration": 3.0,
+                "title": f"Fake {kind} {media_id}",
+                "uploader": "fake",
+                "subtitles": [],
+                "formats": fake_streams.formats_json(kind, self.platform.url, {**options, "media": media_id}),
+            }
+            if mode == "carousel":
+                post["items"] = [
+                    {**post, "id": f"{media_id}-{index}", "title": f"Item {index}"}
+                    for index in range(int(options.get("count", "3")))
+                ]
+            return post
         size = int(options.get("size", DEFAULT_VIDEO_SIZE))
         video = None
         if mode != "subtitles-only":
@@ -596,6 +618,14 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(404, "no_such_fixture")
             return
         self._send(200, path.read_bytes(), SUBTITLE_CONTENT_TYPES[subtitle_format_of(name)])
+
+    def _streams(self, query: dict[str, str], path: str) -> None:
+        attempt = self.platform._attempt(f"streams:{self.path}")
+        status, body, content_type, headers = fake_streams.stream_response(path, query, attempt)
+        if status == 302:
+            self._redirect(headers["Location"])
+        else:
+            self._send(status, body, content_type, headers)
 
     # the web page for yt-dlp
 

@@ -100,7 +100,7 @@ class MediaTasksUseCases:
         with pytest.raises(InsufficientCredits):
             app.submit(user, URL, "video_and_subtitles")
         with pytest.raises(InvalidOutputType):
-            app.submit(user, URL, "audio")
+            app.submit(user, URL, "music")
         with pytest.raises(UnsupportedUrl):
             app.submit(user, "https://example.com/video", "video")
         assert app.get_account(user).balance == 1

@@ -10,7 +10,6 @@ import pytest
 from domain.credits import ApiKey, CreditAccount
 from domain.errors import (
     AlreadyRefunded,
-    ChargeAlreadyRecorded,
     ChargeNotFound,
     InsufficientCredits,
     InvalidAmount,
@@ -152,7 +151,7 @@ def test_user_retry_opens_a_new_paid_cycle() -> None:
 
 def test_submission_values_are_checked() -> None:
     with pytest.raises(InvalidOutputType):
-        new_task(output_type="audio")
+        new_task(output_type="podcast")
     with pytest.raises(InvalidLanguages):
         new_task(languages=["english language"])
     with pytest.raises(InvalidLanguages):
@@ -172,14 +171,42 @@ def test_account_grant_charge_refund_invariants() -> None:
         account.charge(task_id, 1, 4)
     account.charge(task_id, 1, 3)
     assert account.balance == 0
-    with pytest.raises(ChargeAlreadyRecorded):
-        account.charge(task_id, 1, 3)
-    with pytest.raises(ChargeNotFound):
-        account.refund(uuid4(), 1)
-    assert account.refund(task_id, 1) == 3
-    with pytest.raises(AlreadyRefunded):
-        account.refund(task_id, 1)
+    with pytest.raises(InvalidAmount):
+        account.refund(task_id, 1, 0)
+    account.refund(task_id, 1, 3)
     assert account.balance == 3
+    assert set(vars(account)) <= {
+        "_id",
+        "_version",
+        "_created_on",
+        "_modified_on",
+        "_pending_events",
+        "user_id",
+        "balance",
+    }
+
+
+def test_a_task_releases_its_charge_once_and_only_after_a_terminal_failure() -> None:
+    task = new_task()
+    with pytest.raises(ChargeNotFound):
+        task.refund(1)  # queued: nothing to release
+    task.begin_attempt(now=NOW, lease=LEASE, worker_id="w")
+    task.complete(attempt=1, result={})
+    with pytest.raises(ChargeNotFound):
+        task.refund(1)  # extracted: never refunded
+    failed = new_task()
+    failed.begin_attempt(now=NOW, lease=LEASE, worker_id="w")
+    failed.fail(attempt=1, code="media_not_found", message="gone", retryable=False)
+    assert failed.refunds_due == {1: failed.credits}
+    assert failed.refund(1) == failed.credits
+    with pytest.raises(AlreadyRefunded):
+        failed.refund(1)
+    # a user retry is a new paid run, refunded on its own when it fails too
+    failed.retry(credits=2, requested_at=NOW)
+    failed.begin_attempt(now=NOW, lease=LEASE, worker_id="w")
+    failed.fail(attempt=2, code="media_not_found", message="gone", retryable=False)
+    assert failed.refund(2) == 2
+    assert failed.refunds_due == {} and failed.refunds_given == [1, 2]
 
 
 @pytest.mark.parametrize("user_id", ["", " x", "a" * 65, "a/b", "ünï", None])

@@ -3,6 +3,7 @@ do not list yet (a new top-level module would escape them), and for `opentelemet
 and instrumentations, which import-linter cannot name (a namespace package)."""
 
 import ast
+from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from pathlib import Path
 
@@ -30,8 +31,12 @@ ONLY = {
 
 @cache
 def imported_modules(path: Path) -> frozenset[str]:
+    # Parsed in a fresh thread: CPython 3.11.7's compiler can raise "AST constructor recursion depth
+    # mismatch" in a thread whose recursion counters an earlier test's deep recursion left behind.
+    with ThreadPoolExecutor(max_workers=1) as parser:
+        tree = parser.submit(ast.parse, path.read_text(), filename=str(path)).result()
     names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:

@@ -201,3 +201,61 @@ def test_an_info_dict_of_an_unexpected_shape_is_a_permanent_bad_response(monkeyp
     with pytest.raises(PermanentMediaError) as raised:
         ytdlp_provider.YtDlpMediaProvider().fetch_metadata("https://www.tiktok.com/@a/video/1")
     assert raised.value.code == "provider_bad_response"
+
+
+def test_formats_are_mapped_with_split_streams_playlists_and_live() -> None:
+    from infrastructure.providers.ytdlp_provider import media_info_from_ytdlp
+
+    info = media_info_from_ytdlp(
+        {
+            "id": "v",
+            "title": "t",
+            "live_status": "not_live",
+            "formats": [
+                {
+                    "format_id": "hls-720",
+                    "protocol": "m3u8_native",
+                    "url": "https://cdn.example/720.m3u8",
+                    "vcodec": "avc1.64001f",
+                    "acodec": "mp4a.40.2",
+                    "height": 720,
+                    "tbr": 2000,
+                },
+                {
+                    "format_id": "dash-v",
+                    "protocol": "http_dash_segments",
+                    "url": "https://cdn.example/frag",
+                    "manifest_url": "https://cdn.example/m.mpd",
+                    "vcodec": "vp09.00.40.08",
+                    "acodec": "none",
+                    "height": 1080,
+                },
+                {"format_id": "rtmp", "protocol": "rtmp", "url": "rtmp://cdn.example/x"},
+                {"format_id": "drm", "protocol": "https", "url": "https://cdn.example/d.mp4", "has_drm": True},
+            ],
+            "requested_formats": [
+                {
+                    "format_id": "251",
+                    "protocol": "https",
+                    "url": "https://cdn.example/a.webm",
+                    "vcodec": "none",
+                    "acodec": "opus",
+                    "tbr": 160,
+                }
+            ],
+        },
+        "https://www.youtube.com/watch?v=v",
+    )
+    assert [(f.format_id, f.protocol, f.vcodec, f.acodec) for f in info.formats] == [
+        ("hls-720", "hls", "avc1.64001f", "mp4a.40.2"),
+        ("dash-v", "dash", "vp09.00.40.08", None),
+        ("251", "https", None, "opus"),
+    ]
+    assert info.formats[1].url == "https://cdn.example/m.mpd" and info.formats[1].stream_id == "v"
+    assert not info.is_live
+    entries = {"_type": "playlist", "entries": [{"id": "a", "title": "a"}, {"id": "b", "title": "b"}]}
+    assert [item.media_id for item in media_info_from_ytdlp(entries, "https://www.instagram.com/p/x/").items] == [
+        "a",
+        "b",
+    ]
+    assert media_info_from_ytdlp({"id": "l", "live_status": "is_live"}, "https://www.youtube.com/watch?v=l").is_live

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Query
 
-from infrastructure.api.deps import CurrentUser, ViewsDep
+from infrastructure.api.deps import AppDep, CurrentUser, ViewsDep
 from infrastructure.api.errors import responses
 from infrastructure.api.schemas import AccountOut, LedgerEntryOut
+from infrastructure.postgres.own_writes import wait_for_own_writes
 
 router = APIRouter(prefix="/v1/account", tags=["account"])
 
@@ -14,11 +15,13 @@ router = APIRouter(prefix="/v1/account", tags=["account"])
 @router.get("", response_model=AccountOut, responses=responses(401, 422))
 def get_account(
     user_id: CurrentUser,
+    app: AppDep,
     views: ViewsDep,
     limit: int = Query(50, ge=1, le=200),
     before: int | None = Query(None, ge=1, description="entries older than this position"),
 ) -> AccountOut:
-    """Balance and ledger entries (grants, charges, refunds), newest first."""
+    """Balance and ledger entries (grants, charges, refunds), newest first; your last change included."""
+    wait_for_own_writes(app, views, user_id)
     account = views.get_account(user_id)
     entries = views.ledger(user_id, limit=limit + 1, before=before)
     page = [e for e in entries if e.kind != "open"][:limit]

@@ -10,6 +10,7 @@ from uuid import UUID
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import Response, StreamingResponse
 
+from application.ports.blob_store import BlobStore
 from domain.vocabulary import TaskStatus
 from infrastructure.api.deps import AppDep, BlobsDep, TaskReader, ViewsDep
 from infrastructure.api.errors import ApiError, responses
@@ -84,11 +85,15 @@ def _cues(rows: list[dict]) -> list:
     return [Cue(r["start"], r["end"], r["text"]) for r in rows]
 
 
+ItemQuery = Annotated[int | None, Query(ge=0, le=99, description="item N of a post with several media")]
+RangeHeader = Annotated[str | None, Header(alias="Range")]
+
+
 @router.get(
     "/{task_id}/video",
     response_class=StreamingResponse,
     responses={
-        200: {"content": {"video/mp4": {}}, "description": "The whole video"},
+        200: {"content": {"video/mp4": {}, "video/webm": {}}, "description": "The whole video"},
         206: {"content": {"video/mp4": {}}, "description": "The requested byte range"},
         **responses(401, 404, 409, 416, 422),
     },
@@ -99,13 +104,46 @@ def get_video(
     app: AppDep,
     views: ViewsDep,
     blobs: BlobsDep,
-    range_header: Annotated[str | None, Header(alias="Range")] = None,
+    range_header: RangeHeader = None,
+    item: ItemQuery = None,
 ) -> Response:
-    """The stored video, streamed; `Range: bytes=…` answers 206 with that part."""
-    result = finished(visible_task(app, views, task_id, user_id))
-    video = result.get("video")
+    """The stored video, streamed; `Range: bytes=…` answers 206 with that part; `item` picks one of several."""
+    return _stored(blobs, finished(visible_task(app, views, task_id, user_id)), task_id, "video", range_header, item)
+
+
+@router.get(
+    "/{task_id}/audio",
+    response_class=StreamingResponse,
+    responses={
+        200: {"content": {"audio/mp4": {}, "audio/mpeg": {}, "audio/ogg": {}}, "description": "The whole audio file"},
+        206: {"content": {"audio/mp4": {}}, "description": "The requested byte range"},
+        **responses(401, 404, 409, 416, 422),
+    },
+)
+def get_audio(
+    task_id: UUID,
+    user_id: TaskReader,
+    app: AppDep,
+    views: ViewsDep,
+    blobs: BlobsDep,
+    range_header: RangeHeader = None,
+    item: ItemQuery = None,
+) -> Response:
+    """The stored audio of an `audio` task, streamed like the video."""
+    return _stored(blobs, finished(visible_task(app, views, task_id, user_id)), task_id, "audio", range_header, item)
+
+
+def _stored(
+    blobs: BlobStore, result: dict, task_id: UUID, kind: str, range_header: str | None, item: int | None
+) -> Response:
+    if item is not None:
+        items = result.get("items") or [result]
+        if item >= len(items):
+            raise ApiError(404, "item_not_found", f"This post has {len(items)} item(s).", {"items": len(items)})
+        result = items[item]
+    video = result.get(kind)
     if not video:
-        raise ApiError(404, "no_video", "This task stored subtitles only.")
+        raise ApiError(404, f"no_{kind}", f"This task stored no {kind}.")
     stored = blobs.stat(video["key"])
     if stored is None:
         raise ApiError(404, "video_missing", "The stored video is no longer available.")

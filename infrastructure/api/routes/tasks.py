@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from typing import Annotated, Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from fastapi import APIRouter, Header, Query
 from fastapi.concurrency import run_in_threadpool
@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 from sse_starlette.event import ServerSentEvent
 from sse_starlette.sse import EventSourceResponse
 
+from domain.tasks import MediaTask
 from domain.vocabulary import TaskStatus
 from infrastructure.api.deps import (
     AppDep,
@@ -24,7 +25,9 @@ from infrastructure.api.deps import (
     SsePingDep,
     StreamTokensDep,
     TaskReader,
+    UrlPolicyDep,
     ViewsDep,
+    WebhooksDep,
 )
 from infrastructure.api.errors import ApiError, responses
 from infrastructure.api.live import CountedEventSourceResponse
@@ -40,7 +43,9 @@ from infrastructure.api.schemas import (
     TaskStatusValue,
 )
 from infrastructure.polling import poll
+from infrastructure.postgres.own_writes import wait_for_own_writes
 from infrastructure.postgres.queries import notification_ids
+from infrastructure.webhooks.callbacks import add_task_callback, check_task_callback
 from projections.task_views import TERMINAL_STATUSES, TaskUpdate, TaskView, TaskViews
 
 router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
@@ -118,9 +123,18 @@ def visible_task(app: Any, views: TaskViews, task_id: UUID, user_id: str) -> Tas
     },
 )
 def submit_task(
-    body: SubmitTask, user_id: CurrentUser, app: AppDep, idempotency_key: IdempotencyKey = None
+    body: SubmitTask,
+    user_id: CurrentUser,
+    app: AppDep,
+    webhooks: WebhooksDep,
+    url_policy: UrlPolicyDep,
+    idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     """Submit a link; the price is charged now and refunded automatically if the task fails."""
+    if body.webhook_url is not None:  # the callback exists before the task's first event can
+        check_task_callback(url_policy, webhooks, user_id, body.webhook_url)
+        idempotency_key = idempotency_key or uuid4().hex
+        add_task_callback(webhooks, user_id, MediaTask.id_for(user_id, idempotency_key), body.webhook_url)
     trace_context: dict[str, str] = {}
     propagate.inject(trace_context)  # W3C traceparent of this request: the worker's span links back to it
     sub = app.submit(
@@ -130,6 +144,7 @@ def submit_task(
         body.languages,
         idempotency_key=idempotency_key,
         trace_context=trace_context,
+        options=body.media_options(),
     )
     out = Accepted(task_id=sub.task_id, status=TaskStatus.QUEUED, credits_charged=sub.credits_charged)
     headers = {"Location": f"/v1/tasks/{sub.task_id}"}
@@ -141,12 +156,14 @@ def submit_task(
 @router.get("", response_model=TaskList, responses=responses(401, 422))
 def list_tasks(
     user_id: CurrentUser,
+    app: AppDep,
     views: ViewsDep,
     status: TaskStatusValue | None = None,
     limit: int = Query(20, ge=1, le=100),
     cursor: str | None = Query(None, max_length=200),
 ) -> TaskList:
-    """The caller's tasks, newest first."""
+    """The caller's tasks, newest first; your last submission or retry included."""
+    wait_for_own_writes(app, views, user_id)
     try:
         page = views.list_tasks(user_id, status=status, limit=limit, cursor=cursor)
     except ValueError:
@@ -156,7 +173,8 @@ def list_tasks(
 
 @router.get("/{task_id}", response_model=TaskOut, responses=responses(401, 404, 422, 503))
 def get_task(task_id: UUID, user_id: CurrentUser, app: AppDep, views: ViewsDep) -> TaskOut:
-    """Status, progress, attempts, error, timings and result of one task."""
+    """Status, progress, attempts, error, timings and result of one task (your last retry included)."""
+    wait_for_own_writes(app, views, user_id)
     return task_out(visible_task(app, views, task_id, user_id))
 
 

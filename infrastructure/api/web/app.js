@@ -4,7 +4,8 @@
 const KEY_STORAGE = "mediatasks.apiKey";
 const TERMINAL = new Set(["extracted", "failed"]);
 const MAX_STREAMS = 4;
-const OUTPUT_NAMES = { subtitles: "Subtitles", video: "Video", video_and_subtitles: "Video and subtitles" };
+const OUTPUT_NAMES = { subtitles: "Subtitles", video: "Video", video_and_subtitles: "Video and subtitles",
+  audio: "Audio only" };
 const ERROR_WORDS = {
   media_not_found: "The video could not be found (deleted, or the link is wrong).",
   media_private: "The video is private or needs a login.",
@@ -17,6 +18,12 @@ const ERROR_WORDS = {
   no_subtitles: "This video has no subtitles in the languages asked for.",
   retries_exhausted: "The platform kept failing; we gave up after several attempts.",
   rate_limited: "The platform is limiting requests; trying again shortly.",
+  no_suitable_format: "The video is not offered at or under the height you chose; try a larger one.",
+  live_not_supported: "This is a live stream; only finished videos can be stored.",
+  drm_protected: "This video is copy-protected (DRM) and cannot be stored.",
+  manifest_too_large: "The platform's list of video parts is too large to read.",
+  too_long: "The video is longer than this service stores.",
+  segment_unavailable: "A part of the video kept failing to download; trying again shortly.",
 };
 const EVENT_WORDS = {
   Started: "Submitted", Downloading: "Attempt started", Processing: "Working",
@@ -148,6 +155,7 @@ function route() {
     show("home-view", "home-title");
     document.title = "Your tasks · mediatasks";
     loadTasks().catch(reportProblem);
+    loadWebhooks().catch(reportProblem);
     state.pollTimer = setInterval(() => pollUnstreamed().catch(reportProblem), 3000);
   }
   loadAccount().catch(reportProblem);
@@ -195,7 +203,8 @@ function renderOutputTypes() {
 function submissionBody() {
   const form = $("submit-form");
   const languages = $("languages").value.split(/[\s,]+/).filter(Boolean);
-  return { url: $("url").value.trim(), output_type: form.elements.output_type.value, languages };
+  return { url: $("url").value.trim(), output_type: form.elements.output_type.value, languages,
+    max_height: Number($("max-height").value), mute: $("mute").checked, audio_format: $("audio-format").value };
 }
 
 function submitError(failure) {
@@ -406,13 +415,18 @@ async function renderTaskPage(taskId) {
   const tracks = result.subtitles || [];
   $("subtitles").hidden = tracks.length === 0;
   $("video").hidden = !result.video;
-  if (tracks.length || result.video) {
+  $("audio").hidden = !result.audio;
+  if (tracks.length || result.video || result.audio) {
     const token = await api(`/v1/tasks/${taskId}/stream-token`, { method: "POST" });
     const query = `access_token=${encodeURIComponent(token.access_token)}`;
     if (tracks.length) renderSubtitles(taskId, tracks, query);
     if (result.video) {
       $("video-player").src = `/v1/tasks/${taskId}/video?${query}`;
       $("download-video").href = `/v1/tasks/${taskId}/video?${query}`;
+    }
+    if (result.audio) {
+      $("audio-player").src = `/v1/tasks/${taskId}/audio?${query}`;
+      $("download-audio").href = `/v1/tasks/${taskId}/audio?${query}`;
     }
   } else {
     $("video-player").removeAttribute("src");
@@ -426,6 +440,7 @@ function eventDetail(event) {
   if (event.type === "Downloading") return ` — attempt ${d.attempt ?? ""}`;
   if (event.type === "Failed") return ` — attempt ${d.attempt}: ${ERROR_WORDS[d.code] || d.message || d.code || ""}`;
   if (event.type === "Started" || event.type === "Retried") return d.credits ? ` — ${credits(d.credits)} charged` : "";
+  if (event.type === "Refunded") return d.credits ? ` — ${credits(d.credits)} refunded` : "";
   return "";
 }
 
@@ -447,6 +462,65 @@ function renderSubtitles(taskId, tracks, query) {
   return showLanguage();
 }
 
+// ---- webhook endpoints and their deliveries -------------------------------------------------------
+
+function attemptText(attempt) {
+  const answer = attempt.status_code === null ? `no answer (${attempt.error || "error"})` : `HTTP ${attempt.status_code}`;
+  return `#${attempt.number}: ${answer}, ${Math.round(attempt.latency_ms)} ms`;
+}
+
+function deliveryRow(endpointId, delivery) {
+  const redeliver = h("button", { type: "button", class: "quiet redeliver",
+    "aria-label": `Redeliver ${delivery.event_type} (${delivery.id})` }, "Redeliver");
+  redeliver.addEventListener("click", () => redeliverOne(endpointId, delivery.id, redeliver));
+  return h("tr", { class: "delivery", "data-delivery-id": delivery.id, "data-status": delivery.status },
+    h("td", {}, when(delivery.created_at)),
+    h("td", { class: "event" }, delivery.event_type),
+    h("td", { class: "status" }, delivery.status),
+    h("td", { class: "attempts" }, delivery.attempts.length ? delivery.attempts.map(attemptText).join("; ") : "none yet"),
+    h("td", { class: "next" }, delivery.next_attempt_at ? when(delivery.next_attempt_at) : "—"),
+    h("td", {}, redeliver));
+}
+
+async function endpointCard(endpoint) {
+  const page = await api(`/v1/webhooks/${endpoint.id}/deliveries?limit=20`);
+  const standing = endpoint.enabled ? "enabled" : `disabled: ${endpoint.disabled_reason || "by its owner"}`;
+  return h("li", { class: "webhook", "data-webhook-id": endpoint.id },
+    h("h3", {}, endpoint.url),
+    h("p", { class: "meta" }, `${endpoint.event_types.join(", ")} · `,
+      h("span", { class: endpoint.enabled ? "status" : "status status-failed" }, standing),
+      endpoint.description ? ` · ${endpoint.description}` : ""),
+    page.deliveries.length === 0 ? h("p", { class: "hint" }, "No deliveries yet.") :
+      h("div", { class: "scroll" }, h("table", { class: "deliveries" },
+        h("caption", {}, `Deliveries to ${endpoint.url}`),
+        h("thead", {}, h("tr", {}, ...["When", "Event", "Status", "Attempts", "Next retry", "Action"]
+          .map((name) => h("th", { scope: "col" }, name)))),
+        h("tbody", {}, ...page.deliveries.map((d) => deliveryRow(endpoint.id, d))))));
+}
+
+async function loadWebhooks() {
+  const { webhooks } = await api("/v1/webhooks");
+  const cards = await Promise.all(webhooks.map(endpointCard));
+  if (state.route !== "home") return;
+  $("webhook-list").replaceChildren(...cards);
+  $("webhooks-empty").hidden = webhooks.length > 0;
+}
+
+async function redeliverOne(endpointId, deliveryId, button) {
+  button.setAttribute("aria-busy", "true");
+  try {
+    await api(`/v1/webhooks/${endpointId}/deliveries/${encodeURIComponent(deliveryId)}/redeliver`, { method: "POST" });
+    $("webhooks-error").textContent = "";
+    say("Delivery queued again.");
+    await loadWebhooks();
+  } catch (failure) {
+    $("webhooks-error").textContent = failure.code === "webhook_disabled"
+      ? `This endpoint is disabled (${failure.details?.disabled_reason || "by its owner"}); enable it first.`
+      : `Could not redeliver: ${failure.message}`;
+    button.removeAttribute("aria-busy");
+  }
+}
+
 // ---- start -----------------------------------------------------------------------------------------
 
 async function start() {
@@ -455,6 +529,7 @@ async function start() {
   $("signin-form").addEventListener("submit", signIn);
   $("submit-form").addEventListener("submit", submitTask);
   $("sign-out").addEventListener("click", () => signOut());
+  $("webhooks-refresh").addEventListener("click", () => loadWebhooks().catch(reportProblem));
   window.addEventListener("hashchange", route);
   route();
   document.body.dataset.ready = "true";

@@ -1,0 +1,181 @@
+"""Per-API-key request rates and a per-user cap on active tasks, with per-user overrides.
+
+Rates are counted by the `limits` library (moving window) in its memory storage (one process)
+or in Redis (`MEDIATASKS_RATE_LIMIT_STORAGE=redis://…`), where every uvicorn worker and machine
+shares the counters. Submissions (`POST /v1/tasks`, retries) and all other authenticated requests
+are limited separately. Every limited answer carries the IETF `RateLimit-Policy` and `RateLimit`
+headers (draft-ietf-httpapi-ratelimit-headers); over a limit the answer is 429 `rate_limited` with
+`Retry-After`, decided before the route runs, so nothing is charged or written. The active-task cap
+counts the user's tasks not yet extracted or failed in the read model (it lags the log by moments).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
+from limits import RateLimitItem, parse
+from limits.storage import storage_from_string
+from limits.strategies import MovingWindowRateLimiter
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from application.mediatasks import hash_api_key
+from infrastructure.api.deps import AppDep, Credentials, current_user
+from infrastructure.api.errors import ApiError
+from infrastructure.postgres.user_limits import PostgresUserLimits, UserLimits, active_task_count
+
+SUBMISSIONS, READS = "submissions", "reads"
+OVERRIDES_CACHE_SECONDS = 5.0
+_STATE_KEY = "rate_limit_headers"
+
+
+def check_rate(text: str) -> str:
+    """`10/second`, `60/minute`, `1000/hour`… (the `limits` notation), or ValueError."""
+    parse(text)
+    return text
+
+
+class RequestLimits:
+    """The rate limiter and the active-task cap of one process (the counters may be shared in Redis)."""
+
+    def __init__(self, settings: Any, overrides: PostgresUserLimits, views: Any) -> None:
+        self.limiter = MovingWindowRateLimiter(storage_from_string(settings.rate_limit_storage))
+        self.defaults = {SUBMISSIONS: settings.rate_limit_submissions, READS: settings.rate_limit_reads}
+        self.max_active_tasks = settings.max_active_tasks
+        self.overrides = overrides
+        self.views = views
+        self._cache: dict[str, tuple[UserLimits, float]] = {}
+        self._lock = threading.Lock()
+
+    def limits_of(self, user_id: str) -> UserLimits:
+        now = time.monotonic()
+        with self._lock:
+            cached = self._cache.get(user_id)
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        found = self.overrides.get(user_id)
+        with self._lock:
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[user_id] = (found, now + OVERRIDES_CACHE_SECONDS)
+        return found
+
+    def forget(self, user_id: str) -> None:
+        with self._lock:
+            self._cache.pop(user_id, None)
+
+    def item(self, kind: str, user_id: str) -> RateLimitItem:
+        limits = self.limits_of(user_id)
+        override = limits.rate_limit_submissions if kind == SUBMISSIONS else limits.rate_limit_reads
+        return parse(override or self.defaults[kind])
+
+    def hit(self, kind: str, key_id: str, user_id: str) -> dict[str, str]:
+        """Count one request of `key_id`; its RateLimit headers, or a 429 ApiError carrying them."""
+        item = self.item(kind, user_id)
+        allowed = self.limiter.hit(item, kind, key_id)
+        stats = self.limiter.get_window_stats(item, kind, key_id)
+        reset = max(0, math.ceil(stats.reset_time - time.time()))
+        window = item.get_expiry()
+        headers = {
+            "RateLimit-Policy": f'"{kind}";q={item.amount};w={window}',
+            "RateLimit": f'"{kind}";r={max(0, stats.remaining)};t={reset}',
+        }
+        if not allowed:
+            retry_after = max(1, reset)
+            raise ApiError(
+                429,
+                "rate_limited",
+                f"This API key made {item.amount} {kind} in {window} s; retry after {retry_after} s.",
+                {"limit": item.amount, "window_seconds": window, "retry_after": retry_after, "kind": kind},
+                headers={**headers, "Retry-After": str(retry_after)},
+            )
+        return headers
+
+    def check_active_tasks(self, user_id: str) -> None:
+        cap = self.limits_of(user_id).max_active_tasks or self.max_active_tasks
+        active = self.active_tasks(user_id)
+        if active >= cap:
+            raise ApiError(
+                429,
+                "too_many_active_tasks",
+                f"You have {active} tasks queued or running (at most {cap}); retry when one ends.",
+                {"active": active, "limit": cap},
+                headers={"Retry-After": "5"},
+            )
+
+    def active_tasks(self, user_id: str) -> int:
+        return active_task_count(self.views.current() if hasattr(self.views, "current") else self.views, user_id)
+
+
+def _kind(request: Request) -> str:
+    path = request.url.path.rstrip("/")
+    if request.method == "POST" and (
+        path == "/v1/tasks" or (path.startswith("/v1/tasks/") and path.endswith("/retry"))
+    ):
+        return SUBMISSIONS
+    return READS
+
+
+async def rate_limited(request: Request, app: AppDep, credentials: Credentials) -> None:
+    """Count this request against the caller's API key; over the limit (or the active cap): 429.
+
+    A request without an API key (a stream token, or none: then the route answers 401) is not counted.
+    """
+    if credentials is None:
+        return
+    user_id = await current_user(request, app, credentials)  # the failed-authentication cap applies first
+    key_id = hash_api_key(credentials.credentials)[:32]
+    await run_in_threadpool(_count, request, _kind(request), key_id, user_id)
+
+
+def _count(request: Request, kind: str, key_id: str, user_id: str) -> None:
+    limits: RequestLimits = request.app.state.request_limits
+    headers = limits.hit(kind, key_id, user_id)
+    request.scope.setdefault("state", {})[_STATE_KEY] = headers
+    if kind == SUBMISSIONS:
+        try:
+            limits.check_active_tasks(user_id)
+        except ApiError as refused:
+            refused.headers = {**headers, **(refused.headers or {})}
+            raise
+
+
+RateLimited = Depends(rate_limited)
+
+
+async def get_request_limits(request: Request) -> RequestLimits:
+    return request.app.state.request_limits
+
+
+RequestLimitsDep = Annotated[RequestLimits, Depends(get_request_limits)]
+
+
+class RateLimitHeaders:
+    """Adds the RateLimit headers decided by `rate_limited` to the answer of a successful request."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = scope.get("state", {}).get(_STATE_KEY)
+                if headers:
+                    present = {k.lower() for k, _ in message.get("headers", [])}
+                    extra = [
+                        (k.lower().encode(), v.encode())
+                        for k, v in headers.items()
+                        if k.lower().encode() not in present
+                    ]
+                    message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        await self.app(scope, receive, with_headers)

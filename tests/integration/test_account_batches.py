@@ -1,0 +1,183 @@
+"""One busy account: concurrent commands in a process are decided together, each caller getting its own
+answer; across processes optimistic concurrency stays the arbiter."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import pytest
+
+from application.mediatasks import MediaTasks
+from domain.credits import CreditAccount
+from domain.errors import InsufficientCredits
+from domain.tasks import MediaTask
+from infrastructure.projection_runners import ProjectionRunners
+
+URL = "https://www.instagram.com/reel/Cabc123/"
+ROOT = Path(__file__).resolve().parents[2]
+POOL = {"POSTGRES_POOL_SIZE": "5", "POSTGRES_MAX_OVERFLOW": "15"}  # a shared server: a few connections suffice
+
+# The other process: the same submissions from 32 threads, started at an agreed moment.
+OTHER_PROCESS = """
+import json, sys, threading, time
+from concurrent.futures import ThreadPoolExecutor
+from application.mediatasks import MediaTasks
+env, user, keys, start_at = json.loads(sys.argv[1])
+app = MediaTasks(env=env)
+def call(key):
+    time.sleep(max(0.0, start_at - time.time()))
+    try:
+        r = app.submit(user, "https://www.instagram.com/reel/Cabc123/", "subtitles", idempotency_key=key)
+        return {"task_id": str(r.task_id), "created": r.created}
+    except Exception as e:
+        return {"error": type(e).__name__}
+with ThreadPoolExecutor(len(keys)) as pool:
+    print(json.dumps(list(pool.map(call, keys))))
+app.close()
+"""
+
+
+@pytest.fixture
+def busy_app(store_env: dict[str, str]) -> Iterator[MediaTasks]:
+    application = MediaTasks(env={**store_env, **POOL})
+    yield application
+    application.close()
+
+
+def at_once(calls: list[Callable[[], Any]], start_at: float | None = None) -> list[Any]:
+    barrier = threading.Barrier(len(calls))
+
+    def call(fn: Callable[[], Any]) -> Any:
+        barrier.wait()
+        if start_at is not None:
+            time.sleep(max(0.0, start_at - time.time()))
+        try:
+            return fn()
+        except Exception as e:  # noqa: BLE001 - the test counts outcomes
+            return e
+
+    with ThreadPoolExecutor(len(calls)) as pool:
+        return list(pool.map(call, calls))
+
+
+def other_process(env: dict[str, str], user: str, keys: list[str], start_at: float) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", OTHER_PROCESS, json.dumps([{**env, **POOL}, user, keys, start_at])],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
+def account_events(app: MediaTasks, user: str) -> list[Any]:
+    return list(app.repository.event_store.get(CreditAccount.id_for(user)))
+
+
+def assert_paid_once_each(app: MediaTasks, user: str, task_ids: set[UUID]) -> None:
+    events = account_events(app, user)
+    charges = Counter(e.task_id for e in events if isinstance(e, CreditAccount.Charged))
+    assert set(charges) == task_ids and set(charges.values()) == {1}
+    balance = 0
+    for e in events:  # never negative at any point of the history
+        balance += -e.amount if isinstance(e, CreditAccount.Charged) else getattr(e, "amount", 0)
+        assert balance >= 0
+    for task_id in task_ids:
+        assert isinstance(app.get_task(task_id), MediaTask)
+
+
+def test_64_submissions_in_one_process_against_n_prices(busy_app: MediaTasks) -> None:
+    app, n = busy_app, 20
+    app.create_user("ida", n)
+    results = at_once([lambda i=i: app.submit("ida", URL, "subtitles", idempotency_key=f"k{i}") for i in range(64)])
+    accepted = [r for r in results if not isinstance(r, Exception)]
+    refused = [r for r in results if isinstance(r, Exception)]
+    assert len(accepted) == n and all(r.created for r in accepted)
+    assert len(refused) == 64 - n and all(isinstance(r, InsufficientCredits) for r in refused), refused[:3]
+    assert app.get_account("ida").balance == 0
+    assert_paid_once_each(app, "ida", {r.task_id for r in accepted})
+    # decided together: several accepted submissions were saved in one transaction
+    assert len({r.notification_id for r in accepted}) < len(accepted)
+    charges = [e for e in account_events(app, "ida") if isinstance(e, CreditAccount.Charged)]
+    assert len(charges) == n
+
+
+def test_64_submissions_split_across_two_processes_with_a_duplicate_key_storm(
+    busy_app: MediaTasks, store_env: dict[str, str]
+) -> None:
+    app, n = busy_app, 20
+    app.create_user("jon", n)
+    # 24 distinct keys here, 24 there, and 16 submissions of one key split between both
+    here = [f"a{i}" for i in range(24)] + ["storm"] * 8
+    there = [f"b{i}" for i in range(24)] + ["storm"] * 8
+    start_at = time.time() + 3  # the other process's import and connections first
+    process = other_process(store_env, "jon", there, start_at)
+    local = at_once(
+        [lambda k=k: app.submit("jon", URL, "subtitles", idempotency_key=k) for k in here], start_at=start_at
+    )
+    out, _ = process.communicate(timeout=120)
+    remote = json.loads(out)
+    storm = MediaTask.id_for("jon", "storm")
+    accepted_ids = {r.task_id for r in local if not isinstance(r, Exception) and r.created} | {
+        UUID(r["task_id"]) for r in remote if r.get("created")
+    }
+    replays = [r for r in local if not isinstance(r, Exception) and not r.created] + [
+        r for r in remote if r.get("created") is False
+    ]
+    refused = [r for r in local if isinstance(r, InsufficientCredits)] + [
+        r for r in remote if r.get("error") == "InsufficientCredits"
+    ]
+    others = [r for r in local if isinstance(r, Exception) and not isinstance(r, InsufficientCredits)] + [
+        r for r in remote if r.get("error") not in (None, "InsufficientCredits")
+    ]
+    assert not others, others[:3]
+    assert len(accepted_ids) == n, (len(accepted_ids), len(replays), len(refused))
+    assert app.get_account("jon").balance == 0
+    assert_paid_once_each(app, "jon", accepted_ids)
+    if storm in accepted_ids:  # the storm's key is one task, one charge; its other submissions replay it
+        assert all(
+            str(getattr(r, "task_id", r.get("task_id") if isinstance(r, dict) else "")) == str(storm) for r in replays
+        )
+    assert len(accepted_ids) + len(replays) + len(refused) == 64
+
+
+def test_a_refund_races_a_grant_and_a_submission(busy_app: MediaTasks, store_env: dict[str, str]) -> None:
+    app = busy_app
+    app.create_user("kim", 6)
+    failed = app.submit("kim", URL, "video").task_id  # 2 credits
+    app.begin_attempt(failed, "w")
+    app.fail(failed, 1, "media_not_found", "gone", retryable=False)  # the refund of 2 is due
+    runners = ProjectionRunners(store_env)  # the refund issuer starts following now, racing the two below
+    try:
+        results = at_once(
+            [
+                lambda: app.grant_credits("kim", 5, "top-up"),
+                lambda: app.submit("kim", URL, "video", idempotency_key="during").task_id,
+                lambda: app.retry_task("kim", failed),
+            ]
+        )
+        deadline = time.monotonic() + 30
+        while not [e for e in app.repository.event_store.get(failed) if isinstance(e, MediaTask.Refunded)]:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    finally:
+        runners.stop()
+    assert not [r for r in results if isinstance(r, Exception)], results
+    events = account_events(app, "kim")
+    refunds = [e for e in events if isinstance(e, CreditAccount.Refunded)]
+    assert [(e.task_id, e.attempt, e.amount) for e in refunds] == [(failed, 1, 2)]
+    assert app.get_task(failed).refunds_given == [1] and app.get_task(failed).charge_attempt == 2
+    # 6 - 2 (failed) + 5 (grant) - 2 (submission) - 2 (retry) + 2 (refund of the failed run)
+    assert app.get_account("kim").balance == 7
+    assert sum(1 for e in events if isinstance(e, CreditAccount.Charged)) == 3
