@@ -9,7 +9,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-.PHONY: install run test lint
+.PHONY: install run test lint test-unit test-integration test-e2e test-browser
 install: $(STAMP)
 
 run: $(STAMP)
@@ -19,6 +19,21 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
+	$(BIN)/mypy
+
+# The tiers: unit (no services, seconds), integration (PostgreSQL, local HTTP), e2e (the service as
+# processes), browser (chromium). `make test` runs lint and every tier, as CI does (.ci/run).
+test-unit: $(STAMP)
+	$(BIN)/python -m pytest tests/unit -q $(PYTEST_ARGS)
+
+test-integration: $(STAMP)
+	$(BIN)/python -m pytest tests/integration -q $(PYTEST_ARGS)
+
+test-e2e: $(STAMP)
+	$(BIN)/python -m pytest tests/e2e -q $(PYTEST_ARGS)
+
+test-browser: $(STAMP)
+	$(BIN)/python -m pytest tests/browser -q $(PYTEST_ARGS)
 
 test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

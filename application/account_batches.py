@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 import zlib
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 from uuid import UUID
 
 from eventsourcing.persistence import IntegrityError, InterfaceError, OperationalError
@@ -45,14 +45,15 @@ class Batch:
         self.tasks[task.id] = task
 
 
-Answer = Callable[[int | None], Any]  # given the batch's last notification id, the caller's result
-Decide = Callable[[CreditAccount, Batch], Answer]
+R = TypeVar("R")
+Answer = Callable[[int | None], R]  # given the batch's last notification id, the caller's result
+Decide = Callable[[CreditAccount, Batch], Answer[R]]
 
 
 class _Slot:
     __slots__ = ("decide", "done", "error", "result", "user_id")
 
-    def __init__(self, user_id: str, decide: Decide) -> None:
+    def __init__(self, user_id: str, decide: Decide[Any]) -> None:
         self.user_id = user_id
         self.decide = decide
         self.done = False
@@ -75,7 +76,7 @@ class AccountBatches:
         self._retries = retries
         self._stripes = [_Stripe() for _ in range(STRIPES)]
 
-    def run(self, user_id: str, decide: Decide) -> Any:
+    def run(self, user_id: str, decide: Decide[R]) -> R:
         """Decide `decide` with every command waiting on this account; its answer, or its error raised."""
         stripe = self._stripes[zlib.crc32(user_id.encode()) % STRIPES]
         slot = _Slot(user_id, decide)
@@ -92,7 +93,7 @@ class AccountBatches:
                     self._decide_and_save(user_slots)
         if slot.error is not None:
             raise slot.error
-        return slot.result
+        return cast(R, slot.result)  # the result of this slot's own `decide`
 
     def _decide_and_save(self, slots: list[_Slot]) -> None:
         try:
@@ -109,7 +110,7 @@ class AccountBatches:
         """One decision of the batch and its save; False when a rival's save won (decide again)."""
         account = self._app.get_account(slots[0].user_id)
         batch = Batch(self._app, rerun)
-        answers: list[tuple[_Slot, Answer | None, DomainError | None]] = []
+        answers: list[tuple[_Slot, Answer[Any] | None, DomainError | None]] = []
         for s in slots:
             try:
                 answers.append((s, s.decide(account, batch), None))

@@ -215,7 +215,7 @@ def merge_by_position(
     link = next(link_iter, None)
     while event is not None or link is not None:
         if link is None or (event is not None and event[0] < link[0]):
-            yield event[0], event, None  # type: ignore[index]
+            yield event[0], event, None  # type: ignore[index]  # event is not None here: the link is None or later
             event = next(event_iter, None)
         elif event is None or link[0] < event[0]:
             yield link[0], None, link[1]

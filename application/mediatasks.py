@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, cast
 from uuid import UUID, uuid4
 
 from eventsourcing.application import AggregateNotFoundError, Application
@@ -29,9 +29,13 @@ from domain.tasks import (
     check_languages,
     check_output_type,
 )
+from domain.vocabulary import AttemptOutcome
 
 API_KEY_PREFIX = "mt_"
+# The defaults, defined here once (infrastructure/settings.py takes its defaults from these).
 DEFAULT_PRICES = {"subtitles": 1, "video": 2, "video_and_subtitles": 3, "audio": 1}
+DEFAULT_LEASE_SECONDS = 600.0
+DEFAULT_MAX_ATTEMPTS = 3
 CONFLICT_RETRIES = 200
 ACCOUNT_SNAPSHOT_INTERVAL = 200
 
@@ -63,7 +67,7 @@ class NewUser:
 
 @dataclass(frozen=True)
 class AttemptDecision:
-    outcome: str
+    outcome: AttemptOutcome
     attempt: int
     lease_remaining: float = 0.0
     notification_id: int | None = None
@@ -88,12 +92,12 @@ class MediaTasks(Application[UUID]):
     def __init__(self, env: Any = None) -> None:
         super().__init__(env)
         self._account_batches = AccountBatches(self, self._conflict_retries)
-        self.prices = {
+        self.prices: dict[str, int] = {
             output_type: int(self.env.get(f"PRICE_{output_type.upper()}") or DEFAULT_PRICES[output_type])
             for output_type in OUTPUT_TYPES
         }
-        self.lease = timedelta(seconds=float(self.env.get("LEASE_SECONDS") or 600))
-        self.max_attempts = int(self.env.get("MAX_ATTEMPTS") or 3)
+        self.lease = timedelta(seconds=float(self.env.get("LEASE_SECONDS") or DEFAULT_LEASE_SECONDS))
+        self.max_attempts = int(self.env.get("MAX_ATTEMPTS") or DEFAULT_MAX_ATTEMPTS)
 
     # Users and credits ------------------------------------------------------------
 
@@ -135,7 +139,7 @@ class MediaTasks(Application[UUID]):
     def grant_credits(self, user_id: str, amount: int, reason: str = "") -> tuple[int, int | None]:
         """Returns the new balance and the notification id of the grant."""
 
-        def decide(account: CreditAccount, batch: Batch) -> Answer:
+        def decide(account: CreditAccount, batch: Batch) -> Answer[tuple[int, int | None]]:
             account.grant(amount, reason)
             balance = account.balance
             return lambda last_id: (balance, last_id)
@@ -166,7 +170,7 @@ class MediaTasks(Application[UUID]):
         idempotency_key = idempotency_key or uuid4().hex
         task_id = MediaTask.id_for(user_id, idempotency_key)
 
-        def decide(account: CreditAccount, batch: Batch) -> Answer:
+        def decide(account: CreditAccount, batch: Batch) -> Answer[Submission]:
             existing = batch.find_task(task_id) if may_exist or batch.rerun or task_id in batch.tasks else None
             if existing is not None:
                 if existing.user_id != user_id or not existing.same_request(
@@ -200,7 +204,7 @@ class MediaTasks(Application[UUID]):
     def retry_task(self, user_id: str, task_id: UUID) -> Submission:
         """A user's retry of a failed task: charges the price again."""
 
-        def decide(account: CreditAccount, batch: Batch) -> Answer:
+        def decide(account: CreditAccount, batch: Batch) -> Answer[Submission]:
             task = batch.find_task(task_id)
             if task is None or task.user_id != user_id:
                 raise TaskNotFound("There is no such task.", task_id=str(task_id))
@@ -293,7 +297,7 @@ class MediaTasks(Application[UUID]):
         events = list(self.repository.event_store.get(task_id))
         if (
             not events
-            or not isinstance(events[0], MediaTask.Started)
+            or not isinstance(events[0], MediaTask.Started)  # type: ignore[attr-defined]  # made by @event at runtime
             or (user_id is not None and events[0].user_id != user_id)
         ):
             raise TaskNotFound("There is no such task.", task_id=str(task_id))
@@ -302,7 +306,8 @@ class MediaTasks(Application[UUID]):
     def task_at(self, task_id: UUID, when: datetime) -> MediaTask | None:
         """The task as it was at a past moment (None if it did not exist yet): its events up to then, folded."""
         task: MediaTask | None = None
-        for e in self.repository.event_store.get(task_id):
+        for stored in self.repository.event_store.get(task_id):
+            e = cast(MediaTask.Event, stored)  # the store's type is the protocol; these are MediaTask's events
             if e.timestamp > when:
                 break
             task = e.mutate(task)
@@ -312,7 +317,7 @@ class MediaTasks(Application[UUID]):
 
     def _find_task(self, task_id: UUID) -> MediaTask | None:
         try:
-            task = self.repository.get(task_id)
+            task: object = self.repository.get(task_id)
         except AggregateNotFoundError:
             return None
         return task if isinstance(task, MediaTask) else None

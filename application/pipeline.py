@@ -40,8 +40,9 @@ from application.ports.metadata_cache import MetadataCache
 from domain.errors import InvalidTransition, StaleAttempt
 from domain.platforms import normalize_media_url
 from domain.subtitles import SubtitleTrack
-from domain.tasks import RETRYING, STARTED, MediaTask
+from domain.tasks import MediaTask
 from domain.text import clean_json, clean_text
+from domain.vocabulary import AttemptOutcome, OutputType
 
 logger = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
@@ -116,7 +117,7 @@ class PipelineLimits:
 class PipelineOutcome:
     """What one delivery of a task came to (the queue's answer is derived from it)."""
 
-    outcome: str
+    outcome: AttemptOutcome
     attempt: int
     error_code: str | None = None
     retryable: bool = False
@@ -209,7 +210,7 @@ class TaskPipeline:
     ) -> PipelineOutcome:
         with phase("event_store.append", **{"mediatasks.event": "Downloading"}):
             decision = self.app.begin_attempt(task_id, self.worker_id, delivery)
-        if decision.outcome not in (STARTED, RETRYING) or decision.task is None:
+        if decision.outcome not in (AttemptOutcome.STARTED, AttemptOutcome.RETRYING) or decision.task is None:
             return PipelineOutcome(decision.outcome, decision.attempt, lease_remaining=decision.lease_remaining)
         task = decision.task
         submission = trace.get_current_span(propagate.extract(task.trace_context or {})).get_span_context()
@@ -258,9 +259,9 @@ class TaskPipeline:
                 },
             )
             result: dict[str, Any] = {"media": _media_summary(info)}
-            if task.output_type in ("video", "video_and_subtitles", "audio"):
+            if OutputType(task.output_type).has_media:
                 result.update(self._media(task, info, attempt, reporter, timings, stored))
-            if task.output_type in ("subtitles", "video_and_subtitles"):
+            if OutputType(task.output_type).has_subtitles:
                 tracks = self._subtitles(task, info, attempt, reporter, timings, stored)
                 result["subtitles"] = tracks
             reporter.stage("upload", 90, {"timings": dict(timings)})
@@ -270,13 +271,18 @@ class TaskPipeline:
                 self.app.complete(task_id, attempt, result)
             logger.info(
                 "task extracted",
-                extra={"task_id": str(task_id), "attempt": attempt, "outcome": "extracted", "timings": timings},
+                extra={
+                    "task_id": str(task_id),
+                    "attempt": attempt,
+                    "outcome": AttemptOutcome.EXTRACTED,
+                    "timings": timings,
+                },
             )
-            return PipelineOutcome("extracted", attempt, timings=timings)
+            return PipelineOutcome(AttemptOutcome.EXTRACTED, attempt, timings=timings)
         except (StaleAttempt, InvalidTransition):
             logger.warning("attempt lost its lease", extra={"task_id": str(task_id), "attempt": attempt})
             self._discard(stored)
-            return PipelineOutcome("lease_lost", attempt)
+            return PipelineOutcome(AttemptOutcome.LEASE_LOST, attempt)
         except MediaError as e:
             self._discard(stored)
             if cache_hit:
@@ -334,7 +340,7 @@ class TaskPipeline:
                 details={"duration": info.duration, "max_duration": self.limits.max_duration_seconds},
             )
         request = FormatRequest(
-            output="audio" if task.output_type == "audio" else "video", **getattr(task, "options", None) or {}
+            output="audio" if task.output_type == OutputType.AUDIO else "video", **getattr(task, "options", None) or {}
         )
         kind = "audio" if request.output == "audio" else "video"
         items = list(info.items[: self.limits.max_post_items]) or [info]
@@ -534,20 +540,20 @@ class TaskPipeline:
                     last_delivery=last_delivery,
                 )
         except (StaleAttempt, InvalidTransition):
-            return PipelineOutcome("lease_lost", attempt, error.code, error.retryable)
+            return PipelineOutcome(AttemptOutcome.LEASE_LOST, attempt, error.code, error.retryable)
         logger.info(
             "attempt failed",
             extra={
                 "task_id": str(task.id),
                 "attempt": attempt,
                 "error_code": error.code,
-                "outcome": "failed" if terminal else "retry_scheduled",
+                "outcome": AttemptOutcome.FAILED if terminal else AttemptOutcome.RETRY_SCHEDULED,
                 "terminal": terminal,
                 "timings": timings,
             },
         )
         return PipelineOutcome(
-            "failed" if terminal else "retry_scheduled",
+            AttemptOutcome.FAILED if terminal else AttemptOutcome.RETRY_SCHEDULED,
             attempt,
             error.code,
             error.retryable,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from domain.errors import InvalidSubmission
+from domain.errors import ErrorCode, InvalidSubmission
 
 VIDEO_CODECS = ("h264", "vp9", "av1")
 AUDIO_FORMATS = ("best", "m4a", "mp3", "opus")
@@ -18,7 +18,7 @@ DEFAULTS: dict[str, Any] = {
 
 
 class InvalidMediaOptions(InvalidSubmission):
-    code = "invalid_media_options"
+    code = ErrorCode.INVALID_MEDIA_OPTIONS
 
 
 def check_media_options(options: dict[str, Any] | None) -> dict[str, Any]:

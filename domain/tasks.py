@@ -21,22 +21,23 @@ from domain.errors import (
     TaskNotRetryable,
 )
 from domain.media_options import check_media_options
+from domain.vocabulary import ACTIVE_STATUSES, AttemptOutcome, OutputType, TaskStatus
 
-OUTPUT_TYPES = ("subtitles", "video", "video_and_subtitles", "audio")
+OUTPUT_TYPES = tuple(OutputType)
 MAX_LANGUAGES = 10
 
-QUEUED = "queued"
-DOWNLOADING = "downloading"
-PROCESSING = "processing"
-EXTRACTED = "extracted"
-FAILED = "failed"
-ACTIVE = (DOWNLOADING, PROCESSING)
+QUEUED = TaskStatus.QUEUED
+DOWNLOADING = TaskStatus.DOWNLOADING
+PROCESSING = TaskStatus.PROCESSING
+EXTRACTED = TaskStatus.EXTRACTED
+FAILED = TaskStatus.FAILED
+ACTIVE = ACTIVE_STATUSES
 
-STARTED = "started"
-RETRYING = "retrying"
-ALREADY_PROCESSING = "already_processing"
-ALREADY_COMPLETED = "already_completed"
-NOT_RETRYABLE = "not_retryable"
+STARTED = AttemptOutcome.STARTED
+RETRYING = AttemptOutcome.RETRYING  # the outcome of begin_attempt, not TaskStatus.RETRYING
+ALREADY_PROCESSING = AttemptOutcome.ALREADY_PROCESSING
+ALREADY_COMPLETED = AttemptOutcome.ALREADY_COMPLETED
+NOT_RETRYABLE = AttemptOutcome.NOT_RETRYABLE
 
 DOWNLOADING_PROGRESS = 10
 
@@ -162,7 +163,7 @@ class MediaTask(Aggregate):
 
     def begin_attempt(
         self, *, now: datetime, lease: timedelta, worker_id: str, delivery: dict[str, Any] | None = None
-    ) -> str:
+    ) -> AttemptOutcome:
         """Decide, from this task's history alone, whether a delivery may start an attempt."""
         if self.status == EXTRACTED:
             return ALREADY_COMPLETED

@@ -8,49 +8,21 @@ time; `bootstrap()` does the wiring when called.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from infrastructure.runtime import Runtime
 from infrastructure.settings import Settings
 
 if TYPE_CHECKING:
-    from application.mediatasks import MediaTasks
     from application.pipeline import TaskPipeline
-    from application.ports.blob_store import BlobStore
     from infrastructure.delivery.inline_dispatcher import InlineDispatcher
     from infrastructure.delivery.qstash_delivery import QStashDeliveryHandler
     from infrastructure.delivery.qstash_outbox_publisher import QStashPublisher
     from infrastructure.media_formats.assembler import StreamingMediaAssembler
-    from infrastructure.observability.telemetry import Telemetry
     from infrastructure.postgres.audit_seal import SealingFollower
-    from infrastructure.postgres.views_pointer import ViewsSwitch
     from infrastructure.safe_http import SafeFetcher
-    from infrastructure.supervision import Supervisor
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class Runtime:
-    """Everything a process needs, built once."""
-
-    settings: Settings
-    env: dict[str, str]
-    app: MediaTasks
-    views: ViewsSwitch
-    blobs: BlobStore
-    telemetry: Telemetry
-    supervisor: Supervisor
-    _closers: list[Callable[[], object]] = field(default_factory=list)
-
-    def close(self) -> None:
-        for close in reversed(self._closers):
-            try:
-                close()
-            except Exception:  # noqa: BLE001 - closing must go on
-                logger.exception("error while closing")
-        self._closers.clear()
 
 
 def bootstrap(settings: Settings | None = None, *, env_overrides: dict[str, str] | None = None) -> Runtime:

@@ -44,7 +44,7 @@ class ProjectionRunners:
             env=named_env("MediaTasks", {**env, "POSTGRES_POOL_SIZE": "1", "POSTGRES_MAX_OVERFLOW": "1"})
         )
         self.source = MediaTasks(env=env)
-        self.views_name = views_name or active_views_name(self._factory.datastore)  # type: ignore[attr-defined]
+        self.views_name = views_name or active_views_name(self._factory.datastore)  # type: ignore[attr-defined]  # the PostgreSQL factory's datastore
         self.views_runner = self._views_follower(self.views_name)
         self.supervisor.add(self.views_runner)
         self.refunds_runner: Any = None
@@ -137,6 +137,6 @@ class ReadModelPointerFollower:
 
     def run(self, stopping: threading.Event) -> None:
         while not stopping.wait(POINTER_CHECK_SECONDS):
-            name = active_views_name(self.runners._factory.datastore)  # type: ignore[attr-defined]
+            name = active_views_name(self.runners._factory.datastore)  # type: ignore[attr-defined]  # the PostgreSQL factory's datastore
             if name != self.runners.views_name:
                 self.runners.switch_views(name)

@@ -17,7 +17,6 @@ chunks under a byte cap and an overall deadline that also caps every socket read
 from __future__ import annotations
 
 import contextvars
-import email.utils
 import ipaddress
 import os
 import re
@@ -30,7 +29,6 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any
 
 import httpcore
@@ -39,6 +37,7 @@ import ssrfguard
 from ssrfguard.httpx import SafeBackend, SafeTransport
 
 from application.ports.errors import MediaError, PermanentMediaError, TransientMediaError
+from infrastructure.retry_after import retry_after_seconds
 
 __all__ = [
     "ALLOW_CIDRS_ENV",
@@ -357,21 +356,6 @@ class _PinTable:
         return [(a.family, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", a.sockaddr) for a in addresses]
 
 
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
-
-
 def _status_error(response: httpx.Response) -> MediaError | None:
     """The classified error for a final (non-redirect) status, or None for 2xx."""
     status = response.status_code
@@ -386,7 +370,7 @@ def _status_error(response: httpx.Response) -> MediaError | None:
         return TransientMediaError(
             "rate_limited",
             "the server answered 429",
-            retry_after=_retry_after(response.headers.get("retry-after")),
+            retry_after=retry_after_seconds(response.headers.get("retry-after")),
             details=details,
         )
     if status == 408:
@@ -395,7 +379,7 @@ def _status_error(response: httpx.Response) -> MediaError | None:
         return TransientMediaError(
             "upstream_unavailable",
             f"the server answered {status}",
-            retry_after=_retry_after(response.headers.get("retry-after")),
+            retry_after=retry_after_seconds(response.headers.get("retry-after")),
             details=details,
         )
     return PermanentMediaError("media_not_found", f"the server answered {status}", details=details)

@@ -8,6 +8,8 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from application.mediatasks import DEFAULT_LEASE_SECONDS, DEFAULT_MAX_ATTEMPTS, DEFAULT_PRICES
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MEDIATASKS_", extra="ignore")
@@ -24,11 +26,11 @@ class Settings(BaseSettings):
     )
     group_commit_max_events: int = Field(default=500, ge=1, description="most events one shared transaction holds")
     admin_token: SecretStr | None = Field(default=None, description="bearer token for /v1/admin/*")
-    lease_seconds: float = Field(default=600, gt=0)
-    max_attempts: int = Field(default=3, ge=1, le=20)
-    price_subtitles: int = Field(default=1, ge=1)
-    price_video: int = Field(default=2, ge=1)
-    price_video_and_subtitles: int = Field(default=3, ge=1)
+    lease_seconds: float = Field(default=DEFAULT_LEASE_SECONDS, gt=0)
+    max_attempts: int = Field(default=DEFAULT_MAX_ATTEMPTS, ge=1, le=20)
+    price_subtitles: int = Field(default=DEFAULT_PRICES["subtitles"], ge=1)
+    price_video: int = Field(default=DEFAULT_PRICES["video"], ge=1)
+    price_video_and_subtitles: int = Field(default=DEFAULT_PRICES["video_and_subtitles"], ge=1)
     aggregate_cache_size: int = Field(
         default=10_000, ge=0, description="aggregates kept in memory (fast-forwarded on read)"
     )
@@ -145,7 +147,7 @@ class Settings(BaseSettings):
     )
     rate_limit_reads: str = Field(default="1200/minute", description="other authenticated requests per API key")
     max_active_tasks: int = Field(default=20, ge=1, description="a user's tasks queued or running at once")
-    price_audio: int = Field(default=1, ge=1, description="credits for an `audio` task")
+    price_audio: int = Field(default=DEFAULT_PRICES["audio"], ge=1, description="credits for an `audio` task")
     max_post_items: int = Field(default=20, ge=1, le=100, description="media stored of a post with several")
     max_duration_seconds: float = Field(default=4 * 3600, gt=0, description="longer videos fail `too_long`")
     max_manifest_bytes: int = Field(

@@ -17,11 +17,11 @@ from eventsourcing.persistence import Tracking, TrackingRecorder
 from eventsourcing.projection import Projection
 
 from domain.credits import CreditAccount
-from domain.tasks import EXTRACTED, FAILED, MediaTask
+from domain.tasks import MediaTask
 from domain.text import clean_json, clean_text
+from domain.vocabulary import OPEN_STATUSES, TaskStatus
 
-TERMINAL_STATUSES = (EXTRACTED, FAILED)
-OPEN_STATUSES = ("queued", "downloading", "processing", "retrying")
+TERMINAL_STATUSES = (TaskStatus.EXTRACTED, TaskStatus.FAILED)
 
 
 @dataclass(frozen=True)
@@ -174,7 +174,7 @@ class TaskViewsProjection(Projection[TaskViews]):
                 platform=clean_text(e.platform),
                 output_type=clean_text(e.output_type),
                 languages=clean_json(list(e.languages)),
-                status="queued",
+                status=TaskStatus.QUEUED,
                 progress=0,
                 attempt=0,
                 credits_charged=e.credits,
@@ -189,7 +189,7 @@ class TaskViewsProjection(Projection[TaskViews]):
     def _(self, domain_event: MediaTask.Downloading, tracking: Tracking) -> None:
         e = domain_event
         changes = {
-            "status": "downloading",
+            "status": TaskStatus.DOWNLOADING,
             "progress": e.progress,
             "attempt": e.attempt,
             "stage": "download",
@@ -200,7 +200,7 @@ class TaskViewsProjection(Projection[TaskViews]):
     @process_event.register
     def _(self, domain_event: MediaTask.Processing, tracking: Tracking) -> None:
         e = domain_event
-        changes: dict[str, Any] = {"status": "processing", "progress": e.progress, "stage": e.stage}
+        changes: dict[str, Any] = {"status": TaskStatus.PROCESSING, "progress": e.progress, "stage": e.stage}
         timings = e.details.get("timings")
         if timings:
             changes["timings"] = timings
@@ -213,7 +213,7 @@ class TaskViewsProjection(Projection[TaskViews]):
     def _(self, domain_event: MediaTask.Extracted, tracking: Tracking) -> None:
         e = domain_event
         changes = {
-            "status": EXTRACTED,
+            "status": TaskStatus.EXTRACTED,
             "progress": 100,
             "stage": "done",
             "result": e.result,
@@ -231,14 +231,14 @@ class TaskViewsProjection(Projection[TaskViews]):
             "terminal": e.terminal,
             "attempt": e.attempt,
         }
-        status = FAILED if e.terminal else "retrying"
+        status = TaskStatus.FAILED if e.terminal else TaskStatus.RETRYING
         self._task_changed(e, {"status": status, "error": error}, tracking)
 
     @process_event.register
     def _(self, domain_event: MediaTask.Retried, tracking: Tracking) -> None:
         e = domain_event
         changes = {
-            "status": "queued",
+            "status": TaskStatus.QUEUED,
             "progress": 0,
             "error": None,
             "result": None,

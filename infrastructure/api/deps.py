@@ -12,8 +12,19 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from application.mediatasks import MediaTasks, hash_api_key
+from application.ports.blob_store import BlobStore
 from infrastructure.api.errors import ApiError
+from infrastructure.api.live import StreamsPerUser, TaskUpdateHub
 from infrastructure.api.stream_tokens import StreamTokens
+from infrastructure.delivery.qstash_delivery import QStashDeliveryHandler
+from infrastructure.delivery.qstash_outbox_publisher import QStashPublisher
+from infrastructure.observability.telemetry import Telemetry
+from infrastructure.postgres.webhook_store import PostgresWebhookStore
+from infrastructure.projection_runners import ProjectionRunners
+from infrastructure.runtime import Runtime
+from infrastructure.safe_http import UrlPolicy
+from infrastructure.settings import Settings
+from infrastructure.supervision import LagClock
 from projections.task_views import TaskViews
 
 bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <api key>`")
@@ -121,3 +132,82 @@ async def reader_of_task(
 
 
 TaskReader = Annotated[str, Depends(reader_of_task)]
+
+
+async def get_runtime(request: Request) -> Runtime:
+    return request.app.state.runtime
+
+
+async def get_settings(request: Request) -> Settings:
+    return request.app.state.runtime.settings
+
+
+async def get_blobs(request: Request) -> BlobStore:
+    return request.app.state.runtime.blobs
+
+
+async def get_telemetry(request: Request) -> Telemetry | None:
+    return request.app.state.telemetry
+
+
+async def get_stream_tokens(request: Request) -> StreamTokens:
+    return stream_tokens(request)
+
+
+async def get_hub(request: Request) -> TaskUpdateHub:
+    return request.app.state.hub
+
+
+async def get_open_streams(request: Request) -> StreamsPerUser:
+    return request.app.state.streams_per_user
+
+
+async def get_sse_ping_seconds(request: Request) -> float:
+    return request.app.state.sse_ping_seconds
+
+
+async def get_deliveries(request: Request) -> QStashDeliveryHandler:
+    return request.app.state.qstash_deliveries
+
+
+async def get_projections(request: Request) -> ProjectionRunners | None:
+    """The projection runners of this process; None where another process runs them."""
+    return getattr(request.app.state, "projections", None)
+
+
+async def get_publisher(request: Request) -> QStashPublisher | None:
+    """The QStash outbox publisher of this process, if it runs one."""
+    return getattr(request.app.state, "publisher", None)
+
+
+async def get_lag_clock(request: Request) -> LagClock:
+    """How long the read model has been behind, remembered between readiness probes."""
+    clock = getattr(request.app.state, "lag_clock", None)
+    if clock is None:
+        clock = request.app.state.lag_clock = LagClock()
+    return clock
+
+
+async def get_webhooks(request: Request) -> PostgresWebhookStore:
+    return request.app.state.webhooks
+
+
+async def get_webhook_url_policy(request: Request) -> UrlPolicy:
+    """The SSRF guard a webhook URL passes at registration."""
+    return request.app.state.webhook_url_policy
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+BlobsDep = Annotated[BlobStore, Depends(get_blobs)]
+TelemetryDep = Annotated[Telemetry | None, Depends(get_telemetry)]
+StreamTokensDep = Annotated[StreamTokens, Depends(get_stream_tokens)]
+HubDep = Annotated[TaskUpdateHub, Depends(get_hub)]
+OpenStreamsDep = Annotated[StreamsPerUser, Depends(get_open_streams)]
+SsePingDep = Annotated[float, Depends(get_sse_ping_seconds)]
+DeliveriesDep = Annotated[QStashDeliveryHandler, Depends(get_deliveries)]
+ProjectionsDep = Annotated[ProjectionRunners | None, Depends(get_projections)]
+PublisherDep = Annotated[QStashPublisher | None, Depends(get_publisher)]
+LagClockDep = Annotated[LagClock, Depends(get_lag_clock)]
+WebhooksDep = Annotated[PostgresWebhookStore, Depends(get_webhooks)]
+UrlPolicyDep = Annotated[UrlPolicy, Depends(get_webhook_url_policy)]

@@ -11,22 +11,36 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from domain.errors import DomainError
+from domain.errors import DomainError, ErrorCode
 from infrastructure.postgres.store_connections import STORE_ERRORS, discard_broken_connections_soon
 
 logger = logging.getLogger(__name__)
 
+# Every DomainError's code → its HTTP status (tests/unit/test_error_map.py checks none is missing).
 DOMAIN_STATUS = {
-    "insufficient_credits": 402,
-    "task_not_found": 404,
-    "user_not_found": 404,
-    "idempotency_key_reused": 409,
-    "user_already_exists": 409,
-    "task_not_retryable": 409,
-    "stale_attempt": 409,
-    "invalid_transition": 409,
-    "progress_backwards": 409,
-    "concurrent_updates": 503,
+    ErrorCode.DOMAIN_ERROR: 422,
+    ErrorCode.INVALID_AMOUNT: 422,
+    ErrorCode.INSUFFICIENT_CREDITS: 402,
+    ErrorCode.CHARGE_NOT_FOUND: 422,
+    ErrorCode.ALREADY_REFUNDED: 422,
+    ErrorCode.INVALID_USER_ID: 422,
+    ErrorCode.INVALID_TEXT: 422,
+    ErrorCode.USER_NOT_FOUND: 404,
+    ErrorCode.USER_ALREADY_EXISTS: 409,
+    ErrorCode.TASK_NOT_FOUND: 404,
+    ErrorCode.INVALID_SUBMISSION: 422,
+    ErrorCode.INVALID_URL: 422,
+    ErrorCode.UNSUPPORTED_URL: 422,
+    ErrorCode.INVALID_OUTPUT_TYPE: 422,
+    ErrorCode.INVALID_LANGUAGES: 422,
+    ErrorCode.INVALID_MEDIA_OPTIONS: 422,
+    ErrorCode.IDEMPOTENCY_KEY_REUSED: 409,
+    ErrorCode.INVALID_TRANSITION: 409,
+    ErrorCode.STALE_ATTEMPT: 409,
+    ErrorCode.PROGRESS_BACKWARDS: 409,
+    ErrorCode.INVALID_PROGRESS: 422,
+    ErrorCode.TASK_NOT_RETRYABLE: 409,
+    ErrorCode.CONCURRENT_UPDATES: 503,
 }
 HTTP_CODES = {
     400: "bad_request",

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-import time
 from collections import Counter, OrderedDict, defaultdict
 from collections.abc import Callable
 from typing import Any
@@ -22,6 +21,7 @@ from sse_starlette.sse import EventSourceResponse
 from starlette.types import Receive, Scope, Send
 
 from domain.tasks import MediaTask
+from infrastructure.polling import poll
 from infrastructure.supervision import Supervised, Supervisor, subscription_stopped_by
 
 logger = logging.getLogger(__name__)
@@ -42,15 +42,7 @@ TASK_TOPICS = tuple(
 
 def wait_for_position(views: Any, application_name: str, notification_id: int, timeout: float) -> bool:
     """Poll the view's tracking position with a short backoff; True once it reaches the id."""
-    deadline = time.monotonic() + timeout
-    delay = 0.002
-    while True:
-        if views.has_tracking_id(application_name, notification_id):
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(delay)
-        delay = min(delay * 2, 0.1)
+    return bool(poll(lambda: views.has_tracking_id(application_name, notification_id), timeout))
 
 
 class TaskStream:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
@@ -145,6 +145,13 @@ def _count(request: Request, kind: str, key_id: str, user_id: str) -> None:
 
 
 RateLimited = Depends(rate_limited)
+
+
+async def get_request_limits(request: Request) -> RequestLimits:
+    return request.app.state.request_limits
+
+
+RequestLimitsDep = Annotated[RequestLimits, Depends(get_request_limits)]
 
 
 class RateLimitHeaders:

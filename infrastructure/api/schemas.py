@@ -8,8 +8,10 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
-OutputType = Literal["subtitles", "video", "video_and_subtitles", "audio"]
-TaskStatus = Literal["queued", "downloading", "processing", "retrying", "extracted", "failed"]
+# The wire values of domain.vocabulary's OutputType and TaskStatus, spelled out so that the OpenAPI
+# document and the 422 answers stay as they were (tests/unit/test_vocabulary.py checks they agree).
+OutputTypeValue = Literal["subtitles", "video", "video_and_subtitles", "audio"]
+TaskStatusValue = Literal["queued", "downloading", "processing", "retrying", "extracted", "failed"]
 
 
 class CreateUser(BaseModel):
@@ -40,7 +42,7 @@ class SubmitTask(BaseModel):
     url: str = Field(
         min_length=1, max_length=2048, examples=["https://www.tiktok.com/@scout2015/video/6718335390845095173"]
     )
-    output_type: OutputType
+    output_type: OutputTypeValue
     languages: list[str] = Field(default_factory=list, max_length=10, examples=[["en"]])
     webhook_url: str | None = Field(
         default=None,
@@ -82,9 +84,9 @@ class TaskOut(BaseModel):
     task_id: UUID
     url: str
     platform: str
-    output_type: OutputType
+    output_type: OutputTypeValue
     languages: list[str]
-    status: TaskStatus
+    status: TaskStatusValue
     progress: int
     stage: str
     attempts: int
@@ -138,7 +140,7 @@ class StatusEvent(BaseModel):
     """The data of one `event: status` of the live stream."""
 
     task_id: UUID
-    status: TaskStatus
+    status: TaskStatusValue
     progress: int
     attempt: int
     stage: str

@@ -56,7 +56,7 @@ def export_reader(path: str) -> Iterator[IO[bytes]]:
 
             raw.seek(0)
             with zstandard.ZstdDecompressor().stream_reader(raw) as decompressed:
-                yield io.BufferedReader(decompressed, buffer_size=1 << 20)  # type: ignore[arg-type]
+                yield io.BufferedReader(decompressed, buffer_size=1 << 20)  # type: ignore[arg-type]  # zstandard's reader is a raw stream
         else:
             raw.seek(0)
             yield raw

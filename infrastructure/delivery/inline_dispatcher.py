@@ -25,6 +25,7 @@ from uuid import UUID
 from eventsourcing.utils import get_topic
 
 from domain.tasks import MediaTask
+from domain.vocabulary import ACTIVE_STATUSES, WAITING_STATUSES, AttemptOutcome
 from infrastructure.postgres.store_connections import is_connection_error
 from infrastructure.supervision import Supervised, Supervisor, subscription_stopped_by
 
@@ -119,7 +120,7 @@ class InlineDispatcher:
     def _run(self, task_id: UUID) -> None:
         try:
             outcome = self.pipeline.run(task_id, {"via": "inline"})
-            if outcome.outcome == "already_processing" and outcome.lease_remaining > 0:
+            if outcome.outcome == AttemptOutcome.ALREADY_PROCESSING and outcome.lease_remaining > 0:
                 self.dispatch_later(task_id, outcome.lease_remaining + 0.5)
         except Exception as error:  # noqa: BLE001 - the sweeper will find the task again
             logger.exception("attempt crashed", extra={"task_id": str(task_id)})
@@ -199,9 +200,9 @@ def overdue_tasks(views: Any, lease: timedelta, missed_dispatch: timedelta, *, i
     `initial`: every waiting task counts (a process starting up cannot know what was dispatched).
     """
     now = datetime.now(timezone.utc)
-    found = views.stale_tasks(now - lease, statuses=("downloading", "processing"))
+    found = views.stale_tasks(now - lease, statuses=ACTIVE_STATUSES)
     waiting_since = now if initial else now - missed_dispatch
-    return found + views.stale_tasks(waiting_since, statuses=("queued", "retrying"))
+    return found + views.stale_tasks(waiting_since, statuses=WAITING_STATUSES)
 
 
 def unseen_dispatches(

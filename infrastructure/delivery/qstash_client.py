@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import email.utils
 import json
 import logging
-import re
-import time
 from types import TracebackType
 from typing import Any
 
 import httpx
 
-logger = logging.getLogger(__name__)
+from infrastructure.retry_after import retry_after_seconds
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
-_DURATION = re.compile(f"(?:{_DURATION_PART.pattern})+")
-_DURATION_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+logger = logging.getLogger(__name__)
 
 
 class PublishError(Exception):
@@ -37,24 +32,6 @@ class PublishUnavailable(PublishError):
     def __init__(self, message: str, *, status_code: int | None = None, retry_after: float | None = None) -> None:
         super().__init__(message, status_code=status_code)
         self.retry_after = retry_after
-
-
-def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a `Retry-After` value: delta seconds, an HTTP date, or a duration like `6m5s`."""
-    if value is None or not value.strip():
-        return None
-    text = value.strip()
-    try:
-        return max(0.0, float(text))
-    except ValueError:
-        pass
-    if _DURATION.fullmatch(text):
-        return sum(float(amount) * _DURATION_UNIT_SECONDS[unit] for amount, unit in _DURATION_PART.findall(text))
-    try:
-        moment = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, moment.timestamp() - (time.time() if now is None else now))
 
 
 class QStashPublishClient:

@@ -15,12 +15,19 @@ from typing import Any
 from uuid import UUID
 
 from domain.errors import TaskNotFound
+from domain.vocabulary import AttemptOutcome
 from infrastructure.delivery.inline_dispatcher import retry_delay
 from infrastructure.delivery.qstash_signature import QStashSignatureVerifier
 
 logger = logging.getLogger(__name__)
 
-HANDLED = ("extracted", "already_completed", "not_retryable", "failed", "lease_lost")
+HANDLED = (
+    AttemptOutcome.EXTRACTED,
+    AttemptOutcome.ALREADY_COMPLETED,
+    AttemptOutcome.NOT_RETRYABLE,
+    AttemptOutcome.FAILED,
+    AttemptOutcome.LEASE_LOST,
+)
 RATE_LIMITED_CODES = ("rate_limited",)
 UNAVAILABLE_RETRY_SECONDS = 5
 
@@ -107,7 +114,7 @@ class QStashDeliveryHandler:
     def _answer(self, outcome: Any) -> DeliveryAnswer:
         if outcome.outcome in HANDLED:
             return DeliveryAnswer(200, outcome.outcome, outcome.attempt)
-        if outcome.outcome == "already_processing":
+        if outcome.outcome == AttemptOutcome.ALREADY_PROCESSING:
             return DeliveryAnswer(
                 409,
                 "already_processing",

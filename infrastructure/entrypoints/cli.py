@@ -120,6 +120,7 @@ def _serve(args: argparse.Namespace) -> int:
         projections = None
         if not args.no_projections:  # the workers serve HTTP only; projections run beside them
             projections = subprocess.Popen([sys.executable, "-m", "infrastructure.entrypoints.cli", "projections"])
+        _announce(settings, host, port)
         try:
             uvicorn.run(
                 "infrastructure.entrypoints.asgi:create_worker_api",
@@ -138,11 +139,30 @@ def _serve(args: argparse.Namespace) -> int:
     from infrastructure.entrypoints.asgi import ServiceProcess
 
     service = ServiceProcess(settings, run_projections=not args.no_projections, run_dispatcher=not args.no_dispatch)
+    _announce(settings, host, port)
     try:
         uvicorn.run(service.api, host=host, port=port, log_level="warning", **http_options(settings))
     finally:
         service.close()
     return 0
+
+
+def _announce(settings: Any, host: str, port: int) -> None:
+    """The first thing a newcomer reads: where the service listens, where its data lives, how to begin."""
+    import logging
+
+    database = "embedded PostgreSQL in " + str(settings.data_dir.resolve() / "pg")
+    if settings.database_url is not None:
+        database = "MEDIATASKS_DATABASE_URL"
+    logging.getLogger("mediatasks").info(
+        "mediatasks is serving",
+        extra={
+            "url": f"http://{host}:{port}",
+            "data_dir": str(settings.data_dir.resolve()),
+            "database": database,
+            "create_a_user": "mediatasks users create NAME --credits 10",
+        },
+    )
 
 
 def http_options(settings: Any) -> dict[str, Any]:

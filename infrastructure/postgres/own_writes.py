@@ -9,13 +9,13 @@ user's data from the read model first waits, bounded, until the model has proces
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Identifier
 
 from domain.credits import CreditAccount
+from infrastructure.polling import poll
 
 OWN_WRITES_WAIT_SECONDS = 3.0
 
@@ -35,12 +35,6 @@ def wait_for_own_writes(app: Any, views: Any, user_id: str, timeout: float = OWN
     """Wait until the read model reflects the user's last write; False if it has not within `timeout`
     (the read then answers from the model as it is: a lagging model slows reads, it does not fail them)."""
     position = last_write_position(app.recorder, user_id)
-    if position is None or (views.max_tracking_id(app.name) or 0) >= position:
+    if position is None:
         return True
-    deadline, delay = time.monotonic() + timeout, 0.002
-    while (views.max_tracking_id(app.name) or 0) < position:
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(delay)
-        delay = min(delay * 2, 0.05)
-    return True
+    return poll(lambda: (views.max_tracking_id(app.name) or 0) >= position, timeout, max_delay=0.05)

@@ -7,8 +7,6 @@ are checked later by the fetcher, like any other URL from outside.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from email.utils import parsedate_to_datetime
 from typing import Any, Literal
 
 import httpx
@@ -17,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from application.ports.errors import PermanentMediaError, TransientMediaError
 from application.ports.media_provider import SUBTITLE_FORMATS, MediaFormat, MediaInfo, SubtitleSource, VideoSource
 from domain.platforms import identify_platform
+from infrastructure.retry_after import retry_after_seconds
 
 MAX_RESPONSE_BYTES = 1024 * 1024
 
@@ -118,24 +117,6 @@ class _MediaBody(BaseModel):
     drm: bool = False
 
 
-def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date), or None."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - (now or datetime.now(timezone.utc))).total_seconds())
-
-
 class HttpMediaProvider:
     """Asks a RapidAPI-style HTTP service for a link's metadata, video URL and subtitle tracks."""
 
@@ -219,7 +200,7 @@ class HttpMediaProvider:
             )
         if status in (400, 422):
             return PermanentMediaError("unsupported_url", "the provider cannot handle this URL", details=details)
-        retry_after = parse_retry_after(headers.get("Retry-After"))
+        retry_after = retry_after_seconds(headers.get("Retry-After"))
         if status == 429:
             return TransientMediaError(
                 "rate_limited", "the provider is rate limiting us", retry_after=retry_after, details=details
@@ -246,7 +227,7 @@ class HttpMediaProvider:
         subtitles = tuple(
             SubtitleSource(
                 lang=track.lang,
-                format=track.format,  # type: ignore[arg-type]
+                format=track.format,  # type: ignore[arg-type]  # only tracks in SUBTITLE_FORMATS are kept (below)
                 url=track.url,
                 kind="asr" if track.kind in ("asr", "auto", "automatic") else "manual",
                 name=track.name,

@@ -257,7 +257,7 @@ def _subtitle_tracks(
         if base_lang in seen:
             continue
         seen.add(base_lang)
-        yield SubtitleSource(lang=base_lang, format=best["ext"], url=best["url"], kind=kind, name=best.get("name"))  # type: ignore[arg-type]
+        yield SubtitleSource(lang=base_lang, format=best["ext"], url=best["url"], kind=kind, name=best.get("name"))  # type: ignore[arg-type]  # ext is one of SUBTITLE_PREFERENCE (checked above)
 
 
 def _causes(error: BaseException) -> Iterator[BaseException]:

@@ -11,7 +11,8 @@ import pytest
 
 from application.ports.errors import PermanentMediaError, TransientMediaError
 from application.ports.media_provider import MediaInfo
-from infrastructure.providers.http_provider import HttpMediaProvider, parse_retry_after
+from infrastructure.providers.http_provider import HttpMediaProvider
+from infrastructure.retry_after import retry_after_seconds as parse_retry_after
 from tests.support.fake_platform import FakePlatform
 
 

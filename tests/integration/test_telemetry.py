@@ -29,10 +29,11 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import StatusCode
 
 from infrastructure.api.app import create_api
-from infrastructure.bootstrap import Runtime, bootstrap, build_pipeline
+from infrastructure.bootstrap import bootstrap, build_pipeline
 from infrastructure.observability.logs import QUIET_LOGGERS, JsonFormatter, TraceContext
 from infrastructure.observability.telemetry import configure_telemetry
 from infrastructure.projection_runners import ProjectionRunners
+from infrastructure.runtime import Runtime
 from infrastructure.settings import Settings
 from tests.support.fake_platform import FakePlatform
 from tests.support.postgres import database_url, drop_schema

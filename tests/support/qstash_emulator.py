@@ -38,7 +38,7 @@ from typing import Any
 import httpx
 import jwt
 
-from infrastructure.delivery.qstash_client import retry_after_seconds
+from infrastructure.retry_after import retry_after_seconds
 
 DEFAULT_TOKEN = "qstash-emulator-token"
 TOKEN_LIFETIME_S = 300

@@ -29,6 +29,9 @@ class Subscription:
     def __exit__(self, *_: Any) -> None:
         self.notifications.put(None)
 
+    def stop(self) -> None:
+        self.notifications.put(None)
+
     def __iter__(self) -> Any:
         while (notification := self.notifications.get()) is not None:
             yield notification

@@ -30,7 +30,7 @@ ONLY = {
 
 
 @cache
-def imported_modules(path: Path) -> set[str]:
+def imported_modules(path: Path) -> frozenset[str]:
     # Parsed in a fresh thread: CPython 3.11.7's compiler can raise "AST constructor recursion depth
     # mismatch" in a thread whose recursion counters an earlier test's deep recursion left behind.
     with ThreadPoolExecutor(max_workers=1) as parser:
@@ -41,11 +41,12 @@ def imported_modules(path: Path) -> set[str]:
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names.add(node.module)
-    return names
+    return frozenset(names)
 
 
-def sources() -> list[Path]:
-    return [path for package in PACKAGES for path in (ROOT / package).rglob("*.py")]
+@cache
+def sources() -> tuple[Path, ...]:
+    return tuple(path for package in PACKAGES for path in (ROOT / package).rglob("*.py"))
 
 
 def _matches(module: str, prefix: str) -> bool:

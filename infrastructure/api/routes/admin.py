@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Path
 from fastapi.responses import JSONResponse
 
-from infrastructure.api.deps import AdminOnly, AppDep
+from infrastructure.api.deps import AdminOnly, AppDep, RuntimeDep
 from infrastructure.api.errors import responses
 from infrastructure.api.schemas import AuditResult, AuditViolation, Balance, CreatedUser, CreateUser, GrantCredits
 
@@ -28,12 +28,11 @@ def grant_credits(body: GrantCredits, app: AppDep, user_id: str = Path(max_lengt
 
 
 @router.get("/audit/verify", response_model=AuditResult, responses=responses(401))
-def audit_verify(request: Request) -> AuditResult:
+def audit_verify(runtime: RuntimeDep) -> AuditResult:
     """Replay every event and check the credit and lifecycle invariants, the sealed chain and the read model."""
     from infrastructure.audit.history import verify
     from infrastructure.audit.keys import signer_from_settings
 
-    runtime = request.app.state.runtime
     signer = signer_from_settings(runtime.settings)
     report = verify(runtime.app, runtime.views, verifier=signer.verifier() if signer is not None else None)
     return AuditResult(

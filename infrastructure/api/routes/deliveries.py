@@ -8,8 +8,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Request
 from pydantic import BaseModel
 
+from infrastructure.api.deps import DeliveriesDep
 from infrastructure.api.errors import ApiError, responses
-from infrastructure.delivery.qstash_delivery import QStashDeliveryHandler
 from infrastructure.delivery.qstash_signature import InvalidSignature
 
 logger = logging.getLogger(__name__)
@@ -27,14 +27,10 @@ async def raw_body(request: Request) -> bytes:
     return await request.body()
 
 
-def get_deliveries(request: Request) -> QStashDeliveryHandler:
-    return request.app.state.qstash_deliveries
-
-
 @router.post("/qstash", response_model=DeliveryOutcome, responses=responses(400, 401, 404, 409, 413, 429, 503))
 def qstash_delivery(
     body: Annotated[bytes, Depends(raw_body)],
-    deliveries: Annotated[QStashDeliveryHandler, Depends(get_deliveries)],
+    deliveries: DeliveriesDep,
     upstash_signature: Annotated[str | None, Header(description="QStash's HS256 JWT over this request")] = None,
     upstash_message_id: Annotated[str | None, Header(max_length=200)] = None,
     upstash_retried: Annotated[str | None, Header(max_length=20, description="retries so far, from 0")] = None,

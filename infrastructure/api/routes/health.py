@@ -6,12 +6,12 @@ import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
+from infrastructure.api.deps import LagClockDep, ProjectionsDep, PublisherDep, RuntimeDep
 from infrastructure.postgres.queries import log_positions
-from infrastructure.supervision import LagClock
 
 router = APIRouter(tags=["health"])
 
@@ -63,7 +63,9 @@ def _not_ready(body: Readiness) -> JSONResponse:
 
 
 @router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
-async def readyz(request: Request) -> Readiness | JSONResponse:
+async def readyz(
+    runtime: RuntimeDep, projections: ProjectionsDep, publisher: PublisherDep, clock: LagClockDep
+) -> Readiness | JSONResponse:
     """Ready when: the event store answers within MEDIATASKS_READY_TIMEOUT_SECONDS; every follower of
     this process is running (none restarting); the read model is within READY_LAG_EVENTS events and
     (where this process runs it) MEDIATASKS_READY_LAG_SECONDS of the head; and (with
@@ -71,7 +73,6 @@ async def readyz(request: Request) -> Readiness | JSONResponse:
 
     Async, with the store asked from threads of its own: a server whose threads all wait for the
     database still answers this within its timeout."""
-    runtime = request.app.state.runtime
     timeout = runtime.settings.ready_timeout_seconds
     supervisor = getattr(runtime, "supervisor", None)
     followers = [FollowerState(**s.as_dict()) for s in supervisor.statuses()] if supervisor is not None else []
@@ -105,10 +106,7 @@ async def readyz(request: Request) -> Readiness | JSONResponse:
             )
         )
     behind = None
-    if getattr(request.app.state, "projections", None) is not None:
-        clock = getattr(request.app.state, "lag_clock", None)
-        if clock is None:
-            clock = request.app.state.lag_clock = LagClock()
+    if projections is not None:
         behind = round(clock.observe(head, position), 3)
         if behind > runtime.settings.ready_lag_seconds:
             return _not_ready(
@@ -121,7 +119,6 @@ async def readyz(request: Request) -> Readiness | JSONResponse:
                     reason=f"read model has not shown the log's last {head - position} events for {behind:.0f} s",
                 )
             )
-    publisher = getattr(request.app.state, "publisher", None)
     published = publisher.status() if publisher is not None else None
     if published is not None and published.failing_for() >= PUBLISH_FAILING_SECONDS:
         return _not_ready(

@@ -7,10 +7,12 @@ import re
 from typing import Annotated, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Header, Query
 from fastapi.responses import Response, StreamingResponse
 
-from infrastructure.api.deps import AppDep, TaskReader, ViewsDep
+from application.ports.blob_store import BlobStore
+from domain.vocabulary import TaskStatus
+from infrastructure.api.deps import AppDep, BlobsDep, TaskReader, ViewsDep
 from infrastructure.api.errors import ApiError, responses
 from infrastructure.api.routes.tasks import visible_task
 from infrastructure.subtitles import render_subtitles
@@ -29,7 +31,7 @@ RANGE_DIGITS = 18  # beyond any stored size; longer numbers are not parsed (int(
 
 
 def finished(view: TaskView) -> dict:
-    if view.status != "extracted" or not view.result:
+    if view.status != TaskStatus.EXTRACTED or not view.result:
         raise ApiError(
             409,
             "task_not_ready",
@@ -51,11 +53,11 @@ def finished(view: TaskView) -> dict:
     },
 )
 def get_subtitles(
-    request: Request,
     task_id: UUID,
     user_id: TaskReader,
     app: AppDep,
     views: ViewsDep,
+    blobs: BlobsDep,
     lang: Annotated[str | None, Query(max_length=16, description="default: the first track")] = None,
     format: Annotated[Literal["vtt", "srt", "txt", "json"], Query()] = "vtt",  # noqa: A002
 ) -> Response:
@@ -69,7 +71,6 @@ def get_subtitles(
         raise ApiError(
             404, "subtitles_not_found", f"No subtitles in {lang!r}.", {"available": [t["lang"] for t in tracks]}
         )
-    blobs = request.app.state.runtime.blobs
     cues = json.loads(b"".join(blobs.open_range(track["blob"]["key"])))
     body = json.dumps(cues, ensure_ascii=False) if format == "json" else render_subtitles(_cues(cues), format)
     filename = f"{task_id}.{track['lang']}.{format}"
@@ -98,16 +99,16 @@ RangeHeader = Annotated[str | None, Header(alias="Range")]
     },
 )
 def get_video(
-    request: Request,
     task_id: UUID,
     user_id: TaskReader,
     app: AppDep,
     views: ViewsDep,
+    blobs: BlobsDep,
     range_header: RangeHeader = None,
     item: ItemQuery = None,
 ) -> Response:
     """The stored video, streamed; `Range: bytes=…` answers 206 with that part; `item` picks one of several."""
-    return _stored(request, finished(visible_task(app, views, task_id, user_id)), task_id, "video", range_header, item)
+    return _stored(blobs, finished(visible_task(app, views, task_id, user_id)), task_id, "video", range_header, item)
 
 
 @router.get(
@@ -120,20 +121,20 @@ def get_video(
     },
 )
 def get_audio(
-    request: Request,
     task_id: UUID,
     user_id: TaskReader,
     app: AppDep,
     views: ViewsDep,
+    blobs: BlobsDep,
     range_header: RangeHeader = None,
     item: ItemQuery = None,
 ) -> Response:
     """The stored audio of an `audio` task, streamed like the video."""
-    return _stored(request, finished(visible_task(app, views, task_id, user_id)), task_id, "audio", range_header, item)
+    return _stored(blobs, finished(visible_task(app, views, task_id, user_id)), task_id, "audio", range_header, item)
 
 
 def _stored(
-    request: Request, result: dict, task_id: UUID, kind: str, range_header: str | None, item: int | None
+    blobs: BlobStore, result: dict, task_id: UUID, kind: str, range_header: str | None, item: int | None
 ) -> Response:
     if item is not None:
         items = result.get("items") or [result]
@@ -143,7 +144,6 @@ def _stored(
     video = result.get(kind)
     if not video:
         raise ApiError(404, f"no_{kind}", f"This task stored no {kind}.")
-    blobs = request.app.state.runtime.blobs
     stored = blobs.stat(video["key"])
     if stored is None:
         raise ApiError(404, "video_missing", "The stored video is no longer available.")

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse
 
-from infrastructure.api.deps import MetricsReader
+from infrastructure.api.deps import MetricsReader, TelemetryDep
 from infrastructure.api.errors import responses
 from infrastructure.observability.telemetry import PROMETHEUS_CONTENT_TYPE
 
@@ -34,9 +34,8 @@ class PrometheusResponse(PlainTextResponse):
         },
     },
 )
-def prometheus_metrics(request: Request) -> PrometheusResponse:
+def prometheus_metrics(telemetry: TelemetryDep) -> PrometheusResponse:
     """Histograms, counters and gauges of the pipeline, the projections and the HTTP API (docs/observability.md);
     with the admin token unless MEDIATASKS_METRICS_AUTH=none."""
-    telemetry = request.app.state.telemetry
     body = telemetry.prometheus_text() if telemetry is not None else b""
     return PrometheusResponse(body)

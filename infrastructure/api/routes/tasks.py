@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from typing import Annotated, Any
 from uuid import UUID, uuid4
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Header, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from opentelemetry import propagate
@@ -17,7 +16,19 @@ from sse_starlette.event import ServerSentEvent
 from sse_starlette.sse import EventSourceResponse
 
 from domain.tasks import MediaTask
-from infrastructure.api.deps import AppDep, CurrentUser, TaskReader, ViewsDep, stream_tokens
+from domain.vocabulary import TaskStatus
+from infrastructure.api.deps import (
+    AppDep,
+    CurrentUser,
+    HubDep,
+    OpenStreamsDep,
+    SsePingDep,
+    StreamTokensDep,
+    TaskReader,
+    UrlPolicyDep,
+    ViewsDep,
+    WebhooksDep,
+)
 from infrastructure.api.errors import ApiError, responses
 from infrastructure.api.live import CountedEventSourceResponse
 from infrastructure.api.schemas import (
@@ -29,8 +40,9 @@ from infrastructure.api.schemas import (
     TaskHistory,
     TaskList,
     TaskOut,
-    TaskStatus,
+    TaskStatusValue,
 )
+from infrastructure.polling import poll
 from infrastructure.postgres.own_writes import wait_for_own_writes
 from infrastructure.postgres.queries import notification_ids
 from infrastructure.webhooks.callbacks import add_task_callback, check_task_callback
@@ -93,12 +105,7 @@ def visible_task(app: Any, views: TaskViews, task_id: UUID, user_id: str) -> Tas
             raise ApiError(404, "task_not_found", "There is no such task.")
         return view
     app.get_task(task_id, user_id=user_id)  # TaskNotFound (404) unless it exists and is the caller's
-    deadline = time.monotonic() + READ_YOUR_WRITES_SECONDS
-    delay = 0.002
-    while view is None and time.monotonic() < deadline:
-        time.sleep(delay)
-        delay = min(delay * 2, 0.1)
-        view = views.get_task(task_id)
+    view = poll(lambda: views.get_task(task_id), READ_YOUR_WRITES_SECONDS)
     if view is None:
         raise ApiError(
             503, "not_yet_visible", "The task was accepted but is not readable yet.", headers={"Retry-After": "1"}
@@ -116,13 +123,18 @@ def visible_task(app: Any, views: TaskViews, task_id: UUID, user_id: str) -> Tas
     },
 )
 def submit_task(
-    request: Request, body: SubmitTask, user_id: CurrentUser, app: AppDep, idempotency_key: IdempotencyKey = None
+    body: SubmitTask,
+    user_id: CurrentUser,
+    app: AppDep,
+    webhooks: WebhooksDep,
+    url_policy: UrlPolicyDep,
+    idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     """Submit a link; the price is charged now and refunded automatically if the task fails."""
     if body.webhook_url is not None:  # the callback exists before the task's first event can
-        check_task_callback(request.app.state, user_id, body.webhook_url)
+        check_task_callback(url_policy, webhooks, user_id, body.webhook_url)
         idempotency_key = idempotency_key or uuid4().hex
-        add_task_callback(request.app.state, user_id, MediaTask.id_for(user_id, idempotency_key), body.webhook_url)
+        add_task_callback(webhooks, user_id, MediaTask.id_for(user_id, idempotency_key), body.webhook_url)
     trace_context: dict[str, str] = {}
     propagate.inject(trace_context)  # W3C traceparent of this request: the worker's span links back to it
     sub = app.submit(
@@ -134,7 +146,7 @@ def submit_task(
         trace_context=trace_context,
         options=body.media_options(),
     )
-    out = Accepted(task_id=sub.task_id, status="queued", credits_charged=sub.credits_charged)
+    out = Accepted(task_id=sub.task_id, status=TaskStatus.QUEUED, credits_charged=sub.credits_charged)
     headers = {"Location": f"/v1/tasks/{sub.task_id}"}
     if not sub.created:
         headers["Idempotent-Replayed"] = "true"
@@ -146,7 +158,7 @@ def list_tasks(
     user_id: CurrentUser,
     app: AppDep,
     views: ViewsDep,
-    status: TaskStatus | None = None,
+    status: TaskStatusValue | None = None,
     limit: int = Query(20, ge=1, le=100),
     cursor: str | None = Query(None, max_length=200),
 ) -> TaskList:
@@ -192,7 +204,7 @@ def task_history(task_id: UUID, user_id: CurrentUser, app: AppDep) -> TaskHistor
 def retry_task(task_id: UUID, user_id: CurrentUser, app: AppDep) -> Accepted:
     """Retry a failed task; its price is charged again."""
     sub = app.retry_task(user_id, task_id)
-    return Accepted(task_id=sub.task_id, status="queued", credits_charged=sub.credits_charged)
+    return Accepted(task_id=sub.task_id, status=TaskStatus.QUEUED, credits_charged=sub.credits_charged)
 
 
 class StreamToken(BaseModel):
@@ -201,10 +213,12 @@ class StreamToken(BaseModel):
 
 
 @router.post("/{task_id}/stream-token", response_model=StreamToken, responses=responses(401, 404, 422, 503))
-def stream_token(request: Request, task_id: UUID, user_id: CurrentUser, app: AppDep, views: ViewsDep) -> StreamToken:
+def stream_token(
+    task_id: UUID, user_id: CurrentUser, app: AppDep, views: ViewsDep, tokens: StreamTokensDep
+) -> StreamToken:
     """A short-lived token for `?access_token=` on this task's events, subtitles and video (for browsers)."""
     visible_task(app, views, task_id, user_id)
-    token, expires = stream_tokens(request).issue(user_id, task_id)
+    token, expires = tokens.issue(user_id, task_id)
     return StreamToken(access_token=token, expires_at=expires)
 
 
@@ -232,18 +246,18 @@ def status_event(update: TaskUpdate) -> ServerSentEvent:
     },
 )
 async def task_events(
-    request: Request,
     task_id: UUID,
     user_id: TaskReader,
     app: AppDep,
     views: ViewsDep,
+    hub: HubDep,
+    open_streams: OpenStreamsDep,
+    ping_seconds: SsePingDep,
     last_event_id: Annotated[int | None, Header(alias="Last-Event-ID", ge=0)] = None,
 ) -> EventSourceResponse:
     """Server-Sent Events of the task's status and progress, until it ends (at most
     MEDIATASKS_MAX_STREAMS_PER_USER open at once per user, then 429)."""
     await run_in_threadpool(visible_task, app, views, task_id, user_id)
-    hub = request.app.state.hub
-    open_streams = request.app.state.streams_per_user
     if not open_streams.acquire(user_id):
         raise ApiError(
             429,
@@ -280,6 +294,4 @@ async def task_events(
         finally:
             hub.unregister(task_id, mailbox)
 
-    return CountedEventSourceResponse(
-        stream(), ping=request.app.state.sse_ping_seconds, on_close=lambda: open_streams.release(user_id)
-    )
+    return CountedEventSourceResponse(stream(), ping=ping_seconds, on_close=lambda: open_streams.release(user_id))

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Path
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from infrastructure.api.deps import AdminOnly, AppDep
 from infrastructure.api.errors import responses
-from infrastructure.api.rate_limits import RequestLimits, check_rate
+from infrastructure.api.rate_limits import RequestLimits, RequestLimitsDep, check_rate
 from infrastructure.postgres.user_limits import UserLimits
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[AdminOnly])
@@ -44,19 +44,18 @@ def limits_out(limits: RequestLimits, user_id: str) -> UserLimitsOut:
 
 
 @router.get("/users/{user_id}", response_model=UserLimitsOut, responses=responses(401, 404, 422))
-def get_user_limits(request: Request, app: AppDep, user_id: str = Path(max_length=64)) -> UserLimitsOut:
+def get_user_limits(app: AppDep, limits: RequestLimitsDep, user_id: str = Path(max_length=64)) -> UserLimitsOut:
     """A user's effective rate limits and active-task cap."""
     app.get_account(user_id)  # user_not_found (404) unless the user exists
-    return limits_out(request.app.state.request_limits, user_id)
+    return limits_out(limits, user_id)
 
 
 @router.patch("/users/{user_id}", response_model=UserLimitsOut, responses=responses(401, 404, 413, 422))
 def change_user_limits(
-    request: Request, body: ChangeUserLimits, app: AppDep, user_id: str = Path(max_length=64)
+    body: ChangeUserLimits, app: AppDep, limits: RequestLimitsDep, user_id: str = Path(max_length=64)
 ) -> UserLimitsOut:
     """Set (or, with null, clear) a user's own limits; other processes see them within 5 s."""
     app.get_account(user_id)
-    limits: RequestLimits = request.app.state.request_limits
     limits.overrides.put(user_id, UserLimits(**body.model_dump()))
     limits.forget(user_id)
     return limits_out(limits, user_id)

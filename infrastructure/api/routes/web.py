@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from importlib.resources import files
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import Response
 
+from infrastructure.api.deps import AppDep
 from infrastructure.api.errors import ApiError
 
 router = APIRouter(include_in_schema=False)
@@ -32,17 +33,9 @@ def index() -> Response:
 
 
 @router.get("/web/config.json")
-def config(request: Request) -> dict:
-    """What the page needs to know about this deployment: the price of each output type."""
-    settings = request.app.state.runtime.settings
-    return {
-        "prices": {
-            "subtitles": settings.price_subtitles,
-            "video": settings.price_video,
-            "video_and_subtitles": settings.price_video_and_subtitles,
-            "audio": settings.price_audio,
-        }
-    }
+def config(app: AppDep) -> dict:
+    """What the page needs to know about this deployment: the price of each output type (as charged)."""
+    return {"prices": dict(app.prices)}
 
 
 @router.get("/web/{name}")

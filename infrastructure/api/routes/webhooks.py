@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from domain.text import check_free_text
-from infrastructure.api.deps import CurrentUser
+from infrastructure.api.deps import CurrentUser, UrlPolicyDep, WebhooksDep
 from infrastructure.api.errors import ApiError, responses
 from infrastructure.postgres.webhook_store import Delivery, Endpoint, PostgresWebhookStore
 from infrastructure.webhooks.callbacks import check_endpoint_url
@@ -99,11 +99,7 @@ class DeliveryList(BaseModel):
     next_before: int | None = Field(description="pass as ?before= for the next (older) page")
 
 
-def webhook_store(request: Request) -> PostgresWebhookStore:
-    return request.app.state.webhooks
-
-
-Store = Annotated[PostgresWebhookStore, Depends(webhook_store)]
+Store = WebhooksDep
 
 
 def endpoint_out(endpoint: Endpoint) -> WebhookOut:
@@ -144,9 +140,9 @@ def owned(store: PostgresWebhookStore, endpoint_id: UUID, user_id: str) -> Endpo
 
 
 @router.post("", response_model=CreatedWebhook, status_code=201, responses=responses(401, 413, 422, 429))
-def create_webhook(request: Request, body: CreateWebhook, user_id: CurrentUser, store: Store) -> JSONResponse:
+def create_webhook(body: CreateWebhook, user_id: CurrentUser, store: Store, url_policy: UrlPolicyDep) -> JSONResponse:
     """Register an endpoint; its signing secret is in this answer only."""
-    check_endpoint_url(request.app.state, body.url)
+    check_endpoint_url(url_policy, body.url)
     endpoint, secret = store.add_endpoint(user_id, body.url, list(dict.fromkeys(body.event_types)), body.description)
     out = CreatedWebhook(**endpoint_out(endpoint).model_dump(), secret=secret)
     return JSONResponse(out.model_dump(mode="json"), status_code=201, headers={"Cache-Control": "no-store"})
@@ -176,13 +172,13 @@ def get_webhook(webhook_id: UUID, user_id: CurrentUser, store: Store) -> Webhook
 
 @router.patch("/{webhook_id}", response_model=WebhookOut, responses=responses(401, 404, 413, 422, 429))
 def change_webhook(
-    request: Request, webhook_id: UUID, body: ChangeWebhook, user_id: CurrentUser, store: Store
+    webhook_id: UUID, body: ChangeWebhook, user_id: CurrentUser, store: Store, url_policy: UrlPolicyDep
 ) -> WebhookOut:
     """Change the URL, event types or description; `enabled: true` turns a disabled endpoint back on."""
     owned(store, webhook_id, user_id)
     changes = body.model_dump(exclude_none=True)
     if "url" in changes:
-        check_endpoint_url(request.app.state, changes["url"])
+        check_endpoint_url(url_policy, changes["url"])
     changed = store.update_endpoint(webhook_id, changes)
     if changed is None:
         raise ApiError(404, "webhook_not_found", "There is no such webhook endpoint.")
