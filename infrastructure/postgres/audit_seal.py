@@ -164,8 +164,11 @@ class SealingFollower:
         self.poll_seconds = poll_seconds
         self.page = page
         self._supervised = Supervised()
-        self.position = 0
         self._position, self._chain, self._checkpointed, self._checkpoint_clock = 0, GENESIS, 0, 0.0
+
+    def position(self) -> int:
+        """The last position sealed (in memory: the supervisor samples it for /readyz)."""
+        return self._position
 
     def run(self, stopping: threading.Event) -> None:
         self.resume()
@@ -181,7 +184,6 @@ class SealingFollower:
         last = self.seal.last_checkpoint()
         self._checkpointed = last.position if last else 0
         self._checkpoint_clock = time.monotonic()
-        self.position = self._position
 
     def catch_up(self) -> None:
         """Seal everything in the log now (tests, and one-off runs)."""
@@ -213,7 +215,6 @@ class SealingFollower:
                 self.resume()
                 return len(notifications)
             self._position, self._chain = head, chain
-            self.position = head
             if checkpoint is not None:
                 self._checkpointed, self._checkpoint_clock = head, time.monotonic()
         return len(notifications)

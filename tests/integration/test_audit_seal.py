@@ -288,6 +288,7 @@ def test_the_follower_thread_seals_new_events_and_resumes(
         follower.stop()
     report = verify_chain(app, verifier=signer.verifier())
     assert report.ok and report.chain.linked_to == app.recorder.max_notification_id()
+    assert follower.position() == app.recorder.max_notification_id(), "the supervisor samples this for /readyz"
 
 
 def _wait_sealed(seal: PostgresSeal, app: MediaTasks, timeout: float = 20) -> None:
