@@ -87,9 +87,25 @@ class EventDecoder:
                     yield position, self.mapper.to_domain_event(StoredEvent(originator_id, version, topic, state))
                     continue
                 shape = shapes.get(topic)
-                if shape is not None and state.count(b"{") == shape[0] and _fits(data, shape):
+                if shape is not None and state.count(b"{") == shape[0]:
+                    # Each of the shape's keys holding its {"_type_": name, "_data_": str} is converted as
+                    # `_transcode` would; at the first that does not (or an empty key holding something
+                    # else) `_transcode` does the rest, and finds the converted values already done.
                     for key, name in shape[1]:
-                        data[key] = direct[name](data[key]["_data_"])
+                        value = data.get(key)
+                        if type(value) is dict and len(value) == 2 and value.get("_type_") == name:
+                            inner = value.get("_data_")
+                            if type(inner) is str:
+                                data[key] = direct[name](inner)
+                                continue
+                        transcode(data)
+                        break
+                    else:
+                        for key in shape[2]:
+                            value = data.get(key)
+                            if type(value) is not dict or value:
+                                transcode(data)
+                                break
                 else:
                     if topic not in shapes:
                         shapes[topic] = _shape(data, state, direct)
@@ -173,21 +189,3 @@ def _shape(data: dict[str, Any], state: bytes, direct: dict[str, Any]) -> Shape 
                 return None
     count = 1 + len(typed) + len(empty)
     return (count, tuple(typed), tuple(empty)) if state.count(b"{") == count else None
-
-
-def _fits(data: dict[str, Any], shape: Shape) -> bool:
-    """The shape's keys hold its objects: then, with as many `{` as the shape has, there are no others."""
-    for key, name in shape[1]:
-        value = data.get(key)
-        if (
-            type(value) is not dict
-            or len(value) != 2
-            or value.get("_type_") != name
-            or type(value.get("_data_")) is not str
-        ):
-            return False
-    for key in shape[2]:
-        value = data.get(key)
-        if type(value) is not dict or value:
-            return False
-    return True
