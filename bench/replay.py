@@ -4,7 +4,8 @@ invariant replay, the chain verification, the rebuild, the full verify, the expo
 Run: .venv/bin/python bench/replay.py [--events 1000000] [--keep NAME]
 
 `--keep NAME` generates the history into the external PostgreSQL's database NAME the first time and
-keeps it; later runs with the same NAME reuse it (drop it with `DROP DATABASE NAME` when done).
+keeps it; later runs with the same NAME reuse it (drop it with `DROP DATABASE NAME` when done);
+`--generate-only` stops after generating and sealing it (run that part under a lighter gate).
 
 The history is generated through the application (domain methods and `save`), 100 tasks' whole
 lifecycles per transaction so that a million events take minutes, not hours: per task Started,
@@ -134,6 +135,9 @@ def main() -> None:
         metavar="NAME",
         help="generate into (or reuse) the external PostgreSQL's database NAME and keep it for later runs",
     )
+    parser.add_argument(
+        "--generate-only", action="store_true", help="with --keep: generate and seal the history, measure nothing"
+    )
     args = parser.parse_args()
     with kept_database(args.keep) if args.keep else _fresh() as (pg, generated):
         env = Settings().event_store_env(pg)
@@ -163,6 +167,10 @@ def main() -> None:
             f"sealing follower catching up (links + a checkpoint every 10,000): {seal_s:.1f} s = "
             f"{head / seal_s:,.0f} events/s"
         )
+
+        if args.generate_only:
+            app.close()
+            return
 
         def scan() -> int:
             with psycopg.connect(

@@ -70,6 +70,11 @@ def clean_json(value: Any) -> Any:
                 item = clean_json(item)
             cleaned[key] = item
         return cleaned
+    if kind is list:
+        return [
+            (item if item.isprintable() else clean_text(item)) if type(item) is str else clean_json(item)
+            for item in value
+        ]
     if isinstance(value, str):
         return clean_text(value)
     if isinstance(value, bool) or value is None or isinstance(value, int):
