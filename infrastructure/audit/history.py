@@ -89,13 +89,20 @@ def verify(
         events = EventDecoder(app.mapper).events(
             checked(merge_by_position(history.events, history.links)), auditor.unreadable
         )
-        auditor.feed_all(
-            events if concurrent else projected(events),
-            None if progress is None else lambda p: progress(p, head),
-            _progress_every(head),
-        )
-        if concurrent:
-            found = side.result()
+        try:
+            auditor.feed_all(
+                events if concurrent else projected(events),
+                None if progress is None else lambda p: progress(p, head),
+                _progress_every(head),
+            )
+            if concurrent:
+                side.imported()  # then this snapshot's transaction can end while the child goes on
+        except BaseException:
+            if concurrent:
+                side.stop()
+            raise
+    if concurrent:
+        found = side.result()
     report = auditor.finish()
     report.chain = chain.finish()
     report.signatures_checked = verifier is not None

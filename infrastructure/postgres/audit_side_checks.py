@@ -6,9 +6,12 @@ replay's state: a child process imports the replay's own snapshot (`pg_export_sn
 reads exactly the events the replay reads and the live read model as it stood at that moment,
 decodes the events with the same `EventDecoder`, folds them with the same `TaskViewsProjection`
 into a `TaskViewsBulkLoad` up to the read model's tracking position in that snapshot, and compares
-(`read_model_differences`). It hands back the violations it found (events the fold could not
+(`read_model_differences`); the live read model is read on a second connection in the same snapshot,
+in a thread, while it folds. It hands back the violations it found (events the fold could not
 apply, rows that differ) and the live accounts (the parent compares their balances with the
 replay's). The parent meanwhile reads the same events with the links: the chain and the invariants.
+The child's first byte says it holds the snapshot: the parent's transaction may then end, and must
+not wait idle for the result (PostgreSQL ends transactions idle too long).
 """
 
 from __future__ import annotations
@@ -17,6 +20,10 @@ import os
 import pickle
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
+from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +43,8 @@ from infrastructure.postgres.task_views import (
     view_tables,
 )
 from projections.task_views import TaskViewsProjection
+
+IMPORTED = b"+"  # the child's first byte: it holds the snapshot
 
 
 @dataclass
@@ -70,13 +79,29 @@ class SideChecks:
             process.stdin.write(arguments)
         return cls(process)
 
+    def imported(self) -> None:
+        """Wait until the child holds the snapshot: from then on the exporting transaction may end (it must
+        not sit idle in its transaction while the child works: PostgreSQL ends idle transactions)."""
+        assert self._process.stdout is not None
+        if self._process.stdout.read(1) != IMPORTED:
+            self._failed()
+
     def result(self) -> SideResult:
         assert self._process.stdout is not None
         with self._process.stdout:
             output = self._process.stdout.read()
         if self._process.wait() != 0:
-            raise RuntimeError(f"the read-model fold and comparison failed (exit {self._process.returncode})")
+            self._failed()
         return pickle.loads(output)
+
+    def stop(self) -> None:
+        """End the child (the verify it serves failed)."""
+        self._process.kill()
+        self._process.wait()
+
+    def _failed(self) -> None:
+        self._process.kill()
+        raise RuntimeError(f"the read-model fold and comparison failed (exit {self._process.wait()})")
 
 
 def usable(mapper: Any) -> bool:
@@ -105,6 +130,16 @@ def _tracked(connection: Any, schema: str, tracking_table: str, application_name
     return value or 0
 
 
+@contextmanager
+def _importing(conninfo: str, snapshot_id: str) -> Iterator[Any]:
+    """A read-only connection in the exported snapshot (imported by its first statement)."""
+    with psycopg.connect(conninfo) as conn:
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        conn.read_only = True
+        conn.execute(SQL("SET TRANSACTION SNAPSHOT {}").format(Literal(snapshot_id)))
+        yield conn
+
+
 def _side_checks(exported: tuple[Any, ...], model: tuple[str, str, str, str], transcodings: list[Any]) -> SideResult:
     conninfo, snapshot_id, events_table, after, head = exported
     schema, prefix, tracking_table, name = model
@@ -114,11 +149,19 @@ def _side_checks(exported: tuple[Any, ...], model: tuple[str, str, str, str], tr
     findings = HistoryAuditor()  # names the events the fold cannot apply as the one-process verify does
     fold = TaskViewsBulkLoad(None, keep_updates=False)
     process = TaskViewsProjection(view=fold).dispatcher()
-    with psycopg.connect(conninfo) as conn:
-        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-        conn.read_only = True
-        conn.execute(SQL("SET TRANSACTION SNAPSHOT {}").format(Literal(snapshot_id)))
+    with _importing(conninfo, snapshot_id) as conn, _importing(conninfo, snapshot_id) as model_conn:
         views_at = _tracked(conn, schema, tracking_table, name)
+        live_rows: Future[dict[str, Any]] = Future()  # built by PostgreSQL while this process folds
+
+        def read_live() -> None:
+            try:
+                live_rows.set_result(read_snapshot(model_conn, view_tables(schema, prefix)))
+            except BaseException as error:  # noqa: BLE001 - raised where the result is wanted
+                live_rows.set_exception(error)
+
+        threading.Thread(target=read_live, name="live-read-model", daemon=True).start()
+        sys.stdout.buffer.write(IMPORTED)  # both connections hold the snapshot
+        sys.stdout.buffer.flush()
         events = open_event_cursor(
             conn, SQL("{}.{}").format(*map(Identifier, events_table)), after, min(head, views_at)
         )
@@ -131,7 +174,7 @@ def _side_checks(exported: tuple[Any, ...], model: tuple[str, str, str, str], tr
             except Exception as e:  # noqa: BLE001 - a forged state: named, and the fold goes on
                 findings.unreadable(position, e)
         events.close()
-        live = read_snapshot(conn, view_tables(schema, prefix))
+        live = live_rows.result()
     for message in read_model_differences(fold, live):
         findings.violation("read_model_differs", message)
     return SideResult(views_at, findings.report.violations, live["accounts"])
