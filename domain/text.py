@@ -61,10 +61,20 @@ def clean_json(value: Any) -> Any:
             if item_kind is str:
                 if not item.isprintable():
                     item = clean_text(item)
-            elif item_kind is not int and item is not None:
+            elif item_kind is int or item_kind is bool or item is None:
+                pass
+            elif isinstance(item, str):  # a str enum (a status): what clean_text gives, without the calls
+                if not item.isprintable():
+                    item = clean_text(item)
+            else:
                 item = clean_json(item)
             cleaned[key] = item
         return cleaned
+    if kind is list:
+        return [
+            (item if item.isprintable() else clean_text(item)) if type(item) is str else clean_json(item)
+            for item in value
+        ]
     if isinstance(value, str):
         return clean_text(value)
     if isinstance(value, bool) or value is None or isinstance(value, int):

@@ -185,6 +185,15 @@ def start_qstash_publisher(runtime: Runtime) -> QStashPublisher:
 
 def start_sealing_follower(runtime: Runtime) -> SealingFollower | None:
     """The sealing follower (docs/audit.md), running until the runtime is closed; None if off or unsigned."""
+    follower = sealing_follower(runtime)
+    if follower is None:
+        return None
+    follower.start(runtime.supervisor)
+    return follower
+
+
+def sealing_follower(runtime: Runtime) -> SealingFollower | None:
+    """The sealing follower with the settings' key (not started); None if sealing is off or there is no key."""
     from infrastructure.audit.keys import signer_from_settings
     from infrastructure.postgres.audit_seal import PostgresSeal, SealingFollower
 
@@ -195,7 +204,7 @@ def start_sealing_follower(runtime: Runtime) -> SealingFollower | None:
     if signer is None:
         logger.warning("no audit signing key (MEDIATASKS_AUDIT_SIGNING_KEY or _AUDIT_HMAC_KEY): history not sealed")
         return None
-    follower = SealingFollower(
+    return SealingFollower(
         runtime.app,
         PostgresSeal(runtime.app.recorder.datastore),
         signer,
@@ -203,5 +212,3 @@ def start_sealing_follower(runtime: Runtime) -> SealingFollower | None:
         checkpoint_seconds=s.audit_checkpoint_seconds,
         poll_seconds=s.catch_up_seconds,
     )
-    follower.start(runtime.supervisor)
-    return follower

@@ -6,7 +6,6 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-import orjson
 from eventsourcing.persistence import Tracking
 
 from application.audit import AuditReport, HistoryAuditor
@@ -17,6 +16,7 @@ from infrastructure.postgres.task_views import TaskViewsBulkLoad
 from projections.task_views import TaskViewsProjection
 
 Progress = Callable[[int, int], None]
+CONCURRENT_FROM = 50_000  # events: a verify of this many or more folds the read model in a second process
 REFUNDS_TRACKING_TABLE = "mediatasks_tracking"  # the RefundIssuer's (it is named after the app it writes to)
 
 
@@ -27,24 +27,37 @@ def verify(
     seal: Any = None,
     verifier: CheckpointVerifier | None = None,
     progress: Progress | None = None,
-    concurrent: bool = False,
+    concurrent: bool | None = None,
 ) -> AuditReport:
     """Replay every event, check the invariants and the sealed chain, and compare the read model with a
     fresh rebuild. The events and the chain are read in one consistent snapshot.
 
-    `concurrent` (with the read model in PostgreSQL) runs the chain check and the read of the live read
-    model in a second process, in the same snapshot as the replay
-    (infrastructure/postgres/audit_side_checks.py): the same checks and findings. Off by default: on
-    this project's shared 2-core machine it measured no faster (docs/performance.md)."""
+    `concurrent` (with the read model in PostgreSQL) folds the events into a fresh read model and
+    compares it with the live one in a second process, in the same snapshot as the replay
+    (infrastructure/postgres/audit_side_checks.py), while this one checks the chain and the
+    invariants: the same checks and findings. None (the default): from `CONCURRENT_FROM` events on,
+    where the second process's start (about a second) pays for itself."""
     from infrastructure.postgres.audit_seal import PostgresSeal, sealed_history
-    from infrastructure.postgres.task_views import PostgresTaskViews
+    from infrastructure.postgres.audit_side_checks import SideChecks, tracked_in_snapshot, usable
+    from infrastructure.postgres.task_views import (
+        BackgroundSnapshot,
+        FoldPosition,
+        PostgresTaskViews,
+        read_model_differences,
+    )
 
     refunds_at = tracking_position(app.recorder, REFUNDS_TRACKING_TABLE, app.name) or 0
     auditor = HistoryAuditor(refunds_tracked_to=refunds_at)
     rebuild = TaskViewsBulkLoad(None, keep_updates=False)
     projection = TaskViewsProjection(view=rebuild)
-    concurrent = concurrent and isinstance(views, PostgresTaskViews)
-    if not concurrent:
+    if concurrent is None:
+        concurrent = (app.recorder.max_notification_id() or 0) >= CONCURRENT_FROM
+    concurrent = concurrent and isinstance(views, PostgresTaskViews) and usable(app.mapper)
+    background = None
+    if isinstance(views, PostgresTaskViews) and not concurrent:
+        background = BackgroundSnapshot(views, app.name)  # the live read model, read beside the replay
+        views_at = background.position()
+    elif not concurrent:
         views_at, live = _settled_snapshot(app, views)
     process, name = projection.dispatcher(), app.name
     with sealed_history(app, seal or PostgresSeal(app.recorder.datastore), export_snapshot=concurrent) as history:
@@ -60,53 +73,50 @@ def verify(
                     yield row
 
         def projected(events: Iterable[tuple[int, Any]]) -> Iterator[tuple[int, Any]]:
+            tracking = FoldPosition(name)
             for position, event in events:
                 if position <= views_at:
+                    tracking.notification_id = position
                     try:
-                        process(event, Tracking(name, position))
+                        process(event, tracking)
                     except Exception as e:  # noqa: BLE001 - a forged state: named, and the audit goes on
                         auditor.unreadable(position, e)
                 yield position, event
 
         if concurrent:
-            from infrastructure.postgres.audit_side_checks import SideChecks, tracked_in_snapshot
-
-            views_at = tracked_in_snapshot(history.snapshot, views, name)
-            side = SideChecks.start(history.snapshot, chain, views)
-            rows: Iterable[Any] = history.events
-        else:
-            rows = checked(merge_by_position(history.events, history.links))
-        events = EventDecoder(app.mapper).events(rows, auditor.unreadable)
-        auditor.feed_all(
-            projected(events), None if progress is None else lambda p: progress(p, head), _progress_every(head)
+            views_at = tracked_in_snapshot(history.snapshot.connection, views, name)
+            side = SideChecks.start(history.snapshot, views, name, app.mapper)
+        events = EventDecoder(app.mapper).events(
+            checked(merge_by_position(history.events, history.links)), auditor.unreadable
         )
-        if concurrent:
-            found = side.result()
+        try:
+            auditor.feed_all(
+                events if concurrent else projected(events),
+                None if progress is None else lambda p: progress(p, head),
+                _progress_every(head),
+            )
+            if concurrent:
+                side.imported()  # then this snapshot's transaction can end while the child goes on
+        except BaseException:
+            if concurrent:
+                side.stop()
+            raise
     if concurrent:
-        from infrastructure.postgres.audit_side_checks import load_live
-
-        chain, live = found.chain, load_live(found.live)
-        for violation in found.violations:
-            auditor.violation(*violation)
-        report = auditor.finish()
-        report.chain = chain.report
-    else:
-        report = auditor.finish()
-        report.chain = chain.finish()
+        found = side.result()
+    report = auditor.finish()
+    report.chain = chain.finish()
     report.signatures_checked = verifier is not None
-    fresh_json = rebuild.snapshot_json()  # equal bytes: equal rows, nothing to name
-    if (fresh_json is None or fresh_json != _live_json(found.live if concurrent else live)) and (
-        fresh := rebuild.snapshot()
-    ) != live:
-        for table in ("tasks", "accounts", "ledger"):
-            live_rows = {_row_key(r): r for r in live[table]}
-            for row in fresh[table]:
-                if live_rows.pop(_row_key(row), None) != row:
-                    auditor.violation("read_model_differs", f"{table} row {_row_key(row)} differs from a rebuild")
-            for key in live_rows:
-                auditor.violation("read_model_differs", f"{table} row {key} is not in a rebuild")
+    if concurrent:
+        report.violations.extend(found.violations)
+        live_accounts = found.accounts
+    else:
+        if background is not None:
+            live = background.rows()
+        for message in read_model_differences(rebuild, live):
+            auditor.violation("read_model_differs", message)
+        live_accounts = live["accounts"]
     for account in auditor.accounts.values():
-        row = next((a for a in live["accounts"] if a["user_id"] == account.user_id), None)
+        row = next((a for a in live_accounts if a["user_id"] == account.user_id), None)
         if row is not None and views_at >= head and row["balance"] != account.balance:
             auditor.violation(
                 "balance_differs", f"{account.user_id}: read model {row['balance']}, events {account.balance}"
@@ -173,16 +183,6 @@ def verify_chain(
     return report
 
 
-def _live_json(live: bytes | dict[str, Any]) -> bytes | None:
-    """The live snapshot as `plain_json` writes it (sorted keys), or None where orjson refuses it."""
-    if isinstance(live, bytes):
-        return live
-    try:
-        return orjson.dumps(live, option=orjson.OPT_SORT_KEYS)
-    except TypeError:
-        return None
-
-
 def _progress_every(head: int) -> int:
     return max(1, min(10_000, head // 200 or 1))
 
@@ -198,8 +198,12 @@ def _settled_snapshot(app: Any, views: Any, tries: int = 5) -> tuple[int, dict[s
     return before, snapshot
 
 
-def _row_key(row: dict[str, Any]) -> str:
-    return str(row.get("task_id") or row.get("account_id") or row.get("position"))
+class RebuildInterrupted(Exception):
+    """A rebuild stopped before its switch; `rebuild(resume=name)` goes on from its last commit."""
+
+    def __init__(self, name: str, position: int) -> None:
+        super().__init__(f"the rebuild of {name} stopped; its tables hold the events up to {position}")
+        self.name, self.position = name, position
 
 
 def rebuild(
@@ -209,6 +213,8 @@ def rebuild(
     grace_seconds: float | None = None,
     progress: Progress | None = None,
     page: int = 20_000,
+    commit_every: int = 1_000_000,
+    resume: str | None = None,
 ) -> tuple[str, str, float]:
     """Build the read model afresh under a new name, switch readers to it, drop the old one.
 
@@ -216,32 +222,51 @@ def rebuild(
     by page, tasks and accounts at the end, the secondary indexes built after the load); the events
     that arrived meanwhile are then applied in transactions of 2,000 while the live runners keep the
     old model current, and the pointer switches, so readers never see a half-built model.
+    Every `commit_every` events the load commits (the rows changed since, upserted, and its position):
+    interrupted (RebuildInterrupted, from KeyboardInterrupt too), `resume=` its name goes on from there.
     Returns (old name, new name, seconds taken to catch up).
     """
     from infrastructure.postgres.queries import event_rows
     from infrastructure.postgres.tables import construct_views, create_tables
-    from infrastructure.postgres.views_pointer import POINTER_CHECK_SECONDS, switch_views
+    from infrastructure.postgres.views_pointer import POINTER_CHECK_SECONDS, active_views_name, switch_views
 
     started = time.perf_counter()
-    new_name = f"TaskViews_{time.strftime('%Y%m%d%H%M%S')}"
-    create_tables(env, views_name=new_name)
+    if resume is not None and resume == active_views_name(app.recorder.datastore):
+        raise ValueError(f"{resume} is the read model in use, not a rebuild to resume")
+    new_name = resume or f"TaskViews_{time.strftime('%Y%m%d%H%M%S')}"
+    if resume is None:
+        create_tables(env, views_name=new_name)
     views = construct_views(env, new_name)
+    load = TaskViewsBulkLoad(views)
+    position = 0
     try:
-        load = TaskViewsBulkLoad(views)
-        load.drop_secondary_indexes()
+        if resume is None:
+            load.drop_secondary_indexes()
+        else:
+            position = load.restore(app.name)
         process, name = TaskViewsProjection(view=load).dispatcher(), app.name
         head = app.recorder.max_notification_id() or 0
-        with views.datastore.transaction(commit=True) as curs:
-            curs.execute("SET LOCAL synchronous_commit = off")
-            count = 0
-            for position, event in EventDecoder(app.mapper).events(event_rows(app.recorder, stop=head)):
-                process(event, Tracking(name, position))
-                count += 1
-                if count % page == 0:
-                    load.flush(curs)
-                    if progress is not None:
-                        progress(position, head)
-            load.finish(curs, name)
+        events = EventDecoder(app.mapper).events(event_rows(app.recorder, after=position, stop=head))
+        count, loading = 0, True
+        try:
+            while loading:  # one transaction per `commit_every` events
+                with views.datastore.transaction(commit=True) as curs:
+                    curs.execute("SET LOCAL synchronous_commit = off")
+                    for position, event in events:
+                        process(event, Tracking(name, position))
+                        count += 1
+                        if count % page == 0:
+                            load.flush(curs)
+                            if progress is not None:
+                                progress(position, head)
+                        if count % commit_every == 0:
+                            load.commit(curs, name)
+                            break
+                    else:
+                        load.finish(curs, name)
+                        loading = False
+        finally:
+            events.close()  # its cursor's transaction ends now, not when the generator is collected
         position = load.position
         projection = TaskViewsProjection(view=views)
         while True:  # what arrived during the load, in transactions of 2,000 events
@@ -259,6 +284,8 @@ def rebuild(
                 progress(position, head)
         caught_up = time.perf_counter() - started
         old_name = switch_views(app.recorder.datastore, new_name)
+    except KeyboardInterrupt as interrupted:
+        raise RebuildInterrupted(new_name, views.max_tracking_id(app.name) or 0) from interrupted
     finally:
         views.datastore.close()
     time.sleep(grace_seconds if grace_seconds is not None else 2 * POINTER_CHECK_SECONDS + 1)

@@ -28,11 +28,13 @@ def run_audit(args: argparse.Namespace) -> int:
         if command == "verify":
             return _verify(runtime, args)
         if command == "rebuild":
-            return _rebuild(runtime)
+            return _rebuild(runtime, args.resume)
         if command == "export":
             return _export(runtime, args)
         if command == "public-key":
             return _public_key(runtime)
+        if command == "seal":
+            return _seal(runtime)
         return 2
     except DomainError as e:
         print(f"error: {e.message}", file=sys.stderr)
@@ -216,11 +218,34 @@ def _public_key(runtime: Any) -> int:
     return 0
 
 
-def _rebuild(runtime: Any) -> int:
-    from infrastructure.audit.history import rebuild
+def _seal(runtime: Any) -> int:
+    from infrastructure.bootstrap import sealing_follower
 
-    with progress_bar("rebuilding") as progress:
-        old, new, seconds = rebuild(runtime.env, runtime.app, progress=progress)
+    follower = sealing_follower(runtime)
+    if follower is None:
+        print("error: sealing is off or there is no signing key (docs/audit.md)", file=sys.stderr)
+        return 1
+    started = time.perf_counter()
+    with progress_bar("sealing") as progress:
+        follower.catch_up(progress)
+        follower.checkpoint_seconds = 0  # and a checkpoint at the head, so the whole log is signed
+        follower.catch_up()
+    print(f"sealed to {follower.position()} in {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+def _rebuild(runtime: Any, resume: str | None) -> int:
+    from infrastructure.audit.history import RebuildInterrupted, rebuild
+
+    try:
+        with progress_bar("rebuilding") as progress:
+            old, new, seconds = rebuild(runtime.env, runtime.app, progress=progress, resume=resume)
+    except RebuildInterrupted as e:
+        print(f"interrupted: {e}; go on with `mediatasks audit rebuild --resume {e.name}`", file=sys.stderr)
+        return 130
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     print(f"read model rebuilt as {new} in {seconds:.1f} s; readers switched; {old} dropped")
     return 0
 

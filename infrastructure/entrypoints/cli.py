@@ -61,7 +61,13 @@ def main(argv: list[str] | None = None) -> int:
         help="check signatures with this Ed25519 public key "
         "(PEM, a PEM file, or hex/base64) instead of the configured key",
     )
-    audit.add_parser("rebuild", help="rebuild the read model under a new name and switch to it")
+    rebuild = audit.add_parser("rebuild", help="rebuild the read model under a new name and switch to it")
+    rebuild.add_argument(
+        "--resume",
+        metavar="NAME",
+        default=None,
+        help="go on with the interrupted rebuild NAME (TaskViews_…) from its last commit",
+    )
     export = audit.add_parser(
         "export",
         help="write the events and the checkpoints covering them as NDJSON (zstd-compressed if FILE ends .zst)",
@@ -76,6 +82,11 @@ def main(argv: list[str] | None = None) -> int:
     verify_export.add_argument("--public-key", default=None, help="Ed25519 public key (PEM, a PEM file, or hex/base64)")
     verify_export.add_argument("--hmac-key", default=None, help="the HMAC-SHA256 secret, for HMAC-signed checkpoints")
     audit.add_parser("public-key", help="print the public key that verifies this service's checkpoints")
+    audit.add_parser(
+        "seal",
+        help="seal the log up to its head now, ending with a checkpoint (the sealing follower's catch-up; "
+        "interrupted, it resumes from where it stopped)",
+    )
 
     from infrastructure.client.commands import CLIENT_COMMANDS, add_client_commands, run_client
 

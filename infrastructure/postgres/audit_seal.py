@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -24,6 +24,7 @@ from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Composed, Identifier
 
 from application.audit_chain import GENESIS, Checkpoint, CheckpointSigner, chain_link, checkpoint_message
+from infrastructure.postgres.queries import prefetched
 from infrastructure.supervision import Supervised, Supervisor
 
 logger = logging.getLogger(__name__)
@@ -185,11 +186,16 @@ class SealingFollower:
         self._checkpointed = last.position if last else 0
         self._checkpoint_clock = time.monotonic()
 
-    def catch_up(self) -> None:
-        """Seal everything in the log now (tests, and one-off runs)."""
+    def catch_up(self, progress: Callable[[int, int], None] | None = None) -> None:
+        """Seal everything in the log now (tests, and one-off runs: `mediatasks audit seal`), calling
+        `progress(position, head)` after each page; interrupted, it resumes from its tracking."""
         self.resume()
+        head = self.app.recorder.max_notification_id() or 0
         while self.step() == self.page:
-            pass
+            if progress is not None:
+                progress(self._position, max(head, self._position))
+        if progress is not None:
+            progress(self._position, max(head, self._position))
 
     def step(self) -> int:
         """Seal the next page of the log (and a checkpoint when one is due); returns the events read."""
@@ -291,9 +297,12 @@ def sealed_history(
                     conn,
                 )
             events, links = open_history_cursors(conn, events_table, seal.links_table, after, head, stop)
+            event_rows, link_rows = paged(events), paged(links)
             try:
-                yield SealedHistory(paged(events), paged(links), checkpoints, head, last_link, exported)
+                yield SealedHistory(event_rows, link_rows, checkpoints, head, last_link, exported)
             finally:
+                event_rows.close()  # their fetching threads stop
+                link_rows.close()
                 events.close()
                 links.close()
 
@@ -302,15 +311,7 @@ def open_history_cursors(
     conn: Any, events_table: Composed, links_table: Composed, after: int, head: int, stop: int | None
 ) -> tuple[Any, Any]:
     """Server-side cursors (binary results) over the events up to `head` and the links up to `stop`."""
-    events = conn.cursor(name="audit_events", row_factory=tuple_row, binary=True)
-    events.itersize = SCAN_ROWS
-    events.execute(
-        SQL(
-            "SELECT notification_id, originator_id, originator_version, topic, state FROM {} "
-            "WHERE notification_id > %s AND notification_id <= %s ORDER BY notification_id"
-        ).format(events_table),
-        (after, head),
-    )
+    events = open_event_cursor(conn, events_table, after, head)
     links = conn.cursor(name="audit_links", row_factory=tuple_row, binary=True)
     links.itersize = SCAN_ROWS
     links.execute(
@@ -322,7 +323,21 @@ def open_history_cursors(
     return events, links
 
 
-def paged(cursor: Any) -> Iterator[Any]:
-    """A server-side cursor's rows, fetched `SCAN_ROWS` at a time."""
-    while rows := cursor.fetchmany(SCAN_ROWS):
-        yield from rows
+def open_event_cursor(conn: Any, events_table: Composed, after: int, head: int) -> Any:
+    """A server-side cursor (binary results) over (position, originator id, version, topic, state) of the
+    events after `after` up to `head`, in order."""
+    events = conn.cursor(name="audit_events", row_factory=tuple_row, binary=True)
+    events.itersize = SCAN_ROWS
+    events.execute(
+        SQL(
+            "SELECT notification_id, originator_id, originator_version, topic, state FROM {} "
+            "WHERE notification_id > %s AND notification_id <= %s ORDER BY notification_id"
+        ).format(events_table),
+        (after, head),
+    )
+    return events
+
+
+def paged(cursor: Any) -> Generator[Any, None, None]:
+    """A server-side cursor's rows, fetched `SCAN_ROWS` at a time (the next page while this one is used)."""
+    return prefetched(cursor, SCAN_ROWS)

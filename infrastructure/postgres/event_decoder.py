@@ -66,9 +66,10 @@ class EventDecoder:
         `on_error` and is skipped (raised without one).
 
         Each topic's first event leaves its shape: which top-level keys hold a transcoded value, which
-        an empty object, and so how many `{` the JSON has. A later event of the topic with that many
-        `{` bytes (every JSON object has one; more means objects elsewhere, or braces in strings)
-        whose keys hold those objects has no other object to transcode: only those keys are converted.
+        another object (with no object inside it), and so how many `{` the JSON has. A later event of
+        the topic with that many `{` bytes (every JSON object has one; more means objects elsewhere, or
+        braces in strings) whose keys hold such objects has no other object to transcode: only the
+        transcoded keys are converted, the other objects (and lists, which then hold no object) stay.
         """
         classes, loads, direct, new, set_dict = self.classes, orjson.loads, self.direct, _new, _set
         transcode, shapes = self._transcode, self.shapes
@@ -87,9 +88,25 @@ class EventDecoder:
                     yield position, self.mapper.to_domain_event(StoredEvent(originator_id, version, topic, state))
                     continue
                 shape = shapes.get(topic)
-                if shape is not None and state.count(b"{") == shape[0] and _fits(data, shape):
+                if shape is not None and state.count(b"{") == shape[0]:
+                    # Each of the shape's keys holding its {"_type_": name, "_data_": str} is converted as
+                    # `_transcode` would; at the first that does not (or an empty key holding something
+                    # else) `_transcode` does the rest, and finds the converted values already done.
                     for key, name in shape[1]:
-                        data[key] = direct[name](data[key]["_data_"])
+                        value = data.get(key)
+                        if type(value) is dict and len(value) == 2 and value.get("_type_") == name:
+                            inner = value.get("_data_")
+                            if type(inner) is str:
+                                data[key] = direct[name](inner)
+                                continue
+                        transcode(data)
+                        break
+                    else:
+                        for key in shape[2]:  # objects with none inside (the count): as they are
+                            value = data.get(key)
+                            if type(value) is not dict or (len(value) == 2 and "_type_" in value and "_data_" in value):
+                                transcode(data)
+                                break
                 else:
                     if topic not in shapes:
                         shapes[topic] = _shape(data, state, direct)
@@ -152,12 +169,12 @@ class EventDecoder:
         return value
 
 
-Shape = tuple[int, tuple[tuple[str, str], ...], tuple[str, ...]]  # `{` count, (key, transcoding), empty keys
+Shape = tuple[int, tuple[tuple[str, str], ...], tuple[str, ...]]  # `{` count, (key, transcoding), object keys
 
 
 def _shape(data: dict[str, Any], state: bytes, direct: dict[str, Any]) -> Shape | None:
     """The shape of a decoded (not yet transcoded) event, or None if it has objects elsewhere."""
-    typed, empty = [], []
+    typed, objects = [], []
     for key, value in data.items():
         if type(value) is dict:
             if (
@@ -167,27 +184,9 @@ def _shape(data: dict[str, Any], state: bytes, direct: dict[str, Any]) -> Shape 
                 and type(value.get("_data_")) is str
             ):
                 typed.append((key, value["_type_"]))
-            elif not value:
-                empty.append(key)
+            elif len(value) == 2 and "_type_" in value and "_data_" in value:
+                return None  # a transcoded value of another kind
             else:
-                return None
-    count = 1 + len(typed) + len(empty)
-    return (count, tuple(typed), tuple(empty)) if state.count(b"{") == count else None
-
-
-def _fits(data: dict[str, Any], shape: Shape) -> bool:
-    """The shape's keys hold its objects: then, with as many `{` as the shape has, there are no others."""
-    for key, name in shape[1]:
-        value = data.get(key)
-        if (
-            type(value) is not dict
-            or len(value) != 2
-            or value.get("_type_") != name
-            or type(value.get("_data_")) is not str
-        ):
-            return False
-    for key in shape[2]:
-        value = data.get(key)
-        if type(value) is not dict or value:
-            return False
-    return True
+                objects.append(key)  # with no object inside it: the count below says so
+    count = 1 + len(typed) + len(objects)
+    return (count, tuple(typed), tuple(objects)) if state.count(b"{") == count else None

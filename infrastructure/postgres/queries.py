@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import queue
+import threading
+from collections.abc import Generator, Iterator
 from typing import Any
 from uuid import UUID
 
@@ -66,5 +68,45 @@ def event_rows(recorder: Any, *, after: int = 0, stop: int | None = None, itersi
                 ).format(table),
                 (after, stop if stop is not None else 2**62),
             )
-            while rows := curs.fetchmany(itersize):
-                yield from rows
+            yield from prefetched(curs, itersize)
+
+
+def prefetched(cursor: Any, size: int) -> Generator[Any, None, None]:
+    """A server-side cursor's rows, `size` at a time, the next page fetched in a thread while the caller
+    works through this one: PostgreSQL reads and sends it on another core, and the wait for it releases
+    the GIL. Closing the iterator stops the thread before it returns (the cursor is free again)."""
+    pages: queue.Queue[Any] = queue.Queue(maxsize=2)
+    stopping = threading.Event()
+
+    def fetch() -> None:
+        try:
+            while not stopping.is_set():
+                page = cursor.fetchmany(size)
+                while not stopping.is_set():
+                    try:
+                        pages.put(page, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if not page:
+                    return
+        except BaseException as error:  # noqa: BLE001 - raised in the caller's thread
+            pages.put(error)
+
+    thread = threading.Thread(target=fetch, name="prefetch-rows", daemon=True)
+    thread.start()
+    try:
+        while True:
+            page = pages.get()
+            if isinstance(page, BaseException):
+                raise page
+            if not page:
+                return
+            yield from page
+    finally:
+        stopping.set()
+        while thread.is_alive():
+            try:
+                pages.get(timeout=0.05)
+            except queue.Empty:
+                pass

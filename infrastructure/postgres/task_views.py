@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import datetime
@@ -14,9 +15,9 @@ from uuid import UUID
 import orjson
 from eventsourcing.persistence import IntegrityError, Tracking
 from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
-from psycopg.rows import DictRow
+from psycopg.rows import DictRow, tuple_row
 from psycopg.sql import SQL, Composed, Identifier, Literal
-from psycopg.types.json import Jsonb, set_json_dumps
+from psycopg.types.json import Jsonb, set_json_dumps, set_json_loads
 
 from domain.credits import CreditAccount
 from domain.text import clean_json, clean_text
@@ -315,7 +316,11 @@ class PostgresTaskViews(TaskViews, PostgresTrackingRecorder):
         return [_task_view(r) for r in rows]
 
     def snapshot(self) -> dict[str, Any]:
-        return read_snapshot(self._select, self.tables)
+        def read() -> dict[str, Any]:
+            with self.datastore.get_connection() as conn, conn.transaction():
+                return read_snapshot(conn, self.tables)
+
+        return read_retried(self.datastore, read)
 
     def drop_tables(self) -> None:
         """Remove this view's tables (after a rebuild under another name replaced it)."""
@@ -337,18 +342,109 @@ def view_tables(schema: str, prefix: str) -> dict[str, Composed]:
     }
 
 
-def read_snapshot(select: Callable[[Any], list[Any]], tables: dict[str, Composed]) -> dict[str, Any]:
-    """Every row of the read model in a comparable form, read with `select(statement)` (dict rows)."""
-    tasks = select(SQL("SELECT * FROM {} ORDER BY task_id").format(tables["tasks"]))
-    accounts = select(SQL("SELECT * FROM {} ORDER BY account_id").format(tables["accounts"]))
-    ledger = select(SQL("SELECT * FROM {} ORDER BY position").format(tables["ledger"]))
-    return {  # the rows as their views' fields (what asdict of TaskView, AccountView, LedgerEntry gives)
-        "tasks": sorted((plain_row({c: r[c] for c in TASK_COLUMNS}) for r in tasks), key=lambda r: r["task_id"]),
-        "accounts": sorted(
-            (plain_row({c: r[c] for c in ACCOUNT_COLUMNS}) for r in accounts), key=lambda r: r["account_id"]
-        ),
-        "ledger": [plain_row({c: r[c] for c in LEDGER_COLUMNS}) for r in ledger],
-    }
+def read_snapshot(conn: Any, tables: dict[str, Composed]) -> dict[str, Any]:
+    """Every row of the read model in a comparable form: each row as `plain_row` gives its view's fields
+    (what asdict of TaskView, AccountView, LedgerEntry gives), tasks and accounts by id, the ledger by position.
+
+    PostgreSQL writes each table as one JSON array (uuids as their text, timestamps as
+    `datetime.isoformat()` writes them in UTC, jsonb as it is) and orjson reads it: no row or value
+    passes through Python one by one."""
+    snapshot = {}
+    for table, columns, order in (
+        ("tasks", TASK_COLUMNS, "task_id"),  # a uuid's order is its text's (lowercase hex, fixed length)
+        ("accounts", ACCOUNT_COLUMNS, "account_id"),
+        ("ledger", LEDGER_COLUMNS, "position"),
+    ):
+        fields = SQL(", ").join(
+            SQL("{}, {}").format(Literal(c), _iso_utc(c) if COLUMN_TYPES[c] == "timestamptz" else Identifier(c))
+            for c in columns
+        )
+        with conn.cursor(row_factory=tuple_row) as curs:
+            curs.execute(
+                SQL("SELECT coalesce(json_agg(json_build_object({}) ORDER BY {}), '[]')::text FROM {}").format(
+                    fields, Identifier(order), tables[table]
+                )
+            )
+            row = curs.fetchone()
+        snapshot[table] = _json_loads(row[0])
+    return snapshot
+
+
+class BackgroundSnapshot:
+    """The read model's tracking position and `read_snapshot` of it, in one REPEATABLE READ snapshot, read
+    in a thread: PostgreSQL builds the rows' JSON on another core while the caller replays the events."""
+
+    def __init__(self, views: PostgresTaskViews, application_name: str) -> None:
+        self._position: Future[int] = Future()
+        self._rows: Future[dict[str, Any]] = Future()
+        threading.Thread(
+            target=self._read, args=(views, application_name), name="read-model-snapshot", daemon=True
+        ).start()
+
+    def position(self) -> int:
+        """The position the rows reflect (0 before the first event)."""
+        return self._position.result()
+
+    def rows(self) -> dict[str, Any]:
+        return self._rows.result()
+
+    def _read(self, views: PostgresTaskViews, application_name: str) -> None:
+        try:
+            with views.datastore.get_connection() as conn, conn.transaction():
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                row = conn.execute(
+                    SQL("SELECT max(notification_id) FROM {}.{} WHERE application_name = %s").format(
+                        Identifier(views.datastore.schema), Identifier(views.tracking_table_name)
+                    ),
+                    (application_name,),
+                ).fetchone()
+                values = list(row.values()) if isinstance(row, dict) else list(row or ())
+                self._position.set_result((values[0] if values else None) or 0)
+                self._rows.set_result(read_snapshot(conn, views.tables))
+        except BaseException as error:  # noqa: BLE001 - handed to whoever waits for the result
+            for future in (self._position, self._rows):
+                if not future.done():
+                    future.set_exception(error)
+
+
+def _iso_utc(column: str) -> Composed:
+    """A timestamptz as text, the way `datetime.isoformat()` writes it in UTC (`plain_row`'s form of a datetime):
+    microseconds only when there are any."""
+    utc = SQL("({} AT TIME ZONE 'UTC')").format(Identifier(column))
+    return SQL(
+        "to_char({u}, 'YYYY-MM-DD\"T\"HH24:MI:SS') "
+        "|| CASE WHEN date_trunc('second', {u}) = {u} THEN '' ELSE to_char({u}, '.US') END || '+00:00'"
+    ).format(u=utc)
+
+
+def _json_loads(data: bytes | str) -> Any:
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:  # what orjson refuses (numbers past 64 bits): the json module's reading
+        return json.loads(data)
+
+
+def read_model_differences(fold: TaskViewsBulkLoad, live: dict[str, Any]) -> list[str]:
+    """Each row where `live` (`snapshot()` of a read model) differs from the fold's: equal `snapshot_json`
+    bytes first (then nothing differs), row by row only when they differ."""
+    fresh_json = fold.snapshot_json()
+    if fresh_json is not None and fresh_json == plain_json(live):
+        return []
+    fresh = fold.snapshot()
+    if fresh == live:
+        return []
+    found = []
+    for table in ("tasks", "accounts", "ledger"):
+        live_rows = {_row_key(r): r for r in live[table]}
+        for row in fresh[table]:
+            if live_rows.pop(_row_key(row), None) != row:
+                found.append(f"{table} row {_row_key(row)} differs from a rebuild")
+        found.extend(f"{table} row {key} is not in a rebuild" for key in live_rows)
+    return found
+
+
+def _row_key(row: dict[str, Any]) -> str:
+    return str(row.get("task_id") or row.get("account_id") or row.get("position"))
 
 
 def _task_params(task: TaskView) -> dict[str, Any]:
@@ -369,12 +465,25 @@ def _task_view(row: DictRow) -> TaskView:
     return TaskView(**{k: row[k] for k in TASK_COLUMNS})
 
 
+class FoldPosition:
+    """The `Tracking` a fold into a `TaskViewsBulkLoad` reads (its position only, never kept), one object
+    moved along: no frozen dataclass built per event."""
+
+    __slots__ = ("application_name", "notification_id")
+
+    def __init__(self, application_name: str) -> None:
+        self.application_name = application_name
+        self.notification_id = 0
+
+
 class TaskViewsBulkLoad:
     """The projection's writes folded in memory and loaded with COPY (for `mediatasks audit rebuild`).
 
     The same rows as PostgresTaskViews writes event by event: updates and ledger entries are
     appended and copied out page by page (`flush`); tasks and accounts change in memory and are
-    copied once at the end (`finish`), with the secondary indexes built after the load.
+    copied once at the end (`finish`), with the secondary indexes built after the load. A long load
+    commits now and then (`commit`: the rows changed since the last commit, upserted, and the
+    position), and an interrupted one is resumed from what it committed (`restore`).
     """
 
     def __init__(self, views: PostgresTaskViews | None, *, keep_updates: bool = True) -> None:
@@ -386,15 +495,22 @@ class TaskViewsBulkLoad:
         self.updates: list[tuple[Any, ...]] = []
         self.entries: list[tuple[Any, ...]] = []
         self.position = 0
+        self.committed = False  # rows of it are in the tables already (upsert, do not copy, what changed)
+        self._committed_at = 0
+        # What changed since the last commit (only when loading: an audit's fold keeps no such sets).
+        self._changed_tasks: set[UUID] | None = set() if views is not None else None
+        self._changed_accounts: set[UUID] | None = set() if views is not None else None
 
     # The writes TaskViewsProjection makes --------------------------------------------
 
     def task_started(self, task: TaskView, tracking: Tracking) -> None:
         self.position = tracking.notification_id
         if task.task_id not in self.tasks:
-            row = {c: getattr(task, c) for c in TASK_COLUMNS}  # the projection's values are not shared
+            row = dict(vars(task))  # its fields are TASK_COLUMNS, in order; the projection's values are not shared
             self.tasks[task.task_id] = row
             self._append_update(row, tracking.notification_id)
+            if self._changed_tasks is not None:
+                self._changed_tasks.add(task.task_id)
 
     def task_changed(self, task_id: UUID, changes: dict[str, Any], at: datetime, tracking: Tracking) -> None:
         self.position = tracking.notification_id
@@ -403,6 +519,8 @@ class TaskViewsBulkLoad:
             row.update(changes)
             row["updated_at"], row["position"] = at, tracking.notification_id
             self._append_update(row, tracking.notification_id)
+            if self._changed_tasks is not None:
+                self._changed_tasks.add(task_id)
 
     def _append_update(self, row: dict[str, Any], position: int) -> None:
         if self.keep_updates:
@@ -424,6 +542,8 @@ class TaskViewsBulkLoad:
         if account_id not in self.accounts and user_id not in self.user_ids:  # the table's keys
             self.accounts[account_id] = [account_id, user_id, 0, at, tracking.notification_id]
             self.user_ids.add(user_id)
+            if self._changed_accounts is not None:
+                self._changed_accounts.add(account_id)
 
     def account_changed(self, entry: LedgerEntry, tracking: Tracking) -> None:
         self.position = tracking.notification_id
@@ -432,6 +552,8 @@ class TaskViewsBulkLoad:
             account[2] += entry.amount
             account[3], account[4] = entry.at, tracking.notification_id
             balance = account[2]
+            if self._changed_accounts is not None:
+                self._changed_accounts.add(entry.account_id)
         else:
             balance = entry.amount
         self.entries.append(
@@ -449,6 +571,8 @@ class TaskViewsBulkLoad:
         )
         if entry.kind == "refund" and entry.task_id is not None and entry.task_id in self.tasks:
             self.tasks[entry.task_id]["refunded_credits"] += entry.amount
+            if self._changed_tasks is not None:
+                self._changed_tasks.add(entry.task_id)
 
     def track_only(self, tracking: Tracking) -> None:
         self.position = tracking.notification_id
@@ -467,7 +591,11 @@ class TaskViewsBulkLoad:
         }
 
     def snapshot_json(self) -> bytes | None:
-        """`plain_json` of what `snapshot()` returns, without building the plain rows (None: use `snapshot()`)."""
+        """`plain_json` of what `snapshot()` returns, without building the plain rows (None: use `snapshot()`).
+
+        Datetimes are written by orjson itself, which for a UTC datetime is `plain_row`'s form
+        (`isoformat()`); one in another offset writes differently, so it can make the bytes unequal
+        (then the rows are compared), never equal where the plain rows differ."""
         try:  # UUIDs in their order (UUID's own comparison, without its Python-level __lt__ per pair)
             tasks = sorted(self.tasks, key=_uuid_int)
             accounts = sorted(self.accounts, key=_uuid_int)
@@ -478,7 +606,8 @@ class TaskViewsBulkLoad:
                 "tasks": [self.tasks[k] for k in tasks],
                 "accounts": [dict(zip(ACCOUNT_COLUMNS, self.accounts[k], strict=True)) for k in accounts],
                 "ledger": [dict(zip(LEDGER_COLUMNS, e, strict=True)) for e in sorted(self.entries, key=_first)],
-            }
+            },
+            native_datetimes=True,
         )
 
     # Loading ------------------------------------------------------------------------
@@ -499,19 +628,74 @@ class TaskViewsBulkLoad:
 
     def finish(self, curs: Any, application_name: str) -> None:
         """Copy the tasks and accounts, record the tracking position, build the indexes."""
-        self.flush(curs)
-        self._copy(curs, "tasks", TASK_COLUMNS, (tuple(row[c] for c in TASK_COLUMNS) for row in self.tasks.values()))
-        self._copy(curs, "accounts", ACCOUNT_COLUMNS, (tuple(a) for a in self.accounts.values()))
-        if self.position:
-            self.views._insert_tracking(curs, Tracking(application_name, self.position))
+        if self.committed:
+            self.commit(curs, application_name)
+        else:
+            self.flush(curs)
+            tasks = (tuple(row[c] for c in TASK_COLUMNS) for row in self.tasks.values())
+            self._copy(curs, "tasks", TASK_COLUMNS, tasks)
+            self._copy(curs, "accounts", ACCOUNT_COLUMNS, (tuple(a) for a in self.accounts.values()))
+            if self.position:
+                self.views._insert_tracking(curs, Tracking(application_name, self.position))
         for statement in self.views.sql_create_statements:  # the indexes dropped before the load
             curs.execute(statement)
 
-    def _copy(self, curs: Any, table: str, columns: tuple[str, ...], rows: Any) -> None:
+    def commit(self, curs: Any, application_name: str) -> None:
+        """Write what the tables lack so far, in the caller's transaction: the appended rows, the tasks
+        and accounts changed since the last commit (upserted), and the position they reflect."""
+        assert self._changed_tasks is not None and self._changed_accounts is not None
+        self.flush(curs)
+        tasks = (tuple(self.tasks[t][c] for c in TASK_COLUMNS) for t in self._changed_tasks)
+        self._upsert(curs, "tasks", TASK_COLUMNS, "task_id", tasks)
+        accounts = (tuple(self.accounts[a]) for a in self._changed_accounts)
+        self._upsert(curs, "accounts", ACCOUNT_COLUMNS, "account_id", accounts)
+        if self.position > self._committed_at:
+            self.views._insert_tracking(curs, Tracking(application_name, self.position))
+        self._changed_tasks, self._changed_accounts = set(), set()
+        self._committed_at = self.position
+        self.committed = True
+
+    def restore(self, application_name: str) -> int:
+        """The fold as the tables hold it after its last commit (tasks and accounts back in memory);
+        returns the position it reflects, from which the load goes on."""
+        position = self.views.max_tracking_id(application_name) or 0
+        with self.views.datastore.transaction(commit=False) as curs:
+            set_json_loads(_json_loads, context=curs)
+            curs.execute(SQL("SELECT {} FROM {}").format(_columns(TASK_COLUMNS), self.views.tables["tasks"]))
+            self.tasks = {row["task_id"]: {c: row[c] for c in TASK_COLUMNS} for row in curs}
+            curs.execute(SQL("SELECT {} FROM {}").format(_columns(ACCOUNT_COLUMNS), self.views.tables["accounts"]))
+            self.accounts = {row["account_id"]: [row[c] for c in ACCOUNT_COLUMNS] for row in curs}
+        self.user_ids = {account[1] for account in self.accounts.values()}
+        self.position = self._committed_at = position
+        self.committed = True
+        return position
+
+    def _upsert(self, curs: Any, table: str, columns: tuple[str, ...], key: str, rows: Any) -> None:
+        """COPY into a temporary table, then INSERT … ON CONFLICT DO UPDATE from it."""
+        staging = Identifier(f"rebuild_{table}")
+        curs.execute(
+            SQL("CREATE TEMPORARY TABLE IF NOT EXISTS {} (LIKE {}) ON COMMIT DELETE ROWS").format(
+                staging, self.views.tables[table]
+            )
+        )
+        self._copy(curs, table, columns, rows, into=staging)
+        curs.execute(
+            SQL("INSERT INTO {} ({}) SELECT {} FROM {} ON CONFLICT ({}) DO UPDATE SET {}").format(
+                self.views.tables[table],
+                _columns(columns),
+                _columns(columns),
+                staging,
+                Identifier(key),
+                SQL(", ").join(SQL("{} = EXCLUDED.{}").format(Identifier(c), Identifier(c)) for c in columns),
+            )
+        )
+        curs.execute(SQL("DELETE FROM {}").format(staging))
+
+    def _copy(self, curs: Any, table: str, columns: tuple[str, ...], rows: Any, *, into: Any = None) -> None:
         """Binary COPY (a fifth of text COPY's CPU here), jsonb values serialised by orjson."""
         set_json_dumps(_json_dumps, context=curs)
         statement = SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
-            self.views.tables[table], SQL(", ").join(map(Identifier, columns))
+            self.views.tables[table] if into is None else into, _columns(columns)
         )
         with curs.copy(statement) as copy:
             copy.set_types([COLUMN_TYPES[c] for c in columns])
@@ -546,6 +730,10 @@ COLUMN_TYPES = {
     "amount": "int8",
     "reason": "text",
 }
+
+
+def _columns(columns: tuple[str, ...]) -> Composed:
+    return SQL(", ").join(map(Identifier, columns))
 
 
 def _uuid_int(value: UUID) -> int:

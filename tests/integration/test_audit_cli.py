@@ -17,7 +17,7 @@ from tests.support.postgres import database_url
 URL = "https://www.facebook.com/watch/?v=123456789"
 
 
-def audit(store_env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+def audit(store_env: dict[str, str], *args: str, **settings: str) -> subprocess.CompletedProcess[str]:
     pg = {
         k: store_env[k]
         for k in ("POSTGRES_HOST", "POSTGRES_PORT", "POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DBNAME")
@@ -26,6 +26,7 @@ def audit(store_env: dict[str, str], *args: str) -> subprocess.CompletedProcess[
         **{k: v for k, v in os.environ.items() if not k.startswith("MEDIATASKS_")},
         "MEDIATASKS_DATABASE_URL": database_url(pg),
         "MEDIATASKS_POSTGRES_SCHEMA": store_env["POSTGRES_SCHEMA"],
+        **{f"MEDIATASKS_{k.upper()}": v for k, v in settings.items()},
     }
     return subprocess.run(
         [sys.executable, "-m", "infrastructure.entrypoints.cli", "audit", *args],
@@ -77,3 +78,20 @@ def test_history_as_of_and_verify(app: MediaTasks, runners: ProjectionRunners, s
 
     missing = audit(store_env, "history", str(uuid4()))
     assert missing.returncode == 1 and "no such task" in missing.stderr.lower()
+
+
+def test_seal_seals_the_log_to_its_head_and_resumes(app: MediaTasks, store_env: dict[str, str]) -> None:
+    app.create_user("sealer", 3)
+    head = app.recorder.max_notification_id()
+    sealed = audit(store_env, "seal", audit_hmac_key="k" * 32)
+    assert sealed.returncode == 0, sealed.stderr
+    assert f"sealed to {head} " in sealed.stdout
+    app.create_user("later", 1)
+    again = audit(store_env, "seal", audit_hmac_key="k" * 32)  # goes on from its tracking
+    assert f"sealed to {app.recorder.max_notification_id()} " in again.stdout, again.stderr
+    checked = audit(store_env, "verify", "--from", "1", audit_hmac_key="k" * 32)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert f"sealed to {app.recorder.max_notification_id()} by" in checked.stdout
+    assert "not sealed yet" not in checked.stdout and "signatures not checked" not in checked.stdout
+    unsigned = audit(store_env, "seal")
+    assert unsigned.returncode == 1 and "no signing key" in unsigned.stderr

@@ -94,3 +94,43 @@ def test_bulk_rebuild_with_copy_equals_the_live_view(store_env: dict[str, str]) 
     finally:
         rebuilt.datastore.close()
         app.close()
+
+
+def test_an_interrupted_rebuild_resumes_from_its_last_commit(store_env: dict[str, str]) -> None:
+    """Committed every 7 events and stopped after the first commit, `resume=` ends with the same rows."""
+    from infrastructure.audit.history import RebuildInterrupted, rebuild
+    from infrastructure.postgres.tables import construct_views
+
+    app = MediaTasks(env=store_env)
+    live = ProjectionRunners(store_env)
+    try:
+        make_history(app)
+        for _ in range(3):  # refunds land, then their projection
+            time.sleep(0.5)
+            live.wait_for(app.recorder.max_notification_id(), timeout=20)
+        live_snapshot = live.views.snapshot()
+        live_updates = {t["task_id"]: live.views.task_updates(UUID(t["task_id"])) for t in live_snapshot["tasks"]}
+
+        def interrupt(position: int, head: int) -> None:
+            if position > 7:
+                raise KeyboardInterrupt
+
+        try:
+            rebuild(store_env, app, grace_seconds=0, page=5, commit_every=7, progress=interrupt)
+        except RebuildInterrupted as stopped:
+            interrupted = stopped
+        else:
+            raise AssertionError("the rebuild was not interrupted")
+        assert 0 < interrupted.position < app.recorder.max_notification_id()
+        _, new, _ = rebuild(store_env, app, grace_seconds=0, page=5, commit_every=7, resume=interrupted.name)
+    finally:
+        live.stop()
+    assert new == interrupted.name
+    rebuilt = construct_views(store_env, new)
+    try:
+        assert rebuilt.snapshot() == live_snapshot
+        assert {t: rebuilt.task_updates(UUID(t)) for t in live_updates} == live_updates
+        assert rebuilt.max_tracking_id(app.name) == app.recorder.max_notification_id()
+    finally:
+        rebuilt.datastore.close()
+        app.close()
