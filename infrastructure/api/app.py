@@ -91,8 +91,14 @@ def create_api(runtime: Any, *, projections: Any = None) -> FastAPI:
     if api.state.telemetry is not None:
         api.state.telemetry.instrument_api(api)
     if runtime.settings.projections_port:  # the projections process answers there (serve starts it)
-        api.state.projections_process = ProjectionsProcess(f"http://127.0.0.1:{runtime.settings.projections_port}")
+        api.state.projections_process = ProjectionsProcess(projections_url(runtime.settings))
     return api
+
+
+def projections_url(settings: Any) -> str:
+    """Where the projections process serves its /readyz: MEDIATASKS_HOST (loopback if it is a wildcard)."""
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host  # noqa: S104 - compared, not bound
+    return f"http://{host}:{settings.projections_port}"
 
 
 def include_qstash_deliveries(api: FastAPI, handler: Any) -> None:
@@ -127,9 +133,8 @@ def create_status_api(
     api.state.auth_failures = FailedAuthentications(
         runtime.settings.auth_failures_per_minute, runtime.settings.auth_failure_delay_seconds
     )
-    port = runtime.settings.projections_port
     api.state.projections_process = ProjectionsProcessState(
-        url=f"http://127.0.0.1:{port}", state="running", pid=os.getpid(), restarts=restarts
+        url=projections_url(runtime.settings), state="running", pid=os.getpid(), restarts=restarts
     )
     install_error_handlers(api)
     api.include_router(health.router)
