@@ -111,16 +111,21 @@ async def readyz(
 
     Async, with the store asked from threads of its own: a server whose threads all wait for the
     database still answers this within its timeout."""
+    theirs = None  # the projections process is asked while this one checks itself: one timeout for both
+    if isinstance(projections_process, ProjectionsProcess):
+        theirs = asyncio.ensure_future(projections_process.readiness(runtime.settings.ready_timeout_seconds))
     ready = await _own_readiness(runtime, projections, publisher, clock)
     if isinstance(projections_process, ProjectionsProcessState):  # this is the projections process
         ready.projections_process = projections_process
-    elif projections_process is not None and ready.status == "ready":
-        await _with_projections_process(ready, projections_process, runtime.settings.ready_timeout_seconds)
+    if theirs is not None:
+        if ready.status == "ready":
+            _with_projections_process(ready, projections_process, await theirs)
+        else:
+            theirs.cancel()
     return ready if ready.status == "ready" else _not_ready(ready)
 
 
-async def _with_projections_process(ready: Readiness, process: ProjectionsProcess, timeout: float) -> None:
-    theirs = await process.readiness(timeout)
+def _with_projections_process(ready: Readiness, process: ProjectionsProcess, theirs: Readiness | None) -> None:
     if theirs is None:
         ready.status, ready.projections_process = "projections_down", process.down()
         ready.reason = (
