@@ -162,20 +162,15 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _shared_with_children(settings: Any, *, projections: bool) -> Any:
-    """Settings every process of this `serve` reads from its environment: the database's URL (the
-    embedded server is started here, once, and stopped by this process last; a child that joined
-    it as a handle of its own and were then killed would keep it running) and where the projections
-    process answers /readyz."""
-    from pydantic import SecretStr
-
-    from infrastructure.postgres.embedded_server import start_embedded_postgres
+    """What every process of this `serve` reads from its environment: the embedded server's URL (it
+    is started here, once, and stopped by this process last: infrastructure/postgres/embedded_server.py)
+    and where the projections process answers /readyz."""
+    from infrastructure.postgres.embedded_server import STARTED_BY_PARENT, start_embedded_postgres
     from infrastructure.projections_process import free_loopback_port
 
     update: dict[str, Any] = {}
     if settings.database_url is None:
-        url = start_embedded_postgres(settings.data_dir)
-        os.environ["MEDIATASKS_DATABASE_URL"] = url
-        update["database_url"] = SecretStr(url)
+        os.environ[STARTED_BY_PARENT] = start_embedded_postgres(settings.data_dir)
     if projections and settings.projections_port is None:
         update["projections_port"] = free_loopback_port()
         os.environ["MEDIATASKS_PROJECTIONS_PORT"] = str(update["projections_port"])
