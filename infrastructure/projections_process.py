@@ -92,7 +92,9 @@ class ProjectionsProcess:
         with self._lock:
             if self._stopping.is_set():
                 return
-            self._child = subprocess.Popen(command, env=self.env)  # its logs go to serve's output
+            # Its logs go to serve's output; in a process group of its own, so a terminal's Ctrl-C reaches
+            # serve alone, which then stops it (instead of seeing it exit and starting it again).
+            self._child = subprocess.Popen(command, env=self.env, process_group=0)
             logger.info("projections process started", extra={"pid": self._child.pid, "restarts": self.restarts})
 
     def _keep_running(self) -> None:
