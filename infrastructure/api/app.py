@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -25,6 +26,7 @@ from infrastructure.api.routes import (
     web,
     webhooks,
 )
+from infrastructure.api.routes.health import ProjectionsProcess, ProjectionsProcessState
 from infrastructure.api.security_headers import SecurityHeaders
 from infrastructure.api.stream_tokens import stream_tokens_for
 from infrastructure.postgres.user_limits import PostgresUserLimits
@@ -88,7 +90,15 @@ def create_api(runtime: Any, *, projections: Any = None) -> FastAPI:
     api.state.telemetry = getattr(runtime, "telemetry", None)
     if api.state.telemetry is not None:
         api.state.telemetry.instrument_api(api)
+    if runtime.settings.projections_port:  # the projections process answers there (serve starts it)
+        api.state.projections_process = ProjectionsProcess(projections_url(runtime.settings))
     return api
+
+
+def projections_url(settings: Any) -> str:
+    """Where the projections process serves its /readyz: MEDIATASKS_HOST (loopback if it is a wildcard)."""
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host  # noqa: S104 - compared, not bound
+    return f"http://{host}:{settings.projections_port}"
 
 
 def include_qstash_deliveries(api: FastAPI, handler: Any) -> None:
@@ -111,11 +121,22 @@ def create_delivery_api(runtime: Any, handler: Any) -> FastAPI:
     return api
 
 
-def create_status_api(runtime: Any, projections: Any = None) -> FastAPI:
-    """/healthz and /readyz alone: for `mediatasks projections` (MEDIATASKS_PROJECTIONS_PORT)."""
+def create_status_api(
+    runtime: Any, projections: Any = None, *, publisher: Any = None, restarts: int | None = None
+) -> FastAPI:
+    """/healthz, /readyz and /metrics alone: for `mediatasks projections` (MEDIATASKS_PROJECTIONS_PORT)."""
     api = FastAPI(title="mediatasks projections", version="1", telemetry=NATIVE_TELEMETRY_OFF)
     api.state.runtime = runtime
     api.state.projections = projections
+    api.state.publisher = publisher
+    api.state.telemetry = getattr(runtime, "telemetry", None)
+    api.state.auth_failures = FailedAuthentications(
+        runtime.settings.auth_failures_per_minute, runtime.settings.auth_failure_delay_seconds
+    )
+    api.state.projections_process = ProjectionsProcessState(
+        url=projections_url(runtime.settings), state="running", pid=os.getpid(), restarts=restarts
+    )
     install_error_handlers(api)
     api.include_router(health.router)
+    api.include_router(metrics.router)
     return api

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hmac
 import time
-from typing import Annotated
+from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import Depends, Query, Request
@@ -175,6 +175,12 @@ async def get_projections(request: Request) -> ProjectionRunners | None:
     return getattr(request.app.state, "projections", None)
 
 
+async def get_projections_process(request: Request) -> Any:
+    """For the API of `serve`: where to ask the projections process (health.ProjectionsProcess); in that
+    process itself: its own state (health.ProjectionsProcessState); elsewhere None."""
+    return getattr(request.app.state, "projections_process", None)
+
+
 async def get_publisher(request: Request) -> QStashPublisher | None:
     """The QStash outbox publisher of this process, if it runs one."""
     return getattr(request.app.state, "publisher", None)
@@ -208,6 +214,7 @@ SsePingDep = Annotated[float, Depends(get_sse_ping_seconds)]
 DeliveriesDep = Annotated[QStashDeliveryHandler, Depends(get_deliveries)]
 ProjectionsDep = Annotated[ProjectionRunners | None, Depends(get_projections)]
 PublisherDep = Annotated[QStashPublisher | None, Depends(get_publisher)]
+ProjectionsProcessDep = Annotated[Any, Depends(get_projections_process)]
 LagClockDep = Annotated[LagClock, Depends(get_lag_clock)]
 WebhooksDep = Annotated[PostgresWebhookStore, Depends(get_webhooks)]
 UrlPolicyDep = Annotated[UrlPolicy, Depends(get_webhook_url_policy)]

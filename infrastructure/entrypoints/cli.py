@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import threading
@@ -16,16 +17,25 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mediatasks", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="HTTP API + projections (embedded PostgreSQL unless configured)")
+    serve = sub.add_parser(
+        "serve", help="HTTP API + a projections process beside it (embedded PostgreSQL unless configured)"
+    )
     serve.add_argument("--host", default=None)
     serve.add_argument("--port", type=int, default=None)
     serve.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
-    serve.add_argument("--no-projections", action="store_true", help="do not run projections in this process")
+    serve.add_argument(
+        "--no-projections", action="store_true", help="start no projections process (run `mediatasks projections`)"
+    )
     serve.add_argument("--no-dispatch", action="store_true", help="do not run attempts in this process")
 
-    sub.add_parser(
-        "projections", help="run the read model and the refund issuer (and the QStash publisher) until stopped"
+    projections = sub.add_parser(
+        "projections",
+        help="run the read model, the refund issuer and the other log followers until stopped "
+        "(serve starts one itself unless --no-projections)",
     )
+    projections.add_argument("--dispatch", action="store_true", help="also run attempts (the inline dispatcher)")
+    projections.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)  # serve's: stop with it
+    projections.add_argument("--restarts", type=int, default=None, help=argparse.SUPPRESS)  # shown by /readyz
 
     worker = sub.add_parser("worker", help="serve only POST /v1/deliveries/qstash: a stateless attempt runner")
     worker.add_argument("--host", default=None)
@@ -98,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         return _serve(args)
     if args.command == "projections":
-        return _projections()
+        return _projections(args)
     if args.command == "worker":
         return _worker(args)
     if args.command == "users":
@@ -111,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    """The API in this process (or `--workers` uvicorn workers) and the projections process beside it."""
     import uvicorn
 
     from infrastructure.settings import Settings
@@ -119,20 +130,25 @@ def _serve(args: argparse.Namespace) -> int:
     host = args.host or settings.host
     port = args.port or settings.port
     # uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown: turn that into a clean exit
-    # so projections stop and the embedded PostgreSQL is stopped by the last process using it.
+    # so the projections process stops and the embedded PostgreSQL is stopped by this process.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _exit_cleanly)
-    if args.workers > 1:
-        import subprocess
+    _announce(settings, host, port)
+    settings = _shared_with_children(settings, projections=not args.no_projections)
+    projections = None
+    if not args.no_projections:
+        from infrastructure.projections_process import ProjectionsProcess
 
-        from infrastructure.bootstrap import bootstrap
-
-        bootstrap(settings).close()  # tables exist before the workers start
-        projections = None
-        if not args.no_projections:  # the workers serve HTTP only; projections run beside them
-            projections = subprocess.Popen([sys.executable, "-m", "infrastructure.entrypoints.cli", "projections"])
-        _announce(settings, host, port)
-        try:
+        dispatch = args.workers > 1 and not args.no_dispatch  # no uvicorn worker runs the dispatcher
+        projections = ProjectionsProcess(
+            ["--dispatch"] if dispatch else [],
+            os.environ,
+            backoff_base_seconds=settings.follower_backoff_base_seconds,
+            backoff_cap_seconds=settings.follower_backoff_cap_seconds,
+        )
+        projections.start()
+    try:
+        if args.workers > 1:
             uvicorn.run(
                 "infrastructure.entrypoints.asgi:create_worker_api",
                 factory=True,
@@ -142,20 +158,34 @@ def _serve(args: argparse.Namespace) -> int:
                 log_level="warning",
                 **http_options(settings),
             )
-        finally:
-            if projections is not None:
-                projections.terminate()
-                projections.wait(timeout=30)
-        return 0
-    from infrastructure.entrypoints.asgi import ServiceProcess
+            return 0
+        from infrastructure.entrypoints.asgi import ServiceProcess
 
-    service = ServiceProcess(settings, run_projections=not args.no_projections, run_dispatcher=not args.no_dispatch)
-    _announce(settings, host, port)
-    try:
-        uvicorn.run(service.api, host=host, port=port, log_level="warning", **http_options(settings))
+        service = ServiceProcess(settings, run_dispatcher=not args.no_dispatch)
+        try:
+            uvicorn.run(service.api, host=host, port=port, log_level="warning", **http_options(settings))
+        finally:
+            service.close()
     finally:
-        service.close()
+        if projections is not None:
+            projections.stop()
     return 0
+
+
+def _shared_with_children(settings: Any, *, projections: bool) -> Any:
+    """What every process of this `serve` reads from its environment: the embedded server's URL (it
+    is started here, once, and stopped by this process last: infrastructure/postgres/embedded_server.py)
+    and where the projections process answers /readyz."""
+    from infrastructure.postgres.embedded_server import STARTED_BY_PARENT, start_embedded_postgres
+    from infrastructure.projections_process import free_loopback_port
+
+    update: dict[str, Any] = {}
+    if settings.database_url is None:
+        os.environ[STARTED_BY_PARENT] = start_embedded_postgres(settings.data_dir)
+    if projections and settings.projections_port is None:
+        update["projections_port"] = free_loopback_port()
+        os.environ["MEDIATASKS_PROJECTIONS_PORT"] = str(update["projections_port"])
+    return settings.model_copy(update=update)
 
 
 def _announce(settings: Any, host: str, port: int) -> None:
@@ -187,15 +217,23 @@ def _exit_cleanly(*_: Any) -> None:
     raise SystemExit(0)
 
 
-def _projections() -> int:
-    from infrastructure.bootstrap import bootstrap, start_qstash_publisher, start_sealing_follower
+def _projections(args: argparse.Namespace) -> int:
+    from infrastructure.bootstrap import (
+        bootstrap,
+        start_inline_dispatcher,
+        start_qstash_publisher,
+        start_sealing_follower,
+    )
     from infrastructure.projection_runners import ProjectionRunners
 
     runtime = bootstrap()
     runners = ProjectionRunners(runtime.env, supervisor=runtime.supervisor)
     runtime.telemetry.observe_projection_lag(runtime, runners)
-    if runtime.settings.dispatch == "qstash":
-        start_qstash_publisher(runtime)
+    publisher = start_qstash_publisher(runtime) if runtime.settings.dispatch == "qstash" else None
+    if args.dispatch and runtime.settings.dispatch == "inline":
+        from infrastructure.entrypoints.asgi import worker_id
+
+        start_inline_dispatcher(runtime, worker_id=worker_id())
     start_sealing_follower(runtime)
     from infrastructure.webhooks.wiring import start_webhook_delivery
 
@@ -203,9 +241,13 @@ def _projections() -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    if args.parent_pid is not None:
+        from infrastructure.projections_process import exit_with_parent
+
+        exit_with_parent(args.parent_pid, stop)
     status = None
-    if runtime.settings.projections_port:  # /readyz and /healthz of this process (its followers)
-        status = _serve_status(runtime, runners, runtime.settings.projections_port)
+    if runtime.settings.projections_port:  # /readyz, /healthz and /metrics of this process (its followers)
+        status = _serve_status(runtime, runners, publisher, args.restarts)
     try:
         stop.wait()
     finally:
@@ -216,14 +258,19 @@ def _projections() -> int:
     return 0
 
 
-def _serve_status(runtime: Any, runners: Any, port: int) -> Any:
-    """/healthz and /readyz of a `mediatasks projections` process, served from a thread."""
+def _serve_status(runtime: Any, runners: Any, publisher: Any, restarts: int | None) -> Any:
+    """/healthz, /readyz and /metrics of a `mediatasks projections` process, served from a thread."""
     import uvicorn
 
     from infrastructure.api.app import create_status_api
 
     server = uvicorn.Server(
-        uvicorn.Config(create_status_api(runtime, runners), host=runtime.settings.host, port=port, log_level="warning")
+        uvicorn.Config(
+            create_status_api(runtime, runners, publisher=publisher, restarts=restarts),
+            host=runtime.settings.host,
+            port=runtime.settings.projections_port,
+            log_level="warning",
+        )
     )
     threading.Thread(target=server.run, name="status-api", daemon=True).start()
     return server

@@ -10,11 +10,20 @@ from urllib.parse import unquote, urlsplit
 logger = logging.getLogger(__name__)
 
 
+# `serve` starts the server once and hands its URL to its children (API workers, the projections
+# process) here: they use it without registering as handles, so a child killed with SIGKILL is not
+# counted as a user of the server forever (which would keep it running after `serve` stops).
+STARTED_BY_PARENT = "MEDIATASKS_EMBEDDED_POSTGRES_URL"
+
+
 def start_embedded_postgres(data_dir: Path) -> str:
     """Start (or join) the server in DATA_DIR/pg and return its connection URL.
 
     A second process on the same data dir joins the running server; the last one to exit stops it.
+    A child of `serve` uses its parent's server (STARTED_BY_PARENT) and never stops it.
     """
+    if started := os.environ.get(STARTED_BY_PARENT):
+        return started
     data_dir.mkdir(parents=True, exist_ok=True)
     if "XDG_RUNTIME_DIR" not in os.environ:
         # platformdirs (in pgserver) accepts a runtime dir only if it is ours with mode 0700, else it warns

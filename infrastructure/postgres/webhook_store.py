@@ -276,6 +276,19 @@ class PostgresWebhookStore:
 
     # Fan-out ------------------------------------------------------------------------
 
+    def users_with_endpoints(self, events_table: str) -> tuple[frozenset[str], int]:
+        """The users with an enabled endpoint, and the event log's head, in one snapshot: every endpoint
+        written before an event at or below that head committed is among them (notification ids are
+        given in commit order, under the events table's lock)."""
+        [row] = self._rows(
+            SQL(
+                "SELECT (SELECT coalesce(max(notification_id), 0) FROM {}.{}) AS head, "
+                "array(SELECT DISTINCT user_id FROM {} WHERE enabled) AS users"
+            ).format(Identifier(self.datastore.schema), Identifier(events_table), self.endpoints),
+            (),
+        )
+        return frozenset(row["users"]), int(row["head"])
+
     def fan_out(self, position: int, deliveries: Sequence[NewDelivery], tracking: Tracking) -> None:
         """Write the deliveries of one event and its tracking row in one transaction (again: no-op)."""
         with self.datastore.transaction(commit=True) as curs:

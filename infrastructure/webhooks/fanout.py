@@ -4,12 +4,21 @@ Each event of a subscribed type is written as one delivery per enabled endpoint 
 subscribes to the event's webhook type, in the same transaction as the follower's tracking row;
 after a crash the follower resumes from that row, and a delivery written twice is the same row
 (its id, the `webhook-id`, is derived from the endpoint and the event's log position).
+
+Most events belong to users with no endpoint: the follower keeps the set of users with one, read
+with the log's head in one snapshot, and reads it again only for an event past that head (so it
+holds every endpoint written before the event). An account's event of a user not in the set costs
+nothing but the check; a task's event, an aggregate read only when some user has an endpoint. The
+tracking row of events without deliveries is written every TRACK_EVERY_EVENTS events or
+TRACK_EVERY_SECONDS, not each time: after a crash the follower handles those events again, and
+they write nothing (or, for an endpoint registered since, the same deliveries: at least once).
 """
 
 from __future__ import annotations
 
 import json
 import threading
+import time
 from datetime import datetime, timezone
 from typing import Any
 
@@ -24,6 +33,8 @@ from infrastructure.supervision import subscription_stopped_by
 
 FOLLOWED = (MediaTask.Extracted, MediaTask.Failed, MediaTask.Processing, CreditAccount.Refunded, CreditAccount.Granted)
 FOLLOWED_TOPICS = tuple(get_topic(c) for c in FOLLOWED)
+TRACK_EVERY_EVENTS = 1000
+TRACK_EVERY_SECONDS = 1.0
 
 
 def webhook_type(event: Any) -> str | None:
@@ -85,6 +96,10 @@ class WebhookFanout:
         self.app, self.store = app, store
         self._lock = threading.Lock()
         self._position: int | None = None
+        self._tracked_position, self._tracked_at = 0, time.monotonic()
+        self._users: frozenset[str] = frozenset()
+        self._accounts: frozenset[Any] = frozenset()
+        self._users_as_of = -1  # the log's head when `_users` was read
 
     def position(self) -> int | None:
         with self._lock:
@@ -92,6 +107,7 @@ class WebhookFanout:
 
     def run(self, stopping: threading.Event) -> None:
         position = self.store.tracking.max_tracking_id(self.app.name) or 0
+        self._tracked_position, self._tracked_at = position, time.monotonic()
         subscription = self.app.recorder.subscribe(gt=position, topics=FOLLOWED_TOPICS)
         with subscription_stopped_by(stopping, subscription):
             for notification in subscription:
@@ -100,14 +116,33 @@ class WebhookFanout:
     def handle(self, event: Any, position: int) -> None:
         kind = webhook_type(event)
         deliveries: list[NewDelivery] = []
-        if kind is not None:
+        if kind is not None and self._may_have_endpoints(event, position):
             aggregate = self.app.repository.get(event.originator_id, version=event.originator_version)
             task_id = event.originator_id if isinstance(aggregate, MediaTask) else getattr(event, "task_id", None)
-            endpoints = self.store.subscribed(aggregate.user_id, kind, task_id)
+            endpoints = (
+                self.store.subscribed(aggregate.user_id, kind, task_id) if aggregate.user_id in self._users else []
+            )
             if endpoints:
                 data = task_data(aggregate) if isinstance(aggregate, MediaTask) else ledger_data(aggregate, event)
                 body = payload(kind, event, data)
                 deliveries = [NewDelivery(e.id, kind, body) for e in endpoints]
-        self.store.fan_out(position, deliveries, Tracking(self.app.name, position))
+        if deliveries or self._tracking_due(position):
+            self.store.fan_out(position, deliveries, Tracking(self.app.name, position))
+            self._tracked_position, self._tracked_at = position, time.monotonic()
         with self._lock:
             self._position = position
+
+    def _may_have_endpoints(self, event: Any, position: int) -> bool:
+        """False when the event's user has no enabled endpoint (known without reading its aggregate)."""
+        if position > self._users_as_of:
+            self._users, self._users_as_of = self.store.users_with_endpoints(self.app.recorder.events_table_name)
+            self._accounts = frozenset(CreditAccount.id_for(user) for user in self._users)
+        if not self._users:
+            return False
+        return event.originator_id in self._accounts or not isinstance(event, CreditAccount.Event)
+
+    def _tracking_due(self, position: int) -> bool:
+        return (
+            position - self._tracked_position >= TRACK_EVERY_EVENTS
+            or time.monotonic() - self._tracked_at >= TRACK_EVERY_SECONDS
+        )

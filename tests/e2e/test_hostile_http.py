@@ -139,8 +139,11 @@ def test_a_body_sent_slowly_is_cut_after_the_body_timeout(hostile: RunningServic
 
 
 def test_the_21st_live_stream_of_one_user_gets_429_and_a_closed_one_frees_its_place(service: RunningService) -> None:
-    _, key = service.new_user(30)
+    user_id, key = service.new_user(30)
     _, other_key = service.new_user(1)
+    # 21 tasks stay queued: above the default cap of 20 active tasks (which only a lagging read model let by)
+    r = httpx.patch(f"{service.url}/v1/admin/users/{user_id}", json={"max_active_tasks": 30}, headers=service.admin)
+    assert r.status_code == 200, r.text
     with service.client(key) as c, service.client(other_key) as other, ExitStack() as streams:
         # one task per stream; this service runs no attempts, so every task stays queued and its stream open
         task_ids = [

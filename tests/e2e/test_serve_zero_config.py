@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -36,6 +38,14 @@ def test_serve_starts_on_embedded_postgres_and_a_second_process_joins_it(tmp_pat
         assert created["user_id"] == "zed" and created["balance"] == 4 and created["api_key"].startswith("mt_")
         ready = httpx.get(service.url + "/readyz").json()
         assert ready["status"] == "ready" and ready["head"] >= 3
+        # The projections process uses serve's server without being one of its handles: killed, it
+        # is started again, and the server still stops with serve.
+        os.kill(ready["projections_process"]["pid"], signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while (again := httpx.get(service.url + "/readyz").json())["projections_process"].get("restarts") != 1:
+            assert time.monotonic() < deadline, again
+            time.sleep(0.1)
+        assert again["status"] == "ready"
     finally:
         assert service.stop() == 0, service.log()
     assert not (tmp_path / "data" / "pg" / "postmaster.pid").exists(), "the embedded server was not stopped"

@@ -34,6 +34,8 @@ class ServiceProcess:
         clean_env = {k: v for k, v in os.environ.items() if not k.startswith("MEDIATASKS_")}
         clean_env.update(env or {})
         self.log_path = log_path
+        # serve is ready when its projections process is (its /readyz asks that one's); others when up
+        self.ready_path = "/readyz" if command == "serve" and "--no-projections" not in args else "/healthz"
         self._log = open(log_path, "wb") if log_path else subprocess.DEVNULL  # noqa: SIM115
         self.proc = subprocess.Popen(
             [
@@ -53,7 +55,8 @@ class ServiceProcess:
             stderr=subprocess.STDOUT,
         )
 
-    def wait_ready(self, path: str = "/healthz", timeout: float = 60) -> None:
+    def wait_ready(self, path: str | None = None, timeout: float = 60) -> None:
+        path = path or self.ready_path
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
