@@ -5,8 +5,10 @@ Run: .venv/bin/python bench/streaming.py [--sizes 104857600,1073741824] [--store
 
 For each size, a fresh `mediatasks serve` (fresh process, so its peak RSS is this task's) runs one
 `video` task against the local fake platform; the figures are the pipeline's own download timing, the
-wall time to `extracted`, curl's time for the same URL from the same server, and the service's peak RSS
-(VmHWM). Memory must not grow with the video's size.
+wall time to `extracted`, curl's time for the same URL from the same server (alone, and with an fsync of
+its file after it: the blob store fsyncs before it commits), and the service's peak RSS (VmHWM). Memory
+must not grow with the video's size. The yt-dlp rows need the `ffmpeg` program (Debian's `ffmpeg`) for
+yt-dlp's merge.
 
 `--formats`: HLS (MPEG-TS, muxed) and DASH (fMP4, separate video and audio) streams of about each
 `--stream-sizes` MiB (bench/stream_media.py, generated once under data/bench-streams/) stored by
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -41,12 +44,16 @@ def peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
-def curl_seconds(url: str, out: Path) -> float:
+def curl_seconds(url: str, out: Path) -> tuple[float, float]:
+    """Seconds of `curl -o`, and of `curl -o` plus an fsync of its file (what the blob store waits for)."""
     started = time.perf_counter()
     subprocess.run(["curl", "-sS", "-o", str(out), url], check=True)
     elapsed = time.perf_counter() - started
+    with out.open("rb") as written:
+        os.fsync(written.fileno())
+    durable = time.perf_counter() - started
     out.unlink()
-    return elapsed
+    return elapsed, durable
 
 
 def run_once(pg: dict, platform: FakePlatform, size: int, store: str, s3: dict | None) -> dict:
@@ -87,6 +94,8 @@ def folder_bytes(folder: Path) -> int:
 
 def ytdlp_run(url: str, scratch: Path) -> tuple[float, float]:
     """Seconds and peak RSS (MiB, the process and the children it waited for) of yt-dlp saving `url`."""
+    if shutil.which("ffmpeg") is None:
+        raise SystemExit("yt-dlp merges with the ffmpeg program: install it (Debian: apt-get install ffmpeg)")
     out = scratch / "ytdlp"
     out.mkdir(exist_ok=True)
     started = time.perf_counter()
@@ -167,7 +176,8 @@ def main() -> None:
     sizes = [int(s) for s in args.sizes.split(",")]
     stores = ["file", "s3"] if args.store == "both" else [args.store]
     print(
-        f"{'store':<5} {'size':>9} {'pipeline MB/s':>13} {'curl MB/s':>10} {'ratio':>6} {'wall s':>7} {'peak RSS MiB':>13}"
+        f"{'store':<5} {'size':>9} {'pipeline MB/s':>13} {'curl MB/s':>10} {'ratio':>6} {'curl+fsync MB/s':>15} "
+        f"{'ratio':>6} {'wall s':>7} {'peak RSS MiB':>13}"
     )
     with ExitStack() as stack, database() as pg:
         platform = stack.enter_context(FakePlatform())
@@ -185,11 +195,12 @@ def main() -> None:
             for size in sizes:
                 result = run_once(pg, platform, size, store, s3)
                 curl_url = platform.url + f"/media/{result['media_id']}.mp4?mode=ok&size={size}"
-                curl_s = curl_seconds(curl_url, scratch / "video.mp4")
-                curl_mbps = size / 1e6 / curl_s
+                curl_s, durable_s = curl_seconds(curl_url, scratch / "video.mp4")
+                curl_mbps, durable_mbps = size / 1e6 / curl_s, size / 1e6 / durable_s
                 print(
                     f"{store:<5} {size / 1024**2:>6.0f}MiB {result['mbps']:>13.1f} {curl_mbps:>10.1f} "
-                    f"{result['mbps'] / curl_mbps:>6.2f} {result['wall']:>7.2f} {result['rss']:>13.1f}",
+                    f"{result['mbps'] / curl_mbps:>6.2f} {durable_mbps:>15.1f} {result['mbps'] / durable_mbps:>6.2f} "
+                    f"{result['wall']:>7.2f} {result['rss']:>13.1f}",
                     flush=True,
                 )
         if args.formats:

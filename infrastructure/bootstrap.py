@@ -59,12 +59,14 @@ def bootstrap(settings: Settings | None = None, *, env_overrides: dict[str, str]
 def build_pipeline(runtime: Runtime, worker_id: str) -> TaskPipeline:
     """The worker pipeline wired to the configured provider, fetcher, blob store and cache."""
     from application.pipeline import PipelineLimits, TaskPipeline
+    from infrastructure.allocator import fix_mmap_threshold
     from infrastructure.postgres.metadata_cache import PostgresMetadataCache
     from infrastructure.providers import media_provider_from_settings
     from infrastructure.safe_http import SafeFetcher, UrlPolicy
     from infrastructure.subtitles import parse_track
 
     s = runtime.settings
+    fix_mmap_threshold()  # segments' memory goes back to the system: RSS flat over long streams
     provider = media_provider_from_settings(
         s.provider,
         url=s.provider_url,

@@ -31,9 +31,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import h11
 import httpcore
 import httpx
 import ssrfguard
+from httpcore._backends.sync import SyncStream
 from ssrfguard.httpx import SafeBackend, SafeTransport
 
 from application.ports.errors import MediaError, PermanentMediaError, TransientMediaError
@@ -245,9 +247,9 @@ def _remaining(deadline: float | None) -> float | None:
     return None if deadline is None else deadline - time.monotonic()
 
 
-def _capped(timeout: float | None, kind: type[Exception]) -> float | None:
-    """The smaller of a socket timeout and the time left before this thread's deadline."""
-    left = _remaining(_DEADLINE.get())
+def _capped(timeout: float | None, kind: type[Exception], deadline: float | None = None) -> float | None:
+    """The smaller of a socket timeout and the time left before the deadline (by default, this thread's)."""
+    left = _remaining(_DEADLINE.get() if deadline is None else deadline)
     if left is None:
         return timeout
     if left <= 0:
@@ -286,6 +288,13 @@ class _DeadlineStream(httpcore.NetworkStream):
 
     def get_extra_info(self, info: str) -> Any:
         return self._inner.get_extra_info(info)
+
+    def body_socket(self) -> socket.socket | None:
+        """The socket (or TLS socket) this stream reads, when reading it directly reads the same bytes.
+
+        Only httpcore's own socket stream qualifies: a TLS-in-TLS stream's socket is the outer tunnel.
+        """
+        return self._inner.get_extra_info("socket") if isinstance(self._inner, SyncStream) else None
 
 
 class _DeadlineBackend(SafeBackend):
@@ -394,9 +403,9 @@ def _classified_transport_errors(url: httpx.URL) -> Iterator[None]:
     except ssrfguard.SSRFGuardError as refused:
         reason = str(getattr(refused, "reason", refused))
         raise PermanentMediaError("url_not_allowed", reason, details=details) from refused
-    except httpx.TimeoutException as timed_out:
+    except (httpx.TimeoutException, httpcore.TimeoutException) as timed_out:
         raise TransientMediaError("timeout", f"timed out: {timed_out}", details=details) from timed_out
-    except httpx.TransportError as failed:
+    except (httpx.TransportError, httpcore.NetworkError, httpcore.ProtocolError) as failed:
         raise TransientMediaError("connection_failed", f"connection failed: {failed}", details=details) from failed
 
 
@@ -411,11 +420,13 @@ class FetchedResponse:
         max_bytes: int,
         chunk_size: int,
         deadline: float,
+        read_timeout: float | None = None,
     ) -> None:
         self._response = response
         self._max_bytes = max_bytes
         self._chunk_size = chunk_size
         self._deadline = deadline
+        self._read_timeout = read_timeout
         self.status_code = response.status_code
         self.headers = response.headers
         self.final_url = str(response.url)
@@ -426,21 +437,105 @@ class FetchedResponse:
         """Yield the body as it arrives, in chunks of at most ``chunk_size`` bytes.
 
         Raises ``too_large`` once more than ``max_bytes`` have arrived (never yielding past the
-        cap) and ``timeout`` when the overall deadline passes.
+        cap) and ``timeout`` when the overall deadline passes. A plain ``Content-Length`` body is
+        read straight from the connection's socket into chunk-sized buffers (`_direct_body`);
+        any other (chunked, encoded) goes through h11.
         """
+        direct = _direct_body_source(self._response)
         with _classified_transport_errors(self._response.url):
+            if direct is not None:
+                yield from self._direct_body(*direct)
+                return
             for piece in self._response.iter_bytes():
-                self.bytes_read += len(piece)
-                if self.bytes_read > self._max_bytes:
-                    raise PermanentMediaError(
-                        "too_large",
-                        f"the body is larger than {self._max_bytes} bytes",
-                        details={"max_bytes": self._max_bytes, "bytes_read": self.bytes_read},
-                    )
-                if time.monotonic() > self._deadline:
-                    raise TransientMediaError("timeout", "the download deadline has passed")
+                self._count(len(piece))
                 for start in range(0, len(piece), self._chunk_size):
                     yield piece[start : start + self._chunk_size]
+
+    def _count(self, length: int) -> None:
+        self.bytes_read += length
+        if self.bytes_read > self._max_bytes:
+            raise PermanentMediaError(
+                "too_large",
+                f"the body is larger than {self._max_bytes} bytes",
+                details={"max_bytes": self._max_bytes, "bytes_read": self.bytes_read},
+            )
+        if time.monotonic() > self._deadline:
+            raise TransientMediaError("timeout", "the download deadline has passed")
+
+    def _direct_body(self, received: bytes, sock: socket.socket, length: int) -> Iterator[bytes]:
+        """``length`` body bytes: those h11 already received, then ``recv_into`` buffers of ``chunk_size``.
+
+        One copy per byte (kernel to buffer) instead of h11's three; the same socket, so the same
+        pinned, checked connection; each read capped by the read timeout and the deadline. A chunk
+        is handed on when full, or after `_CHUNK_PATIENCE_SECONDS` with something in it (a slow
+        server still shows progress). The connection is not reused afterwards (h11 never saw the
+        body end, so httpcore closes it).
+        """
+        received = received[:length]
+        for start in range(0, len(received), self._chunk_size):
+            piece = received[start : start + self._chunk_size]
+            self._count(len(piece))
+            yield piece
+        remaining = length - len(received)
+        while remaining > 0:
+            buffer = bytearray(min(self._chunk_size, remaining))
+            view = memoryview(buffer)
+            filled, started = 0, time.monotonic()
+            while filled < len(buffer):
+                sock.settimeout(_capped(self._read_timeout, httpcore.ReadTimeout, self._deadline))
+                try:
+                    got = sock.recv_into(view[filled:])
+                except TimeoutError as timed_out:  # as httpcore maps its own socket reads
+                    raise httpcore.ReadTimeout(str(timed_out)) from timed_out
+                except OSError as failed:
+                    raise httpcore.ReadError(str(failed)) from failed
+                if got == 0:
+                    raise httpcore.RemoteProtocolError(
+                        f"the server closed the connection {remaining - filled} bytes before the body's end"
+                    )
+                filled += got
+                if time.monotonic() - started > _CHUNK_PATIENCE_SECONDS:
+                    break
+            view.release()
+            remaining -= filled
+            self._count(filled)
+            if filled < len(buffer):
+                del buffer[filled:]
+            yield buffer  # a fresh bytearray per chunk (bytes-like, never written again)
+
+
+#: How long a direct body read waits to fill a chunk before handing on what it has.
+_CHUNK_PATIENCE_SECONDS = 0.1
+
+
+def _direct_body_source(response: httpx.Response) -> tuple[bytes, socket.socket, int] | None:
+    """(body bytes h11 already holds, the socket, Content-Length) when the body may be read directly.
+
+    Only for a plain ``Content-Length`` body (no transfer or content coding) on an HTTP/1.1
+    connection whose h11 state machine stands at the body's start; anything else returns None
+    and the body goes through h11. The connection is reached through httpcore's private fields,
+    checked at each step (httpcore and h11 are pinned in pyproject.toml).
+    """
+    headers = response.headers
+    declared = headers.get("content-length", "").strip()
+    if not declared.isdigit() or "transfer-encoding" in headers:
+        return None
+    if headers.get("content-encoding", "identity").strip().lower() != "identity":
+        return None
+    stream = response.extensions.get("network_stream")
+    connection = getattr(
+        getattr(getattr(response.stream, "_httpcore_stream", None), "_stream", None), "_connection", None
+    )
+    state = getattr(connection, "_h11_state", None)
+    if not isinstance(stream, _DeadlineStream) or not isinstance(state, h11.Connection):
+        return None
+    if getattr(connection, "_network_stream", None) is not stream or state.their_state is not h11.SEND_BODY:
+        return None
+    sock = stream.body_socket()
+    if sock is None:
+        return None
+    received, _closed = state.trailing_data
+    return received, sock, int(declared)
 
 
 class SafeFetcher:
@@ -463,6 +558,7 @@ class SafeFetcher:
         """``ssl_context`` replaces the default verifying context (a private CA, in tests)."""
         self.policy = policy
         self.deadline_seconds = deadline_seconds
+        self.read_timeout = read_timeout
         self.max_redirects = max_redirects
         self._pins = _PinTable()
         self.transport = _PinnedTransport(policy=policy.guard, resolver=self._pins.lookup, ssl_context=ssl_context)
@@ -514,6 +610,7 @@ class SafeFetcher:
                     max_bytes=max_bytes,
                     chunk_size=chunk_size,
                     deadline=deadline,
+                    read_timeout=self.read_timeout,
                 )
             finally:
                 response.close()

@@ -1,10 +1,12 @@
-"""Stages of a body's way into storage (hash, write) run on their own threads, chunk by chunk.
+"""Stages of a body's way into storage run on their own threads, chunk by chunk, beside the download.
 
 A large download spends its CPU time in three places that each release the GIL: the socket read,
-sha256 and the file write. Run one after the other on one thread they add up (a 1 GiB body: about
-0.4 s per 256 MiB each on the bench machine); on their own threads they overlap, so the slowest
-alone sets the pace (docs/performance.md). Queues between the stages hold at most `depth` chunks
-each, so memory stays bounded by a few chunks whatever the body's size.
+sha256 and the file write. Run one after the other on one thread they add up; the download on the
+caller's thread and the rest on another overlap, so the slower side alone sets the pace. The
+filesystem store uses one stage (hash, then write): on the 2 bench cores, shared with the source
+server, a thread per stage measured no faster and costs a hand-off more (docs/performance.md).
+Queues between the stages hold at most `depth` chunks each, so memory stays bounded by a few chunks
+whatever the body's size.
 """
 
 from __future__ import annotations

@@ -20,7 +20,14 @@ from application.format_choice import FormatChoice
 from application.ports.errors import PermanentMediaError, TransientMediaError
 from application.ports.media_fetcher import MediaFetcher
 from application.ports.media_provider import MediaFormat
-from infrastructure.media_formats.manifests import Segment, SegmentPlan, dash_variants, hls_plan, hls_variants
+from infrastructure.media_formats.manifests import (
+    Segment,
+    SegmentPlan,
+    WantedRepresentation,
+    dash_plan,
+    hls_plan,
+    hls_variants,
+)
 
 
 @dataclass(frozen=True)
@@ -117,15 +124,7 @@ class StreamingMediaAssembler:
                 text = self._manifest(MediaFormat(fmt.format_id, "hls", variant.url, headers=fmt.headers))
                 return hls_plan(text, variant.url)
             return hls_plan(text, fmt.url)
-        variants = dash_variants(text, fmt.url)
-        for variant in variants:
-            if variant.stream_id == fmt.stream_id:
-                return variant.plan
-        raise PermanentMediaError(
-            "no_suitable_format",
-            f"The DASH manifest has no representation {fmt.stream_id!r}.",
-            details={"best_available_height": max((v.height or 0 for v in variants), default=None)},
-        )
+        return dash_plan(text, fmt.url, _wanted_representation(fmt))
 
     def _manifest(self, fmt: MediaFormat) -> str:
         try:
@@ -191,6 +190,19 @@ class StreamingMediaAssembler:
                 raise PermanentMediaError("unsupported_content", "An HLS AES-128 key is not 16 bytes long.")
             keys[url] = key
         return keys[url]
+
+
+def _wanted_representation(fmt: MediaFormat) -> WantedRepresentation:
+    """What a DASH format says of its representation: the id, and the traits to find it by when ids differ."""
+    return WantedRepresentation(
+        stream_id=fmt.stream_id,
+        kind="video" if fmt.has_video else "audio",
+        height=fmt.height,
+        width=fmt.width,
+        bitrate=fmt.bitrate,
+        codec=fmt.vcodec if fmt.has_video else fmt.acodec,
+        language=fmt.language,
+    )
 
 
 def _decrypt(data: bytes, key: bytes, iv: bytes) -> bytes:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import re
 import urllib.parse
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import defusedxml.ElementTree as SafeElementTree
@@ -49,7 +50,10 @@ class SegmentPlan:
 
 @dataclass(frozen=True)
 class Variant:
-    """A stream a manifest offers (an HLS variant or a DASH representation)."""
+    """A stream a manifest offers (an HLS variant or a DASH representation).
+
+    `kind` (``video``/``audio``), `language`, `period` and `adaptation` (indexes in the MPD) are DASH's.
+    """
 
     stream_id: str
     url: str
@@ -59,6 +63,10 @@ class Variant:
     height: int | None = None
     bitrate: float | None = None
     plan: SegmentPlan | None = field(default=None, compare=False)
+    kind: str | None = None
+    language: str | None = None
+    period: int = 0
+    adaptation: int = 0
 
 
 def _refuse_live() -> PermanentMediaError:
@@ -168,8 +176,8 @@ def parse_duration(value: str | None) -> float | None:
     return days * 86400 + hours * 3600 + minutes * 60 + seconds
 
 
-def dash_variants(text: str, url: str) -> list[Variant]:
-    """Every representation of a static MPD's first period, each with its segment plan."""
+def dash_periods(text: str, url: str) -> list[list[Variant]]:
+    """Every video and audio representation of a static MPD, period by period, each with its segment plan."""
     try:
         root = SafeElementTree.fromstring(text)
     except Exception as error:  # defusedxml's refusals and ParseError alike
@@ -178,25 +186,181 @@ def dash_variants(text: str, url: str) -> list[Variant]:
         ) from error
     if root.get("type", "static") == "dynamic":
         raise _refuse_live()
-    total = parse_duration(root.get("mediaPresentationDuration"))
-    period = root.find(f"{_NS}Period")
-    if period is None:
+    periods = root.findall(f"{_NS}Period")
+    if not periods:
         raise PermanentMediaError("unsupported_content", "The DASH manifest has no Period.")
-    total = total or parse_duration(period.get("duration"))
     base = _base_url(root, url)
-    base = _base_url(period, base)
-    variants: list[Variant] = []
-    for adaptation in period.findall(f"{_NS}AdaptationSet"):
-        protection = adaptation.find(f"{_NS}ContentProtection")
-        adaptation_base = _base_url(adaptation, base)
-        for representation in adaptation.findall(f"{_NS}Representation"):
-            if protection is not None or representation.find(f"{_NS}ContentProtection") is not None:
-                scheme = protection if protection is not None else representation.find(f"{_NS}ContentProtection")
-                raise _refuse_drm(scheme.get("schemeIdUri", "ContentProtection"))
-            variants.append(
-                _representation(adaptation, representation, _base_url(representation, adaptation_base), total)
+    durations = _period_durations(periods, parse_duration(root.get("mediaPresentationDuration")))
+    found: list[list[Variant]] = []
+    for period_index, (period, duration) in enumerate(zip(periods, durations, strict=True)):
+        period_base = _base_url(period, base)
+        variants: list[Variant] = []
+        for adaptation_index, adaptation in enumerate(period.findall(f"{_NS}AdaptationSet")):
+            protection = adaptation.find(f"{_NS}ContentProtection")
+            adaptation_base = _base_url(adaptation, period_base)
+            for representation in adaptation.findall(f"{_NS}Representation"):
+                if protection is not None or representation.find(f"{_NS}ContentProtection") is not None:
+                    scheme = protection if protection is not None else representation.find(f"{_NS}ContentProtection")
+                    raise _refuse_drm(scheme.get("schemeIdUri", "ContentProtection"))
+                variant = _representation(
+                    (representation, adaptation, period),
+                    _base_url(representation, adaptation_base),
+                    duration,
+                    place=(period_index, adaptation_index),
+                )
+                if variant.kind is not None:
+                    variants.append(variant)
+        found.append(variants)
+    return found
+
+
+def dash_variants(text: str, url: str) -> list[Variant]:
+    """The video and audio representations of a static MPD's first period, each with its segment plan."""
+    return dash_periods(text, url)[0]
+
+
+def _period_durations(periods: list[object], total: float | None) -> list[float | None]:
+    """Each period's length: its ``duration``, else up to the next period's ``start`` (or the MPD's end)."""
+    starts = [parse_duration(period.get("start")) for period in periods]  # type: ignore[attr-defined]
+    durations: list[float | None] = []
+    for index, period in enumerate(periods):
+        own = parse_duration(period.get("duration"))  # type: ignore[attr-defined]
+        following = starts[index + 1] if index + 1 < len(periods) else total
+        start = starts[index] if starts[index] is not None else (0.0 if index == 0 else None)
+        if own is None and following is not None and start is not None:
+            own = following - start
+        durations.append(own if own is not None else (total if len(periods) == 1 else None))
+    return durations
+
+
+@dataclass(frozen=True)
+class WantedRepresentation:
+    """What is known of the representation a format names: its id as the provider spelled it, and its traits."""
+
+    stream_id: str | None
+    kind: str
+    height: int | None = None
+    width: int | None = None
+    bitrate: float | None = None
+    codec: str | None = None
+    language: str | None = None
+
+    @classmethod
+    def of(cls, variant: Variant) -> WantedRepresentation:
+        return cls(
+            variant.stream_id,
+            variant.kind or "video",
+            variant.height,
+            variant.width,
+            variant.bitrate,
+            variant.vcodec or variant.acodec,
+            variant.language,
+        )
+
+
+#: yt-dlp replaces these characters of a representation id with ``_`` in its format ids.
+_YTDLP_ID_CHARACTERS = re.compile(r"[\s,/+\[\]()]")
+#: yt-dlp appends ``-0``, ``-1``... to format ids that repeat (the same id in two adaptation sets).
+_YTDLP_REPEAT_SUFFIX = re.compile(r"^(.+)-\d+$")
+
+
+def find_representation(variants: list[Variant], wanted: WantedRepresentation) -> Variant | None:
+    """The representation `wanted` names among one period's `variants`, or None.
+
+    Only representations of the wanted kind (video or audio) are candidates. Those whose id is the
+    wanted id (as given, as yt-dlp spells it, or less yt-dlp's repeat suffix) win, ties broken by
+    bandwidth, height, codec and language; without an id match, those traits alone must agree (the
+    bandwidth, or the height and codec family, or for audio the codec and language).
+    """
+    candidates = [variant for variant in variants if variant.kind == wanted.kind]
+    for matches in _id_matches(candidates, wanted.stream_id):
+        if matches:
+            return max(matches, key=lambda variant: _likeness(variant, wanted))
+    if not candidates:
+        return None
+    best = max(candidates, key=lambda variant: _likeness(variant, wanted))
+    return best if _likeness(best, wanted) >= _ENOUGH_LIKENESS else None
+
+
+def _id_matches(candidates: list[Variant], stream_id: str | None) -> Iterator[list[Variant]]:
+    if not stream_id:
+        return
+    yield [variant for variant in candidates if variant.stream_id == stream_id]
+    yield [variant for variant in candidates if _YTDLP_ID_CHARACTERS.sub("_", variant.stream_id) == stream_id]
+    repeated = _YTDLP_REPEAT_SUFFIX.match(stream_id)
+    if repeated:
+        base = repeated.group(1)
+        yield [variant for variant in candidates if _YTDLP_ID_CHARACTERS.sub("_", variant.stream_id) == base]
+
+
+#: A traits-only match needs the bandwidth (4), or the height and codec family (2 + 1), or codec and language.
+_ENOUGH_LIKENESS = 3
+
+
+def _likeness(variant: Variant, wanted: WantedRepresentation) -> int:
+    """How well a representation's traits agree with the wanted ones (a disagreement counts against)."""
+    score = 0
+    if wanted.bitrate and variant.bitrate:
+        score += 4 if abs(variant.bitrate - wanted.bitrate) <= 0.01 * max(variant.bitrate, wanted.bitrate) else -1
+    if wanted.height and variant.height:
+        score += 2 if wanted.height == variant.height else -4
+    if wanted.width and variant.width:
+        score += 1 if wanted.width == variant.width else -2
+    codec = variant.vcodec or variant.acodec
+    if wanted.codec and wanted.codec != "unknown" and codec and codec != "unknown":
+        if codec.lower() == wanted.codec.lower():
+            score += 2
+        elif _codec_family(codec) == _codec_family(wanted.codec):
+            score += 1
+        else:
+            score -= 4
+    if wanted.language and variant.language:
+        score += 1 if _language(variant.language) == _language(wanted.language) else -2
+    return score
+
+
+def _codec_family(codec: str) -> str:
+    return codec.lower().split(".")[0].replace("avc3", "avc1").replace("hev1", "hvc1")
+
+
+def _language(tag: str) -> str:
+    return tag.lower().replace("_", "-").split("-")[0]
+
+
+def dash_plan(text: str, url: str, wanted: WantedRepresentation) -> SegmentPlan:
+    """The wanted representation's segments through every period of the manifest.
+
+    The first period's representation is found with `find_representation`; in each later period the
+    one with that representation's id (else its traits) continues it, as yt-dlp joins periods. A
+    period without it is refused rather than silently cut from the stored video.
+    """
+    periods = dash_periods(text, url)
+    first = find_representation(periods[0], wanted)
+    if first is None or first.plan is None:
+        offered = [v for period in periods for v in period]
+        raise PermanentMediaError(
+            "no_suitable_format",
+            f"The DASH manifest has no {wanted.kind} representation {wanted.stream_id!r}.",
+            details={"best_available_height": max((v.height or 0 for v in offered), default=None)},
+        )
+    if len(periods) == 1:
+        return first.plan
+    segments = list(first.plan.segments)
+    duration = first.plan.duration
+    for later in periods[1:]:
+        match = find_representation(later, WantedRepresentation.of(first))
+        if match is None or match.plan is None:
+            raise PermanentMediaError(
+                "unsupported_content",
+                f"A later period of the DASH manifest lacks representation {first.stream_id!r}.",
             )
-    return variants
+        if match.plan.init is not None and match.plan.init != first.plan.init:
+            segments.append(match.plan.init)
+        segments.extend(match.plan.segments)
+        duration = duration + match.plan.duration if duration is not None and match.plan.duration else None
+        if len(segments) > MAX_SEGMENTS:
+            raise PermanentMediaError("manifest_too_large", "The manifest lists too many segments.")
+    return SegmentPlan(tuple(segments), first.plan.init, duration, first.plan.format_hint)
 
 
 def _base_url(element: object, inherited: str) -> str:
@@ -204,15 +368,21 @@ def _base_url(element: object, inherited: str) -> str:
     return urllib.parse.urljoin(inherited, found.text.strip()) if found is not None and found.text else inherited
 
 
-def _representation(adaptation: object, representation: object, base: str, total: float | None) -> Variant:
+def _representation(
+    elements: tuple[object, object, object], base: str, total: float | None, *, place: tuple[int, int]
+) -> Variant:
+    representation, adaptation, period = elements
     attr = lambda name: representation.get(name) or adaptation.get(name)  # type: ignore[attr-defined]  # noqa: E731
     mime = attr("mimeType") or ""
-    content = adaptation.get("contentType") or mime.split("/")[0]  # type: ignore[attr-defined]
+    content = attr("contentType") or mime.split("/")[0]
     codecs = attr("codecs") or "unknown"
+    if content not in ("video", "audio"):  # no usable type: the codec says, as in yt-dlp
+        family = _codec_family(codecs)
+        content = "audio" if family in _AUDIO_FAMILIES else "video" if family in _VIDEO_FAMILIES else content
     rep_id = representation.get("id") or ""  # type: ignore[attr-defined]
     bandwidth = int(attr("bandwidth") or 0)
-    template = _inherited(representation, adaptation, "SegmentTemplate")
-    segment_list = _inherited(representation, adaptation, "SegmentList")
+    template = _inherited(elements, "SegmentTemplate")
+    segment_list = _inherited(elements, "SegmentList")
     if template is not None:
         plan = _template_plan(template, rep_id, bandwidth, base, total)
     elif segment_list is not None:
@@ -221,6 +391,7 @@ def _representation(adaptation: object, representation: object, base: str, total
         plan = SegmentPlan((Segment(base),), None, total)  # SegmentBase or a bare BaseURL: one file
     height = attr("height")
     width = attr("width")
+    language = attr("lang")
     return Variant(
         stream_id=rep_id,
         url=base,
@@ -230,13 +401,24 @@ def _representation(adaptation: object, representation: object, base: str, total
         height=int(height) if height else None,
         bitrate=bandwidth / 1000 if bandwidth else None,
         plan=plan,
+        kind=content if content in ("video", "audio") else None,
+        language=language if language not in (None, "und", "mul", "zxx", "mis") else None,
+        period=place[0],
+        adaptation=place[1],
     )
 
 
-def _inherited(representation: object, adaptation: object, name: str) -> object | None:
-    """The element on the representation, else on its adaptation set (an Element with no children is falsy)."""
-    found = representation.find(f"{_NS}{name}")  # type: ignore[attr-defined]
-    return found if found is not None else adaptation.find(f"{_NS}{name}")  # type: ignore[attr-defined]
+_AUDIO_FAMILIES = frozenset({"mp4a", "opus", "vorbis", "flac", "ac-3", "ec-3", "mp3", "dtsc", "alac"})
+_VIDEO_FAMILIES = frozenset({"avc1", "hvc1", "av01", "vp09", "vp9", "vp8", "dvh1", "dvhe"})
+
+
+def _inherited(elements: tuple[object, ...], name: str) -> object | None:
+    """The element on the representation, else on its adaptation set, else on its period."""
+    for element in elements:
+        found = element.find(f"{_NS}{name}")  # type: ignore[attr-defined]
+        if found is not None:  # an Element with no children is falsy: compare with None
+            return found
+    return None
 
 
 def _fill(template: str, rep_id: str, bandwidth: int, number: int, time: int) -> str:

@@ -109,6 +109,20 @@ def test_allowed_fetch_streams_status_headers_and_body(server: LoopbackServer) -
     assert server.connections == 1
 
 
+def test_a_plain_length_body_is_read_whole_from_the_socket_and_the_connection_not_reused(
+    server: LoopbackServer,
+) -> None:
+    size = 3 * SOCKET_READ_BYTES + 12345
+    with _fetcher(LOOPBACK_ONLY) as fetcher:
+        with fetcher.stream(server.url(f"/bytes/{size}"), max_bytes=size) as got:
+            chunks = list(got.iter_bytes())
+            assert got.bytes_read == size
+        assert fetcher.get_bytes(server.url("/ok"), 100) == b"hello"
+    assert b"".join(chunks) == b"y" * size
+    assert all(0 < len(chunk) <= SOCKET_READ_BYTES for chunk in chunks)
+    assert server.connections == 2  # h11 never saw that body end: its connection was closed, not pooled
+
+
 def test_host_header_names_the_url_host_not_the_pinned_address(server: LoopbackServer) -> None:
     with _fetcher(LOOPBACK_ONLY, resolver=_names()) as fetcher:
         assert fetcher.get_bytes(f"http://media.test:{server.port}/ok", 100) == b"hello"
