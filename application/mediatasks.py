@@ -162,6 +162,34 @@ class MediaTasks(Application[UUID]):
 
         `options`: max_height, video_codec, mute, audio_format (domain/media_options.py).
         """
+        decide = self._submission(user_id, url, output_type, languages, idempotency_key, trace_context, options)
+        return self._account_batches.run(user_id, decide)
+
+    async def submit_async(
+        self,
+        user_id: str,
+        url: str,
+        output_type: str,
+        languages: list[str] | None = None,
+        idempotency_key: str | None = None,
+        trace_context: dict[str, str] | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> Submission:
+        """`submit` for a caller on an event loop: it awaits the decision and the commit, holding no thread."""
+        decide = self._submission(user_id, url, output_type, languages, idempotency_key, trace_context, options)
+        return await self._account_batches.run_async(user_id, decide)
+
+    def _submission(
+        self,
+        user_id: str,
+        url: str,
+        output_type: str,
+        languages: list[str] | None,
+        idempotency_key: str | None,
+        trace_context: dict[str, str] | None,
+        options: dict[str, Any] | None,
+    ) -> Callable[[CreditAccount, Batch], Answer[Submission]]:
+        """The submission's checks (raised now) and its decision against the account (made in a batch)."""
         platform, normalized_url = validate_submission_url(url)
         check_output_type(output_type)
         languages = check_languages(languages)
@@ -199,7 +227,7 @@ class MediaTasks(Application[UUID]):
             batch.add(task)
             return lambda last_id: Submission(task.id, task.status, price, True, last_id)
 
-        return self._account_batches.run(user_id, decide)
+        return decide
 
     def retry_task(self, user_id: str, task_id: UUID) -> Submission:
         """A user's retry of a failed task: charges the price again."""

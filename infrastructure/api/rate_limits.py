@@ -7,6 +7,10 @@ are limited separately. Every limited answer carries the IETF `RateLimit-Policy`
 headers (draft-ietf-httpapi-ratelimit-headers); over a limit the answer is 429 `rate_limited` with
 `Retry-After`, decided before the route runs, so nothing is charged or written. The active-task cap
 counts the user's tasks not yet extracted or failed in the read model (it lags the log by moments).
+Well below the cap (under half of it) that count is read at most once a second per user and each
+submission of this process adds one to it meanwhile; nearer the cap it is read for every submission,
+and a refusal always comes from a fresh read. With the memory storage and the user's limits and count
+at hand, a request is counted on the event loop (no thread); otherwise in the thread pool.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from infrastructure.postgres.user_limits import PostgresUserLimits, UserLimits, 
 
 SUBMISSIONS, READS = "submissions", "reads"
 OVERRIDES_CACHE_SECONDS = 5.0
+ACTIVE_COUNT_SECONDS = 1.0  # a user's active tasks, read well below the cap, are trusted this long
 _STATE_KEY = "rate_limit_headers"
 
 
@@ -48,7 +53,9 @@ class RequestLimits:
         self.max_active_tasks = settings.max_active_tasks
         self.overrides = overrides
         self.views = views
+        self.in_memory = settings.rate_limit_storage.startswith("memory://")
         self._cache: dict[str, tuple[UserLimits, float]] = {}
+        self._active: dict[str, tuple[int, float]] = {}  # user → (tasks active, counted until)
         self._lock = threading.Lock()
 
     def limits_of(self, user_id: str) -> UserLimits:
@@ -67,6 +74,24 @@ class RequestLimits:
     def forget(self, user_id: str) -> None:
         with self._lock:
             self._cache.pop(user_id, None)
+            self._active.pop(user_id, None)
+
+    def counts_without_io(self, kind: str, user_id: str) -> bool:
+        """Whether counting this request needs no database or Redis (then the event loop does it)."""
+        if not self.in_memory:
+            return False
+        now = time.monotonic()
+        with self._lock:
+            limits = self._cache.get(user_id)
+            active = self._active.get(user_id)
+        if limits is None or limits[1] <= now:
+            return False
+        return kind != SUBMISSIONS or (
+            active is not None and active[1] > now and self._far_below_cap(user_id, active[0])
+        )
+
+    def _far_below_cap(self, user_id: str, active: int) -> bool:
+        return 2 * (active + 1) <= (self.limits_of(user_id).max_active_tasks or self.max_active_tasks)
 
     def item(self, kind: str, user_id: str) -> RateLimitItem:
         limits = self.limits_of(user_id)
@@ -96,8 +121,15 @@ class RequestLimits:
         return headers
 
     def check_active_tasks(self, user_id: str) -> None:
+        """Refuse a submission over the user's cap; else count it as active until the next read."""
         cap = self.limits_of(user_id).max_active_tasks or self.max_active_tasks
-        active = self.active_tasks(user_id)
+        now = time.monotonic()
+        with self._lock:
+            known = self._active.get(user_id)
+        if known is not None and known[1] > now and self._far_below_cap(user_id, known[0]):
+            active, until = known
+        else:
+            active, until = self.active_tasks(user_id), now + ACTIVE_COUNT_SECONDS
         if active >= cap:
             raise ApiError(
                 429,
@@ -106,6 +138,10 @@ class RequestLimits:
                 {"active": active, "limit": cap},
                 headers={"Retry-After": "5"},
             )
+        with self._lock:
+            if len(self._active) > 10_000:
+                self._active.clear()
+            self._active[user_id] = (active + 1, until)
 
     def active_tasks(self, user_id: str) -> int:
         return active_task_count(self.views.current() if hasattr(self.views, "current") else self.views, user_id)
@@ -129,7 +165,12 @@ async def rate_limited(request: Request, app: AppDep, credentials: Credentials) 
         return
     user_id = await current_user(request, app, credentials)  # the failed-authentication cap applies first
     key_id = hash_api_key(credentials.credentials)[:32]
-    await run_in_threadpool(_count, request, _kind(request), key_id, user_id)
+    kind = _kind(request)
+    limits: RequestLimits = request.app.state.request_limits
+    if limits.counts_without_io(kind, user_id):
+        _count(request, kind, key_id, user_id)
+    else:
+        await run_in_threadpool(_count, request, kind, key_id, user_id)
 
 
 def _count(request: Request, kind: str, key_id: str, user_id: str) -> None:
