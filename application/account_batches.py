@@ -8,10 +8,11 @@ domain error its command raised (an error writes nothing: a command checks befor
 the tasks of a refused command are not saved). Across processes optimistic concurrency stays the
 arbiter: a conflicting save decides the whole batch again on fresh reads.
 
-Callers on an event loop (`run_async`, the HTTP submissions) hold no thread while they wait: one
+Callers on an event loop (`run_async`, the HTTP submissions) hold no thread while they wait: a
 decider thread takes every account with commands waiting, decides each account's batch and saves
 them all in one transaction (the group-commit writer may add other callers' inserts to it), then
-wakes each caller on its loop. A batch's first decision starts from the account as this process last
+wakes each caller on its loop. While it waits for that commit, another decider (up to DECIDERS)
+takes the accounts that have commands waiting by then. A batch's first decision starts from the account as this process last
 saved it (no read); a rival's write makes the save conflict, and the batch is decided again on fresh
 reads. A refusal (not enough credits) is never answered from memory: that batch is decided again on a
 fresh read first.
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
 
 STRIPES = 256
 REMEMBERED_ACCOUNTS = 10_000
+DECIDERS = 3  # while one waits for its commit, another decides the next accounts (their saves share commits)
 DECIDER_IDLE_SECONDS = 10.0  # an idle decider thread ends; the next async caller starts another
 
 
@@ -114,8 +116,7 @@ class AccountBatches:
         # The async callers' batches: decided by one thread, every waiting account at once.
         self._waiting: set[int] = set()
         self._wakeup = threading.Condition()
-        self._decider: threading.Thread | None = None
-        self._decider_pid = 0
+        self._deciders = self._idle_deciders = self._decider_pid = 0
 
     def run(self, user_id: str, decide: Decide[R]) -> R:
         """Decide `decide` with every command waiting on this account; its answer, or its error raised."""
@@ -151,10 +152,11 @@ class AccountBatches:
             stripe.pending.append(slot)
         with self._wakeup:
             self._waiting.add(index)
-            if self._decider is None or self._decider_pid != os.getpid():
-                self._decider_pid = os.getpid()
-                self._decider = threading.Thread(target=self._decide_waiting, name="account-batches", daemon=True)
-                self._decider.start()
+            if self._decider_pid != os.getpid():  # a forked child has none of its parent's threads
+                self._decider_pid, self._deciders, self._idle_deciders = os.getpid(), 0, 0
+            if self._idle_deciders == 0 and self._deciders < DECIDERS:
+                self._deciders += 1
+                threading.Thread(target=self._decide_waiting, name="account-batches", daemon=True).start()
             self._wakeup.notify()
         await answered
         if slot.error is not None:
@@ -162,13 +164,15 @@ class AccountBatches:
         return cast(R, slot.result)
 
     def _decide_waiting(self) -> None:
-        """The decider thread: until idle for DECIDER_IDLE_SECONDS, the accounts with async callers waiting."""
+        """A decider thread: until idle for DECIDER_IDLE_SECONDS, the accounts with async callers waiting."""
         while True:
             with self._wakeup:
                 if not self._waiting:
+                    self._idle_deciders += 1
                     self._wakeup.wait(DECIDER_IDLE_SECONDS)
+                    self._idle_deciders -= 1
                 if not self._waiting:
-                    self._decider = None
+                    self._deciders -= 1
                     return
                 indexes = sorted(self._waiting)  # locks taken in one order: no deadlock with another taker
                 self._waiting.clear()

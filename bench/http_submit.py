@@ -104,7 +104,7 @@ def projections_process(pg: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]
 
 @contextmanager
 def profiled(pid: int, path: Path | None, seconds: int) -> Iterator[None]:
-    """py-spy records the process's CPU (its threads' stacks, idle ones left out) while the block runs."""
+    """py-spy records which thread holds the GIL, and its stack, while the block runs (the process's one core)."""
     if path is None:
         yield
         return
@@ -130,9 +130,9 @@ def profiled(pid: int, path: Path | None, seconds: int) -> Iterator[None]:
 
 
 def postmaster_pid(pg: dict[str, str]) -> int:
-    with psycopg.connect(database_url(pg)) as conn:
+    with psycopg.connect(database_url(pg)) as conn:  # read while the backend lives (it ends with the connection)
         backend = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
-    return int(Path(f"/proc/{backend}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        return int(Path(f"/proc/{backend}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
 def users(url: str, n: int, credits: int = 1_000_000_000) -> list[str]:

@@ -1,5 +1,5 @@
-"""Where a process's CPU went: py-spy's collapsed stacks (`--format raw --threads`), summed per thread
-and per package.
+"""Where a process's GIL time went: py-spy's collapsed stacks (`--format raw --threads --gil
+--full-filenames`: only the thread holding the GIL is sampled), summed per thread and per package.
 
 Run: .venv/bin/python bench/profile_summary.py PROFILE [--top 25]
 (PROFILE from `bench/http_submit.py --profile PROFILE`.) Each sample counts once, for the innermost
@@ -66,7 +66,7 @@ def main() -> None:
     args = parser.parse_args()
     threads, packages, project, total = summarise(args.profile.read_text().splitlines())
     for title, counter in (("thread", threads), ("package", packages), ("module of this project", project)):
-        print(f"\n| {title} | share of CPU samples |\n|---|---:|")
+        print(f"\n| {title} | share of GIL samples |\n|---|---:|")
         for name, n in counter.most_common(args.top):
             print(f"| {name} | {100 * n / max(1, total):.1f} % |")
     print(f"\n{total} samples")
