@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, cast
-from uuid import UUID, uuid4
+from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError, Recording
@@ -195,7 +195,8 @@ class MediaTasks(Application[UUID]):
         languages = check_languages(languages)
         options = check_media_options(options)
         may_exist = idempotency_key is not None  # a fresh random key cannot name an existing task
-        idempotency_key = idempotency_key or uuid4().hex
+        # A key of 128 random bits names no earlier task; not from os.urandom (a system call per request).
+        idempotency_key = idempotency_key or f"{random.getrandbits(128):032x}"
         task_id = MediaTask.id_for(user_id, idempotency_key)
 
         def decide(account: CreditAccount, batch: Batch) -> Answer[Submission]:

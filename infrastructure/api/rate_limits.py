@@ -26,7 +26,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from limits import RateLimitItem, parse
-from limits.storage import storage_from_string
+from limits.storage import MemoryStorage, Storage, storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -39,11 +39,32 @@ logger = logging.getLogger(__name__)
 
 SUBMISSIONS, READS = "submissions", "reads"
 OVERRIDES_CACHE_SECONDS = 5.0
+SWEEP_SECONDS = 1.0
 ACTIVE_COUNT_SECONDS = 1.0  # a user's active tasks, read well below the cap, are trusted this long
 _STATE_KEY = "rate_limit_headers"
 
 
 _parsed = functools.lru_cache(maxsize=1024)(parse)  # the same few rates, parsed once each
+
+
+class SweptMemoryStorage(MemoryStorage):
+    """`limits`' memory storage, its expired entries swept at most once a second.
+
+    Its own sweep is a `threading.Timer` of 10 ms started again by the first hit after the last one
+    ended: a new thread for nearly every request under load (and a walk over every key each time).
+    A moving window decides from each entry's own time, so sweeping later only frees memory later.
+    """
+
+    def _MemoryStorage__schedule_expiry(self) -> None:  # noqa: N802 - overrides the base class's private method
+        if not self.timer.is_alive():
+            self.timer = threading.Timer(SWEEP_SECONDS, self._MemoryStorage__expire_events)  # type: ignore[attr-defined]
+            self.timer.daemon = True
+            self.timer.start()
+
+
+def counters(uri: str) -> Storage:
+    """The `limits` storage named by MEDIATASKS_RATE_LIMIT_STORAGE (memory: swept once a second)."""
+    return SweptMemoryStorage() if uri.startswith("memory://") else storage_from_string(uri)
 
 
 def check_rate(text: str) -> str:
@@ -56,7 +77,7 @@ class RequestLimits:
     """The rate limiter and the active-task cap of one process (the counters may be shared in Redis)."""
 
     def __init__(self, settings: Any, overrides: PostgresUserLimits, views: Any) -> None:
-        self.limiter = MovingWindowRateLimiter(storage_from_string(settings.rate_limit_storage))
+        self.limiter = MovingWindowRateLimiter(counters(settings.rate_limit_storage))
         self.defaults = {SUBMISSIONS: settings.rate_limit_submissions, READS: settings.rate_limit_reads}
         self.max_active_tasks = settings.max_active_tasks
         self.overrides = overrides
