@@ -1,14 +1,15 @@
 """POST /v1/tasks of mediatasks next to two naive peers, in one run, printed as one table.
 
 Run: .venv/bin/python bench/http_submit.py [--seconds 8] [--connections 32] [--history 20000]
-[--only mediatasks] [--workers 1] [--telemetry true|false]
-The peers (bench/peers/) take the same JSON body and give the same answer: FastAPI + psycopg (one
+[--only mediatasks] [--workers 1] [--telemetry true|false] [--profile FILE]
+(--profile: py-spy records the GIL holder of the 64-user row, 1 worker; read it with
+bench/profile_summary.py.) The peers (bench/peers/) take the same JSON body and give the same answer: FastAPI + psycopg (one
 transaction: insert task, insert ledger row, conditional balance update) and FastAPI + eventsourcing
 (one `save(task, account)` per request), each under the same uvicorn. mediatasks runs
 `serve --no-dispatch --no-projections` (the write path only) with a `mediatasks projections` process
-beside it (as `serve` runs them with 2 workers), with 1 and 2 uvicorn workers; its per-key rate limits
-and active-task cap are set out of reach (the peers have none), but still checked on every request. "1 user" sends every
-request with one API key (one busy account), "64 users" spreads them over 64. The history row is one
+beside it (as `serve` runs them with 2 workers), with 1 and 2 uvicorn workers; its per-key rate
+limits and active-task cap are set out of reach (the peers have none), but still checked on every
+request. "1 user" sends every request with one API key (one busy account), "64 users" spreads them over 64. The history row is one
 user whose account already has `--history` tasks, written in bulk before the run (saves of 500 tasks
 with their charges, then a snapshot). CPU per request from /proc: the server's processes (the projections process
 included), and the PostgreSQL server's (an embedded server of its own, so other load on the machine is not counted).
