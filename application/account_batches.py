@@ -7,14 +7,28 @@ made or changed in one `save` (one transaction). Each caller gets its own answer
 domain error its command raised (an error writes nothing: a command checks before it records, and
 the tasks of a refused command are not saved). Across processes optimistic concurrency stays the
 arbiter: a conflicting save decides the whole batch again on fresh reads.
+
+Callers on an event loop (`run_async`, the HTTP submissions) hold no thread while they wait: a
+decider thread takes every account with commands waiting, decides each account's batch and saves
+them all in one transaction (the group-commit writer may add other callers' inserts to it), then
+wakes each caller on its loop. While it waits for that commit, another decider (up to DECIDERS)
+takes the accounts that have commands waiting by then. A batch's first decision starts from the account as this process last
+saved it (no read); a rival's write makes the save conflict, and the batch is decided again on fresh
+reads. A refusal (not enough credits) is never answered from memory: that batch is decided again on a
+fresh read first.
 """
 
 from __future__ import annotations
 
+import asyncio
+import copy
+import os
 import threading
 import zlib
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from contextlib import ExitStack
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 from uuid import UUID
 
 from eventsourcing.persistence import IntegrityError, InterfaceError, OperationalError
@@ -27,6 +41,9 @@ if TYPE_CHECKING:
     from application.mediatasks import MediaTasks
 
 STRIPES = 256
+REMEMBERED_ACCOUNTS = 10_000
+DECIDERS = 3  # while one waits for its commit, another decides the next accounts (their saves share commits)
+DECIDER_IDLE_SECONDS = 10.0  # an idle decider thread ends; the next async caller starts another
 
 
 class Batch:
@@ -51,14 +68,20 @@ Decide = Callable[[CreditAccount, Batch], Answer[R]]
 
 
 class _Slot:
-    __slots__ = ("decide", "done", "error", "result", "user_id")
+    __slots__ = ("decide", "done", "error", "on_done", "result", "user_id")
 
-    def __init__(self, user_id: str, decide: Decide[Any]) -> None:
+    def __init__(self, user_id: str, decide: Decide[Any], on_done: Callable[[], None] | None = None) -> None:
         self.user_id = user_id
         self.decide = decide
         self.done = False
         self.result: Any = None
         self.error: BaseException | None = None
+        self.on_done = on_done  # an async caller's wake-up, called by the thread that answered it
+
+    def finish(self, result: Any = None, error: BaseException | None = None) -> None:
+        self.result, self.error, self.done = result, error, True
+        if self.on_done is not None:
+            self.on_done()
 
 
 class _Stripe:
@@ -70,72 +93,226 @@ class _Stripe:
         self.pending: list[_Slot] = []
 
 
+class _Decided:
+    """One account's batch, decided and not yet saved."""
+
+    __slots__ = ("account", "answers", "batch", "slots")
+
+    def __init__(self, slots: list[_Slot], account: CreditAccount, batch: Batch) -> None:
+        self.slots, self.account, self.batch = slots, account, batch
+        self.answers: list[tuple[_Slot, Answer[Any] | None, DomainError | None]] = []
+
+
 class AccountBatches:
     def __init__(self, app: MediaTasks, retries: Callable[[], Iterator[int]]) -> None:
         self._app = app
         self._retries = retries
         self._stripes = [_Stripe() for _ in range(STRIPES)]
+        # Accounts as this process last saved them (read under their stripe's lock): a batch's first
+        # decision starts from here, with no read; a rival's write makes its save conflict, and the
+        # batch is decided again on a fresh read.
+        self._accounts: OrderedDict[str, CreditAccount] = OrderedDict()
+        self._accounts_lock = threading.Lock()
+        # The async callers' batches: decided by one thread, every waiting account at once.
+        self._waiting: set[int] = set()
+        self._wakeup = threading.Condition()
+        self._deciders = self._idle_deciders = self._decider_pid = 0
 
     def run(self, user_id: str, decide: Decide[R]) -> R:
         """Decide `decide` with every command waiting on this account; its answer, or its error raised."""
-        stripe = self._stripes[zlib.crc32(user_id.encode()) % STRIPES]
+        stripe = self._stripes[_stripe_of(user_id)]
         slot = _Slot(user_id, decide)
         with stripe.queue_lock:
             stripe.pending.append(slot)
         with stripe.lock:
             if not slot.done:
-                with stripe.queue_lock:
-                    slots, stripe.pending = stripe.pending, []
-                by_user: dict[str, list[_Slot]] = {}
-                for s in slots:
-                    by_user.setdefault(s.user_id, []).append(s)
-                for user_slots in by_user.values():
+                for user_slots in _by_user(_take(stripe)).values():
                     self._decide_and_save(user_slots)
         if slot.error is not None:
             raise slot.error
         return cast(R, slot.result)  # the result of this slot's own `decide`
 
-    def _decide_and_save(self, slots: list[_Slot]) -> None:
+    async def run_async(self, user_id: str, decide: Decide[R]) -> R:
+        """`run` for a caller on an event loop: no thread waits for it. Its command is queued, and the
+        decider thread decides every account with commands waiting at that moment and saves them all in
+        one transaction, then wakes each caller on its loop."""
+        loop = asyncio.get_running_loop()
+        answered = loop.create_future()
+
+        def wake() -> None:
+            try:
+                loop.call_soon_threadsafe(_settle, answered)
+            except RuntimeError:  # the loop has closed: nobody waits any more
+                pass
+
+        index = _stripe_of(user_id)
+        slot = _Slot(user_id, decide, wake)
+        stripe = self._stripes[index]
+        with stripe.queue_lock:
+            stripe.pending.append(slot)
+        with self._wakeup:
+            self._waiting.add(index)
+            if self._decider_pid != os.getpid():  # a forked child has none of its parent's threads
+                self._decider_pid, self._deciders, self._idle_deciders = os.getpid(), 0, 0
+            if self._idle_deciders == 0 and self._deciders < DECIDERS:
+                self._deciders += 1
+                threading.Thread(target=self._decide_waiting, name="account-batches", daemon=True).start()
+            self._wakeup.notify()
+        await answered
+        if slot.error is not None:
+            raise slot.error
+        return cast(R, slot.result)
+
+    def _decide_waiting(self) -> None:
+        """A decider thread: until idle for DECIDER_IDLE_SECONDS, the accounts with async callers waiting."""
+        while True:
+            with self._wakeup:
+                if not self._waiting:
+                    self._idle_deciders += 1
+                    self._wakeup.wait(DECIDER_IDLE_SECONDS)
+                    self._idle_deciders -= 1
+                if not self._waiting:
+                    self._deciders -= 1
+                    return
+                indexes = sorted(self._waiting)  # locks taken in one order: no deadlock with another taker
+                self._waiting.clear()
+            with ExitStack() as held:
+                slots: list[_Slot] = []
+                for index in indexes:
+                    stripe = self._stripes[index]
+                    held.enter_context(stripe.lock)
+                    slots += _take(stripe)
+                if slots:
+                    self._decide_and_save_together(list(_by_user(slots).values()))
+
+    def _decide_and_save_together(self, groups: list[list[_Slot]]) -> None:
+        """Each account's batch decided on its own, all saved in one transaction; after a conflict, each
+        batch again on its own (on fresh reads)."""
+        decided: list[_Decided] = []
+        for slots in groups:
+            try:
+                decided.append(self._decide(slots, rerun=False))
+            except BaseException as e:  # noqa: BLE001 - every caller of the batch gets it
+                _fail(slots, e)
+        try:
+            saved = self._save([d for d in decided if d.account.pending_events])
+        except BaseException as e:  # noqa: BLE001 - every caller of the batch gets it
+            for d in decided:
+                _fail(d.slots, e)
+            return
+        if saved is False:
+            for d in decided:
+                self._decide_and_save(d.slots, first_rerun=True)
+            return
+        for d in decided:
+            self._answer(d, saved)
+
+    def _decide_and_save(self, slots: list[_Slot], first_rerun: bool = False) -> None:
         try:
             for n in self._retries():
-                if self._try(slots, rerun=n > 0):
+                decided = self._decide(slots, rerun=first_rerun or n > 0)
+                saved = self._save([decided] if decided.account.pending_events else [])
+                if saved is not False:
+                    self._answer(decided, saved)
                     return
             raise ConcurrentUpdates("Too many concurrent updates; try again.")
         except BaseException as e:  # noqa: BLE001 - every caller of the batch gets it
-            for s in slots:
-                if not s.done:
-                    s.error, s.done = e, True
+            _fail(slots, e)
 
-    def _try(self, slots: list[_Slot], rerun: bool) -> bool:
-        """One decision of the batch and its save; False when a rival's save won (decide again)."""
-        account = self._app.get_account(slots[0].user_id)
-        batch = Batch(self._app, rerun)
-        answers: list[tuple[_Slot, Answer[Any] | None, DomainError | None]] = []
+    def _decide(self, slots: list[_Slot], rerun: bool, fresh: bool = False) -> _Decided:
+        """One decision of the batch (each command's answer or refusal), not saved yet.
+
+        From the remembered account unless `rerun` or `fresh`: a save checks what was accepted, but
+        nothing checks a refusal, so one made from memory is made again on a fresh read."""
+        user_id = slots[0].user_id
+        remembered = None if rerun or fresh else self._remembered(user_id)
+        account = remembered if remembered is not None else self._app.get_account(user_id)
+        decided = _Decided(slots, account, Batch(self._app, rerun))
         for s in slots:
             try:
-                answers.append((s, s.decide(account, batch), None))
+                decided.answers.append((s, s.decide(account, decided.batch), None))
             except DomainError as e:
-                answers.append((s, None, e))
-        last_id: int | None = None
-        if account.pending_events:
-            try:
-                # The account last: its last event's position is the transaction's (read-your-writes waits on it).
-                recordings = self._app.save(*batch.tasks.values(), account)
-            except IntegrityError:
-                return False
-            except (OperationalError, InterfaceError):
-                # The connection may have been lost during COMMIT: the save may have happened. Re-read.
-                first = next(iter(batch.tasks.values()), None)
-                if first is None or self._app._task_version(first.id) != first.version:
-                    raise
-            else:
-                ids = [r.notification.id for r in recordings if r.notification.id is not None]
-                last_id = max(ids) if ids else None
-        for s, answer, error in answers:
+                decided.answers.append((s, None, e))
+        if remembered is not None and any(error is not None for _, _, error in decided.answers):
+            return self._decide(slots, rerun, fresh=True)
+        return decided
+
+    def _save(self, decided: list[_Decided]) -> int | None | Literal[False]:
+        """The batches' tasks and accounts in one transaction: its last notification id (None when it
+        is unknown or nothing was saved), or False when a rival's save won (decide again)."""
+        if not decided:
+            return None
+        tasks = [t for d in decided for t in d.batch.tasks.values()]
+        try:
+            # The accounts last: their last event's position is the transaction's (read-your-writes waits on it).
+            recordings = self._app.save(*tasks, *(d.account for d in decided))
+        except IntegrityError:
+            for d in decided:
+                self._forget(d.account.user_id)
+            return False
+        except (OperationalError, InterfaceError):
+            # The connection may have been lost during COMMIT: the save may have happened. Re-read.
+            for d in decided:
+                self._forget(d.account.user_id)
+            if not tasks or self._app._task_version(tasks[0].id) != tasks[0].version:
+                raise
+            return None
+        for d in decided:
+            self._remember(d.account)
+        ids = [r.notification.id for r in recordings if r.notification.id is not None]
+        return max(ids) if ids else None
+
+    @staticmethod
+    def _answer(decided: _Decided, last_id: int | None) -> None:
+        for s, answer, error in decided.answers:
             if error is not None:
-                s.error = error
+                s.finish(error=error)
             else:
                 assert answer is not None
-                s.result = answer(last_id)
-            s.done = True
-        return True
+                s.finish(answer(last_id))
+
+    def _remembered(self, user_id: str) -> CreditAccount | None:
+        with self._accounts_lock:
+            account = self._accounts.get(user_id)
+            if account is not None:
+                self._accounts.move_to_end(user_id)
+        return copy.deepcopy(account) if account is not None else None  # a decision may be refused: a copy
+
+    def _remember(self, account: CreditAccount) -> None:
+        with self._accounts_lock:
+            self._accounts[account.user_id] = account
+            self._accounts.move_to_end(account.user_id)
+            while len(self._accounts) > REMEMBERED_ACCOUNTS:
+                self._accounts.popitem(last=False)
+
+    def _forget(self, user_id: str) -> None:
+        with self._accounts_lock:
+            self._accounts.pop(user_id, None)
+
+
+def _stripe_of(user_id: str) -> int:
+    return zlib.crc32(user_id.encode()) % STRIPES
+
+
+def _take(stripe: _Stripe) -> list[_Slot]:
+    with stripe.queue_lock:
+        slots, stripe.pending = stripe.pending, []
+    return slots
+
+
+def _by_user(slots: list[_Slot]) -> dict[str, list[_Slot]]:
+    by_user: dict[str, list[_Slot]] = {}
+    for s in slots:
+        by_user.setdefault(s.user_id, []).append(s)
+    return by_user
+
+
+def _fail(slots: list[_Slot], error: BaseException) -> None:
+    for s in slots:
+        if not s.done:
+            s.finish(error=error)
+
+
+def _settle(answered: asyncio.Future[None]) -> None:
+    if not answered.done():  # not cancelled (the client went away)
+        answered.set_result(None)

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, cast
-from uuid import UUID, uuid4
+from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError, Recording
@@ -162,12 +162,41 @@ class MediaTasks(Application[UUID]):
 
         `options`: max_height, video_codec, mute, audio_format (domain/media_options.py).
         """
+        decide = self._submission(user_id, url, output_type, languages, idempotency_key, trace_context, options)
+        return self._account_batches.run(user_id, decide)
+
+    async def submit_async(
+        self,
+        user_id: str,
+        url: str,
+        output_type: str,
+        languages: list[str] | None = None,
+        idempotency_key: str | None = None,
+        trace_context: dict[str, str] | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> Submission:
+        """`submit` for a caller on an event loop: it awaits the decision and the commit, holding no thread."""
+        decide = self._submission(user_id, url, output_type, languages, idempotency_key, trace_context, options)
+        return await self._account_batches.run_async(user_id, decide)
+
+    def _submission(
+        self,
+        user_id: str,
+        url: str,
+        output_type: str,
+        languages: list[str] | None,
+        idempotency_key: str | None,
+        trace_context: dict[str, str] | None,
+        options: dict[str, Any] | None,
+    ) -> Callable[[CreditAccount, Batch], Answer[Submission]]:
+        """The submission's checks (raised now) and its decision against the account (made in a batch)."""
         platform, normalized_url = validate_submission_url(url)
         check_output_type(output_type)
         languages = check_languages(languages)
         options = check_media_options(options)
         may_exist = idempotency_key is not None  # a fresh random key cannot name an existing task
-        idempotency_key = idempotency_key or uuid4().hex
+        # A key of 128 random bits names no earlier task; not from os.urandom (a system call per request).
+        idempotency_key = idempotency_key or f"{random.getrandbits(128):032x}"
         task_id = MediaTask.id_for(user_id, idempotency_key)
 
         def decide(account: CreditAccount, batch: Batch) -> Answer[Submission]:
@@ -199,7 +228,7 @@ class MediaTasks(Application[UUID]):
             batch.add(task)
             return lambda last_id: Submission(task.id, task.status, price, True, last_id)
 
-        return self._account_batches.run(user_id, decide)
+        return decide
 
     def retry_task(self, user_id: str, task_id: UUID) -> Submission:
         """A user's retry of a failed task: charges the price again."""

@@ -42,15 +42,21 @@ def database() -> Iterator[dict[str, str]]:
         yield pg
 
 
-@contextmanager
-def service(pg: dict[str, str], *args: str, **settings: str) -> Iterator[ServiceProcess]:
+def service_env(pg: dict[str, str], **settings: str) -> dict[str, str]:
+    """The MEDIATASKS_* environment of a service on `pg` (its data under a fresh temporary folder)."""
     log_dir = Path(tempfile.mkdtemp(prefix="mt-bench-"))
-    env = {
+    return {
         "MEDIATASKS_DATABASE_URL": database_url(pg),
         "MEDIATASKS_ADMIN_TOKEN": ADMIN,
         "MEDIATASKS_DATA_DIR": str(log_dir / "data"),
         **{f"MEDIATASKS_{k.upper()}": v for k, v in settings.items()},
     }
+
+
+@contextmanager
+def service(pg: dict[str, str], *args: str, **settings: str) -> Iterator[ServiceProcess]:
+    env = service_env(pg, **settings)
+    log_dir = Path(env["MEDIATASKS_DATA_DIR"]).parent
     process = ServiceProcess(*args, env=env, cwd=log_dir, log_path=log_dir / "service.log")
     try:
         process.wait_ready()

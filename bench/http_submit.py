@@ -1,14 +1,18 @@
 """POST /v1/tasks of mediatasks next to two naive peers, in one run, printed as one table.
 
 Run: .venv/bin/python bench/http_submit.py [--seconds 8] [--connections 32] [--history 20000]
-The peers (bench/peers/) take the same JSON body and give the same answer: FastAPI + psycopg (one
+[--only mediatasks] [--workers 1] [--telemetry true|false] [--profile FILE]
+(--profile: py-spy records the GIL holder of the 64-user row, 1 worker; read it with
+bench/profile_summary.py.) The peers (bench/peers/) take the same JSON body and give the same answer: FastAPI + psycopg (one
 transaction: insert task, insert ledger row, conditional balance update) and FastAPI + eventsourcing
 (one `save(task, account)` per request), each under the same uvicorn. mediatasks runs
-`serve --no-dispatch` (the write path only), with 1 and 2 uvicorn workers. "1 user" sends every
-request with one API key (one busy account), "64 users" spreads them over 64. The history row is one
+`serve --no-dispatch --no-projections` (the write path only) with a `mediatasks projections` process
+beside it (as `serve` runs them with 2 workers), with 1 and 2 uvicorn workers; its per-key rate
+limits and active-task cap are set out of reach (the peers have none), but still checked on every
+request. "1 user" sends every request with one API key (one busy account), "64 users" spreads them over 64. The history row is one
 user whose account already has `--history` tasks, written in bulk before the run (saves of 500 tasks
-with their charges, then a snapshot). CPU per request from /proc: the server's processes, and the
-PostgreSQL server's (an embedded server of its own, so other load on the machine is not counted).
+with their charges, then a snapshot). CPU per request from /proc: the server's processes (the projections process
+included), and the PostgreSQL server's (an embedded server of its own, so other load on the machine is not counted).
 """
 
 from __future__ import annotations
@@ -19,15 +23,15 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 os.environ.setdefault("MEDIATASKS_TEST_POSTGRES", "embedded")  # a server of our own: its CPU is ours
 
 import httpx
 import psycopg
-from _harness import ROOT, WrkResult, cpu_seconds, database, service, wrk
+from _harness import ROOT, WrkResult, cpu_seconds, database, service, service_env, wrk
 
 from application.mediatasks import MediaTasks
 from domain.tasks import MediaTask
@@ -39,6 +43,7 @@ TIKTOK = "https://www.tiktok.com/@scout2015/video/6718335390845095173"
 BODY = {"url": TIKTOK, "output_type": "subtitles"}
 ADMIN = {"Authorization": "Bearer bench-admin-token"}
 SCHEMA = "bench_submit"
+OUT_OF_REACH = {"rate_limit_submissions": "1000000/second", "max_active_tasks": "1000000000"}
 
 
 @contextmanager
@@ -79,10 +84,56 @@ def peer(module: str, env: dict[str, str]) -> Iterator[tuple[str, subprocess.Pop
         proc.wait(30)
 
 
+@contextmanager
+def projections_process(pg: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+    """`mediatasks projections` beside a `serve --no-projections`: the read model and the refund issuer."""
+    env = service_env(pg, postgres_schema=SCHEMA)
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("MEDIATASKS_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "infrastructure.entrypoints.cli", "projections"],
+        env={**clean, **env},
+        cwd=Path(env["MEDIATASKS_DATA_DIR"]).parent,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+@contextmanager
+def profiled(pid: int, path: Path | None, seconds: int) -> Iterator[None]:
+    """py-spy records which thread holds the GIL, and its stack, while the block runs (the process's one core)."""
+    if path is None:
+        yield
+        return
+    record = [
+        str(Path(sys.executable).with_name("py-spy")),
+        "record",
+        "--pid",
+        str(pid),
+        "--rate",
+        "250",
+        "--threads",
+        "--full-filenames",
+    ]
+    proc = subprocess.Popen(
+        [*record, "--duration", str(seconds), "--format", "raw", "--output", str(path), "--nonblocking"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield
+    finally:
+        proc.wait(seconds + 30)
+
+
 def postmaster_pid(pg: dict[str, str]) -> int:
-    with psycopg.connect(database_url(pg)) as conn:
+    with psycopg.connect(database_url(pg)) as conn:  # read while the backend lives (it ends with the connection)
         backend = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
-    return int(Path(f"/proc/{backend}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        return int(Path(f"/proc/{backend}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
 def users(url: str, n: int, credits: int = 1_000_000_000) -> list[str]:
@@ -137,12 +188,15 @@ class Table:
         system: str,
         workers: int,
         who: str,
-        server_pid: int,
+        server_pids: Sequence[int],
         url: str,
         keys: list[str] | None,
         path: str = "/v1/tasks",
     ) -> WrkResult:
-        service0, pg0 = cpu_seconds(server_pid)[0], cpu_seconds(self.postgres)[0]
+        def service_cpu() -> float:
+            return sum(cpu_seconds(pid)[0] for pid in server_pids)
+
+        service0, pg0 = service_cpu(), cpu_seconds(self.postgres)[0]
         if keys is None:
             result = wrk(url + path, connections=self.connections, seconds=self.seconds)
         else:
@@ -150,7 +204,7 @@ class Table:
                 url + path, connections=self.connections, seconds=self.seconds, method="POST", body=BODY, api_keys=keys
             )
         requests = max(1.0, result.requests_per_second * self.seconds)
-        service_ms = (cpu_seconds(server_pid)[0] - service0) / requests * 1e3
+        service_ms = (service_cpu() - service0) / requests * 1e3
         pg_ms = (cpu_seconds(self.postgres)[0] - pg0) / requests * 1e3
         self.rows.append((system, workers, who, result, service_ms, pg_ms))
         print(f"  {system} ×{workers} {who}: {result.row()}", file=sys.stderr, flush=True)
@@ -179,45 +233,63 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--history", type=int, default=20_000)
+    parser.add_argument("--only", choices=["all", "mediatasks"], default="all", help="mediatasks: no peers")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="uvicorn workers of the rows")
+    parser.add_argument("--telemetry", choices=["true", "false"], default="true")
+    parser.add_argument("--profile", type=Path, help="py-spy's collapsed stacks of the 64-user row, 1 worker, here")
     args = parser.parse_args()
     with database() as pg:
         table = Table(args.seconds, args.connections, postmaster_pid(pg))
         baseline: dict[str, float] = {}
         pg_url = database_url(pg)
-        with peer("psycopg_peer", {"DATABASE_URL": pg_url}) as (url, proc):
-            for who, n in (("1 user", 1), ("64 users", 64)):
-                baseline[f"psycopg {who}"] = table.measure(
-                    "naive FastAPI + psycopg", 1, who, proc.pid, url, users(url, n)
-                ).requests_per_second
-        es_env = {
-            "PERSISTENCE_MODULE": "eventsourcing.postgres",
-            "CREATE_TABLE": "true",
-            "POSTGRES_SCHEMA": "peer_es",
-            **{k: v for k, v in pg.items()},
-            "POSTGRES_POOL_SIZE": "10",
-            "POSTGRES_MAX_OVERFLOW": "20",
-        }
-        with psycopg.connect(pg_url, autocommit=True) as conn:
-            conn.execute("CREATE SCHEMA IF NOT EXISTS peer_es")
-        with peer("eventsourcing_peer", es_env) as (url, proc):
-            for who, n in (("1 user", 1), ("64 users", 64)):
-                baseline[f"eventsourcing {who}"] = table.measure(
-                    "naive FastAPI + eventsourcing", 1, who, proc.pid, url, users(url, n)
-                ).requests_per_second
-        for workers in (1, 2):
-            extra = ("--no-dispatch", *(("--workers", str(workers)) if workers > 1 else ()))
-            with service(pg, *extra, postgres_schema=SCHEMA) as svc:
-                pid = svc.proc.pid
+        if args.only == "all":
+            measure_peers(table, baseline, pg, pg_url)
+        for workers in args.workers:
+            with ExitStack() as stack:
+                if workers == 1:  # with more, `serve` runs the projections in a process of its own
+                    extra: tuple[str, ...] = ("--no-dispatch", "--no-projections")
+                    pids = [stack.enter_context(projections_process(pg)).pid]
+                else:
+                    extra, pids = ("--no-dispatch", "--workers", str(workers)), []
+                svc = stack.enter_context(
+                    service(pg, *extra, postgres_schema=SCHEMA, telemetry=args.telemetry, **OUT_OF_REACH)
+                )
+                pids.insert(0, svc.proc.pid)
                 if workers == 1:
-                    table.measure("mediatasks GET /healthz", 1, "-", pid, svc.url, None, path="/healthz")
-                table.measure("mediatasks", workers, "1 user", pid, svc.url, users(svc.url, 1))
-                table.measure("mediatasks", workers, "64 users", pid, svc.url, users(svc.url, 64))
+                    table.measure("mediatasks GET /healthz", 1, "-", pids, svc.url, None, path="/healthz")
+                table.measure("mediatasks", workers, "1 user", pids, svc.url, users(svc.url, 1))
+                keys = users(svc.url, 64)
+                with profiled(svc.proc.pid, args.profile if workers == 1 else None, args.seconds):
+                    table.measure("mediatasks", workers, "64 users", pids, svc.url, keys)
                 if workers == 1 and args.history:
                     key = user_with_history(pg, args.history)
                     table.measure(
-                        "mediatasks", 1, f"history: 1 user with {args.history:,} earlier tasks", pid, svc.url, [key]
+                        "mediatasks", 1, f"history: 1 user with {args.history:,} earlier tasks", pids, svc.url, [key]
                     )
         table.print(baseline)
+
+
+def measure_peers(table: Table, baseline: dict[str, float], pg: dict[str, str], pg_url: str) -> None:
+    with peer("psycopg_peer", {"DATABASE_URL": pg_url}) as (url, proc):
+        for who, n in (("1 user", 1), ("64 users", 64)):
+            baseline[f"psycopg {who}"] = table.measure(
+                "naive FastAPI + psycopg", 1, who, [proc.pid], url, users(url, n)
+            ).requests_per_second
+    es_env = {
+        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "CREATE_TABLE": "true",
+        "POSTGRES_SCHEMA": "peer_es",
+        **{k: v for k, v in pg.items()},
+        "POSTGRES_POOL_SIZE": "10",
+        "POSTGRES_MAX_OVERFLOW": "20",
+    }
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA IF NOT EXISTS peer_es")
+    with peer("eventsourcing_peer", es_env) as (url, proc):
+        for who, n in (("1 user", 1), ("64 users", 64)):
+            baseline[f"eventsourcing {who}"] = table.measure(
+                "naive FastAPI + eventsourcing", 1, who, [proc.pid], url, users(url, n)
+            ).requests_per_second
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections import Counter, OrderedDict, defaultdict
 from collections.abc import Callable
 from typing import Any
@@ -26,6 +27,7 @@ from infrastructure.supervision import Supervised, Supervisor, subscription_stop
 
 logger = logging.getLogger(__name__)
 LATEST_MAX = 100_000
+IDLE_SECONDS = 30.0  # the hub stops following the log this long after its last stream closed
 
 TASK_TOPICS = tuple(
     get_topic(cls)
@@ -92,6 +94,9 @@ class TaskUpdateHub:
         self._latest: OrderedDict[UUID, int] = OrderedDict()  # newest event position seen per task (bounded)
         self._position: int | None = None
         self._supervised = Supervised()
+        self._streams_open = threading.Event()  # set by the first stream after an idle spell
+        self._last_stream_at = 0.0
+        self._idle = True  # the first stream starts it following, from the head of the log then
         self.reads = 0  # read-model reads made for streams (one per task event that has streams)
 
     def start(self, supervisor: Supervisor | None = None) -> None:
@@ -109,6 +114,8 @@ class TaskUpdateHub:
         stream = TaskStream(asyncio.get_running_loop(), after)
         with self._lock:
             self._streams[task_id].add(stream)
+            self._last_stream_at = time.monotonic()
+        self._streams_open.set()
         return stream
 
     def unregister(self, task_id: UUID, stream: TaskStream) -> None:
@@ -118,6 +125,7 @@ class TaskUpdateHub:
                 streams.discard(stream)
                 if not streams:
                     del self._streams[task_id]
+            self._last_stream_at = time.monotonic()
 
     def latest_position(self, task_id: UUID) -> int:
         """The newest event of the task this process has seen (0 if none since it started)."""
@@ -125,20 +133,42 @@ class TaskUpdateHub:
             return self._latest.get(task_id, 0)
 
     def run(self, stopping: threading.Event) -> None:
-        """Follow from the last event seen until `stopping` is set; raises on error (streams fall back
-        to their safety interval meanwhile)."""
-        subscription = self._app.recorder.subscribe(gt=self._position, topics=TASK_TOPICS)
-        with subscription_stopped_by(stopping, subscription):
-            for notification in subscription:
-                self._position = notification.id
-                with self._lock:
-                    self._latest[notification.originator_id] = notification.id
-                    self._latest.move_to_end(notification.originator_id)
-                    if len(self._latest) > LATEST_MAX:
-                        self._latest.popitem(last=False)
-                    streams = list(self._streams.get(notification.originator_id, ()))
-                if streams:
-                    self._fan_out(notification, streams)
+        """Follow from the last event seen until `stopping` is set, while streams are open (and for
+        IDLE_SECONDS after the last one closed); raises on error (streams fall back to their safety
+        interval meanwhile). Resumed after an idle spell, it follows from the head of the log then:
+        nobody was waiting for what it skipped, and a new stream reads its task's state itself."""
+        while not stopping.is_set():
+            if not self._streams_open.wait(0.5):
+                continue
+            if self._idle:
+                self._position = self._app.recorder.max_notification_id() or 0
+                self._idle = False
+            subscription = self._app.recorder.subscribe(gt=self._position, topics=TASK_TOPICS)
+            with subscription_stopped_by(stopping, subscription):
+                for notification in subscription:
+                    self._seen(notification)
+                    if self._idle_now():
+                        break
+
+    def _seen(self, notification: Any) -> None:
+        self._position = notification.id
+        with self._lock:
+            self._latest[notification.originator_id] = notification.id
+            self._latest.move_to_end(notification.originator_id)
+            if len(self._latest) > LATEST_MAX:
+                self._latest.popitem(last=False)
+            streams = list(self._streams.get(notification.originator_id, ()))
+        if streams:
+            self._fan_out(notification, streams)
+
+    def _idle_now(self) -> bool:
+        """No stream open for IDLE_SECONDS: stop following (the next stream starts it again)."""
+        with self._lock:
+            if self._streams or time.monotonic() - self._last_stream_at < IDLE_SECONDS:
+                return False
+            self._streams_open.clear()
+            self._idle = True
+            return True
 
     def _fan_out(self, notification: Any, streams: list[TaskStream]) -> None:
         """One read of the task's updates since the oldest of its streams, handed to all of them."""

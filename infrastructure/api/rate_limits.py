@@ -7,10 +7,17 @@ are limited separately. Every limited answer carries the IETF `RateLimit-Policy`
 headers (draft-ietf-httpapi-ratelimit-headers); over a limit the answer is 429 `rate_limited` with
 `Retry-After`, decided before the route runs, so nothing is charged or written. The active-task cap
 counts the user's tasks not yet extracted or failed in the read model (it lags the log by moments).
+Well below the cap (under half of it) the count is kept in memory, each submission of this process
+adding one, and read again in the background about once a second per user (no request waits for
+it); nearer the cap it is read for every submission, and a refusal always comes from a fresh read. With the memory storage and the user's limits and count
+at hand, a request is counted on the event loop (no thread); otherwise in the thread pool.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import logging
 import math
 import threading
 import time
@@ -19,7 +26,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from limits import RateLimitItem, parse
-from limits.storage import storage_from_string
+from limits.storage import MemoryStorage, Storage, storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -28,9 +35,36 @@ from infrastructure.api.deps import AppDep, Credentials, current_user
 from infrastructure.api.errors import ApiError
 from infrastructure.postgres.user_limits import PostgresUserLimits, UserLimits, active_task_count
 
+logger = logging.getLogger(__name__)
+
 SUBMISSIONS, READS = "submissions", "reads"
 OVERRIDES_CACHE_SECONDS = 5.0
+SWEEP_SECONDS = 1.0
+ACTIVE_COUNT_SECONDS = 1.0  # a user's active tasks, read well below the cap, are trusted this long
 _STATE_KEY = "rate_limit_headers"
+
+
+_parsed = functools.lru_cache(maxsize=1024)(parse)  # the same few rates, parsed once each
+
+
+class SweptMemoryStorage(MemoryStorage):
+    """`limits`' memory storage, its expired entries swept at most once a second.
+
+    Its own sweep is a `threading.Timer` of 10 ms started again by the first hit after the last one
+    ended: a new thread for nearly every request under load (and a walk over every key each time).
+    A moving window decides from each entry's own time, so sweeping later only frees memory later.
+    """
+
+    def _MemoryStorage__schedule_expiry(self) -> None:  # noqa: N802 - overrides the base class's private method
+        if not self.timer.is_alive():
+            self.timer = threading.Timer(SWEEP_SECONDS, self._MemoryStorage__expire_events)  # type: ignore[attr-defined]
+            self.timer.daemon = True
+            self.timer.start()
+
+
+def counters(uri: str) -> Storage:
+    """The `limits` storage named by MEDIATASKS_RATE_LIMIT_STORAGE (memory: swept once a second)."""
+    return SweptMemoryStorage() if uri.startswith("memory://") else storage_from_string(uri)
 
 
 def check_rate(text: str) -> str:
@@ -43,12 +77,15 @@ class RequestLimits:
     """The rate limiter and the active-task cap of one process (the counters may be shared in Redis)."""
 
     def __init__(self, settings: Any, overrides: PostgresUserLimits, views: Any) -> None:
-        self.limiter = MovingWindowRateLimiter(storage_from_string(settings.rate_limit_storage))
+        self.limiter = MovingWindowRateLimiter(counters(settings.rate_limit_storage))
         self.defaults = {SUBMISSIONS: settings.rate_limit_submissions, READS: settings.rate_limit_reads}
         self.max_active_tasks = settings.max_active_tasks
         self.overrides = overrides
         self.views = views
+        self.in_memory = settings.rate_limit_storage.startswith("memory://")
         self._cache: dict[str, tuple[UserLimits, float]] = {}
+        self._active: dict[str, tuple[int, float]] = {}  # user → (tasks active, read again after)
+        self._refreshing: set[str] = set()
         self._lock = threading.Lock()
 
     def limits_of(self, user_id: str) -> UserLimits:
@@ -67,11 +104,45 @@ class RequestLimits:
     def forget(self, user_id: str) -> None:
         with self._lock:
             self._cache.pop(user_id, None)
+            self._active.pop(user_id, None)
+
+    def counts_without_io(self, kind: str, user_id: str) -> bool:
+        """Whether counting this request needs no database or Redis (then the event loop does it)."""
+        if not self.in_memory:
+            return False
+        with self._lock:
+            limits = self._cache.get(user_id)
+            active = self._active.get(user_id)
+        if limits is None or limits[1] <= time.monotonic():
+            return False
+        return kind != SUBMISSIONS or (active is not None and self._far_below_cap(user_id, active[0]))
+
+    def active_count_due(self, user_id: str) -> bool:
+        """Whether the user's active tasks, counted from memory, are due a fresh read (claimed by the caller)."""
+        with self._lock:
+            known = self._active.get(user_id)
+            if known is None or known[1] > time.monotonic() or user_id in self._refreshing:
+                return False
+            self._refreshing.add(user_id)
+            return True
+
+    def refresh_active_count(self, user_id: str) -> None:
+        """Read the user's active tasks afresh (in the background: no request waits for it)."""
+        try:
+            active = self.active_tasks(user_id)
+        finally:
+            with self._lock:
+                self._refreshing.discard(user_id)
+        with self._lock:
+            self._active[user_id] = (active, time.monotonic() + ACTIVE_COUNT_SECONDS)
+
+    def _far_below_cap(self, user_id: str, active: int) -> bool:
+        return 2 * (active + 1) <= (self.limits_of(user_id).max_active_tasks or self.max_active_tasks)
 
     def item(self, kind: str, user_id: str) -> RateLimitItem:
         limits = self.limits_of(user_id)
         override = limits.rate_limit_submissions if kind == SUBMISSIONS else limits.rate_limit_reads
-        return parse(override or self.defaults[kind])
+        return _parsed(override or self.defaults[kind])
 
     def hit(self, kind: str, key_id: str, user_id: str) -> dict[str, str]:
         """Count one request of `key_id`; its RateLimit headers, or a 429 ApiError carrying them."""
@@ -96,8 +167,15 @@ class RequestLimits:
         return headers
 
     def check_active_tasks(self, user_id: str) -> None:
+        """Refuse a submission over the user's cap; else count it as active until the next read."""
         cap = self.limits_of(user_id).max_active_tasks or self.max_active_tasks
-        active = self.active_tasks(user_id)
+        now = time.monotonic()
+        with self._lock:
+            known = self._active.get(user_id)
+        if known is not None and self._far_below_cap(user_id, known[0]):
+            active, until = known
+        else:
+            active, until = self.active_tasks(user_id), now + ACTIVE_COUNT_SECONDS
         if active >= cap:
             raise ApiError(
                 429,
@@ -106,6 +184,10 @@ class RequestLimits:
                 {"active": active, "limit": cap},
                 headers={"Retry-After": "5"},
             )
+        with self._lock:
+            if len(self._active) > 10_000:
+                self._active.clear()
+            self._active[user_id] = (active + 1, until)
 
     def active_tasks(self, user_id: str) -> int:
         return active_task_count(self.views.current() if hasattr(self.views, "current") else self.views, user_id)
@@ -129,7 +211,15 @@ async def rate_limited(request: Request, app: AppDep, credentials: Credentials) 
         return
     user_id = await current_user(request, app, credentials)  # the failed-authentication cap applies first
     key_id = hash_api_key(credentials.credentials)[:32]
-    await run_in_threadpool(_count, request, _kind(request), key_id, user_id)
+    kind = _kind(request)
+    limits: RequestLimits = request.app.state.request_limits
+    if limits.counts_without_io(kind, user_id):
+        _count(request, kind, key_id, user_id)
+        if kind == SUBMISSIONS and limits.active_count_due(user_id):
+            refresh = asyncio.get_running_loop().run_in_executor(None, limits.refresh_active_count, user_id)
+            refresh.add_done_callback(_log_failed_refresh)
+    else:
+        await run_in_threadpool(_count, request, kind, key_id, user_id)
 
 
 def _count(request: Request, kind: str, key_id: str, user_id: str) -> None:
@@ -142,6 +232,11 @@ def _count(request: Request, kind: str, key_id: str, user_id: str) -> None:
         except ApiError as refused:
             refused.headers = {**headers, **(refused.headers or {})}
             raise
+
+
+def _log_failed_refresh(refresh: asyncio.Future[None]) -> None:
+    if not refresh.cancelled() and refresh.exception() is not None:
+        logger.warning("active tasks not counted afresh: %s", refresh.exception())
 
 
 RateLimited = Depends(rate_limited)

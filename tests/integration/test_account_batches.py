@@ -3,6 +3,7 @@ answer; across processes optimistic concurrency stays the arbiter."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -181,3 +182,73 @@ def test_a_refund_races_a_grant_and_a_submission(busy_app: MediaTasks, store_env
     # 6 - 2 (failed) + 5 (grant) - 2 (submission) - 2 (retry) + 2 (refund of the failed run)
     assert app.get_account("kim").balance == 7
     assert sum(1 for e in events if isinstance(e, CreditAccount.Charged)) == 3
+
+
+def gather(calls: list[Callable[[], Any]]) -> list[Any]:
+    """Run coroutines at once on one event loop (as the HTTP route awaits them); outcomes in order."""
+
+    async def main() -> list[Any]:
+        return await asyncio.gather(*(call() for call in calls), return_exceptions=True)
+
+    return asyncio.run(main())
+
+
+def test_64_async_submissions_on_one_account_against_n_prices(busy_app: MediaTasks) -> None:
+    app, n = busy_app, 20
+    app.create_user("lea", n)
+    keys = [f"k{i}" for i in range(56)] + ["storm"] * 8  # and a duplicate-key storm in the same batches
+    results = gather([lambda k=k: app.submit_async("lea", URL, "subtitles", idempotency_key=k) for k in keys])
+    accepted = [r for r in results if not isinstance(r, Exception) and r.created]
+    replays = [r for r in results if not isinstance(r, Exception) and not r.created]
+    refused = [r for r in results if isinstance(r, Exception)]
+    assert len(accepted) == n, (len(accepted), len(replays), refused[:3])
+    assert all(isinstance(r, InsufficientCredits) for r in refused), refused[:3]
+    storm = MediaTask.id_for("lea", "storm")
+    assert all(r.task_id == storm for r in replays)  # the storm is one task at most, its repeats replay it
+    assert len(accepted) + len(replays) + len(refused) == 64
+    assert app.get_account("lea").balance == 0
+    assert_paid_once_each(app, "lea", {r.task_id for r in accepted})
+    assert len({r.notification_id for r in accepted}) < len(accepted)  # decided and committed together
+
+
+def test_async_submissions_of_many_accounts_share_transactions_and_meet_sync_callers(busy_app: MediaTasks) -> None:
+    app = busy_app
+    for i in range(16):
+        app.create_user(f"u{i}", 3)
+
+    async def main() -> list[Any]:
+        loop = asyncio.get_running_loop()
+        on_loop = [app.submit_async(f"u{i % 16}", URL, "subtitles") for i in range(32)]
+        in_threads = [loop.run_in_executor(None, app.submit, f"u{i}", URL, "subtitles") for i in range(16)]
+        return await asyncio.gather(*on_loop, *in_threads, return_exceptions=True)
+
+    results = asyncio.run(main())
+    assert not [r for r in results if isinstance(r, Exception)], results[:3]  # 3 each: 2 awaited, 1 in a thread
+    assert len({r.notification_id for r in results[:32]}) < 16  # several accounts in one transaction
+    for i in range(16):
+        assert app.get_account(f"u{i}").balance == 0
+        mine = {r.task_id for r in results if app.get_task(r.task_id).user_id == f"u{i}"}
+        assert_paid_once_each(app, f"u{i}", mine)
+    refused = gather([lambda: app.submit_async("u0", URL, "subtitles")])[0]
+    assert isinstance(refused, InsufficientCredits)
+    assert len([e for e in account_events(app, "u0") if isinstance(e, CreditAccount.Charged)]) == 3
+
+
+def test_an_async_submission_after_another_process_wrote_the_account(
+    busy_app: MediaTasks, store_env: dict[str, str]
+) -> None:
+    app = busy_app
+    app.create_user("max", 1)
+    first = gather([lambda: app.submit_async("max", URL, "subtitles")])[0]
+    assert first.created  # this process now remembers the account at balance 0
+    other = MediaTasks(env={**store_env, **POOL})  # another process's grant: the remembered account is stale
+    try:
+        assert other.grant_credits("max", 2, "top-up")[0] == 2
+    finally:
+        other.close()
+    results = gather([lambda i=i: app.submit_async("max", URL, "subtitles", idempotency_key=f"m{i}") for i in range(3)])
+    assert sum(1 for r in results if not isinstance(r, Exception) and r.created) == 2
+    assert sum(1 for r in results if isinstance(r, InsufficientCredits)) == 1
+    assert app.get_account("max").balance == 0
+    events = account_events(app, "max")
+    assert [type(e).__name__ for e in events].count("Charged") == 3

@@ -122,7 +122,7 @@ def visible_task(app: Any, views: TaskViews, task_id: UUID, user_id: str) -> Tas
         **responses(401, 402, 409, 413, 422, 503),
     },
 )
-def submit_task(
+async def submit_task(
     body: SubmitTask,
     user_id: CurrentUser,
     app: AppDep,
@@ -132,12 +132,12 @@ def submit_task(
 ) -> JSONResponse:
     """Submit a link; the price is charged now and refunded automatically if the task fails."""
     if body.webhook_url is not None:  # the callback exists before the task's first event can
-        check_task_callback(url_policy, webhooks, user_id, body.webhook_url)
         idempotency_key = idempotency_key or uuid4().hex
-        add_task_callback(webhooks, user_id, MediaTask.id_for(user_id, idempotency_key), body.webhook_url)
+        await run_in_threadpool(register_callback, webhooks, url_policy, user_id, idempotency_key, body.webhook_url)
     trace_context: dict[str, str] = {}
     propagate.inject(trace_context)  # W3C traceparent of this request: the worker's span links back to it
-    sub = app.submit(
+    # No thread waits for the write: the account's batch is decided and committed by the decider thread.
+    sub = await app.submit_async(
         user_id,
         body.url,
         body.output_type,
@@ -146,11 +146,19 @@ def submit_task(
         trace_context=trace_context,
         options=body.media_options(),
     )
-    out = Accepted(task_id=sub.task_id, status=TaskStatus.QUEUED, credits_charged=sub.credits_charged)
+    out = {"task_id": str(sub.task_id), "status": TaskStatus.QUEUED.value, "credits_charged": sub.credits_charged}
     headers = {"Location": f"/v1/tasks/{sub.task_id}"}
     if not sub.created:
         headers["Idempotent-Replayed"] = "true"
-    return JSONResponse(out.model_dump(mode="json"), status_code=202 if sub.created else 200, headers=headers)
+    return JSONResponse(out, status_code=202 if sub.created else 200, headers=headers)
+
+
+def register_callback(
+    webhooks: WebhooksDep, url_policy: UrlPolicyDep, user_id: str, idempotency_key: str, url: str
+) -> None:
+    """The task's webhook, checked (its host resolved) and stored: blocking, so run in the thread pool."""
+    check_task_callback(url_policy, webhooks, user_id, url)
+    add_task_callback(webhooks, user_id, MediaTask.id_for(user_id, idempotency_key), url)
 
 
 @router.get("", response_model=TaskList, responses=responses(401, 422))
