@@ -50,9 +50,10 @@ def wait_for_position(views: Any, application_name: str, notification_id: int, t
 class TaskStream:
     """One open stream's mailbox: the hub drops the updates it read here and wakes the stream."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, after: int) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, after: int, follow_from: int | None = None) -> None:
         self.loop = loop
         self.after = after  # the newest position the stream has sent (read by the hub's thread)
+        self.follow_from = follow_from  # the read model's position before the stream's first read of it
         self._pending: dict[int, Any] = {}
         self._reread = False
         self._woken = asyncio.Event()
@@ -110,8 +111,10 @@ class TaskUpdateHub:
     def position(self) -> int | None:
         return self._position
 
-    def register(self, task_id: UUID, after: int = 0) -> TaskStream:
-        stream = TaskStream(asyncio.get_running_loop(), after)
+    def register(self, task_id: UUID, after: int = 0, follow_from: int | None = None) -> TaskStream:
+        """A mailbox for a stream of the task; `follow_from` is the read model's tracking position read
+        before the stream's first read of the model (an idle hub resumes from there, not the head)."""
+        stream = TaskStream(asyncio.get_running_loop(), after, follow_from)
         with self._lock:
             self._streams[task_id].add(stream)
             self._last_stream_at = time.monotonic()
@@ -135,13 +138,14 @@ class TaskUpdateHub:
     def run(self, stopping: threading.Event) -> None:
         """Follow from the last event seen until `stopping` is set, while streams are open (and for
         IDLE_SECONDS after the last one closed); raises on error (streams fall back to their safety
-        interval meanwhile). Resumed after an idle spell, it follows from the head of the log then:
-        nobody was waiting for what it skipped, and a new stream reads its task's state itself."""
+        interval meanwhile). Resumed after an idle spell, it follows from the head of the log then, or
+        from where the open streams' first reads of the read model stood if that is older (events the
+        model had not processed when a stream read it are fanned out to it)."""
         while not stopping.is_set():
             if not self._streams_open.wait(0.5):
                 continue
             if self._idle:
-                self._position = self._app.recorder.max_notification_id() or 0
+                self._position = self._resume_position()
                 self._idle = False
             subscription = self._app.recorder.subscribe(gt=self._position, topics=TASK_TOPICS)
             with subscription_stopped_by(stopping, subscription):
@@ -149,6 +153,12 @@ class TaskUpdateHub:
                     self._seen(notification)
                     if self._idle_now():
                         break
+
+    def _resume_position(self) -> int:
+        head = self._app.recorder.max_notification_id() or 0
+        with self._lock:
+            starts = [s.follow_from for ss in self._streams.values() for s in ss if s.follow_from is not None]
+        return min([head, *starts])
 
     def _seen(self, notification: Any) -> None:
         self._position = notification.id

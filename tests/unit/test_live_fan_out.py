@@ -113,3 +113,42 @@ def test_streams_per_user_are_capped_and_released() -> None:
     assert streams.acquire("bob")
     streams.release("alice")
     assert streams.acquire("alice")
+
+
+def test_an_idle_hub_resumes_from_where_a_new_stream_read_the_read_model() -> None:
+    """An event the log has but the read model had not processed when the stream first read it (the
+    projections run in another process) still reaches the stream, though the hub was idle then."""
+
+    class LogAhead(Recorder):
+        def __init__(self) -> None:
+            super().__init__()
+            self.followed_from: list[int] = []
+
+        def max_notification_id(self) -> int:
+            return 12  # the log's head when the hub resumes
+
+        def subscribe(self, gt: int, topics: Any) -> Subscription:
+            self.followed_from.append(gt)
+            return self.subscription
+
+    async def scenario() -> None:
+        app, views = App(), Views()
+        app.recorder = LogAhead()
+        hub = TaskUpdateHub(app, views)
+        hub.start()
+        try:
+            task = uuid4()
+            stream = hub.register(task, follow_from=8)  # the model stood at 8 before the stream read it
+            for _ in range(100):
+                if app.recorder.followed_from:
+                    break
+                await asyncio.sleep(0.01)
+            assert app.recorder.followed_from == [8], "resumed from the stream's read, not the log's head"
+            views.updates[task] = [update(task, 11, 50)]  # the model processes event 11, below the head
+            app.recorder.subscription.notifications.put(Notification(11, task))
+            got = await stream.next_updates(timeout=5)
+            assert got is not None and [u.position for u in got] == [11]
+        finally:
+            hub.stop()
+
+    asyncio.run(scenario())

@@ -97,6 +97,12 @@ def without_blob_uris(value: Any) -> Any:
     return value
 
 
+def _stream_start(app: Any, views: TaskViews, task_id: UUID, user_id: str) -> int | None:
+    """Check the caller may stream the task; the read model's position before the stream reads it."""
+    visible_task(app, views, task_id, user_id)
+    return views.max_tracking_id(app.name)
+
+
 def visible_task(app: Any, views: TaskViews, task_id: UUID, user_id: str) -> TaskView:
     """The caller's task from the read model; right after a write, wait (bounded) for the projection."""
     view = views.get_task(task_id)
@@ -265,7 +271,7 @@ async def task_events(
 ) -> EventSourceResponse:
     """Server-Sent Events of the task's status and progress, until it ends (at most
     MEDIATASKS_MAX_STREAMS_PER_USER open at once per user, then 429)."""
-    await run_in_threadpool(visible_task, app, views, task_id, user_id)
+    follow_from = await run_in_threadpool(_stream_start, app, views, task_id, user_id)
     if not open_streams.acquire(user_id):
         raise ApiError(
             429,
@@ -276,7 +282,7 @@ async def task_events(
         )
 
     async def stream() -> Any:
-        mailbox = hub.register(task_id, last_event_id or 0)
+        mailbox = hub.register(task_id, last_event_id or 0, follow_from)
         try:
             after = last_event_id
             updates = await run_in_threadpool(views.task_updates, task_id, after or 0)
