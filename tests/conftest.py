@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.postgres import drop_schema, fresh_database, server_kinds
+from tests.support.postgres import SchemaPool, fresh_database, server_kinds
 
 FIXTURES_DIR = Path(
     os.environ.get("MEDIATASKS_FIXTURES_DIR", Path(__file__).resolve().parents[2] / "shared" / "fixtures")
@@ -37,21 +37,25 @@ def pg_database_one() -> Iterator[dict[str, str]]:
         yield pg
 
 
-def _store_env(pg: dict[str, str], **overrides: str) -> dict[str, str]:
+def _store_env(pg: dict[str, str], schema: str | None = None, **overrides: str) -> dict[str, str]:
     from infrastructure.settings import Settings
 
-    schema = f"t_{uuid.uuid4().hex[:10]}"
-    env = Settings(postgres_schema=schema, catch_up_seconds=0.2).event_store_env(pg)
+    env = Settings(postgres_schema=schema or f"t_{uuid.uuid4().hex[:10]}", catch_up_seconds=0.2).event_store_env(pg)
     env.update(overrides)
     return env
 
 
-@pytest.fixture
-def store_env(pg_database: dict[str, str]) -> Iterator[dict[str, str]]:
-    """Event-store environment in a fresh schema, tables created."""
+@pytest.fixture(scope="session")
+def schema_pool(pg_database: dict[str, str]) -> SchemaPool:
+    """Empty schemas with every table, on each server (a used one is emptied for the next test)."""
     from infrastructure.postgres.tables import create_tables
 
-    env = _store_env(pg_database, LEASE_SECONDS="600")
-    create_tables(env)
-    yield env
-    drop_schema(pg_database, env["POSTGRES_SCHEMA"])
+    return SchemaPool(pg_database, lambda schema: create_tables(_store_env(pg_database, schema)))
+
+
+@pytest.fixture
+def store_env(pg_database: dict[str, str], schema_pool: SchemaPool) -> Iterator[dict[str, str]]:
+    """Event-store environment in a schema of its own with every table created and empty."""
+    schema = schema_pool.take()
+    yield _store_env(pg_database, schema, LEASE_SECONDS="600")
+    schema_pool.give_back(schema)

@@ -35,7 +35,8 @@ pytestmark = pytest.mark.skipif(postgres_binaries() is None, reason="no PostgreS
 CLIENTS = 4
 SUBMIT_EVERY_SECONDS = 0.7
 FAILING_SHARE = 0.2  # of submissions, for media the platform says is gone (terminal failure → refund)
-OUTAGE_SECONDS = 3.0  # how long the proxy refuses connections after cutting them all
+OUTAGE_SECONDS = 2.0  # how long the proxy refuses connections after cutting them all
+BETWEEN_FAULTS = CLIENTS  # submissions acknowledged under load before the first fault and after each one
 READY_WITHIN = 10.0
 EXTRACTED_WITHIN = 30.0
 TERMINAL = ("extracted", "failed")
@@ -137,6 +138,14 @@ class Load:
             assert r is None or r.status_code >= 500, r.text
             time.sleep(0.2)
         return None
+
+    def wait_acknowledged(self, more: int, timeout: float = 30) -> None:
+        """Until `more` submissions beyond those acknowledged so far are acknowledged (the load goes on)."""
+        target = len(self.acknowledged) + more
+        deadline = time.monotonic() + timeout
+        while len(self.acknowledged) < target:
+            assert time.monotonic() < deadline, f"{len(self.acknowledged)} of {target} submissions acknowledged"
+            time.sleep(0.05)
 
     def client(self, user: str) -> None:
         while not self.stopping.is_set():
@@ -316,7 +325,7 @@ def test_every_acknowledged_task_survives_each_database_fault(
         clients = [threading.Thread(target=load.client, args=(user,), daemon=True) for user in keys]
         for thread in clients:
             thread.start()
-        time.sleep(3)
+        load.wait_acknowledged(BETWEEN_FAULTS)
         for fault in FAULT_ORDERS[order]:
             if fault == "service_kill":
                 restarts.append(follower_restarts(deployment))
@@ -333,7 +342,7 @@ def test_every_acknowledged_task_survives_each_database_fault(
                     round(max(slowest, slowest_away), 2),
                 )
             )
-            time.sleep(2)
+            load.wait_acknowledged(BETWEEN_FAULTS)
         load.stopping.set()
         for thread in clients:
             thread.join(timeout=30)

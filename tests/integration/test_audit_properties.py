@@ -17,10 +17,9 @@ from domain.errors import DomainError
 from infrastructure.audit.history import verify_chain
 from infrastructure.audit.keys import HmacSigner
 from infrastructure.postgres.audit_seal import PostgresSeal, SealingFollower
-from infrastructure.postgres.tables import create_tables
 from infrastructure.settings import Settings
 from projections.refund_issuer import RefundIssuer
-from tests.support.postgres import drop_schema
+from tests.support.postgres import SchemaPool
 
 URL = "https://vimeo.com/12345"
 USERS = ("ann", "bob")
@@ -44,21 +43,22 @@ class RefundsInline:
 
 
 @pytest.fixture(scope="module")
-def machine_env(pg_database: dict[str, str]):
-    envs = []
+def machine_env(pg_database: dict[str, str], schema_pool: SchemaPool):
+    """Each example's store: an empty schema of the pool, given back (emptied) before the next example's."""
+    taken: list[str] = []
 
     def make() -> dict[str, str]:
-        env = Settings(postgres_schema=f"p_{len(envs)}_{id(envs) % 10000}", postgres_pool_size=2).event_store_env(
-            pg_database
-        )
+        while taken:
+            schema_pool.give_back(taken.pop())
+        schema = schema_pool.take("p")
+        taken.append(schema)
+        env = Settings(postgres_schema=schema, postgres_pool_size=2).event_store_env(pg_database)
         env.update(LEASE_SECONDS="0.001", MAX_ATTEMPTS="2")
-        create_tables(env)
-        envs.append(env)
         return env
 
     yield make
-    for env in envs:
-        drop_schema(pg_database, env["POSTGRES_SCHEMA"])
+    while taken:
+        schema_pool.give_back(taken.pop())
 
 
 class CreditsAndLifecycles(RuleBasedStateMachine):

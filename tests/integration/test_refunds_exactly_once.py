@@ -16,6 +16,7 @@ from psycopg.sql import SQL, Identifier
 from application.mediatasks import MediaTasks
 from domain.credits import CreditAccount
 from infrastructure.projection_runners import ProjectionRunners
+from projections.refund_issuer import RefundIssuer
 from tests.support.postgres import database_url
 
 URL = "https://vimeo.com/76979871"
@@ -50,6 +51,44 @@ def wait_for_refunds(app: MediaTasks, user: str, expected: int, timeout: float =
         time.sleep(0.1)
 
 
+def refund_issuer_behind(store_env: dict[str, str]) -> int:
+    """How many events the refund issuer follows (failures) lie past its tracking position, whichever
+    process runs it."""
+    schema = Identifier(store_env["POSTGRES_SCHEMA"])
+    with psycopg.connect(**_conn_kwargs(store_env), autocommit=True) as conn:
+        row = conn.execute(
+            SQL(
+                "SELECT count(*) FROM {}.mediatasks_events WHERE topic = ANY(%s) AND notification_id > "
+                "(SELECT coalesce(max(notification_id), 0) FROM {}.mediatasks_tracking "
+                "WHERE application_name = 'MediaTasks')"
+            ).format(schema, schema),
+            (list(RefundIssuer.topics),),
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def last_failure_position(store_env: dict[str, str]) -> int:
+    """The notification id of the log's last failure (the last event the refund issuer follows)."""
+    with psycopg.connect(**_conn_kwargs(store_env), autocommit=True) as conn:
+        row = conn.execute(
+            SQL("SELECT max(notification_id) FROM {}.mediatasks_events WHERE topic = ANY(%s)").format(
+                Identifier(store_env["POSTGRES_SCHEMA"])
+            ),
+            (list(RefundIssuer.topics),),
+        ).fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
+
+
+def wait_refund_issuer_caught_up(store_env: dict[str, str], timeout: float = 30) -> None:
+    """Until the refund issuer has processed every failure in the log: a second refund it would write
+    for any of them is written by then (where a fixed sleep only hopes so)."""
+    deadline = time.monotonic() + timeout
+    while behind := refund_issuer_behind(store_env):
+        assert time.monotonic() < deadline, f"refund issuer {behind} failures behind"
+        time.sleep(0.05)
+
+
 def assert_exactly_once(app: MediaTasks, user: str, failed: int, granted: int, extracted: int) -> None:
     counts = refunds(app, user)
     assert sum(counts.values()) == failed
@@ -63,7 +102,7 @@ def test_refund_follows_a_terminal_failure_and_not_a_success(app: MediaTasks, st
     runners = ProjectionRunners(store_env)
     try:
         wait_for_refunds(app, "ann", failed)
-        time.sleep(0.5)
+        wait_refund_issuer_caught_up(store_env)
     finally:
         runners.stop()
     assert_exactly_once(app, "ann", failed, 20, extracted)
@@ -88,8 +127,9 @@ def test_stop_restart_and_reprocessing_refund_nothing_twice(app: MediaTasks, sto
                 Identifier(store_env["POSTGRES_SCHEMA"])
             )
         )
+    assert refund_issuer_behind(store_env) == failed1 + failed2
     runners = ProjectionRunners(store_env)
-    time.sleep(2)
+    wait_refund_issuer_caught_up(store_env)
     runners.stop()
     assert_exactly_once(app, "ben", failed1 + failed2, 50, 0)
 
@@ -100,7 +140,11 @@ def test_two_rival_refund_issuers_refund_once(app: MediaTasks, store_env: dict[s
     try:
         failed, _ = fail_tasks(app, "cy", 20)
         wait_for_refunds(app, "cy", failed)
-        time.sleep(1)
+        last_failure = last_failure_position(store_env)
+        deadline = time.monotonic() + 30
+        while not all((r.refunds_runner.position() or 0) >= last_failure for r in (first, second)):
+            assert time.monotonic() < deadline, ([r.refunds_runner.position() for r in (first, second)], last_failure)
+            time.sleep(0.05)
         first.check()
         second.check()
     finally:
@@ -139,7 +183,7 @@ def test_runner_killed_between_refunds_resumes_without_doubles(app: MediaTasks, 
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for_refunds(app, "dee", failed, timeout=60)
-        time.sleep(1)
+        wait_refund_issuer_caught_up(store_env)
     finally:
         proc.terminate()
         proc.wait(timeout=20)
