@@ -1,7 +1,7 @@
 """OpenTelemetry for one process: providers, exporters, instrumentation and the Prometheus registry.
 
 `configure_telemetry(settings)` is called once by the composition root, before any database
-connection is opened (so psycopg's connections are instrumented). Application code only uses the
+connection is opened (so psycopg's pooled connections get `TaskStatements`' cursor factory). Application code only uses the
 API (`trace.get_tracer(__name__)`, `metrics.get_meter(__name__)`); this module decides where spans
 and metrics go:
 
@@ -54,27 +54,21 @@ class Telemetry:
     _instrumentors: list[Any] = field(default_factory=list)
 
     def instrument_api(self, api: Any) -> None:
-        """Server spans and the HTTP metric (one measurement per request) for a FastAPI app; the probes
-        and /metrics are neither traced nor measured."""
+        """Server spans (sampled ones only) and the HTTP metric (one measurement per request) for an ASGI
+        app, by one pure-ASGI middleware; the probes and /metrics are neither traced nor measured."""
         if not self.enabled:
             return
-        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
-        from opentelemetry.metrics import NoOpMeterProvider
-
         from infrastructure.observability.http_metrics import RequestDurations
 
-        FastAPIInstrumentor.instrument_app(
-            api,
-            tracer_provider=self.tracer_provider,
-            meter_provider=NoOpMeterProvider(),  # its five measurements per request: RequestDurations' one instead
-            excluded_urls=UNTRACED_ROUTES,
-            exclude_spans=["receive", "send"],
-            server_request_hook=without_query,
-        )
         durations = self.meter_provider.get_meter(__name__).create_histogram(
             "http.server.duration", unit="ms", description="Measures the duration of inbound HTTP requests."
         )
-        api.add_middleware(RequestDurations, histogram=durations, excluded_paths=frozenset(UNTRACED_ROUTES.split(",")))
+        api.add_middleware(
+            RequestDurations,
+            histogram=durations,
+            excluded_paths=frozenset(UNTRACED_ROUTES.split(",")),
+            tracer=self.tracer_provider.get_tracer("infrastructure.api"),
+        )
 
     def observe_projection_lag(self, runtime: Any, projections: Any = None) -> None:
         """A gauge of how many events each projection is behind the head of the log."""
@@ -170,6 +164,29 @@ class StatementsWithinTasks(Sampler):
         return "StatementsWithinTasks"
 
 
+class TaskStatements:
+    """psycopg's statement spans (opentelemetry-instrumentation-psycopg's traced cursor) inside a task's
+    trace only: a request's and the group-commit writer's statements run unwrapped
+    (infrastructure/postgres/statement_cursors.py)."""
+
+    def __init__(self, tracer_provider: Any) -> None:
+        from infrastructure.postgres.statement_cursors import CursorsWithinTasks
+
+        self.cursors = CursorsWithinTasks(self._traced_cursors)
+        self.tracer_provider = tracer_provider
+
+    def _traced_cursors(self, connection: Any) -> Any:
+        from opentelemetry.instrumentation.psycopg import PsycopgInstrumentor
+
+        return PsycopgInstrumentor.instrument_connection(connection, self.tracer_provider).cursor_factory
+
+    def instrument(self) -> None:
+        self.cursors.install()
+
+    def uninstrument(self) -> None:
+        self.cursors.uninstall()
+
+
 _current: Telemetry | None = None
 
 
@@ -191,7 +208,6 @@ def configure_telemetry(
 
     from opentelemetry.exporter.prometheus import PrometheusMetricReader
     from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
-    from opentelemetry.instrumentation.psycopg import PsycopgInstrumentor
     from opentelemetry.sdk.environment_variables import OTEL_METRICS_EXEMPLAR_FILTER
     from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, MeterProvider
     from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
@@ -239,8 +255,8 @@ def configure_telemetry(
     httpx_instrumentor.instrument(
         tracer_provider=tracer_provider, meter_provider=meter_provider, request_hook=_without_query
     )
-    psycopg_instrumentor = PsycopgInstrumentor()
-    psycopg_instrumentor.instrument(tracer_provider=statements_provider)
+    psycopg_instrumentor = TaskStatements(statements_provider)
+    psycopg_instrumentor.instrument()
     _current = Telemetry(
         enabled=True,
         registry=registry,
@@ -263,21 +279,6 @@ def _exporters(kind: str) -> tuple[Any, Any]:
 
         return OTLPSpanExporter(), OTLPMetricExporter()
     return None, None
-
-
-def without_query(span: Any, scope: dict[str, Any]) -> None:
-    """Incoming URLs are recorded without their query: stream tokens (?access_token=) travel there."""
-    if not scope.get("query_string") or not span.is_recording():
-        return
-    attributes = getattr(span, "attributes", None) or {}
-    for key in URL_ATTRIBUTES:
-        if key in attributes:
-            parts = urlsplit(str(attributes[key]))
-            span.set_attribute(key, urlunsplit((parts.scheme, parts.netloc, parts.path, "", "")))
-    if "http.target" in attributes:
-        span.set_attribute("http.target", scope.get("path", ""))
-    if "url.query" in attributes:
-        span.set_attribute("url.query", "")
 
 
 def _without_query(span: Any, request: Any) -> None:
