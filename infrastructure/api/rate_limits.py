@@ -85,7 +85,7 @@ class RequestLimits:
         self.in_memory = settings.rate_limit_storage.startswith("memory://")
         self._cache: dict[str, tuple[UserLimits, float]] = {}
         self._active: dict[str, tuple[int, float]] = {}  # user → (tasks active, read again after)
-        self._refreshing: set[str] = set()
+        self._refreshing: dict[str, int] = {}  # user → submissions counted while their fresh read runs
         self._lock = threading.Lock()
 
     def limits_of(self, user_id: str) -> UserLimits:
@@ -123,18 +123,20 @@ class RequestLimits:
             known = self._active.get(user_id)
             if known is None or known[1] > time.monotonic() or user_id in self._refreshing:
                 return False
-            self._refreshing.add(user_id)
+            self._refreshing[user_id] = 0
             return True
 
     def refresh_active_count(self, user_id: str) -> None:
-        """Read the user's active tasks afresh (in the background: no request waits for it)."""
+        """Read the user's active tasks afresh (in the background: no request waits for it). Submissions
+        counted while the read runs are added to it: the read model may not have them yet (an overcount
+        only sends the next submission to a fresh read sooner)."""
         try:
             active = self.active_tasks(user_id)
         finally:
             with self._lock:
-                self._refreshing.discard(user_id)
+                added = self._refreshing.pop(user_id, 0)
         with self._lock:
-            self._active[user_id] = (active, time.monotonic() + ACTIVE_COUNT_SECONDS)
+            self._active[user_id] = (active + added, time.monotonic() + ACTIVE_COUNT_SECONDS)
 
     def _far_below_cap(self, user_id: str, active: int) -> bool:
         return 2 * (active + 1) <= (self.limits_of(user_id).max_active_tasks or self.max_active_tasks)
@@ -188,6 +190,8 @@ class RequestLimits:
             if len(self._active) > 10_000:
                 self._active.clear()
             self._active[user_id] = (active + 1, until)
+            if user_id in self._refreshing:
+                self._refreshing[user_id] += 1
 
     def active_tasks(self, user_id: str) -> int:
         return active_task_count(self.views.current() if hasattr(self.views, "current") else self.views, user_id)
