@@ -135,8 +135,9 @@ class WebhookFanout:
     def _may_have_endpoints(self, event: Any, position: int) -> bool:
         """False when the event's user has no enabled endpoint (known without reading its aggregate)."""
         if position > self._users_as_of:
-            self._users, self._users_as_of = self.store.users_with_endpoints(self.app.recorder.events_table_name)
-            self._accounts = frozenset(CreditAccount.id_for(user) for user in self._users)
+            users, self._users_as_of = self.store.users_with_endpoints(self.app.recorder.events_table_name)
+            if users != self._users:  # the accounts' ids (a uuid5 each) only when the set changed
+                self._users, self._accounts = users, frozenset(CreditAccount.id_for(user) for user in users)
         if not self._users:
             return False
         return event.originator_id in self._accounts or not isinstance(event, CreditAccount.Event)
