@@ -16,9 +16,8 @@ from eventsourcing.domain import Aggregate, event
 from eventsourcing.persistence import IntegrityError
 from fastapi import Depends, FastAPI, Header, HTTPException
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from peer_contract import PRICES, Accepted, NewUser, SubmitTask
 
-PRICES = {"subtitles": 1, "video": 2, "video_and_subtitles": 3}
 NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://peer.invalid/")
 
 
@@ -66,23 +65,6 @@ class Peer(Application[uuid.UUID]):
 
 peer = Peer()
 app = FastAPI()
-
-
-class SubmitTask(BaseModel):
-    url: str = Field(max_length=2048)
-    output_type: str = "subtitles"
-    languages: list[str] = Field(default_factory=list, max_length=10)
-
-
-class Accepted(BaseModel):
-    task_id: uuid.UUID
-    status: str
-    credits_charged: int
-
-
-class NewUser(BaseModel):
-    user_id: str
-    credits: int = 0
 
 
 def current_user(authorization: Annotated[str, Header()] = "") -> str:

@@ -14,10 +14,9 @@ from typing import Annotated
 
 from fastapi import Depends, FastAPI, Header, HTTPException
 from fastapi.responses import JSONResponse
+from peer_contract import PRICES, Accepted, NewUser, SubmitTask
 from psycopg_pool import ConnectionPool
-from pydantic import BaseModel, Field
 
-PRICES = {"subtitles": 1, "video": 2, "video_and_subtitles": 3}
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS peer_keys (key_hash text PRIMARY KEY, user_id text NOT NULL);
 CREATE TABLE IF NOT EXISTS peer_accounts (user_id text PRIMARY KEY, balance bigint NOT NULL CHECK (balance >= 0));
@@ -34,23 +33,6 @@ with pool.connection() as conn:
     conn.execute(SCHEMA)
     conn.execute("SELECT pg_advisory_unlock(19)")
 app = FastAPI()
-
-
-class SubmitTask(BaseModel):
-    url: str = Field(max_length=2048)
-    output_type: str = "subtitles"
-    languages: list[str] = Field(default_factory=list, max_length=10)
-
-
-class Accepted(BaseModel):
-    task_id: uuid.UUID
-    status: str
-    credits_charged: int
-
-
-class NewUser(BaseModel):
-    user_id: str
-    credits: int = 0
 
 
 def current_user(authorization: Annotated[str, Header()] = "") -> str:
@@ -98,8 +80,7 @@ def submit(body: SubmitTask, user_id: Annotated[str, Depends(current_user)]) -> 
             "UPDATE peer_accounts SET balance = balance - %s WHERE user_id = %s AND balance >= %s RETURNING balance",
             (price, user_id, price),
         ).fetchone()
-        if charged is None:
-            conn.rollback()
+        if charged is None:  # raised out of the transaction: it rolls back the task and the ledger row
             raise HTTPException(402, "insufficient_credits")
     out = Accepted(task_id=task_id, status="queued", credits_charged=price)
     return JSONResponse(out.model_dump(mode="json"), status_code=202, headers={"Location": f"/v1/tasks/{task_id}"})
