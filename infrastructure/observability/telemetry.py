@@ -28,7 +28,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from opentelemetry import metrics, trace
 from opentelemetry.metrics import CallbackOptions, Observation
-from opentelemetry.sdk.trace.sampling import ALWAYS_ON, Decision, Sampler, SamplingResult, TraceIdRatioBased
+from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult, TraceIdRatioBased
 from opentelemetry.trace import SpanKind
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
@@ -141,29 +141,6 @@ class ClientCallsWithinTraces(Sampler):
         return f"ClientCallsWithinTraces({self.ratio.rate})"
 
 
-class StatementsWithinTasks(Sampler):
-    """psycopg's sampler below a sampled parent: a statement an HTTP request runs itself (its parent is
-    the request's server span) is dropped; one run inside a task's trace (under `task.process` or a
-    phase) is kept. A request's statements would be most of its spans and of telemetry's cost per request."""
-
-    def should_sample(
-        self,
-        parent_context: Any,
-        trace_id: int,
-        name: str,
-        kind: SpanKind | None = None,
-        attributes: Any = None,
-        links: Any = None,
-        trace_state: Any = None,
-    ) -> SamplingResult:
-        if getattr(trace.get_current_span(parent_context), "kind", None) is SpanKind.SERVER:
-            return SamplingResult(Decision.DROP)
-        return ALWAYS_ON.should_sample(parent_context, trace_id, name, kind, attributes, links, trace_state)
-
-    def get_description(self) -> str:
-        return "StatementsWithinTasks"
-
-
 class TaskStatements:
     """psycopg's statement spans (opentelemetry-instrumentation-psycopg's traced cursor) inside a task's
     trace only: a request's and the group-commit writer's statements run unwrapped
@@ -234,7 +211,7 @@ def configure_telemetry(
         resource=resource,
         active_span_processor=processors,
         shutdown_on_exit=False,
-        sampler=ParentBased(root=ALWAYS_OFF, local_parent_sampled=StatementsWithinTasks()),
+        sampler=ParentBased(root=ALWAYS_OFF),  # a statement only below a sampled span
     )
     span_exporter, metric_exporter = _exporters(settings.otel_exporter)
     if span_exporter is not None:
