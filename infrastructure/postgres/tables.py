@@ -48,10 +48,10 @@ def create_tables(env: dict[str, str], views_name: str = VIEWS_NAME) -> None:
     factory = InfrastructureFactory.construct(env=named_env("MediaTasks", create_env))
     datastore = factory.datastore  # type: ignore[attr-defined]  # the PostgreSQL factory's, not on the base class
     with datastore.get_connection() as conn:
-        if datastore.schema != "public":
-            conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{datastore.schema}"')
         conn.execute("SELECT pg_advisory_lock(%s)", (TABLES_LOCK_ID,))
         try:
+            if datastore.schema != "public":  # under the lock: two IF NOT EXISTS at once can still collide
+                conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{datastore.schema}"')
             app = MediaTasks(env=create_env)
             app.close()
             factory.process_recorder()
