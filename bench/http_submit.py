@@ -2,8 +2,8 @@
 
 Run: .venv/bin/python bench/http_submit.py [--seconds 8] [--connections 32] [--history 20000]
 [--only mediatasks] [--workers 1] [--telemetry true|false] [--profile FILE]
-(--profile: py-spy records the GIL holder of the 64-user row, 1 worker; read it with
-bench/profile_summary.py.) The peers (bench/peers/) take the same JSON body and give the same answer: FastAPI + psycopg (one
+(--profile: py-spy records the GIL holder of the 64-user row, 1 worker, in FILE, and the projections
+process's in FILE.projections; read them with bench/profile_summary.py.) The peers (bench/peers/) take the same JSON body and give the same answer: FastAPI + psycopg (one
 transaction: insert task, insert ledger row, conditional balance update) and FastAPI + eventsourcing
 (one `save(task, account)` per request), each under the same uvicorn. mediatasks runs
 `serve --no-dispatch --no-projections` (the write path only) with a `mediatasks projections` process
@@ -117,6 +117,7 @@ def profiled(pid: int, path: Path | None, seconds: int) -> Iterator[None]:
         "--rate",
         "250",
         "--threads",
+        "--gil",
         "--full-filenames",
     ]
     proc = subprocess.Popen(
@@ -259,7 +260,12 @@ def main() -> None:
                     table.measure("mediatasks GET /healthz", 1, "-", pids, svc.url, None, path="/healthz")
                 table.measure("mediatasks", workers, "1 user", pids, svc.url, users(svc.url, 1))
                 keys = users(svc.url, 64)
-                with profiled(svc.proc.pid, args.profile if workers == 1 else None, args.seconds):
+                profile = args.profile if workers == 1 else None
+                projections_profile = profile and profile.with_name(profile.name + ".projections")
+                with (
+                    profiled(svc.proc.pid, profile, args.seconds),
+                    profiled(pids[-1], projections_profile, args.seconds),
+                ):
                     table.measure("mediatasks", workers, "64 users", pids, svc.url, keys)
                 if workers == 1 and args.history:
                     key = user_with_history(pg, args.history)

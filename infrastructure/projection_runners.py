@@ -35,7 +35,7 @@ class ProjectionRunners:
     def __init__(
         self, env: dict[str, str], views_name: str | None = None, *, refunds: bool = True, supervisor: Any = None
     ) -> None:
-        # The followers share one source application with a few pools; projections work one event at a time.
+        # The followers share one source application with a few pools; the read model writes a page of events per transaction.
         self.env = env = {**env, "POSTGRES_POOL_SIZE": "2", "POSTGRES_MAX_OVERFLOW": "4"}
         self.supervisor = supervisor or Supervisor()
         self._owns_supervisor = supervisor is None

@@ -1,7 +1,8 @@
 """The read model: tasks, their progress updates, account balances and ledgers.
 
 `TaskViews` is the port (a tracking recorder with query methods); `TaskViewsProjection`
-turns events into view updates, each written with its tracking position in one transaction.
+turns events into view updates, each written with its tracking position in one transaction
+(the PostgreSQL view writes a page of events in one: infrastructure/projection_followers.py).
 """
 
 from __future__ import annotations

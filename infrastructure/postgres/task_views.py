@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
-from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -60,6 +59,22 @@ ACCOUNT_COLUMNS = ("account_id", "user_id", "balance", "updated_at", "position")
 LEDGER_COLUMNS = ("position", "account_id", "kind", "amount", "balance", "task_id", "attempt", "reason", "at")
 # The read model is derived from the events: its commits need not wait for the disk (see _write_tracked).
 ASYNCHRONOUS_COMMIT = SQL("SET LOCAL synchronous_commit = off")
+Write = tuple[bytes, Any]  # one statement of the projection's writes and its parameters
+
+
+def _execute(curs: Any, writes: list[Write]) -> None:
+    """The writes in order, each run of one statement as one `executemany`."""
+    start = 0
+    while start < len(writes):
+        statement = writes[start][0]
+        end = start + 1
+        while end < len(writes) and writes[end][0] is statement:
+            end += 1
+        if end - start == 1:
+            curs.execute(statement, writes[start][1], prepare=True)
+        else:
+            curs.executemany(statement, [params for _, params in writes[start:end]])
+        start = end
 
 
 class PostgresTaskViews(TaskViews, PostgresTrackingRecorder):
@@ -111,106 +126,53 @@ class PostgresTaskViews(TaskViews, PostgresTrackingRecorder):
                 ),
             ]
         )
+        self._page = threading.local()
+        self._statements = _WriteStatements(t)
+        # A page's one tracking write: it moves the position to the page's last event only from before its
+        # first (a rival runner that recorded any of the page's events makes it write nothing).
+        self._page_tracking = SQL(
+            "INSERT INTO {0}.{1} VALUES (%(application_name)s, %(last)s) ON CONFLICT (application_name) "
+            "DO UPDATE SET notification_id = %(last)s WHERE {0}.{1}.notification_id < %(first)s "
+            "RETURNING notification_id"
+        ).format(Identifier(datastore.schema), Identifier(tracking_table_name))
 
     # Writes ---------------------------------------------------------------------
 
     def task_started(self, task: TaskView, tracking: Tracking) -> None:
-        row = _task_params(task)
-
-        def write(curs: Any) -> None:
-            curs.execute(
-                SQL("INSERT INTO {} ({}) VALUES ({}) ON CONFLICT (task_id) DO NOTHING").format(
-                    self.tables["tasks"],
-                    SQL(", ").join(map(Identifier, TASK_COLUMNS)),
-                    SQL(", ").join(SQL("%({})s").format(SQL(c)) for c in TASK_COLUMNS),
-                ),
-                row,
-            )
-            self._append_update(curs, task.task_id, tracking.notification_id)
-
-        self._write_tracked(tracking, write)
+        params = _task_params(task)
+        params["_position"] = tracking.notification_id
+        self._write_tracked(tracking, [(self._statements.task_started, params)])
 
     def task_changed(self, task_id: UUID, changes: dict[str, Any], at: datetime, tracking: Tracking) -> None:
         params = {k: _storable(k, v) for k, v in changes.items()}
         params.update(_task_id=task_id, updated_at=at, position=tracking.notification_id)
-        assignments = SQL(", ").join(
-            SQL("{} = %({})s").format(Identifier(k), SQL(k)) for k in [*changes, "updated_at", "position"]
-        )
-
-        def write(curs: Any) -> None:
-            curs.execute(
-                SQL("UPDATE {} SET {} WHERE task_id = %(_task_id)s").format(self.tables["tasks"], assignments),
-                params,
-            )
-            if curs.rowcount:
-                self._append_update(curs, task_id, tracking.notification_id)
-
-        self._write_tracked(tracking, write)
-
-    def _append_update(self, curs: Any, task_id: UUID, position: int) -> None:
-        curs.execute(
-            SQL(
-                "INSERT INTO {} (position, task_id, status, progress, attempt, stage, error, at) "
-                "SELECT %s, task_id, status, progress, attempt, stage, error, updated_at FROM {} "
-                "WHERE task_id = %s ON CONFLICT DO NOTHING"
-            ).format(self.tables["updates"], self.tables["tasks"]),
-            (position, task_id),
-        )
+        self._write_tracked(tracking, [(self._statements.task_changed(tuple(changes)), params)])
 
     def account_opened(self, account_id: UUID, user_id: str, at: datetime, tracking: Tracking) -> None:
-        def write(curs: Any) -> None:
-            curs.execute(
-                SQL(
-                    "INSERT INTO {} (account_id, user_id, balance, updated_at, position) "
-                    "VALUES (%s, %s, 0, %s, %s) ON CONFLICT DO NOTHING"
-                ).format(self.tables["accounts"]),
-                (account_id, clean_text(user_id), at, tracking.notification_id),
-            )
-
-        self._write_tracked(tracking, write)
+        params = (account_id, clean_text(user_id), at, tracking.notification_id)
+        self._write_tracked(tracking, [(self._statements.account_opened, params)])
 
     def account_changed(self, entry: LedgerEntry, tracking: Tracking) -> None:
-        def write(curs: Any) -> None:
-            curs.execute(
-                SQL(
-                    "UPDATE {} SET balance = balance + %s, updated_at = %s, position = %s "
-                    "WHERE account_id = %s RETURNING balance"
-                ).format(self.tables["accounts"]),
-                (entry.amount, entry.at, tracking.notification_id, entry.account_id),
-            )
-            row = curs.fetchone()
-            balance = row["balance"] if row else entry.amount
-            curs.execute(
-                SQL(
-                    "INSERT INTO {} (position, account_id, kind, amount, balance, task_id, attempt, reason, at) "
-                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
-                ).format(self.tables["ledger"]),
-                (
-                    entry.position,
-                    entry.account_id,
-                    clean_text(entry.kind),
-                    entry.amount,
-                    balance,
-                    entry.task_id,
-                    entry.attempt,
-                    clean_text(entry.reason),
-                    entry.at,
-                ),
-            )
-            if entry.kind == "refund" and entry.task_id is not None:
-                curs.execute(
-                    SQL("UPDATE {} SET refunded_credits = refunded_credits + %s WHERE task_id = %s").format(
-                        self.tables["tasks"]
-                    ),
-                    (entry.amount, entry.task_id),
-                )
-
-        self._write_tracked(tracking, write)
+        params = {
+            "amount": entry.amount,
+            "at": entry.at,
+            "position": tracking.notification_id,
+            "account_id": entry.account_id,
+            "entry_position": entry.position,
+            "kind": clean_text(entry.kind),
+            "task_id": entry.task_id,
+            "attempt": entry.attempt,
+            "reason": clean_text(entry.reason),
+        }
+        writes: list[Write] = [(self._statements.account_changed, params)]
+        if entry.kind == "refund" and entry.task_id is not None:
+            writes.append((self._statements.task_refunded, (entry.amount, entry.task_id)))
+        self._write_tracked(tracking, writes)
 
     def track_only(self, tracking: Tracking) -> None:
-        self._write_tracked(tracking, lambda curs: None)
+        self._write_tracked(tracking, [])
 
-    def _write_tracked(self, tracking: Tracking, write: Callable[[Any], None]) -> None:
+    def _write_tracked(self, tracking: Tracking, writes: list[Write]) -> None:
         """Record the tracking position and the change in one transaction.
 
         If a rival runner (a standby taking over) recorded this position already, the
@@ -218,19 +180,57 @@ class PostgresTaskViews(TaskViews, PostgresTrackingRecorder):
         (synchronous_commit off): a crash can lose the last few view changes, but always
         with their tracking positions, so the projection redoes them from the events.
         """
+        page = getattr(self._page, "writes", None)
+        if page is not None:  # inside page(): written at its end, its one tracking write covering them
+            page.extend(writes)
+            return
         batch = getattr(self._batch, "curs", None)
         if batch is not None:  # inside batch(): one transaction for many events
             self._insert_tracking(batch, tracking)
-            write(batch)
+            _execute(batch, writes)
             return
         try:
             with self.datastore.transaction(commit=True) as curs:
                 curs.execute(ASYNCHRONOUS_COMMIT)
                 self._insert_tracking(curs, tracking)
-                write(curs)
+                _execute(curs, writes)
         except IntegrityError:
             if not self.has_tracking_id(tracking.application_name, tracking.notification_id):
                 raise
+
+    @contextmanager
+    def page(self, first: Tracking, last: Tracking) -> Iterator[None]:
+        """Apply a page of consecutive events (`first` … `last`) in one transaction with one tracking
+        write: all of them, or none (IntegrityError when a rival runner recorded any of them: then
+        apply them one by one, each dropped if the view has it).
+
+        The events' writes are collected and sent at the end, each run of the same statement as one
+        `executemany` (psycopg pipelines it); none records a tracking row of its own (single-row
+        tracking: the position is the page's last event)."""
+        if not self.datastore.single_row_tracking:  # one row per position: each event writes its own
+            with self.batch():
+                yield
+            return
+        writes: list[Write] = []
+        self._page.writes = writes
+        try:
+            yield
+        finally:
+            self._page.writes = None
+        with self.datastore.transaction(commit=True) as curs:
+            curs.execute(ASYNCHRONOUS_COMMIT)
+            curs.execute(
+                self._page_tracking,
+                {
+                    "application_name": first.application_name,
+                    "first": first.notification_id,
+                    "last": last.notification_id,
+                },
+                prepare=True,
+            )
+            if curs.fetchone() is None:
+                raise IntegrityError(f"positions {first.notification_id}–{last.notification_id} recorded already")
+            _execute(curs, writes)
 
     @contextmanager
     def batch(self) -> Iterator[None]:
@@ -332,6 +332,82 @@ class PostgresTaskViews(TaskViews, PostgresTrackingRecorder):
                     Identifier(self.datastore.schema), Identifier(self.tracking_table_name)
                 )
             )
+
+
+class _WriteStatements:
+    """The projection's write statements, one per event, rendered once (the task's changed columns: once
+    per set of them). Each is the same bytes object every time, so that a page's runs of it are found."""
+
+    def __init__(self, t: dict[str, Composed]) -> None:
+        self.tables = t
+        # The task's row, and its first update from the row: the one inserted, or (the task's row there
+        # already) the one there (the statement's snapshot sees the table as it was before the insert).
+        self.task_started = _rendered(
+            SQL(
+                "WITH inserted AS (INSERT INTO {tasks} ({columns}) VALUES ({values}) ON CONFLICT (task_id) DO NOTHING "
+                "RETURNING {update_columns}) "
+                "INSERT INTO {updates} (position, task_id, status, progress, attempt, stage, error, at) "
+                "SELECT %(_position)s, {update_columns} FROM inserted UNION ALL "
+                "SELECT %(_position)s, {update_columns} FROM {tasks} "
+                "WHERE task_id = %(task_id)s AND NOT EXISTS (SELECT FROM inserted) "
+                "ON CONFLICT DO NOTHING"
+            ).format(
+                tasks=t["tasks"],
+                updates=t["updates"],
+                columns=_columns(TASK_COLUMNS),
+                values=SQL(", ").join(SQL("%({})s").format(SQL(c)) for c in TASK_COLUMNS),
+                update_columns=SQL(_UPDATE_SOURCE),
+            )
+        )
+        self.account_opened = _rendered(
+            SQL(
+                "INSERT INTO {} (account_id, user_id, balance, updated_at, position) "
+                "VALUES (%s, %s, 0, %s, %s) ON CONFLICT DO NOTHING"
+            ).format(t["accounts"])
+        )
+        # The entry's balance is the account's after the change (its amount when there is no account row).
+        self.account_changed = _rendered(
+            SQL(
+                "WITH changed AS (UPDATE {} SET balance = balance + %(amount)s, updated_at = %(at)s, "
+                "position = %(position)s WHERE account_id = %(account_id)s RETURNING balance) "
+                "INSERT INTO {} (position, account_id, kind, amount, balance, task_id, attempt, reason, at) "
+                "VALUES (%(entry_position)s, %(account_id)s, %(kind)s, %(amount)s, "
+                "coalesce((SELECT balance FROM changed), %(amount)s), %(task_id)s, %(attempt)s, %(reason)s, %(at)s)"
+            ).format(t["accounts"], t["ledger"])
+        )
+        self.task_refunded = _rendered(
+            SQL("UPDATE {} SET refunded_credits = refunded_credits + %s WHERE task_id = %s").format(t["tasks"])
+        )
+        self._task_changed: dict[tuple[str, ...], bytes] = {}
+
+    def task_changed(self, columns: tuple[str, ...]) -> bytes:
+        """The task's row updated and, if there is one, its update appended (from the changed row)."""
+        statement = self._task_changed.get(columns)
+        if statement is None:
+            assignments = SQL(", ").join(
+                SQL("{} = %({})s").format(Identifier(k), SQL(k)) for k in [*columns, "updated_at", "position"]
+            )
+            statement = self._task_changed[columns] = _rendered(
+                SQL(
+                    "WITH changed AS (UPDATE {} SET {} WHERE task_id = %(_task_id)s RETURNING {}) "
+                    "INSERT INTO {} (position, task_id, status, progress, attempt, stage, error, at) "
+                    "SELECT %(position)s, {} FROM changed ON CONFLICT DO NOTHING"
+                ).format(
+                    self.tables["tasks"],
+                    assignments,
+                    SQL(_UPDATE_SOURCE),
+                    self.tables["updates"],
+                    SQL(_UPDATE_SOURCE),
+                )
+            )
+        return statement
+
+
+_UPDATE_SOURCE = "task_id, status, progress, attempt, stage, error, updated_at"  # a task row's columns of an update
+
+
+def _rendered(statement: Composed) -> bytes:
+    return statement.as_bytes(None)
 
 
 def view_tables(schema: str, prefix: str) -> dict[str, Composed]:
@@ -448,7 +524,7 @@ def _row_key(row: dict[str, Any]) -> str:
 
 
 def _task_params(task: TaskView) -> dict[str, Any]:
-    return {k: _storable(k, v) for k, v in asdict(task).items()}
+    return {k: _storable(k, getattr(task, k)) for k in TASK_COLUMNS}
 
 
 def _storable(column: str, value: Any) -> Any:

@@ -1,22 +1,18 @@
 """The TaskViews contract of tests/support/views_contract.py on the PostgreSQL read model."""
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from application.mediatasks import MediaTasks
 from infrastructure.postgres.metadata_cache import PostgresMetadataCache
-from infrastructure.postgres.tables import construct_views
 from tests.support.views_contract import MetadataCacheContract, TaskViewsContract
 
 
 class TestPostgresTaskViews(TaskViewsContract):
     @pytest.fixture
-    def views(self, store_env: dict[str, str]) -> Iterator[Any]:
-        views = construct_views(store_env)
-        yield views
-        views.datastore.close()
+    def views(self, postgres_views: Any) -> Any:
+        return postgres_views
 
 
 class TestPostgresMetadataCache(MetadataCacheContract):
