@@ -83,6 +83,7 @@ def create_api(runtime: Any, *, projections: Any = None) -> FastAPI:
         runtime.settings, PostgresUserLimits(runtime.app.recorder.datastore), runtime.views
     )
     api.add_middleware(RateLimitHeaders)
+    api.include_router(tasks.submissions)  # first: the hot route is the first the router tries
     for router in (health.router, admin.router, user_limits.router, metrics.router, web.router):
         api.include_router(router)
     for router in (tasks.router, media.router, account.router, webhooks.router):  # per-API-key rates

@@ -21,7 +21,7 @@ import logging
 import math
 import threading
 import time
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
@@ -211,11 +211,33 @@ async def rate_limited(request: Request, app: AppDep, credentials: Credentials) 
 
     A request without an API key (a stream token, or none: then the route answers 401) is not counted.
     """
+    if credentials is not None:
+        await _counted_caller(request, app, credentials, _kind(request))
+
+
+class Submitter(NamedTuple):
+    """The caller of `POST /v1/tasks` and what its route uses."""
+
+    user_id: str
+    app: Any  # MediaTasks
+    webhooks: Any  # PostgresWebhookStore
+    url_policy: Any  # UrlPolicy: the SSRF guard a webhook URL passes
+
+
+async def submitter(request: Request, credentials: Credentials) -> Submitter:
+    """`POST /v1/tasks`'s one dependency: the caller (401 without a valid API key), its submission counted
+    as `rate_limited` counts it (429 over the rate or the active-task cap)."""
+    state = request.app.state
+    app = state.runtime.app
     if credentials is None:
-        return
+        await current_user(request, app, credentials)  # raises 401
+    user_id = await _counted_caller(request, app, credentials, SUBMISSIONS)
+    return Submitter(user_id, app, state.webhooks, state.webhook_url_policy)
+
+
+async def _counted_caller(request: Request, app: Any, credentials: Any, kind: str) -> str:
     user_id = await current_user(request, app, credentials)  # the failed-authentication cap applies first
     key_id = hash_api_key(credentials.credentials)[:32]
-    kind = _kind(request)
     limits: RequestLimits = request.app.state.request_limits
     if limits.counts_without_io(kind, user_id):
         _count(request, kind, key_id, user_id)
@@ -224,6 +246,7 @@ async def rate_limited(request: Request, app: AppDep, credentials: Credentials) 
             refresh.add_done_callback(_log_failed_refresh)
     else:
         await run_in_threadpool(_count, request, kind, key_id, user_id)
+    return user_id
 
 
 def _count(request: Request, kind: str, key_id: str, user_id: str) -> None:
@@ -244,6 +267,7 @@ def _log_failed_refresh(refresh: asyncio.Future[None]) -> None:
 
 
 RateLimited = Depends(rate_limited)
+SubmitterDep = Annotated[Submitter, Depends(submitter)]
 
 
 async def get_request_limits(request: Request) -> RequestLimits:

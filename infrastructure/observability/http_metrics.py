@@ -56,26 +56,17 @@ class RequestDurations:
                 attributes["http.route"] = route
             self.histogram.record(round((perf_counter() - start) * 1000), attributes)
             if span is not None:
-                self._end_span(span, token, attributes, route)
+                self._end_span(span, token, {**attributes, "http.target": scope["path"]}, route)
 
     def _start_span(self, scope: Scope) -> tuple[Any, Any]:
         """The request's server span, current while the app runs (an unsampled one too, so that its
-        context travels on to the task); attributes only on a sampled one."""
+        context travels on to the task); a sampled one gets its attributes when it ends."""
         if self.tracer is None:
             return None, None
         carrier = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"] if k in TRACE_HEADERS}
         parent = propagate.extract(carrier) if carrier else None
         span = self.tracer.start_span(scope["method"], context=parent, kind=SpanKind.SERVER)
         token = context.attach(trace.set_span_in_context(span, parent))
-        if span.is_recording():
-            span.set_attributes(
-                {
-                    "http.method": scope["method"],
-                    "http.target": scope["path"],
-                    "http.scheme": scope.get("scheme", "http"),
-                    "http.flavor": scope.get("http_version", "1.1"),
-                }
-            )
         return span, token
 
     @staticmethod
@@ -85,7 +76,7 @@ class RequestDurations:
             return
         if route:
             span.update_name(f"{attributes['http.method']} {route}")
-        span.set_attributes(attributes)
+        span.set_attributes(attributes)  # with the path: set once, at the end (each is checked and copied)
         if attributes["http.status_code"] >= 500:
             span.set_status(StatusCode.ERROR)
         span.end()

@@ -202,18 +202,20 @@ def configure_telemetry(
         }
     )
     processors = SynchronousMultiSpanProcessor()  # shared: psycopg's spans go where all others go
-    tracer_provider = TracerProvider(
-        resource=resource,
-        active_span_processor=processors,
-        sampler=ParentBased(root=ClientCallsWithinTraces(settings.otel_trace_ratio)),
+    span_exporter, metric_exporter = _exporters(settings.otel_exporter)
+    # With no exporter a span would be recorded for nobody: none is (trace ids still propagate).
+    sampler = (
+        ParentBased(root=ClientCallsWithinTraces(settings.otel_trace_ratio))
+        if span_exporter is not None or span_exporters
+        else ALWAYS_OFF
     )
+    tracer_provider = TracerProvider(resource=resource, active_span_processor=processors, sampler=sampler)
     statements_provider = TracerProvider(
         resource=resource,
         active_span_processor=processors,
         shutdown_on_exit=False,
         sampler=ParentBased(root=ALWAYS_OFF),  # a statement only below a sampled span
     )
-    span_exporter, metric_exporter = _exporters(settings.otel_exporter)
     if span_exporter is not None:
         tracer_provider.add_span_processor(BatchSpanProcessor(span_exporter))
     for exporter in span_exporters:

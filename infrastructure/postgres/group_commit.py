@@ -97,18 +97,24 @@ class GroupCommitWriter:
         self._wakeup = threading.Condition()
         self._thread: threading.Thread | None = None
         self._pid = 0
-        self._insert_statement = SQL(
-            "INSERT INTO {schema}.{table} (originator_id, originator_version, topic, state) "
-            "SELECT * FROM unnest(%b::{id_type}[], %b::bigint[], %b::text[], %b::bytea[]) "
-            "RETURNING notification_id"
-        ).format(
-            schema=Identifier(recorder.datastore.schema),
-            table=Identifier(recorder.events_table_name),
-            id_type=Identifier(recorder.datastore.originator_id_type),
-        )
+        self._insert_statement = (
+            SQL(
+                "INSERT INTO {schema}.{table} (originator_id, originator_version, topic, state) "
+                "SELECT * FROM unnest(%b::{id_type}[], %b::bigint[], %b::text[], %b::bytea[]) "
+                "RETURNING notification_id"
+            )
+            .format(
+                schema=Identifier(recorder.datastore.schema),
+                table=Identifier(recorder.events_table_name),
+                id_type=Identifier(recorder.datastore.originator_id_type),
+            )
+            .as_bytes(None)
+        )  # rendered once, not at each execute
         # eventsourcing's lock statements and its NOTIFY, sent as one simple query (one round trip)
-        self._lock_and_notify = SQL("; ").join(
-            [*recorder.lock_table_statements, SQL("NOTIFY {0}").format(Identifier(recorder.channel_name))]
+        self._lock_and_notify = (
+            SQL("; ")
+            .join([*recorder.lock_table_statements, SQL("NOTIFY {0}").format(Identifier(recorder.channel_name))])
+            .as_bytes(None)
         )
         self.batches = 0
         self.inserts = 0
