@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import signal
@@ -248,6 +249,7 @@ def _projections(args: argparse.Namespace) -> int:
     status = None
     if runtime.settings.projections_port:  # /readyz, /healthz and /metrics of this process (its followers)
         status = _serve_status(runtime, runners, publisher, args.restarts)
+    gc.freeze()  # start-up's objects out of the collector's generations (as in the API's process)
     try:
         stop.wait()
     finally:
