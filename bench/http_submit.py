@@ -2,8 +2,8 @@
 
 Run: .venv/bin/python bench/http_submit.py [--seconds 8] [--connections 32] [--history 20000]
 [--only mediatasks] [--workers 1] [--telemetry true|false] [--profile FILE]
-(--profile: py-spy records the GIL holder of the 64-user row, 1 worker, in FILE, and the projections
-process's in FILE.projections; read them with bench/profile_summary.py.) The peers (bench/peers/) take the same JSON body and give the same answer: FastAPI + psycopg (one
+(--profile: py-spy records the GIL holder of the 64-user row, 1 worker, in FILE, the projections
+process's in FILE.projections and the 1-user row's in FILE.1user; read them with bench/profile_summary.py.) The peers (bench/peers/) take the same JSON body and give the same answer: FastAPI + psycopg (one
 transaction: insert task, insert ledger row, conditional balance update) and FastAPI + eventsourcing
 (one `save(task, account)` per request), each under the same uvicorn. mediatasks runs
 `serve --no-dispatch --no-projections` (the write path only) with a `mediatasks projections` process
@@ -258,9 +258,11 @@ def main() -> None:
                 pids.insert(0, svc.proc.pid)
                 if workers == 1:
                     table.measure("mediatasks GET /healthz", 1, "-", pids, svc.url, None, path="/healthz")
-                table.measure("mediatasks", workers, "1 user", pids, svc.url, users(svc.url, 1))
-                keys = users(svc.url, 64)
                 profile = args.profile if workers == 1 else None
+                one_user = users(svc.url, 1)
+                with profiled(svc.proc.pid, profile and profile.with_name(profile.name + ".1user"), args.seconds):
+                    table.measure("mediatasks", workers, "1 user", pids, svc.url, one_user)
+                keys = users(svc.url, 64)
                 projections_profile = profile and profile.with_name(profile.name + ".projections")
                 with (
                     profiled(svc.proc.pid, profile, args.seconds),
