@@ -23,17 +23,21 @@ lint: $(STAMP)
 
 # The tiers: unit (no services, seconds), integration (PostgreSQL, local HTTP), e2e (the service as
 # processes), browser (chromium). `make test` runs lint and every tier, as CI does (.ci/run).
+# Test files run on TEST_WORKERS processes (pytest-xdist): a file's tests stay on one process, so a
+# module's service starts once; each process has its own databases, schemas and ports. TEST_WORKERS=0: one.
+TEST_WORKERS ?= 2
+PARALLEL := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit -q $(PYTEST_ARGS)
 
 test-integration: $(STAMP)
-	$(BIN)/python -m pytest tests/integration -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests/integration -q $(PARALLEL) $(PYTEST_ARGS)
 
 test-e2e: $(STAMP)
-	$(BIN)/python -m pytest tests/e2e -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests/e2e -q $(PARALLEL) $(PYTEST_ARGS)
 
 test-browser: $(STAMP)
 	$(BIN)/python -m pytest tests/browser -q $(PYTEST_ARGS)
 
 test: lint
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(PARALLEL) $(PYTEST_ARGS)

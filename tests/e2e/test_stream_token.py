@@ -113,9 +113,15 @@ def test_tokens_outlive_an_admin_token_rotation_and_the_previous_secret_verifies
     schema = f"e2e_{uuid4().hex[:10]}"
     started: list[ServiceProcess] = []
 
-    def serve(**settings: str) -> ServiceProcess:
-        started.append(start_service(pg_database_one, tmp_path, dispatch="none", postgres_schema=schema, **settings)[0])
+    def serve(*args: str, **settings: str) -> ServiceProcess:
+        started.append(
+            start_service(pg_database_one, tmp_path, *args, dispatch="none", postgres_schema=schema, **settings)[0]
+        )
         return started[-1]
+
+    def serve_api(**settings: str) -> ServiceProcess:
+        """The API alone: tokens are issued and checked there, and the read model already shows the task."""
+        return serve("--no-projections", **settings)
 
     def token_for(process: ServiceProcess, key: str, task_id: str) -> str:
         r = httpx.post(
@@ -142,22 +148,22 @@ def test_tokens_outlive_an_admin_token_rotation_and_the_previous_secret_verifies
         generated = token_for(first, key, task_id)
         first.stop()
 
-        rotated_admin = serve(admin_token="a-new-admin-token")
+        rotated_admin = serve_api(admin_token="a-new-admin-token")
         assert opens(rotated_admin.url, task_id, generated) == 200, "rotating the admin token voids no token"
         rotated_admin.stop()
 
         secret_one, secret_two = "one-" + uuid4().hex, "two-" + uuid4().hex
-        with_one = serve(stream_token_secret=secret_one)
+        with_one = serve_api(stream_token_secret=secret_one)
         assert opens(with_one.url, task_id, generated) == 401, "another secret: the generated one's tokens are void"
         signed_with_one = token_for(with_one, key, task_id)
         with_one.stop()
 
-        rotating = serve(stream_token_secret=secret_two, stream_token_previous_secrets=f"unused,{secret_one}")
+        rotating = serve_api(stream_token_secret=secret_two, stream_token_previous_secrets=f"unused,{secret_one}")
         assert opens(rotating.url, task_id, signed_with_one) == 200, "the previous secret verifies during a rotation"
         assert opens(rotating.url, task_id, token_for(rotating, key, task_id)) == 200
         rotating.stop()
 
-        rotated = serve(stream_token_secret=secret_two)
+        rotated = serve_api(stream_token_secret=secret_two)
         assert opens(rotated.url, task_id, signed_with_one) == 401, "once the previous secret is dropped"
         rotated.stop()
     finally:

@@ -11,6 +11,7 @@ from infrastructure.audit.history import rebuild, verify
 from infrastructure.postgres.tables import construct_views
 from infrastructure.postgres.views_pointer import active_views_name
 from infrastructure.projection_runners import ProjectionRunners
+from tests.support.projections import wait_refunds_projected
 
 URL = "https://www.reddit.com/r/videos/comments/abc123/a_title/"
 
@@ -33,13 +34,7 @@ def busy_history(app: MediaTasks) -> None:
 
 def settle(app: MediaTasks, runners: ProjectionRunners) -> None:
     """Wait until refunds have landed and the read model has caught up with them."""
-    deadline = time.monotonic() + 20
-    stable = 0
-    while stable < 3 and time.monotonic() < deadline:
-        head = app.recorder.max_notification_id()
-        runners.wait_for(head, timeout=20)
-        time.sleep(0.3)
-        stable = stable + 1 if app.recorder.max_notification_id() == head else 0
+    wait_refunds_projected(app, runners)
 
 
 def test_clean_history_verifies(app: MediaTasks, runners: ProjectionRunners) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from uuid import UUID
 
 from eventsourcing.persistence import Tracking
@@ -12,6 +11,7 @@ from infrastructure.postgres.tables import create_tables
 from infrastructure.projection_runners import ProjectionRunners
 from projections.memory_views import MemoryTaskViews
 from projections.task_views import TaskViewsProjection
+from tests.support.projections import wait_refunds_projected
 
 URL = "https://x.com/someone/status/1790000000000000000"
 
@@ -37,11 +37,8 @@ def test_rebuild_under_new_name_equals_live_view(store_env: dict[str, str]) -> N
     live = ProjectionRunners(store_env)
     try:
         make_history(app)
+        wait_refunds_projected(app, live)  # the refund issuer appends refunds: they land and are projected
         head = app.recorder.max_notification_id()
-        live.wait_for(head, timeout=20)
-        time.sleep(0.5)  # the refund issuer appends refunds: let them land and be projected
-        head = app.recorder.max_notification_id()
-        live.wait_for(head, timeout=20)
         live_snapshot = live.views.snapshot()
     finally:
         live.stop()
@@ -77,9 +74,7 @@ def test_bulk_rebuild_with_copy_equals_the_live_view(store_env: dict[str, str]) 
         app.begin_attempt(task_id, "w")
         app.fail(task_id, 1, "media_private", "private", retryable=False)
         app.retry_task("jon", task_id)
-        for _ in range(3):  # refunds land, then their projection
-            time.sleep(0.5)
-            live.wait_for(app.recorder.max_notification_id(), timeout=20)
+        wait_refunds_projected(app, live)  # refunds land, then their projection
         live_snapshot = live.views.snapshot()
         live_updates = {t["task_id"]: live.views.task_updates(UUID(t["task_id"])) for t in live_snapshot["tasks"]}
         _, new, _ = rebuild(store_env, app, grace_seconds=0)
@@ -105,9 +100,7 @@ def test_an_interrupted_rebuild_resumes_from_its_last_commit(store_env: dict[str
     live = ProjectionRunners(store_env)
     try:
         make_history(app)
-        for _ in range(3):  # refunds land, then their projection
-            time.sleep(0.5)
-            live.wait_for(app.recorder.max_notification_id(), timeout=20)
+        wait_refunds_projected(app, live)  # refunds land, then their projection
         live_snapshot = live.views.snapshot()
         live_updates = {t["task_id"]: live.views.task_updates(UUID(t["task_id"])) for t in live_snapshot["tasks"]}
 
