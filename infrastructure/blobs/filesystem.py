@@ -143,19 +143,16 @@ class _BlockWriter:
 
     def _write_block(self) -> None:
         block = self._view[: self._filled]
-        if self._direct:
+        while len(block):
             try:
-                _write_all(self._fd, block)
+                block = block[os.write(self._fd, block) :]
             except OSError as refused:
-                if refused.errno != errno.EINVAL:
+                if not self._direct or refused.errno != errno.EINVAL:
                     raise
-                # Nothing of a refused direct write landed: the file stays a whole number of blocks.
+                # A direct write refused (the filesystem's alignment, say): what is left goes buffered.
                 self._direct = _set_direct(self._fd, False)
-            else:
-                self._filled = 0
-                return
-        _write_all(self._fd, block)
-        self._writeback.wrote(len(block))
+        if not self._direct:
+            self._writeback.wrote(self._filled)
         self._filled = 0
 
     def finish(self) -> None:

@@ -7,6 +7,7 @@ import errno
 import fcntl
 import hashlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -58,16 +59,40 @@ def test_a_filesystem_refusing_o_direct_gets_buffered_writes(tmp_path: Path, mon
     assert refused  # it was asked, refused, and the body still stored whole
 
 
-def test_a_refused_direct_write_is_written_buffered(tmp_path: Path, monkeypatch: Any) -> None:
-    real_write = os.write
-    refused = []
+def direct_writes_go_to(monkeypatch: Any, disk: Callable[[int, Callable[..., int], int, Any], int]) -> list[int]:
+    """Replace os.write: a write with O_DIRECT set goes to `disk(call number, real write, fd, data)`.
 
-    def refusing_direct(fd: int, data: Any) -> int:
+    Returns the lengths of the direct writes asked for (a filesystem that accepts the flag and then
+    refuses or shortens writes, which this machine's does not)."""
+    real_write = os.write
+    asked: list[int] = []
+
+    def write(fd: int, data: Any) -> int:
         if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT:
-            refused.append(len(data))
-            raise OSError(errno.EINVAL, "Invalid argument")
+            asked.append(len(data))
+            return disk(len(asked), real_write, fd, data)
         return real_write(fd, data)
 
-    monkeypatch.setattr(os, "write", refusing_direct)
+    monkeypatch.setattr(os, "write", write)
+    return asked
+
+
+def refused(*_args: Any) -> int:
+    raise OSError(errno.EINVAL, "Invalid argument")
+
+
+def test_a_refused_direct_write_is_written_buffered(tmp_path: Path, monkeypatch: Any) -> None:
+    asked = direct_writes_go_to(monkeypatch, refused)
     store_and_check(tmp_path, body_of(3 * BLOCK + 5))
-    assert refused == [BLOCK]  # the first block was refused once; the rest went buffered
+    assert asked == [BLOCK]  # the first block was refused once; the rest went buffered
+
+
+def test_a_direct_write_cut_short_then_refused_keeps_every_byte_once(tmp_path: Path, monkeypatch: Any) -> None:
+    def short_then_refused(call: int, real_write: Callable[..., int], fd: int, data: Any) -> int:
+        if call == 1:
+            return real_write(fd, data[:MIB])  # the disk took a first MiB of the block
+        return refused()
+
+    asked = direct_writes_go_to(monkeypatch, short_then_refused)
+    store_and_check(tmp_path, body_of(2 * BLOCK + 3))
+    assert asked == [BLOCK, BLOCK - MIB]
