@@ -109,6 +109,9 @@ class PipelineLimits:
     max_subtitle_bytes: int = 4 * 1024**2
     metadata_ttl_seconds: float = 900
     heartbeat_seconds: float = 60
+    #: Progress events while streaming come every 5 points, but no closer together than this: each is a
+    #: commit, a notification and a read-model update, CPU the download shares (docs/performance.md).
+    progress_interval_seconds: float = 0.5
     max_post_items: int = 20
     max_duration_seconds: float = 4 * 3600
 
@@ -130,9 +133,12 @@ class PipelineOutcome:
 class AttemptReporter:
     """Reports progress for one attempt: every stage, and heartbeats while a phase runs long."""
 
-    def __init__(self, app: MediaTasks, task_id: UUID, attempt: int, heartbeat_seconds: float) -> None:
+    def __init__(
+        self, app: MediaTasks, task_id: UUID, attempt: int, heartbeat_seconds: float, progress_interval_seconds: float
+    ) -> None:
         self.app, self.task_id, self.attempt = app, task_id, attempt
         self.heartbeat_seconds = heartbeat_seconds
+        self.progress_interval_seconds = progress_interval_seconds
         self.progress = 10
         self.last_report = time.monotonic()
 
@@ -153,8 +159,11 @@ class AttemptReporter:
         )
 
     def tick(self, stage: str, progress: int, details: dict[str, Any] | None = None) -> None:
-        """Report if progress moved by 5 or more, or a heartbeat is due (the lease runs from the last event)."""
-        if progress >= self.progress + 5 or time.monotonic() - self.last_report >= self.heartbeat_seconds:
+        """Report if progress moved by 5 or more and the last report is `progress_interval_seconds` old,
+        or a heartbeat is due (the lease runs from the last event)."""
+        since = time.monotonic() - self.last_report
+        moved = progress >= self.progress + 5 and since >= self.progress_interval_seconds
+        if moved or since >= self.heartbeat_seconds:
             self.stage(stage, progress, details)
 
 
@@ -240,7 +249,9 @@ class TaskPipeline:
 
     def _attempt(self, task: MediaTask, attempt: int, last_delivery: bool) -> PipelineOutcome:
         task_id = task.id
-        reporter = AttemptReporter(self.app, task_id, attempt, self.limits.heartbeat_seconds)
+        reporter = AttemptReporter(
+            self.app, task_id, attempt, self.limits.heartbeat_seconds, self.limits.progress_interval_seconds
+        )
         timings: dict[str, float] = {}
         stored: list[BlobRef] = []
         started = time.perf_counter()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import re
 import shutil
@@ -13,6 +14,8 @@ import textwrap
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from multiprocessing.synchronize import Event
 from pathlib import Path
 
 import httpx
@@ -20,6 +23,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests.support.fake_platform import FakePlatform  # noqa: E402
 from tests.support.postgres import database_url, fresh_database, server_kinds  # noqa: E402
 from tests.support.service_process import ServiceProcess  # noqa: E402
 
@@ -167,3 +171,44 @@ def cpu_seconds(root_pid: int) -> tuple[float, float]:
     service = sum(stats[pid][2] for pid in tree if pid in stats)
     postgres = sum(cpu for _, name, cpu in stats.values() if name.startswith("postgres"))
     return service, postgres
+
+
+class _PlatformInChild(FakePlatform):
+    """A FakePlatform whose server runs in another process: this object only names its URLs."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__()
+        self._child_port = port
+
+    @property
+    def port(self) -> int:
+        return self._child_port
+
+
+def _serve_platform(ready: Connection, stop: Event) -> None:
+    with FakePlatform() as platform:
+        ready.send(platform.port)
+        stop.wait()
+
+
+@contextmanager
+def fake_platform_process() -> Iterator[FakePlatform]:
+    """The fake platform served by a process of its own (its own GIL and CPU time, not the bench's).
+
+    Only for what needs no state shared with the server (modes carried in the URL): counters,
+    recorded requests and `set_default_mode` stay in the child.
+    """
+    context = multiprocessing.get_context("spawn")
+    ours, theirs = context.Pipe()
+    stop = context.Event()
+    child = context.Process(target=_serve_platform, args=(theirs, stop), name="fake-platform", daemon=True)
+    child.start()
+    try:
+        if not ours.poll(30):
+            raise RuntimeError("the fake platform process did not start")
+        yield _PlatformInChild(ours.recv())
+    finally:
+        stop.set()
+        child.join(timeout=10)
+        if child.is_alive():
+            child.kill()

@@ -2,9 +2,9 @@
 
 A large download spends its CPU time in three places that each release the GIL: the socket read,
 sha256 and the file write. Run one after the other on one thread they add up; the download on the
-caller's thread and the rest on another overlap, so the slower side alone sets the pace. The
-filesystem store uses one stage (hash, then write): on the 2 bench cores, shared with the source
-server, a thread per stage measured no faster and costs a hand-off more (docs/performance.md).
+caller's thread and the rest on others overlap, so the slowest alone sets the pace. The
+filesystem store uses two stages, sha256 and then the disk write: its direct writes wait for the
+disk, and sha256 need not wait with them (docs/performance.md).
 Queues between the stages hold at most `depth` chunks each, so memory stays bounded by a few chunks
 whatever the body's size.
 """

@@ -261,6 +261,27 @@ class MediaTasksUseCases:
             app.fail = original  # type: ignore[method-assign]
         assert (outcome.outcome, outcome.error_code) == (AttemptOutcome.LEASE_LOST, "media_not_found")
 
+    def video_progress(self, app: MediaTasks, progress_interval_seconds: float) -> list[int]:
+        """The progress of each `video` event of a task whose 800-byte video streams in 4-byte chunks."""
+        user = self.user(app)
+        sub = app.submit(user, URL, "video")
+        fetcher = FakeFetcher()
+        fetcher.bodies[next(url for url in fetcher.bodies if not url.endswith(".vtt"))] = b"\x01" * 800
+        limits = PipelineLimits(
+            max_video_bytes=1000, heartbeat_seconds=60, progress_interval_seconds=progress_interval_seconds
+        )
+        pipeline = self.pipeline(app, fetcher=fetcher, provider=FakeProvider(info=media_info(size=800)), limits=limits)
+        assert pipeline.run(sub.task_id).outcome == AttemptOutcome.EXTRACTED
+        history = app.task_history(sub.task_id, user)
+        return [h.data["progress"] for h in history if h.type == "Processing" and h.data["stage"] == "video"]
+
+    def test_progress_while_streaming_comes_every_5_points(self, app: MediaTasks) -> None:
+        assert self.video_progress(app, progress_interval_seconds=0) == [30, 35, 40, 45, 50, 55, 60, 70]
+
+    def test_progress_while_streaming_waits_for_the_interval(self, app: MediaTasks) -> None:
+        # with the whole download inside one interval, only its start (30) and "stored" (70) are recorded
+        assert self.video_progress(app, progress_interval_seconds=3600) == [30, 70]
+
     def test_a_delivery_that_may_not_start_runs_nothing(self, app: MediaTasks) -> None:
         user = self.user(app)
         sub = app.submit(user, URL, "video")
