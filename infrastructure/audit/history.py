@@ -12,7 +12,7 @@ from application.audit import AuditReport, HistoryAuditor
 from application.audit_chain import GENESIS, ChainCheck, CheckpointVerifier, merge_by_position
 from infrastructure.postgres.event_decoder import EventDecoder
 from infrastructure.postgres.queries import tracking_position
-from infrastructure.postgres.task_views import TaskViewsBulkLoad
+from infrastructure.postgres.task_views import FoldPosition, TaskViewsBulkLoad
 from projections.task_views import TaskViewsProjection
 
 Progress = Callable[[int, int], None]
@@ -32,17 +32,17 @@ def verify(
     """Replay every event, check the invariants and the sealed chain, and compare the read model with a
     fresh rebuild. The events and the chain are read in one consistent snapshot.
 
-    `concurrent` (with the read model in PostgreSQL) folds the events into a fresh read model and
-    compares it with the live one in a second process, in the same snapshot as the replay
-    (infrastructure/postgres/audit_side_checks.py), while this one checks the chain and the
-    invariants: the same checks and findings. None (the default): from `CONCURRENT_FROM` events on,
+    `concurrent` (with the read model in PostgreSQL) splits the checks and the fold by aggregate
+    between this process and a second one, in the same snapshot (two thirds of the tasks there, the
+    accounts and the other tasks here, and the chain here: infrastructure/postgres/audit_side_checks.py):
+    the same checks and findings. None (the default): from `CONCURRENT_FROM` events on,
     where the second process's start (about a second) pays for itself."""
     from infrastructure.postgres.audit_seal import PostgresSeal, sealed_history
-    from infrastructure.postgres.audit_side_checks import SideChecks, tracked_in_snapshot, usable
+    from infrastructure.postgres.audit_side_checks import ParentShare, SideChecks, tracked_in_snapshot, usable
     from infrastructure.postgres.task_views import (
         BackgroundSnapshot,
-        FoldPosition,
         PostgresTaskViews,
+        folded,
         read_model_differences,
     )
 
@@ -66,55 +66,51 @@ def verify(
         chain.set_last_link(history.last_link)
         check = chain.check
 
-        def checked(merged: Iterable[tuple[int, Any, Any]]) -> Iterator[Any]:
+        def checked(merged: Iterable[tuple[int, Any, Any]], decodes: Callable[[Any], bool] | None) -> Iterator[Any]:
+            """The rows, each checked against its link on the way; `decodes`: only the rows it takes."""
             for position, row, link in merged:
                 check(position, row, link)
-                if row is not None:
+                if row is not None and (decodes is None or decodes(row)):
                     yield row
 
-        def projected(events: Iterable[tuple[int, Any]]) -> Iterator[tuple[int, Any]]:
-            tracking = FoldPosition(name)
-            for position, event in events:
-                if position <= views_at:
-                    tracking.notification_id = position
-                    try:
-                        process(event, tracking)
-                    except Exception as e:  # noqa: BLE001 - a forged state: named, and the audit goes on
-                        auditor.unreadable(position, e)
-                yield position, event
+        def unapplied(position: int, event: Any, error: Exception) -> None:
+            auditor.unreadable(position, error)
 
+        decoder = EventDecoder(app.mapper)
         if concurrent:
             views_at = tracked_in_snapshot(history.snapshot.connection, views, name)
             side = SideChecks.start(history.snapshot, views, name, app.mapper)
-        events = EventDecoder(app.mapper).events(
-            checked(merge_by_position(history.events, history.links)), auditor.unreadable
-        )
+            mine = ParentShare(history.snapshot, views, decoder)  # the rows this process decodes, its live rows
+        merged = merge_by_position(history.events, history.links)
+        events = decoder.events(checked(merged, mine.decodes if concurrent else None), auditor.unreadable)
         try:
             auditor.feed_all(
-                events if concurrent else projected(events),
+                folded(events, process, name, views_at, unapplied),
                 None if progress is None else lambda p: progress(p, head),
                 _progress_every(head),
             )
             if concurrent:
                 side.imported()  # then this snapshot's transaction can end while the child goes on
+                mine.imported()
         except BaseException:
             if concurrent:
                 side.stop()
             raise
     if concurrent:
         found = side.result()
+        auditor.tasks.update(found.tasks)  # the child's tasks: disjoint from this process's
+        auditor.report.events += mine.skipped
     report = auditor.finish()
     report.chain = chain.finish()
     report.signatures_checked = verifier is not None
     if concurrent:
+        live = mine.live()
         report.violations.extend(found.violations)
-        live_accounts = found.accounts
-    else:
-        if background is not None:
-            live = background.rows()
-        for message in read_model_differences(rebuild, live):
-            auditor.violation("read_model_differs", message)
-        live_accounts = live["accounts"]
+    elif background is not None:
+        live = background.rows()
+    for message in read_model_differences(rebuild, live):
+        auditor.violation("read_model_differs", message)
+    live_accounts = live["accounts"]
     for account in auditor.accounts.values():
         row = next((a for a in live_accounts if a["user_id"] == account.user_id), None)
         if row is not None and views_at >= head and row["balance"] != account.balance:
@@ -247,13 +243,14 @@ def rebuild(
         process, name = TaskViewsProjection(view=load).dispatcher(), app.name
         head = app.recorder.max_notification_id() or 0
         events = EventDecoder(app.mapper).events(event_rows(app.recorder, after=position, stop=head))
-        count, loading = 0, True
+        count, loading, tracking = 0, True, FoldPosition(name)
         try:
             while loading:  # one transaction per `commit_every` events
                 with views.datastore.transaction(commit=True) as curs:
                     curs.execute("SET LOCAL synchronous_commit = off")
                     for position, event in events:
-                        process(event, Tracking(name, position))
+                        tracking.notification_id = position
+                        process(event, tracking)
                         count += 1
                         if count % page == 0:
                             load.flush(curs)

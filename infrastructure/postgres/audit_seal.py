@@ -323,18 +323,26 @@ def open_history_cursors(
     return events, links
 
 
-def open_event_cursor(conn: Any, events_table: Composed, after: int, head: int) -> Any:
+def open_event_cursor(
+    conn: Any, events_table: Composed, after: int, head: int, only: tuple[Composed, tuple[Any, ...]] | None = None
+) -> Any:
     """A server-side cursor (binary results) over (position, originator id, version, topic, state) of the
-    events after `after` up to `head`, in order."""
+    events after `after` up to `head`, in order; `only`: those that meet a condition (and its parameters)."""
     events = conn.cursor(name="audit_events", row_factory=tuple_row, binary=True)
     events.itersize = SCAN_ROWS
-    events.execute(
-        SQL(
-            "SELECT notification_id, originator_id, originator_version, topic, state FROM {} "
-            "WHERE notification_id > %s AND notification_id <= %s ORDER BY notification_id"
-        ).format(events_table),
-        (after, head),
-    )
+    statement = SQL(
+        "SELECT notification_id, originator_id, originator_version, topic, state FROM {} "
+        "WHERE notification_id > %s AND notification_id <= %s ORDER BY notification_id"
+    ).format(events_table)
+    if only is None:
+        events.execute(statement, (after, head))
+    else:  # the range in its index's order, filtered after: OFFSET 0 keeps the condition (whose selectivity
+        # PostgreSQL guesses, and a wrong guess sorted every row, in parallel) out of the range's plan
+        condition, parameters = only
+        statement = SQL("SELECT * FROM ({} OFFSET 0) AS range WHERE {} ORDER BY notification_id").format(
+            statement, condition
+        )
+        events.execute(statement, (after, head, *parameters))
     return events
 
 

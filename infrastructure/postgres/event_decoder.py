@@ -39,6 +39,7 @@ class EventDecoder:
                 self.direct[name] = transcoding.decode
         self.classes: dict[str, type | None] = {}
         self.shapes: dict[str, Shape | None] = {}
+        self.resolved: dict[str, Any] = {}
 
     def __call__(self, originator_id: Any, version: int, topic: str, state: bytes) -> Any:
         cls = self.classes.get(topic, False)
@@ -121,6 +122,17 @@ class EventDecoder:
             event = new(cls)
             set_dict(event, "__dict__", data)
             yield position, event
+
+    def event_class(self, topic: str) -> type | None:
+        """The class a topic names (None if it names none), whether or not this decodes it itself."""
+        cls = self.resolved.get(topic, False)
+        if cls is False:
+            try:
+                cls = resolve_topic(topic)
+            except Exception:  # noqa: BLE001 - decoding the event says what is wrong
+                cls = None
+            self.resolved[topic] = cls
+        return cls
 
     def _resolve(self, topic: str) -> type | None:
         """The event class, or None where the mapper must decode (a class version to upcast)."""

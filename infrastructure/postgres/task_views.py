@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import operator
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
 from datetime import datetime
@@ -418,9 +419,18 @@ def view_tables(schema: str, prefix: str) -> dict[str, Composed]:
     }
 
 
-def read_snapshot(conn: Any, tables: dict[str, Composed]) -> dict[str, Any]:
+SNAPSHOT_TABLES = ("tasks", "accounts", "ledger")  # what `snapshot()` holds (the updates follow from the events)
+
+
+def read_snapshot(
+    conn: Any,
+    tables: dict[str, Composed],
+    which: tuple[str, ...] = SNAPSHOT_TABLES,
+    where: dict[str, Composed] | None = None,
+) -> dict[str, Any]:
     """Every row of the read model in a comparable form: each row as `plain_row` gives its view's fields
-    (what asdict of TaskView, AccountView, LedgerEntry gives), tasks and accounts by id, the ledger by position.
+    (what asdict of TaskView, AccountView, LedgerEntry gives), tasks and accounts by id, the ledger by position
+    (`which`: only these of the tables; `where`: a table's rows that meet a condition).
 
     PostgreSQL writes each table as one JSON array (uuids as their text, timestamps as
     `datetime.isoformat()` writes them in UTC, jsonb as it is) and orjson reads it: no row or value
@@ -431,14 +441,16 @@ def read_snapshot(conn: Any, tables: dict[str, Composed]) -> dict[str, Any]:
         ("accounts", ACCOUNT_COLUMNS, "account_id"),
         ("ledger", LEDGER_COLUMNS, "position"),
     ):
+        if table not in which:
+            continue
         fields = SQL(", ").join(
             SQL("{}, {}").format(Literal(c), _iso_utc(c) if COLUMN_TYPES[c] == "timestamptz" else Identifier(c))
             for c in columns
         )
         with conn.cursor(row_factory=tuple_row) as curs:
             curs.execute(
-                SQL("SELECT coalesce(json_agg(json_build_object({}) ORDER BY {}), '[]')::text FROM {}").format(
-                    fields, Identifier(order), tables[table]
+                SQL("SELECT coalesce(json_agg(json_build_object({}) ORDER BY {}), '[]')::text FROM {} WHERE {}").format(
+                    fields, Identifier(order), tables[table], (where or {}).get(table, SQL("true"))
                 )
             )
             row = curs.fetchone()
@@ -500,17 +512,20 @@ def _json_loads(data: bytes | str) -> Any:
         return json.loads(data)
 
 
-def read_model_differences(fold: TaskViewsBulkLoad, live: dict[str, Any]) -> list[str]:
-    """Each row where `live` (`snapshot()` of a read model) differs from the fold's: equal `snapshot_json`
-    bytes first (then nothing differs), row by row only when they differ."""
-    fresh_json = fold.snapshot_json()
+def read_model_differences(
+    fold: TaskViewsBulkLoad, live: dict[str, Any], which: tuple[str, ...] = SNAPSHOT_TABLES
+) -> list[str]:
+    """Each row where `live` (`snapshot()` of a read model, or `which` of its tables) differs from the fold's:
+    equal `snapshot_json` bytes first (then nothing differs), row by row only when they differ."""
+    live = {table: live[table] for table in which}
+    fresh_json = fold.snapshot_json(which)
     if fresh_json is not None and fresh_json == plain_json(live):
         return []
-    fresh = fold.snapshot()
+    fresh = fold.snapshot(which)
     if fresh == live:
         return []
     found = []
-    for table in ("tasks", "accounts", "ledger"):
+    for table in which:
         live_rows = {_row_key(r): r for r in live[table]}
         for row in fresh[table]:
             if live_rows.pop(_row_key(row), None) != row:
@@ -552,6 +567,26 @@ class FoldPosition:
         self.notification_id = 0
 
 
+def folded(
+    events: Iterable[tuple[int, Any]],
+    process: Callable[[Any, Any], None],
+    application_name: str,
+    up_to: int,
+    failed: Callable[[int, Any, Exception], None],
+) -> Iterator[tuple[int, Any]]:
+    """Each (position, event), folded by `process` (a projection's dispatcher) on the way up to `up_to`;
+    `failed(position, event, error)` for one it cannot apply (a forged state), and the fold goes on."""
+    tracking = FoldPosition(application_name)
+    for position, event in events:
+        if position <= up_to:
+            tracking.notification_id = position
+            try:
+                process(event, tracking)
+            except Exception as error:  # noqa: BLE001 - named by `failed`
+                failed(position, event, error)
+        yield position, event
+
+
 class TaskViewsBulkLoad:
     """The projection's writes folded in memory and loaded with COPY (for `mediatasks audit rebuild`).
 
@@ -573,9 +608,10 @@ class TaskViewsBulkLoad:
         self.position = 0
         self.committed = False  # rows of it are in the tables already (upsert, do not copy, what changed)
         self._committed_at = 0
-        # What changed since the last commit (only when loading: an audit's fold keeps no such sets).
-        self._changed_tasks: set[UUID] | None = set() if views is not None else None
-        self._changed_accounts: set[UUID] | None = set() if views is not None else None
+        # What changed since the last commit; None before the first (then all of it is new: no set kept
+        # per event) and in an audit's fold.
+        self._changed_tasks: set[UUID] | None = None
+        self._changed_accounts: set[UUID] | None = None
 
     # The writes TaskViewsProjection makes --------------------------------------------
 
@@ -600,18 +636,7 @@ class TaskViewsBulkLoad:
 
     def _append_update(self, row: dict[str, Any], position: int) -> None:
         if self.keep_updates:
-            self.updates.append(
-                (
-                    position,
-                    row["task_id"],
-                    row["status"],
-                    row["progress"],
-                    row["attempt"],
-                    row["stage"],
-                    row["error"],
-                    row["updated_at"],
-                )
-            )
+            self.updates.append((position, *_update_fields(row)))
 
     def account_opened(self, account_id: UUID, user_id: str, at: datetime, tracking: Tracking) -> None:
         self.position = tracking.notification_id
@@ -653,38 +678,38 @@ class TaskViewsBulkLoad:
     def track_only(self, tracking: Tracking) -> None:
         self.position = tracking.notification_id
 
-    def snapshot(self) -> dict[str, Any]:
-        """What PostgresTaskViews.snapshot() would read after loading this fold."""
-        return {
-            "tasks": sorted((plain_row(dict(row)) for row in self.tasks.values()), key=lambda r: r["task_id"]),
-            "accounts": sorted(
+    def snapshot(self, which: tuple[str, ...] = SNAPSHOT_TABLES) -> dict[str, Any]:
+        """What PostgresTaskViews.snapshot() would read after loading this fold (`which` of its tables)."""
+        tables = {
+            "tasks": lambda: sorted((plain_row(dict(row)) for row in self.tasks.values()), key=lambda r: r["task_id"]),
+            "accounts": lambda: sorted(
                 (plain_row(dict(zip(ACCOUNT_COLUMNS, a, strict=True))) for a in self.accounts.values()),
                 key=lambda r: r["account_id"],
             ),
-            "ledger": [
+            "ledger": lambda: [
                 plain_row(dict(zip(LEDGER_COLUMNS, e, strict=True))) for e in sorted(self.entries, key=lambda e: e[0])
             ],
         }
+        return {table: tables[table]() for table in which}
 
-    def snapshot_json(self) -> bytes | None:
-        """`plain_json` of what `snapshot()` returns, without building the plain rows (None: use `snapshot()`).
+    def snapshot_json(self, which: tuple[str, ...] = SNAPSHOT_TABLES) -> bytes | None:
+        """`plain_json` of what `snapshot(which)` returns, without building the plain rows (None: use `snapshot()`).
 
         Datetimes are written by orjson itself, which for a UTC datetime is `plain_row`'s form
         (`isoformat()`); one in another offset writes differently, so it can make the bytes unequal
         (then the rows are compared), never equal where the plain rows differ."""
+        tables: dict[str, Any] = {}
         try:  # UUIDs in their order (UUID's own comparison, without its Python-level __lt__ per pair)
-            tasks = sorted(self.tasks, key=_uuid_int)
-            accounts = sorted(self.accounts, key=_uuid_int)
+            if "tasks" in which:
+                tables["tasks"] = [self.tasks[k] for k in sorted(self.tasks, key=_uuid_int)]
+            if "accounts" in which:
+                accounts = sorted(self.accounts, key=_uuid_int)
+                tables["accounts"] = [dict(zip(ACCOUNT_COLUMNS, self.accounts[k], strict=True)) for k in accounts]
         except AttributeError:
             return None
-        return plain_json(
-            {
-                "tasks": [self.tasks[k] for k in tasks],
-                "accounts": [dict(zip(ACCOUNT_COLUMNS, self.accounts[k], strict=True)) for k in accounts],
-                "ledger": [dict(zip(LEDGER_COLUMNS, e, strict=True)) for e in sorted(self.entries, key=_first)],
-            },
-            native_datetimes=True,
-        )
+        if "ledger" in which:
+            tables["ledger"] = [dict(zip(LEDGER_COLUMNS, e, strict=True)) for e in sorted(self.entries, key=_first)]
+        return plain_json({table: tables[table] for table in which}, native_datetimes=True)
 
     # Loading ------------------------------------------------------------------------
 
@@ -708,8 +733,7 @@ class TaskViewsBulkLoad:
             self.commit(curs, application_name)
         else:
             self.flush(curs)
-            tasks = (tuple(row[c] for c in TASK_COLUMNS) for row in self.tasks.values())
-            self._copy(curs, "tasks", TASK_COLUMNS, tasks)
+            self._copy(curs, "tasks", TASK_COLUMNS, map(_task_fields, self.tasks.values()))
             self._copy(curs, "accounts", ACCOUNT_COLUMNS, (tuple(a) for a in self.accounts.values()))
             if self.position:
                 self.views._insert_tracking(curs, Tracking(application_name, self.position))
@@ -719,11 +743,12 @@ class TaskViewsBulkLoad:
     def commit(self, curs: Any, application_name: str) -> None:
         """Write what the tables lack so far, in the caller's transaction: the appended rows, the tasks
         and accounts changed since the last commit (upserted), and the position they reflect."""
-        assert self._changed_tasks is not None and self._changed_accounts is not None
         self.flush(curs)
-        tasks = (tuple(self.tasks[t][c] for c in TASK_COLUMNS) for t in self._changed_tasks)
+        changed_tasks = self.tasks if self._changed_tasks is None else self._changed_tasks  # None: all are new
+        changed_accounts = self.accounts if self._changed_accounts is None else self._changed_accounts
+        tasks = (_task_fields(self.tasks[t]) for t in changed_tasks)
         self._upsert(curs, "tasks", TASK_COLUMNS, "task_id", tasks)
-        accounts = (tuple(self.accounts[a]) for a in self._changed_accounts)
+        accounts = (tuple(self.accounts[a]) for a in changed_accounts)
         self._upsert(curs, "accounts", ACCOUNT_COLUMNS, "account_id", accounts)
         if self.position > self._committed_at:
             self.views._insert_tracking(curs, Tracking(application_name, self.position))
@@ -744,6 +769,7 @@ class TaskViewsBulkLoad:
         self.user_ids = {account[1] for account in self.accounts.values()}
         self.position = self._committed_at = position
         self.committed = True
+        self._changed_tasks, self._changed_accounts = set(), set()
         return position
 
     def _upsert(self, curs: Any, table: str, columns: tuple[str, ...], key: str, rows: Any) -> None:
@@ -806,6 +832,10 @@ COLUMN_TYPES = {
     "amount": "int8",
     "reason": "text",
 }
+
+
+_task_fields = operator.itemgetter(*TASK_COLUMNS)  # a task row's values in TASK_COLUMNS' order
+_update_fields = operator.itemgetter(*UPDATE_COLUMNS[1:-1], "updated_at")  # its update's, after the position
 
 
 def _columns(columns: tuple[str, ...]) -> Composed:
