@@ -179,6 +179,19 @@ def user_with_history(pg: dict[str, str], tasks: int) -> str:
     return user.api_key
 
 
+def settle(pids: Sequence[int], timeout: float = 180.0) -> None:
+    """Wait until the followers have folded the bulk history (the service and PostgreSQL idle for a
+    second): the history row measures submissions against that account, not the catch-up on it."""
+    deadline, quiet = time.monotonic() + timeout, 0
+    used = sum(cpu_seconds(pid)[0] for pid in pids)
+    while quiet < 2 and time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = sum(cpu_seconds(pid)[0] for pid in pids)
+        quiet, used = (quiet + 1 if now - used < 0.05 else 0), now
+    if quiet < 2:
+        print(f"  the followers were still busy after {timeout:.0f} s", file=sys.stderr)
+
+
 class Table:
     def __init__(self, seconds: int, connections: int, postgres: int) -> None:
         self.seconds, self.connections, self.postgres = seconds, connections, postgres
@@ -271,6 +284,7 @@ def main() -> None:
                     table.measure("mediatasks", workers, "64 users", pids, svc.url, keys)
                 if workers == 1 and args.history:
                     key = user_with_history(pg, args.history)
+                    settle(pids + [table.postgres])
                     table.measure(
                         "mediatasks", 1, f"history: 1 user with {args.history:,} earlier tasks", pids, svc.url, [key]
                     )
