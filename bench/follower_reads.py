@@ -15,7 +15,9 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from _harness import database
@@ -84,17 +86,18 @@ def last_match(conn: psycopg.Connection, schema: str, topics: list[str]) -> int:
     return row[0]
 
 
-def library_statement(schema: str, topics: list[str]) -> tuple[Composed, list]:
+def library_statement(schema: str, topics: list[str]) -> tuple[Composed, Callable[[int], Any]]:
     """eventsourcing's own `select_notifications` statement: the topics are a parameter."""
     statement = SQL(
         "SELECT * FROM {} WHERE notification_id>%s AND topic = ANY(%s) ORDER BY notification_id LIMIT %s"
     ).format(Identifier(schema, TABLE))
-    return statement, [topics]
+    return statement, lambda start: [start, topics, 100]
 
 
-def project_statement(schema: str, topics: list[str]) -> tuple[Composed, list]:
-    """The project's (infrastructure/postgres/topic_index.py): the topics written in as a literal."""
-    return topic_reads_statement(schema, TABLE, topics, inclusive_of_start=False, has_stop=False), []
+def project_statement(schema: str, topics: list[str]) -> tuple[Composed, Callable[[int], Any]]:
+    """The project's (infrastructure/postgres/topic_index.py): one index range per topic, written in."""
+    statement = topic_reads_statement(schema, TABLE, topics, inclusive_of_start=False, has_stop=False)
+    return statement, lambda start: {"start": start, "limit": 100}
 
 
 def measure(conn: psycopg.Connection, schema: str, pulls: int, build) -> dict[str, tuple[float, float]]:
@@ -104,8 +107,8 @@ def measure(conn: psycopg.Connection, schema: str, pulls: int, build) -> dict[st
     results = {}
     for name, topics in FOLLOWERS.items():
         start = last_match(conn, schema, topics)
-        statement, extra = build(schema, topics)
-        params = [start, *extra, 100]
+        statement, parameters = build(schema, topics)
+        params = parameters(start)
         for _ in range(8):  # past the five custom plans PostgreSQL tries before a generic one
             conn.execute(statement, params, prepare=True).fetchall()
         cpu, wall = backend_cpu(pid), time.perf_counter()

@@ -4,7 +4,7 @@ eventsourcing's subscriptions read `WHERE notification_id > %s AND topic = ANY(%
 notification_id LIMIT %s`. A follower of a rare topic (the refund issuer follows terminal `Failed`)
 starts each read after its last matching event; with only the notification-id index PostgreSQL walks
 every event since then at every NOTIFY and catch-up. With this index (and the topics written into the
-prepared statement, `TopicIndexReads`) a read costs the rows it returns. Created by `create_tables`
+prepared statement, one index range per topic: `TopicIndexReads`) a read costs the rows it returns. Created by `create_tables`
 (eventsourcing's table creation is left as it is); idempotent.
 """
 
@@ -35,20 +35,27 @@ def create_topic_index(datastore: Any, events_table: str) -> None:
 def topic_reads_statement(
     schema: str, events_table: str, topics: Sequence[str], *, inclusive_of_start: bool, has_stop: bool
 ) -> Composed:
-    """eventsourcing's `select_notifications` statement with the topics written in as a literal.
+    """eventsourcing's `select_notifications` statement, one index range per topic.
 
-    The statement is prepared; with the topics a parameter, PostgreSQL's generic plan cannot know how
-    rare they are and walks the notification-id index from the start. Each follower reads a fixed
-    set of topics, so a literal costs one prepared statement per follower and lets the plan use the
-    (topic, notification_id) index.
+    With `topic = ANY(...)` and `ORDER BY notification_id LIMIT n` PostgreSQL may walk the
+    notification-id index and filter by topic (it did on a freshly loaded table: the webhook fan-out,
+    whose topics are rare, then read every event since its last match at every poll). One branch per
+    topic, each an ordered range of the (topic, notification_id) index with its own limit, costs the
+    rows it returns whatever the statistics say. Topics are literals (a follower reads a fixed set:
+    one prepared statement each); parameters are named: start, stop (when `has_stop`), limit.
     """
-    statement = SQL("SELECT * FROM {schema}.{table} WHERE notification_id {op} %s").format(
-        schema=Identifier(schema), table=Identifier(events_table), op=SQL(">=" if inclusive_of_start else ">")
-    )
+    table = SQL("{schema}.{table}").format(schema=Identifier(schema), table=Identifier(events_table))
+    bounds = SQL("notification_id {op} %(start)s").format(op=SQL(">=" if inclusive_of_start else ">"))
     if has_stop:
-        statement += SQL(" AND notification_id <= %s")
-    return statement + SQL(" AND topic = ANY({topics}::text[]) ORDER BY notification_id LIMIT %s").format(
-        topics=Literal(list(topics))
+        bounds += SQL(" AND notification_id <= %(stop)s")
+    branches = [
+        SQL(
+            "(SELECT * FROM {table} WHERE topic = {topic} AND {bounds} ORDER BY notification_id LIMIT %(limit)s)"
+        ).format(table=table, topic=Literal(topic), bounds=bounds)
+        for topic in dict.fromkeys(topics)
+    ]
+    return SQL("SELECT * FROM ({branches}) AS matching ORDER BY notification_id LIMIT %(limit)s").format(
+        branches=SQL(" UNION ALL ").join(branches)
     )
 
 
@@ -77,7 +84,7 @@ class TopicIndexReads:
             inclusive_of_start=inclusive_of_start,
             has_stop=stop is not None,
         )
-        params = [start or 0, *([stop] if stop is not None else []), limit]
+        params = {"start": start or 0, "stop": stop, "limit": limit}
         with recorder.datastore.get_connection() as conn, conn.cursor() as curs:
             curs.execute(statement, params, prepare=True)
             return [

@@ -42,6 +42,9 @@ def test_topic_reads_return_the_same_events_and_use_the_index(app: MediaTasks, s
         names = {r[0] for r in conn.execute("SELECT indexname FROM pg_indexes WHERE schemaname = %s", (schema,))}
         assert topic_index_name(table) in names
         conn.execute("SET enable_seqscan = off")  # a tiny table: ask which index the planner would take
-        statement = topic_reads_statement(schema, table, [failed], inclusive_of_start=False, has_stop=False)
-        plan = "\n".join(r[0] for r in conn.execute(psycopg.sql.SQL("EXPLAIN ") + statement, [0, 100]))
-        assert topic_index_name(table) in plan, plan
+        for topics in ([failed], [started, failed]):  # each topic one range of the topic index
+            statement = topic_reads_statement(schema, table, topics, inclusive_of_start=False, has_stop=False)
+            explain = psycopg.sql.SQL("EXPLAIN ") + statement
+            plan = "\n".join(r[0] for r in conn.execute(explain, {"start": 0, "limit": 100}))
+            assert plan.count(topic_index_name(table)) == len(topics), plan
+            assert app.recorder.notification_id_index_name not in plan, plan  # type: ignore[attr-defined]
