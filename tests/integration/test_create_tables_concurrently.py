@@ -32,6 +32,7 @@ def _create_at_once(env: dict[str, str]) -> list[BaseException]:
         thread.start()
     for thread in threads:
         thread.join(60)
+    assert not any(thread.is_alive() for thread in threads), "a starter still waits after 60 s"
     return errors
 
 
