@@ -139,12 +139,14 @@ def test_tokens_outlive_an_admin_token_rotation_and_the_previous_secret_verifies
             timeout=30,
         )
         key = r.json()["api_key"]
-        task_id = httpx.post(
+        r = httpx.post(
             first.url + "/v1/tasks",
             json={"url": TIKTOK, "output_type": "subtitles"},
             headers={"Authorization": f"Bearer {key}"},
             timeout=30,
-        ).json()["task_id"]
+        )
+        assert r.status_code == 202, r.text
+        task_id = r.json()["task_id"]
         generated = token_for(first, key, task_id)
         first.stop()
 
