@@ -11,7 +11,8 @@ beside it (as `serve` runs them with 2 workers), with 1 and 2 uvicorn workers; i
 limits and active-task cap are set out of reach (the peers have none), but still checked on every
 request. "1 user" sends every request with one API key (one busy account), "64 users" spreads them over 64. The history row is one
 user whose account already has `--history` tasks, written in bulk before the run (saves of 500 tasks
-with their charges, then a snapshot). CPU per request from /proc: the server's processes (the projections process
+with their charges, then a snapshot), measured between two rows of a fresh user (same process state,
+same moment: the 1-user row ran before the 64 users and the bulk write) and compared with their mean. CPU per request from /proc: the server's processes (the projections process
 included), and the PostgreSQL server's (an embedded server of its own, so other load on the machine is not counted).
 """
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -198,6 +200,7 @@ class Table:
     def __init__(self, seconds: int, connections: int, postgres: int) -> None:
         self.seconds, self.connections, self.postgres = seconds, connections, postgres
         self.rows: list[tuple[str, int, str, WrkResult, float, float]] = []
+        self.history_ratio: float | None = None
 
     def measure(
         self,
@@ -242,6 +245,8 @@ class Table:
                 f"| {system} | {workers} | {who} | {r.requests_per_second:,.0f}{errors} | {r.p50_ms:.1f} | "
                 f"{r.p99_ms:.1f} | {service_ms:.2f} | {pg_ms:.2f} | {vs_pg:.2f} | {vs_es:.2f} |"
             )
+        if self.history_ratio is not None:
+            print(f"\nhistory row × the mean of the fresh 1-user rows either side of it: {self.history_ratio:.2f}")
 
 
 def main() -> None:
@@ -287,8 +292,21 @@ def main() -> None:
                 if workers == 1 and args.history:
                     key = user_with_history(pg, args.history)
                     settle(pids + [table.postgres])
-                    table.measure(
+                    beside = [
+                        table.measure(
+                            "mediatasks", 1, "1 user, fresh, before the history row", pids, svc.url, users(svc.url, 1)
+                        )
+                    ]
+                    history = table.measure(
                         "mediatasks", 1, f"history: 1 user with {args.history:,} earlier tasks", pids, svc.url, [key]
+                    )
+                    beside.append(
+                        table.measure(
+                            "mediatasks", 1, "1 user, fresh, after the history row", pids, svc.url, users(svc.url, 1)
+                        )
+                    )
+                    table.history_ratio = history.requests_per_second / statistics.mean(
+                        r.requests_per_second for r in beside
                     )
         table.print(baseline)
 
