@@ -13,7 +13,8 @@ request. "1 user" sends every request with one API key (one busy account), "64 u
 user whose account already has `--history` tasks, written in bulk before the run (saves of 500 tasks
 with their charges, then a snapshot), measured between two rows of a fresh user (same process state,
 same moment: the 1-user row ran before the 64 users and the bulk write) and compared with their mean. CPU per request from /proc: the server's processes (the projections process
-included), and the PostgreSQL server's (an embedded server of its own, so other load on the machine is not counted).
+included; the progress lines on stderr split it, the API process first), and the PostgreSQL server's (an embedded
+server of its own, so other load on the machine is not counted).
 """
 
 from __future__ import annotations
@@ -212,10 +213,10 @@ class Table:
         keys: list[str] | None,
         path: str = "/v1/tasks",
     ) -> WrkResult:
-        def service_cpu() -> float:
-            return sum(cpu_seconds(pid)[0] for pid in server_pids)
+        def each_cpu() -> list[float]:
+            return [cpu_seconds(pid)[0] for pid in server_pids]
 
-        service0, pg0 = service_cpu(), cpu_seconds(self.postgres)[0]
+        each0, pg0 = each_cpu(), cpu_seconds(self.postgres)[0]
         if keys is None:
             result = wrk(url + path, connections=self.connections, seconds=self.seconds)
         else:
@@ -223,10 +224,16 @@ class Table:
                 url + path, connections=self.connections, seconds=self.seconds, method="POST", body=BODY, api_keys=keys
             )
         requests = max(1.0, result.requests_per_second * self.seconds)
-        service_ms = (service_cpu() - service0) / requests * 1e3
+        each_ms = [(now - before) / requests * 1e3 for now, before in zip(each_cpu(), each0, strict=True)]
+        service_ms = sum(each_ms)
         pg_ms = (cpu_seconds(self.postgres)[0] - pg0) / requests * 1e3
         self.rows.append((system, workers, who, result, service_ms, pg_ms))
-        print(f"  {system} ×{workers} {who}: {result.row()}", file=sys.stderr, flush=True)
+        split = " + ".join(f"{ms:.2f}" for ms in each_ms)
+        print(
+            f"  {system} ×{workers} {who}: {result.row()}  CPU ms/req: service {split}, PostgreSQL {pg_ms:.2f}",
+            file=sys.stderr,
+            flush=True,
+        )
         return result
 
     def print(self, baseline: dict[str, float]) -> None:
