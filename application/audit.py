@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from operator import attrgetter
 from typing import Any
 from uuid import UUID
 
@@ -73,6 +74,10 @@ class _Task:
     cycles: dict[int, str] = field(default_factory=dict)  # charge attempt → "open" | "extracted" | "failed:<pos>"
 
 
+_task_fields = attrgetter(*(f.name for f in fields(_Task)))
+TaskStates = tuple[bytes, list[tuple[Any, ...]], dict[Any, Any]]  # HistoryAuditor.task_states()
+
+
 @dataclass
 class _Account:
     user_id: str
@@ -131,6 +136,32 @@ class HistoryAuditor:
                     progress(position)
         finally:
             self.report.events += count
+
+    def task_states(self) -> TaskStates:
+        """The task checks' state, for another auditor's `add_task_states` (in another process): the ids'
+        16 bytes in one string and each task's fields as a tuple, which pickle without a Python call
+        per object (the tasks themselves and their UUIDs would not)."""
+        ids: list[bytes] = []
+        fields: list[tuple[Any, ...]] = []
+        others: dict[Any, _Task] = {}
+        names: dict[str, str] = {}
+        for task_id, task in self.tasks.items():
+            if type(task_id) is not UUID:
+                others[task_id] = task
+                continue
+            ids.append(task_id.bytes)
+            state = _task_fields(task)
+            fields.append((names.setdefault(state[0], state[0]), *state[1:]))  # each user's id pickled once
+        return b"".join(ids), fields, others
+
+    def add_task_states(self, states: TaskStates) -> None:
+        """Another auditor's `task_states`, of tasks this one has not seen, merged in the order it had them
+        (any id that is not a UUID last)."""
+        ids, fields, others = states
+        tasks, task = self.tasks, _Task
+        for start, state in zip(range(0, len(ids), 16), fields, strict=True):
+            tasks[UUID(bytes=ids[start : start + 16])] = task(*state)
+        tasks.update(others)
 
     # Tasks ------------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ import orjson
 
 from application.audit import AuditReport, HistoryAuditor
 from application.audit_chain import GENESIS, ChainCheck, Checkpoint, CheckpointVerifier, merge_by_position
+from infrastructure.collector import full_collections_held
 
 FORMAT = "mediatasks-audit-export/1"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -136,6 +137,7 @@ def write_export(
     return {"from": after, "to": head, "events": events, "checkpoints": len(checkpoints)}
 
 
+@full_collections_held()
 def verify_export(path: str, verifier: CheckpointVerifier, *, progress: Progress | None = None) -> AuditReport:
     """Check an export with no database: chain, signatures and (from the first event on) the invariants."""
     import zstandard

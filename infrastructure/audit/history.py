@@ -10,6 +10,7 @@ from eventsourcing.persistence import Tracking
 
 from application.audit import AuditReport, HistoryAuditor
 from application.audit_chain import GENESIS, ChainCheck, CheckpointVerifier, merge_by_position
+from infrastructure.collector import full_collections_held
 from infrastructure.postgres.event_decoder import EventDecoder
 from infrastructure.postgres.queries import tracking_position
 from infrastructure.postgres.task_views import FoldPosition, TaskViewsBulkLoad
@@ -20,6 +21,7 @@ CONCURRENT_FROM = 50_000  # events: a verify of this many or more folds the read
 REFUNDS_TRACKING_TABLE = "mediatasks_tracking"  # the RefundIssuer's (it is named after the app it writes to)
 
 
+@full_collections_held()
 def verify(
     app: Any,
     views: Any,
@@ -33,8 +35,8 @@ def verify(
     fresh rebuild. The events and the chain are read in one consistent snapshot.
 
     `concurrent` (with the read model in PostgreSQL) splits the checks and the fold by aggregate
-    between this process and a second one, in the same snapshot (two thirds of the tasks there, the
-    accounts and the other tasks here, and the chain here: infrastructure/postgres/audit_side_checks.py):
+    between this process and a second one, in the same snapshot (three quarters of the tasks there,
+    the accounts and the other tasks here, and the chain here: infrastructure/postgres/audit_side_checks.py):
     the same checks and findings. None (the default): from `CONCURRENT_FROM` events on,
     where the second process's start (about a second) pays for itself."""
     from infrastructure.postgres.audit_seal import PostgresSeal, sealed_history
@@ -97,18 +99,20 @@ def verify(
                 side.stop()
             raise
     if concurrent:
-        found = side.result()
-        auditor.tasks.update(found.tasks)  # the child's tasks: disjoint from this process's
+        live = mine.live()
+        differences = read_model_differences(rebuild, live)  # this process's rows, while the child finishes
+        auditor.add_task_states(side.task_states())  # the child's tasks: disjoint from this process's
         auditor.report.events += mine.skipped
     report = auditor.finish()
     report.chain = chain.finish()
     report.signatures_checked = verifier is not None
     if concurrent:
-        live = mine.live()
-        report.violations.extend(found.violations)
-    elif background is not None:
-        live = background.rows()
-    for message in read_model_differences(rebuild, live):
+        report.violations.extend(side.result().violations)  # its comparison ran meanwhile
+    else:
+        if background is not None:
+            live = background.rows()
+        differences = read_model_differences(rebuild, live)
+    for message in differences:
         auditor.violation("read_model_differs", message)
     live_accounts = live["accounts"]
     for account in auditor.accounts.values():
@@ -122,6 +126,7 @@ def verify(
     return report
 
 
+@full_collections_held()
 def replay_invariants(
     app: Any, *, refunds_tracked_to: int | None = None, progress: Progress | None = None
 ) -> AuditReport:
@@ -140,6 +145,7 @@ def replay_invariants(
     return auditor.finish()
 
 
+@full_collections_held()
 def verify_chain(
     app: Any,
     *,
@@ -202,6 +208,7 @@ class RebuildInterrupted(Exception):
         self.name, self.position = name, position
 
 
+@full_collections_held()
 def rebuild(
     env: dict[str, str],
     app: Any,

@@ -9,10 +9,13 @@ share 0, and each event is decoded once. The child imports the replay's snapshot
 `refunded_credits`) with the same `EventDecoder`, runs the task checks of the same `HistoryAuditor`
 and folds them with the same `TaskViewsProjection` into a `TaskViewsBulkLoad` up to the read model's
 tracking position in that snapshot, and compares its tasks with the live ones of its shares, read on
-a second connection in the same snapshot while it folds. It hands back what it found (events that
-do not decode or do not apply, rows that differ, task-check violations) and its tasks' audit state,
-which the first process merges into its own before `finish()` (the cross checks of charges and
-tasks). The first process meanwhile checks the chain over every event and decodes only its own.
+a second connection in the same snapshot while it folds. It hands back, in two messages on its
+stdout, its tasks' audit state as soon as its fold ends (ids as bytes, fields as tuples: they
+unpickle without a call per object), which the first process merges into its own and runs
+`finish()` on (the cross checks of charges and tasks) while the child compares its rows; then what
+it found (events that do not decode or do not apply, rows that differ, task-check violations). The
+first process meanwhile checks the chain over every event, decodes only its own, and compares its
+own rows while it waits. Both hold off full garbage collections (infrastructure/collector.py).
 
 The refunds it folds are the first process's to name when they fail (it folds them too, with the
 same code: a refund's failure raises before its task is marked in either fold, for any JSON value).
@@ -27,7 +30,7 @@ import pickle
 import subprocess
 import sys
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -40,8 +43,9 @@ from eventsourcing.persistence import JSONTranscoder, Mapper
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Composed, Identifier, Literal
 
-from application.audit import ACCOUNT_EVENTS, HistoryAuditor, Violation
+from application.audit import ACCOUNT_EVENTS, HistoryAuditor, TaskStates, Violation
 from domain.credits import CreditAccount
+from infrastructure.collector import full_collections_held
 from infrastructure.postgres.audit_seal import ExportedSnapshot, open_event_cursor, paged
 from infrastructure.postgres.event_decoder import EventDecoder
 from infrastructure.postgres.task_views import (
@@ -77,7 +81,6 @@ def tasks_of(shares: tuple[int, ...]) -> dict[str, Composed]:
 class SideResult:
     views_at: int  # the read model's tracking position in the snapshot: the fold went to it
     violations: list[Violation]  # what the checks, the fold and the comparison found, in the order they named it
-    tasks: dict[UUID, Any]  # the task checks' state (HistoryAuditor.tasks), to merge before finish()
 
 
 class SideChecks:
@@ -112,13 +115,27 @@ class SideChecks:
         if self._process.stdout.read(1) != IMPORTED:
             self._failed()
 
+    def task_states(self) -> TaskStates:
+        """The child's task checks' state (`HistoryAuditor.task_states()`), handed over when its fold ends,
+        before its comparison: merge it and finish the audit while the child compares."""
+        return self._message()
+
     def result(self) -> SideResult:
+        """What the child found (after `task_states()`)."""
         assert self._process.stdout is not None
         with self._process.stdout:
-            output = self._process.stdout.read()
+            found = self._message()
         if self._process.wait() != 0:
             self._failed()
-        return pickle.loads(output)
+        return found
+
+    def _message(self) -> Any:
+        assert self._process.stdout is not None
+        size = self._process.stdout.read(8)
+        data = self._process.stdout.read(int.from_bytes(size, "big")) if len(size) == 8 else b""
+        if not data:  # the child ended before writing it
+            self._failed()
+        return pickle.loads(data)
 
     def stop(self) -> None:
         """End the child (the verify it serves failed)."""
@@ -229,7 +246,15 @@ def _topics(conn: Any, events_table: Composed, decoder: EventDecoder) -> tuple[l
     return refunds, others
 
 
-def _side_checks(exported: tuple[Any, ...], model: tuple[str, str, str, str], transcodings: list[Any]) -> SideResult:
+@full_collections_held()
+def _side_checks(
+    exported: tuple[Any, ...],
+    model: tuple[str, str, str, str],
+    transcodings: list[Any],
+    hand_over: Callable[[TaskStates], None],
+) -> SideResult:
+    """The child's work (above); `hand_over` gets its task checks' state as soon as its fold ends, before
+    the comparison (whose result's violations include the fold's)."""
     conninfo, snapshot_id, events_table, after, head = exported
     schema, prefix, tracking_table, name = model
     transcoder = JSONTranscoder()
@@ -282,14 +307,22 @@ def _side_checks(exported: tuple[Any, ...], model: tuple[str, str, str, str], tr
         finally:
             rows.close()
             events.close()
+        hand_over(auditor.task_states())  # the first process merges them and finishes while this compares
         live = live_rows.result()
     for message in read_model_differences(fold, live, ("tasks",)):
         auditor.violation("read_model_differs", message)
-    return SideResult(views_at, auditor.report.violations, auditor.tasks)
+    return SideResult(views_at, auditor.report.violations)
+
+
+def _send(message: Any) -> None:
+    """One message to the first process: its pickle's length (8 bytes), then the pickle."""
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    sys.stdout.buffer.write(len(data).to_bytes(8, "big") + data)
+    sys.stdout.buffer.flush()
 
 
 if __name__ == "__main__":  # the child: its classes pickled under the module's name, not __main__'s
     from infrastructure.postgres import audit_side_checks
 
-    result = audit_side_checks._side_checks(*pickle.loads(sys.stdin.buffer.read()))
-    sys.stdout.buffer.write(pickle.dumps(result))
+    arguments = pickle.loads(sys.stdin.buffer.read())
+    audit_side_checks._send(audit_side_checks._side_checks(*arguments, audit_side_checks._send))

@@ -1,0 +1,69 @@
+"""verify's two processes: the task checks' state handed from one auditor to another, and the collector
+held off full collections during a pass."""
+
+from __future__ import annotations
+
+import gc
+import pickle
+from datetime import timedelta
+from typing import Any
+
+from application.audit import HistoryAuditor
+from domain.credits import CreditAccount
+from infrastructure.collector import NEVER, full_collections_held
+from tests.unit.test_domain_tasks import NOW, new_task
+
+
+def history() -> list[tuple[int, Any]]:
+    """One account, three tasks: extracted; failed and refunded; failed and never charged nor refunded."""
+    account = CreditAccount.open("u1")
+    account.grant(10)
+    events: list[Any] = list(account.collect_events())
+    for n in range(3):
+        task = new_task(user_id="u1")
+        if n < 2:
+            account.charge(task.id, 1, 1)
+        task.begin_attempt(now=NOW, lease=timedelta(minutes=10), worker_id="w")
+        task.report_progress(attempt=1, stage="metadata", progress=20)
+        if n == 0:
+            task.complete(attempt=1, result={})
+        else:
+            task.fail(attempt=1, code="media_not_found", message="gone", retryable=False)
+        if n == 1:
+            account.refund(task.id, 1, task.refund(1))
+        events += task.collect_events()
+        events += account.collect_events()
+    return list(enumerate(events, start=1))
+
+
+def test_task_states_handed_over_through_pickle_finish_as_one_auditor_does() -> None:
+    events = history()
+    whole = HistoryAuditor(refunds_tracked_to=len(events))
+    whole.feed_all(events)
+    tasks_half, accounts_half = HistoryAuditor(), HistoryAuditor(refunds_tracked_to=len(events))
+    tasks_half.feed_all(events, checks="tasks")
+    accounts_half.feed_all(events, checks="accounts")
+
+    accounts_half.add_task_states(pickle.loads(pickle.dumps(tasks_half.task_states())))
+
+    assert accounts_half.tasks == whole.tasks
+    assert list(accounts_half.tasks) == list(whole.tasks)  # the order finish() names them in
+    split, one = accounts_half.finish(), whole.finish()
+    assert [v.code for v in one.violations] == ["unpaid_task", "missing_refund"]
+    assert split.violations == one.violations
+    assert (split.tasks, split.accounts) == (one.tasks, one.accounts) == (3, 1)
+
+
+def test_full_collections_held_while_a_pass_runs_and_restored_after() -> None:
+    before = gc.get_threshold()
+
+    @full_collections_held()
+    def a_pass() -> list[tuple[int, int, int]]:
+        seen = [gc.get_threshold()]
+        with full_collections_held():  # a pass within a pass
+            seen.append(gc.get_threshold())
+        seen.append(gc.get_threshold())  # still held: the outer pass runs on
+        return seen
+
+    assert a_pass() == [(before[0], before[1], NEVER)] * 3
+    assert gc.get_threshold() == before
