@@ -203,10 +203,8 @@ class AccountBatches:
         for _ in self._retries():
             try:
                 read = self._read([s[0].user_id for s in groups if rerun or self._contested(s[0].user_id)])
-            except BaseException as e:  # noqa: BLE001 - every caller of the batch gets it
-                for slots in groups:
-                    _fail(slots, e)
-                return
+            except Exception:  # noqa: BLE001 - each batch then reads on its own, and fails on its own
+                read = {}
             decided: list[_Decided] = []
             for slots in groups:
                 try:
