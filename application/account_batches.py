@@ -125,6 +125,7 @@ class AccountBatches:
         self._rivals: OrderedDict[str, float] = OrderedDict()
         # The async callers' batches: decided by one thread, every waiting account at once.
         self._waiting: set[int] = set()
+        self._busy: set[int] = set()  # the stripes a decider holds now
         self._wakeup = threading.Condition()
         self._deciders = self._idle_deciders = self._decider_pid = 0
 
@@ -164,6 +165,7 @@ class AccountBatches:
             self._waiting.add(index)
             if self._decider_pid != os.getpid():  # a forked child has none of its parent's threads
                 self._decider_pid, self._deciders, self._idle_deciders = os.getpid(), 0, 0
+                self._busy.clear()
             if self._idle_deciders == 0 and self._deciders < DECIDERS:
                 self._deciders += 1
                 threading.Thread(target=self._decide_waiting, name="account-batches", daemon=True).start()
@@ -177,23 +179,33 @@ class AccountBatches:
         """A decider thread: until idle for DECIDER_IDLE_SECONDS, the accounts with async callers waiting."""
         while True:
             with self._wakeup:
-                if not self._waiting:
+                idle_until = time.monotonic() + DECIDER_IDLE_SECONDS
+                # Only accounts no other decider holds: one that waited for a held account would hold the
+                # rest of its accounts meanwhile (with many accounts, deciders queued behind each other).
+                while not (indexes := sorted(self._waiting - self._busy)):  # sorted: locks taken in one order
+                    idle = idle_until - time.monotonic()
+                    if idle <= 0:
+                        self._deciders -= 1
+                        return
                     self._idle_deciders += 1
-                    self._wakeup.wait(DECIDER_IDLE_SECONDS)
+                    self._wakeup.wait(idle)
                     self._idle_deciders -= 1
-                if not self._waiting:
-                    self._deciders -= 1
-                    return
-                indexes = sorted(self._waiting)  # locks taken in one order: no deadlock with another taker
-                self._waiting.clear()
-            with ExitStack() as held:
-                slots: list[_Slot] = []
-                for index in indexes:
-                    stripe = self._stripes[index]
-                    held.enter_context(stripe.lock)
-                    slots += _take(stripe)
-                if slots:
-                    self._decide_and_save_together(list(_by_user(slots).values()))
+                self._waiting.difference_update(indexes)
+                self._busy.update(indexes)
+            try:
+                with ExitStack() as held:
+                    slots: list[_Slot] = []
+                    for index in indexes:
+                        stripe = self._stripes[index]
+                        held.enter_context(stripe.lock)
+                        slots += _take(stripe)
+                    if slots:
+                        self._decide_and_save_together(list(_by_user(slots).values()))
+            finally:
+                with self._wakeup:
+                    self._busy.difference_update(indexes)
+                    if self._waiting:  # commands that came for these accounts meanwhile: a decider takes them
+                        self._wakeup.notify()
 
     def _decide_and_save_together(self, groups: list[list[_Slot]]) -> None:
         """Each account's batch decided on its own and saved as its own part of one transaction: the

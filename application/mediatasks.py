@@ -180,6 +180,23 @@ class MediaTasks(Application[UUID]):
         for stored in recorder.select_events_after([(a.id, a.version) for a in aggregates]):
             cast(Any, self.mapper.to_domain_event(stored)).mutate(by_id[cast(UUID, stored.originator_id)])
 
+    def _take_snapshots(self, processing_event: ProcessingEvent[UUID]) -> None:
+        """A snapshot of each aggregate whose new events reach a multiple of its interval, taken from the
+        aggregate as just saved (the state its recorded events make): eventsourcing's reads it back from
+        the store first, i.e. the last snapshot and up to an interval of events decoded and replayed
+        (5-6 % of the API process's CPU for one busy account)."""
+        if self.snapshots is None:
+            return
+        due: dict[UUID, Any] = {}
+        for event in processing_event.events:
+            aggregate: Any = processing_event.aggregates.get(event.originator_id)
+            interval = self.snapshotting_intervals.get(type(aggregate))
+            if interval is not None and event.originator_version % interval == 0:
+                due[event.originator_id] = aggregate
+        if due:
+            snapshot_class: Any = self.snapshot_class
+            self.snapshots.put([getattr(type(a), "Snapshot", snapshot_class).take(a) for a in due.values()])
+
     # Users and credits ------------------------------------------------------------
 
     def create_user(self, user_id: str, credits: int = 0, reason: str = "initial grant") -> NewUser:

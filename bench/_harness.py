@@ -107,8 +107,10 @@ def wrk(
     body: dict | None = None,
     headers: dict[str, str] | None = None,
     api_keys: list[str] | None = None,
+    targets: list[tuple[str, str]] | None = None,
 ) -> WrkResult:
-    """Run wrk; with api_keys, each request is sent as a user picked at random."""
+    """Run wrk; with api_keys, each request is sent as a user picked at random; with targets
+    ((api key, path) pairs, the path under `url`'s origin), each request is one pair picked at random."""
     script = Path(tempfile.mkstemp(suffix=".lua")[1])
     lines = [f'wrk.method = "{method}"']
     if body is not None:
@@ -123,6 +125,17 @@ def wrk(
             request = function()
               wrk.headers["Authorization"] = "Bearer " .. keys[math.random(#keys)]
               return wrk.format()
+            end
+        """)
+        )
+    if targets:
+        lines.append("targets = {" + ", ".join(f'{{"{key}", "{path}"}}' for key, path in targets) + "}")
+        lines.append(
+            textwrap.dedent("""
+            request = function()
+              local target = targets[math.random(#targets)]
+              wrk.headers["Authorization"] = "Bearer " .. target[1]
+              return wrk.format(nil, target[2])
             end
         """)
         )

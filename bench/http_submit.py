@@ -11,14 +11,17 @@ beside it (as `serve` runs them with 2 workers), with 1 and 2 uvicorn workers; i
 limits and active-task cap are set out of reach (the peers have none), but still checked on every
 request. "1 user" sends every request with one API key (one busy account), "64 users" spreads them over 64. The history row is one
 user whose account already has `--history` tasks, written in bulk before the run (saves of 500 tasks
-with their charges, then a snapshot). CPU per request from /proc: the server's processes (the projections process
-included), and the PostgreSQL server's (an embedded server of its own, so other load on the machine is not counted).
+with their charges, then a snapshot), measured between two rows of a fresh user (same process state,
+same moment: the 1-user row ran before the 64 users and the bulk write) and compared with their mean. CPU per request from /proc: the server's processes (the projections process
+included; the progress lines on stderr split it, the API process first), and the PostgreSQL server's (an embedded
+server of its own, so other load on the machine is not counted).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -174,7 +177,9 @@ def user_with_history(pg: dict[str, str], tasks: int) -> str:
         for task in batch:
             account.charge(task.id, 1, 1)
         app.save(*batch, account)
-    app.take_snapshot(account.id)
+    latest = next(iter(app.snapshots.get(account.id, desc=True, limit=1)), None)  # type: ignore[union-attr]
+    if latest is None or latest.originator_version < account.version:  # the last save may have taken it
+        app.take_snapshot(account.id)
     app.close()
     return user.api_key
 
@@ -196,6 +201,7 @@ class Table:
     def __init__(self, seconds: int, connections: int, postgres: int) -> None:
         self.seconds, self.connections, self.postgres = seconds, connections, postgres
         self.rows: list[tuple[str, int, str, WrkResult, float, float]] = []
+        self.history_ratio: float | None = None
 
     def measure(
         self,
@@ -207,10 +213,10 @@ class Table:
         keys: list[str] | None,
         path: str = "/v1/tasks",
     ) -> WrkResult:
-        def service_cpu() -> float:
-            return sum(cpu_seconds(pid)[0] for pid in server_pids)
+        def each_cpu() -> list[float]:
+            return [cpu_seconds(pid)[0] for pid in server_pids]
 
-        service0, pg0 = service_cpu(), cpu_seconds(self.postgres)[0]
+        each0, pg0 = each_cpu(), cpu_seconds(self.postgres)[0]
         if keys is None:
             result = wrk(url + path, connections=self.connections, seconds=self.seconds)
         else:
@@ -218,10 +224,16 @@ class Table:
                 url + path, connections=self.connections, seconds=self.seconds, method="POST", body=BODY, api_keys=keys
             )
         requests = max(1.0, result.requests_per_second * self.seconds)
-        service_ms = (service_cpu() - service0) / requests * 1e3
+        each_ms = [(now - before) / requests * 1e3 for now, before in zip(each_cpu(), each0, strict=True)]
+        service_ms = sum(each_ms)
         pg_ms = (cpu_seconds(self.postgres)[0] - pg0) / requests * 1e3
         self.rows.append((system, workers, who, result, service_ms, pg_ms))
-        print(f"  {system} ×{workers} {who}: {result.row()}", file=sys.stderr, flush=True)
+        split = " + ".join(f"{ms:.2f}" for ms in each_ms)
+        print(
+            f"  {system} ×{workers} {who}: {result.row()}  CPU ms/req: service {split}, PostgreSQL {pg_ms:.2f}",
+            file=sys.stderr,
+            flush=True,
+        )
         return result
 
     def print(self, baseline: dict[str, float]) -> None:
@@ -240,6 +252,8 @@ class Table:
                 f"| {system} | {workers} | {who} | {r.requests_per_second:,.0f}{errors} | {r.p50_ms:.1f} | "
                 f"{r.p99_ms:.1f} | {service_ms:.2f} | {pg_ms:.2f} | {vs_pg:.2f} | {vs_es:.2f} |"
             )
+        if self.history_ratio is not None:
+            print(f"\nhistory row × the mean of the fresh 1-user rows either side of it: {self.history_ratio:.2f}")
 
 
 def main() -> None:
@@ -285,8 +299,21 @@ def main() -> None:
                 if workers == 1 and args.history:
                     key = user_with_history(pg, args.history)
                     settle(pids + [table.postgres])
-                    table.measure(
+                    beside = [
+                        table.measure(
+                            "mediatasks", 1, "1 user, fresh, before the history row", pids, svc.url, users(svc.url, 1)
+                        )
+                    ]
+                    history = table.measure(
                         "mediatasks", 1, f"history: 1 user with {args.history:,} earlier tasks", pids, svc.url, [key]
+                    )
+                    beside.append(
+                        table.measure(
+                            "mediatasks", 1, "1 user, fresh, after the history row", pids, svc.url, users(svc.url, 1)
+                        )
+                    )
+                    table.history_ratio = history.requests_per_second / statistics.mean(
+                        r.requests_per_second for r in beside
                     )
         table.print(baseline)
 

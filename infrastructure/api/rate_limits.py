@@ -10,7 +10,9 @@ counts the user's tasks not yet extracted or failed in the read model (it lags t
 Well below the cap (under half of it) the count is kept in memory, each submission of this process
 adding one, and read again in the background about once a second per user (no request waits for
 it); nearer the cap it is read for every submission, and a refusal always comes from a fresh read. With the memory storage and the user's limits and count
-at hand, a request is counted on the event loop (no thread); otherwise in the thread pool.
+at hand, a request is counted on the event loop (no thread); otherwise in the thread pool. A user's overrides are
+cached for 5 s and read again in the background in the last second of that (a user who keeps sending requests
+never waits for that read; one who comes back after a pause does).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ logger = logging.getLogger(__name__)
 
 SUBMISSIONS, READS = "submissions", "reads"
 OVERRIDES_CACHE_SECONDS = 5.0
+OVERRIDES_READ_AHEAD_SECONDS = 1.0  # cached overrides are read again in the background this long before expiry
 SWEEP_SECONDS = 1.0
 ACTIVE_COUNT_SECONDS = 1.0  # a user's active tasks, read well below the cap, are trusted this long
 _STATE_KEY = "rate_limit_headers"
@@ -86,6 +89,7 @@ class RequestLimits:
         self._cache: dict[str, tuple[UserLimits, float]] = {}
         self._active: dict[str, tuple[int, float]] = {}  # user → (tasks active, read again after)
         self._refreshing: dict[str, int] = {}  # user → submissions counted while their fresh read runs
+        self._reading_overrides: dict[str, object] = {}  # user → the background read of their overrides under way
         self._lock = threading.Lock()
 
     def limits_of(self, user_id: str) -> UserLimits:
@@ -101,10 +105,37 @@ class RequestLimits:
             self._cache[user_id] = (found, now + OVERRIDES_CACHE_SECONDS)
         return found
 
+    def overrides_due(self, user_id: str) -> object | None:
+        """A claim on reading the user's overrides again in the background (`read_overrides_ahead`) when
+        their cached copy expires within OVERRIDES_READ_AHEAD_SECONDS and nobody reads them yet; else None.
+        A user who keeps sending requests then never waits for that read."""
+        with self._lock:
+            cached = self._cache.get(user_id)
+            if cached is None or cached[1] - time.monotonic() > OVERRIDES_READ_AHEAD_SECONDS:
+                return None
+            if user_id in self._reading_overrides:
+                return None
+            claim = self._reading_overrides[user_id] = object()
+            return claim
+
+    def read_overrides_ahead(self, user_id: str, claim: object) -> None:
+        """Read the user's overrides for the next OVERRIDES_CACHE_SECONDS; kept unless `forget` came first."""
+        try:
+            found = self.overrides.get(user_id)
+        finally:
+            with self._lock:
+                still_ours = self._reading_overrides.get(user_id) is claim
+                if still_ours:
+                    del self._reading_overrides[user_id]
+        if still_ours:
+            with self._lock:
+                self._cache[user_id] = (found, time.monotonic() + OVERRIDES_CACHE_SECONDS)
+
     def forget(self, user_id: str) -> None:
         with self._lock:
             self._cache.pop(user_id, None)
             self._active.pop(user_id, None)
+            self._reading_overrides.pop(user_id, None)  # a read under way may have the old overrides: dropped
 
     def counts_without_io(self, kind: str, user_id: str) -> bool:
         """Whether counting this request needs no database or Redis (then the event loop does it)."""
@@ -244,6 +275,9 @@ async def _counted_caller(request: Request, app: Any, credentials: Any, kind: st
         if kind == SUBMISSIONS and limits.active_count_due(user_id):
             refresh = asyncio.get_running_loop().run_in_executor(None, limits.refresh_active_count, user_id)
             refresh.add_done_callback(_log_failed_refresh)
+        if (claim := limits.overrides_due(user_id)) is not None:
+            read = asyncio.get_running_loop().run_in_executor(None, limits.read_overrides_ahead, user_id, claim)
+            read.add_done_callback(_log_failed_refresh)
     else:
         await run_in_threadpool(_count, request, kind, key_id, user_id)
     return user_id
@@ -263,7 +297,7 @@ def _count(request: Request, kind: str, key_id: str, user_id: str) -> None:
 
 def _log_failed_refresh(refresh: asyncio.Future[None]) -> None:
     if not refresh.cancelled() and refresh.exception() is not None:
-        logger.warning("active tasks not counted afresh: %s", refresh.exception())
+        logger.warning("active tasks or limits not read afresh: %s", refresh.exception())
 
 
 RateLimited = Depends(rate_limited)

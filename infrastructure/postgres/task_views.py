@@ -105,6 +105,11 @@ class PostgresTaskViews(TaskViews, PostgresTrackingRecorder):
                 SQL("CREATE INDEX IF NOT EXISTS {} ON {} (updated_at) WHERE status IN ({})").format(
                     Identifier(f"{prefix}_tasks_open"), t["tasks"], SQL(", ").join(map(Literal, OPEN_STATUSES))
                 ),
+                # A user's open tasks (the active-task cap's count): without it PostgreSQL counted them by
+                # ANDing the user's tasks with every user's open tasks (tasks_open), a read of all of those.
+                SQL("CREATE INDEX IF NOT EXISTS {} ON {} (user_id) WHERE status IN ({})").format(
+                    Identifier(f"{prefix}_tasks_open_by_user"), t["tasks"], SQL(", ").join(map(Literal, OPEN_STATUSES))
+                ),
                 SQL(
                     "CREATE TABLE IF NOT EXISTS {} (position bigint PRIMARY KEY, task_id uuid NOT NULL, "
                     "status text NOT NULL, progress int NOT NULL, attempt int NOT NULL, stage text NOT NULL, "
@@ -716,7 +721,7 @@ class TaskViewsBulkLoad:
     def drop_secondary_indexes(self) -> None:
         prefix, schema = self.views.prefix, self.views.datastore.schema
         with self.views.datastore.transaction(commit=True) as curs:
-            for index in ("tasks_by_user", "tasks_open", "updates_by_task", "ledger_by_account"):
+            for index in ("tasks_by_user", "tasks_open", "tasks_open_by_user", "updates_by_task", "ledger_by_account"):
                 curs.execute(
                     SQL("DROP INDEX IF EXISTS {}.{}").format(Identifier(schema), Identifier(f"{prefix}_{index}"))
                 )

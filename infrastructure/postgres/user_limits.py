@@ -6,9 +6,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from eventsourcing.postgres import PostgresDatastore
-from psycopg.sql import SQL, Identifier
+from psycopg.sql import SQL, Composed, Identifier, Literal
 
-ACTIVE_STATUSES = ("queued", "downloading", "processing", "retrying")
+from domain.vocabulary import OPEN_STATUSES
+
+ACTIVE_STATUSES = tuple(str(status) for status in OPEN_STATUSES)  # the read model's index of them by user
 
 
 @dataclass(frozen=True)
@@ -61,9 +63,14 @@ class PostgresUserLimits:
 def active_task_count(views: Any, user_id: str) -> int:
     """The user's tasks not yet extracted or failed, in the read model `views` (a PostgresTaskViews)."""
     with views.datastore.get_connection() as conn, conn.cursor() as curs:
-        curs.execute(
-            SQL("SELECT count(*) AS n FROM {} WHERE user_id = %s AND status = ANY(%s)").format(views.tables["tasks"]),
-            (user_id, list(ACTIVE_STATUSES)),
-        )
+        curs.execute(active_task_count_statement(views), (user_id,))
         row = curs.fetchone()
     return int(row["n"]) if row else 0
+
+
+def active_task_count_statement(views: Any) -> Composed:
+    """The count of one user's (%s) open tasks; the statuses as literals, so that every plan of it can take
+    the read model's partial index of open tasks by user (`…_tasks_open_by_user`)."""
+    return SQL("SELECT count(*) AS n FROM {} WHERE user_id = %s AND status IN ({})").format(
+        views.tables["tasks"], SQL(", ").join(map(Literal, ACTIVE_STATUSES))
+    )

@@ -20,6 +20,7 @@ from uuid import UUID
 import pytest
 
 from application import account_batches
+from application.account_batches import _stripe_of
 from application.mediatasks import MediaTasks
 from domain.credits import CreditAccount
 from domain.errors import InsufficientCredits
@@ -365,3 +366,33 @@ def test_a_conflict_storm_of_two_processes_on_the_same_accounts(
         paid = {e.task_id for e in account_events(app, user) if isinstance(e, CreditAccount.Charged)}
         assert {str(t) for t in paid} >= accepted and len(paid) == n + 1
         assert_paid_once_each(app, user, paid)
+
+
+def test_an_account_whose_batch_is_being_decided_holds_up_no_other_account(busy_app: MediaTasks) -> None:
+    app = busy_app
+    app.create_user("ana", 5)
+    app.create_user("ben", 5)
+    assert _stripe_of("ana") != _stripe_of("ben")
+    entered, release = threading.Event(), threading.Event()
+
+    def slow(account: CreditAccount, batch: Any) -> Callable[[int | None], str]:
+        entered.set()  # a decider holds ana's account until released
+        assert release.wait(30)
+        return lambda last_id: "slow"
+
+    async def main() -> tuple[Any, Any, Any, bool]:
+        held = asyncio.ensure_future(app._account_batches.run_async("ana", slow))
+        try:
+            while not entered.is_set():
+                await asyncio.sleep(0.01)
+            behind = asyncio.ensure_future(app.submit_async("ana", URL, "subtitles"))  # waits for the held batch
+            ben = await asyncio.wait_for(app.submit_async("ben", URL, "subtitles"), 10)  # does not
+            ana_still_held = not release.is_set() and not behind.done()
+        finally:
+            release.set()
+        return await held, await behind, ben, ana_still_held
+
+    slow_answer, ana, ben, ana_still_held = asyncio.run(main())
+    assert ana_still_held  # ben was answered while ana's batch was still being decided
+    assert slow_answer == "slow" and ana.created and ben.created
+    assert app.get_account("ana").balance == 4 and app.get_account("ben").balance == 4

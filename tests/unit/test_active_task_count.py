@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from types import SimpleNamespace
 
 from infrastructure.api.rate_limits import RequestLimits
@@ -50,3 +51,53 @@ def test_submissions_counted_during_a_fresh_read_are_not_lost() -> None:
     refresh.join(5)
     assert limits._active["u"][0] == 4, "the read's 1 plus the 3 submissions made meanwhile"
     assert not limits.active_count_due("u"), "fresh for ACTIVE_COUNT_SECONDS"
+
+
+class CountedOverrides:
+    def __init__(self) -> None:
+        self.reads = 0
+        self.value = UserLimits()
+
+    def get(self, user_id: str) -> UserLimits:
+        self.reads += 1
+        return self.value
+
+
+def limits_with(overrides: CountedOverrides) -> RequestLimits:
+    settings = SimpleNamespace(
+        rate_limit_storage="memory://",
+        rate_limit_submissions="1000/second",
+        rate_limit_reads="1000/second",
+        max_active_tasks=100,
+    )
+    return RequestLimits(settings, overrides, views=None)  # type: ignore[arg-type]
+
+
+def test_overrides_about_to_expire_are_read_again_ahead_once() -> None:
+    overrides = CountedOverrides()
+    limits = limits_with(overrides)
+    assert limits.limits_of("u") == UserLimits() and overrides.reads == 1
+    assert limits.overrides_due("u") is None  # fresh for seconds yet
+    limits._cache["u"] = (UserLimits(), time.monotonic() + 0.5)  # expires within the read-ahead second
+    claim = limits.overrides_due("u")
+    assert claim is not None
+    assert limits.overrides_due("u") is None  # one read at a time
+    overrides.value = UserLimits(max_active_tasks=7)
+    limits.read_overrides_ahead("u", claim)
+    assert overrides.reads == 2
+    assert limits.limits_of("u").max_active_tasks == 7 and overrides.reads == 2  # from the cache, for 5 s
+    assert limits._cache["u"][1] > time.monotonic() + 4
+
+
+def test_a_read_ahead_under_way_when_the_overrides_change_is_dropped() -> None:
+    overrides = CountedOverrides()
+    limits = limits_with(overrides)
+    limits.limits_of("u")
+    limits._cache["u"] = (UserLimits(), time.monotonic() + 0.5)
+    claim = limits.overrides_due("u")
+    assert claim is not None
+    limits.forget("u")  # PUT /v1/admin/users/u/limits: the read under way may have the old value
+    limits.read_overrides_ahead("u", claim)
+    assert "u" not in limits._cache
+    overrides.value = UserLimits(max_active_tasks=3)
+    assert limits.limits_of("u").max_active_tasks == 3

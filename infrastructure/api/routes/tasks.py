@@ -55,12 +55,14 @@ router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
 READ_YOUR_WRITES_SECONDS = 3.0
 STREAM_SAFETY_SECONDS = 10.0
 STREAM_RETRY_AFTER_SECONDS = 10
+IDEMPOTENCY_KEY_MAX_LENGTH = 255
+IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]+$"
 IdempotencyKey = Annotated[
     str | None,
     Header(
         alias="Idempotency-Key",
-        max_length=255,
-        pattern=r"^[\x21-\x7e]+$",
+        max_length=IDEMPOTENCY_KEY_MAX_LENGTH,
+        pattern=IDEMPOTENCY_KEY_PATTERN,
         description="same key + same body → the same task, no second charge (scoped per user)",
     ),
 ]
@@ -121,9 +123,10 @@ def visible_task(app: Any, views: TaskViews, task_id: UUID, user_id: str) -> Tas
     return view
 
 
-# POST /v1/tasks, the hot route, on a router of its own that the API includes first (the first route the
-# router tries) and without the other routes' router-level rate limit: its one dependency authenticates
-# the caller and counts the submission (FastAPI's cost grows with each dependency it solves).
+# POST /v1/tasks, the hot route, on a router of its own that the API includes first and without the other
+# routes' router-level rate limit: its one dependency authenticates the caller and counts the submission.
+# The submissions FastAPI would accept are served below its dependency solver, by the same dependency and
+# this same function (infrastructure/api/submission_fast_path.py); the rest come here through FastAPI.
 submissions = APIRouter(prefix="/v1/tasks", tags=["tasks"])
 
 
