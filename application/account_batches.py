@@ -6,16 +6,19 @@ in order against one read of the account, then saves the account with every task
 made or changed in one `save` (one transaction). Each caller gets its own answer: its result, or the
 domain error its command raised (an error writes nothing: a command checks before it records, and
 the tasks of a refused command are not saved). Across processes optimistic concurrency stays the
-arbiter: a conflicting save decides the whole batch again on fresh reads.
+arbiter: a conflicting save decides that account's batch again on a fresh read.
 
 Callers on an event loop (`run_async`, the HTTP submissions) hold no thread while they wait: a
 decider thread takes every account with commands waiting, decides each account's batch and saves
 them all in one transaction (the group-commit writer may add other callers' inserts to it), then
 wakes each caller on its loop. While it waits for that commit, another decider (up to DECIDERS)
-takes the accounts that have commands waiting by then. A batch's first decision starts from the account as this process last
-saved it (no read); a rival's write makes the save conflict, and the batch is decided again on fresh
-reads. A refusal (not enough credits) is never answered from memory: that batch is decided again on a
-fresh read first.
+takes the accounts that have commands waiting by then. Each account's batch is its own part of that
+transaction (`MediaTasks.save_each`): when a rival process wrote one account since, only that account's
+batch is refused, decided again on a fresh read and saved in the next transaction; the others commit.
+A batch's first decision starts from the account as this process last saved it (no read), unless a
+rival process writes that account too (its save conflicted, or a read found the rival's events): for
+CONTESTED_SECONDS such accounts are brought up to date first, all of a batch's in one read. A refusal
+(not enough credits) is never answered from memory: that batch is decided again on a fresh read first.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 from uuid import UUID
 
-from eventsourcing.persistence import IntegrityError, InterfaceError, OperationalError
+from eventsourcing.persistence import IntegrityError, InterfaceError, OperationalError, Recording
 
 from domain.credits import CreditAccount
 from domain.errors import ConcurrentUpdates, DomainError
@@ -45,6 +48,7 @@ if TYPE_CHECKING:
 STRIPES = 256
 REMEMBERED_ACCOUNTS = 10_000
 DECIDERS = 3  # while one waits for its commit, another decides the next accounts (their saves share commits)
+CONTESTED_SECONDS = 30.0  # after a rival's write is seen, the account's batches read it first for this long
 DECIDER_IDLE_SECONDS = 10.0  # an idle decider thread ends; the next async caller starts another
 
 
@@ -67,6 +71,7 @@ class Batch:
 R = TypeVar("R")
 Answer = Callable[[int | None], R]  # given the batch's last notification id, the caller's result
 Decide = Callable[[CreditAccount, Batch], Answer[R]]
+Saved = int | None | Literal[False] | BaseException  # one batch's save: see `AccountBatches._save`
 
 
 class _Slot:
@@ -115,6 +120,9 @@ class AccountBatches:
         # batch is decided again on a fresh read.
         self._accounts: OrderedDict[str, CreditAccount] = OrderedDict()
         self._accounts_lock = threading.Lock()
+        # Accounts a rival process writes too (their saves conflicted, or a fresh read found its write),
+        # until when: a remembered one would be stale as often as not, so they are read before deciding.
+        self._rivals: OrderedDict[str, float] = OrderedDict()
         # The async callers' batches: decided by one thread, every waiting account at once.
         self._waiting: set[int] = set()
         self._busy: set[int] = set()  # the stripes a decider holds now
@@ -200,32 +208,47 @@ class AccountBatches:
                         self._wakeup.notify()
 
     def _decide_and_save_together(self, groups: list[list[_Slot]]) -> None:
-        """Each account's batch decided on its own, all saved in one transaction; after a conflict, each
-        batch again on its own (on fresh reads)."""
-        decided: list[_Decided] = []
-        for slots in groups:
+        """Each account's batch decided on its own and saved as its own part of one transaction: the
+        batches whose save conflicted (a rival process wrote their account) are decided again on fresh
+        reads and saved together again, the others are answered."""
+        rerun = False
+        for _ in self._retries():
             try:
-                decided.append(self._decide(slots, rerun=False))
+                read = self._read([s[0].user_id for s in groups if rerun or self._contested(s[0].user_id)])
+            except Exception:  # noqa: BLE001 - each batch then reads on its own, and fails on its own
+                read = {}
+            decided: list[_Decided] = []
+            for slots in groups:
+                try:
+                    decided.append(self._decide(slots, rerun=rerun, read=read.get(slots[0].user_id)))
+                except BaseException as e:  # noqa: BLE001 - every caller of the batch gets it
+                    _fail(slots, e)
+            try:
+                outcomes = self._save(decided)
             except BaseException as e:  # noqa: BLE001 - every caller of the batch gets it
-                _fail(slots, e)
-        try:
-            saved = self._save([d for d in decided if d.account.pending_events])
-        except BaseException as e:  # noqa: BLE001 - every caller of the batch gets it
-            for d in decided:
-                _fail(d.slots, e)
-            return
-        if saved is False:
-            for d in decided:
-                self._decide_and_save(d.slots, first_rerun=True)
-            return
-        for d in decided:
-            self._answer(d, saved)
+                for d in decided:
+                    _fail(d.slots, e)
+                return
+            groups, rerun = [], True
+            for d, outcome in zip(decided, outcomes, strict=True):
+                if outcome is False:
+                    groups.append(d.slots)
+                elif isinstance(outcome, BaseException):
+                    _fail(d.slots, outcome)
+                else:
+                    self._answer(d, outcome)
+            if not groups:
+                return
+        for slots in groups:
+            _fail(slots, ConcurrentUpdates("Too many concurrent updates; try again."))
 
     def _decide_and_save(self, slots: list[_Slot], first_rerun: bool = False) -> None:
         try:
             for n in self._retries():
                 decided = self._decide(slots, rerun=first_rerun or n > 0)
-                saved = self._save([decided] if decided.account.pending_events else [])
+                (saved,) = self._save([decided])
+                if isinstance(saved, BaseException):
+                    raise saved
                 if saved is not False:
                     self._answer(decided, saved)
                     return
@@ -233,14 +256,22 @@ class AccountBatches:
         except BaseException as e:  # noqa: BLE001 - every caller of the batch gets it
             _fail(slots, e)
 
-    def _decide(self, slots: list[_Slot], rerun: bool, fresh: bool = False) -> _Decided:
+    def _decide(
+        self, slots: list[_Slot], rerun: bool, fresh: bool = False, read: CreditAccount | None = None
+    ) -> _Decided:
         """One decision of the batch (each command's answer or refusal), not saved yet.
 
-        From the remembered account unless `rerun` or `fresh`: a save checks what was accepted, but
-        nothing checks a refusal, so one made from memory is made again on a fresh read."""
+        From `read` (the account as stored now) if given; else from the remembered account unless
+        `rerun`, `fresh` or the account is contested: a save checks what was accepted, but nothing
+        checks a refusal, so one made from memory is made again on a fresh read."""
         user_id = slots[0].user_id
-        remembered = None if rerun or fresh else self._remembered(user_id)
-        account = remembered if remembered is not None else self._app.get_account(user_id)
+        remembered = None
+        if read is not None:
+            account = read
+        elif rerun or fresh or self._contested(user_id) or (remembered := self._remembered(user_id)) is None:
+            account = self._read([user_id])[user_id]
+        else:
+            account = remembered
         decided = _Decided(slots, account, Batch(self._app, rerun))
         for s in slots:
             try:
@@ -251,30 +282,42 @@ class AccountBatches:
             return self._decide(slots, rerun, fresh=True)
         return decided
 
-    def _save(self, decided: list[_Decided]) -> int | None | Literal[False]:
-        """The batches' tasks and accounts in one transaction: its last notification id (None when it
-        is unknown or nothing was saved), or False when a rival's save won (decide again)."""
-        if not decided:
-            return None
-        tasks = [t for d in decided for t in d.batch.tasks.values()]
+    def _save(self, decided: list[_Decided]) -> list[Saved]:
+        """The batches' tasks and accounts in one transaction, each batch's save its own: for each, its
+        last notification id (None when it is unknown or it saved nothing), False when a rival's save
+        won (decide again), or the error of a save that did not happen."""
+        outcomes: list[Saved] = [None] * len(decided)
+        saving = [(i, d) for i, d in enumerate(decided) if d.account.pending_events]
+        if not saving:
+            return outcomes
+        # The account last in each group: its last event's position is the group's (read-your-writes waits on it).
+        groups = [(*d.batch.tasks.values(), d.account) for _, d in saving]
         try:
-            # The accounts last: their last event's position is the transaction's (read-your-writes waits on it).
-            recordings = self._app.save(*tasks, *(d.account for d in decided))
-        except IntegrityError:
-            for d in decided:
+            if len(groups) == 1:
+                try:
+                    saved: list[list[Recording[UUID]] | IntegrityError] = [self._app.save(*groups[0])]
+                except IntegrityError as e:
+                    saved = [e]
+            else:
+                saved = self._app.save_each(*groups)
+        except (OperationalError, InterfaceError) as e:
+            # The connection may have been lost during COMMIT: a batch's save may have happened. Re-read.
+            for i, d in saving:
                 self._forget(d.account.user_id)
-            return False
-        except (OperationalError, InterfaceError):
-            # The connection may have been lost during COMMIT: the save may have happened. Re-read.
-            for d in decided:
-                self._forget(d.account.user_id)
-            if not tasks or self._app._task_version(tasks[0].id) != tasks[0].version:
-                raise
-            return None
-        for d in decided:
-            self._remember(d.account)
-        ids = [r.notification.id for r in recordings if r.notification.id is not None]
-        return max(ids) if ids else None
+                tasks = list(d.batch.tasks.values())
+                if not tasks or self._app._task_version(tasks[0].id) != tasks[0].version:
+                    outcomes[i] = e
+            return outcomes
+        ids = [r.notification.id for rs in saved if not isinstance(rs, IntegrityError) for r in rs]
+        last_id = max((i for i in ids if i is not None), default=None)  # the transaction's, as one save's
+        for (i, d), recordings in zip(saving, saved, strict=True):
+            if isinstance(recordings, IntegrityError):  # the remembered account stays: as stored, not current
+                self._contest(d.account.user_id)
+                outcomes[i] = False
+            else:
+                self._remember(d.account)
+                outcomes[i] = last_id
+        return outcomes
 
     @staticmethod
     def _answer(decided: _Decided, last_id: int | None) -> None:
@@ -302,6 +345,37 @@ class AccountBatches:
     def _forget(self, user_id: str) -> None:
         with self._accounts_lock:
             self._accounts.pop(user_id, None)
+
+    def _contest(self, user_id: str) -> None:
+        """A rival process writes this account: for CONTESTED_SECONDS its batches start from a fresh read."""
+        with self._accounts_lock:
+            self._rivals[user_id] = time.monotonic() + CONTESTED_SECONDS
+            self._rivals.move_to_end(user_id)
+            while len(self._rivals) > REMEMBERED_ACCOUNTS:
+                self._rivals.popitem(last=False)
+
+    def _contested(self, user_id: str) -> bool:
+        until = self._rivals.get(user_id)
+        return until is not None and until > time.monotonic()
+
+    def _read(self, user_ids: list[str]) -> dict[str, CreditAccount]:
+        """The accounts as stored now: the remembered ones brought forward by the events stored since
+        (one read for all; events there mean a rival process wrote them: contested), the others read."""
+        accounts: dict[str, CreditAccount] = {}
+        held: list[tuple[CreditAccount, int]] = []
+        for user_id in user_ids:
+            remembered = self._remembered(user_id)
+            if remembered is None:
+                accounts[user_id] = self._app.get_account(user_id)
+            else:
+                held.append((remembered, remembered.version))
+                accounts[user_id] = remembered
+        if held:
+            self._app.bring_forward([account for account, _ in held])
+            for account, version in held:
+                if account.version != version:
+                    self._contest(account.user_id)
+        return accounts
 
 
 _IMMUTABLE = (str, int, float, bool, bytes, UUID, datetime, type(None))

@@ -6,15 +6,15 @@ import hashlib
 import random
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, cast
+from typing import Any, Protocol, cast, runtime_checkable
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
 from eventsourcing.domain import BaseAggregate
-from eventsourcing.persistence import IntegrityError, Recording
+from eventsourcing.persistence import IntegrityError, Notification, Recording, StoredEvent
 
 from application.account_batches import AccountBatches, Answer, Batch
 from domain.credits import ApiKey, CreditAccount, check_user_id
@@ -109,6 +109,8 @@ class MediaTasks(Application[UUID]):
     def __init__(self, env: Any = None) -> None:
         super().__init__(env)
         self._account_batches = AccountBatches(self, self._conflict_retries)
+        self._recorder_of_groups = self.recorder if isinstance(self.recorder, InsertsEach) else None
+        self._recorder_of_positions = self.recorder if isinstance(self.recorder, ReadsEventsAfter) else None
         self.prices: dict[str, int] = {
             output_type: int(self.env.get(f"PRICE_{output_type.upper()}") or DEFAULT_PRICES[output_type])
             for output_type in OUTPUT_TYPES
@@ -126,6 +128,57 @@ class MediaTasks(Application[UUID]):
         self._notify(recordings)
         self.notify(processing_event.events)  # eventsourcing's deprecated hook, called as its save calls it
         return recordings
+
+    def save_each(self, *groups: Sequence[Any]) -> list[list[Recording[UUID]] | IntegrityError]:
+        """Each group of aggregates saved on its own, all in one transaction when the recorder can
+        (`InsertsEach`): a group that conflicts gets its IntegrityError and writes nothing, the others
+        are saved. Otherwise one `save` of them all: a conflict is every group's."""
+        recorder = self._recorder_of_groups
+        if recorder is None:
+            try:
+                recordings = self.save(*(obj for group in groups for obj in group))
+            except IntegrityError as error:
+                return [error] * len(groups)
+            return [_recordings_of(group, recordings) for group in groups]
+        collected = []
+        for group in groups:
+            processing_event = AggregatesCollected()
+            processing_event.collect_events(*group)
+            collected.append(processing_event)
+        mapper = self.events.mapper
+        stored = [[mapper.to_stored_event(e) for e in p.events] for p in collected]
+        outcomes: list[list[Recording[UUID]] | IntegrityError] = []
+        for processing_event, stored_events, ids in zip(
+            collected, stored, recorder.insert_events_each(stored), strict=True
+        ):
+            if isinstance(ids, IntegrityError):
+                outcomes.append(ids)
+                continue
+            recordings = [
+                Recording(d, Notification(s.originator_id, s.originator_version, s.topic, s.state, n))
+                for d, s, n in zip(processing_event.events, stored_events, ids, strict=True)
+            ]
+            if self.repository.cache and not self.repository.fastforward:  # as `Application._record`
+                for aggregate_id, aggregate in processing_event.aggregates.items():
+                    self.repository.cache.put(aggregate_id, aggregate)
+            self._take_snapshots(processing_event)
+            self._notify(recordings)
+            self.notify(processing_event.events)
+            outcomes.append(recordings)
+        return outcomes
+
+    def bring_forward(self, aggregates: Sequence[BaseAggregate[UUID]]) -> None:
+        """Each aggregate (as this process holds it, at some stored version) given the events stored
+        after its version: one read for all when the recorder can (`ReadsEventsAfter`)."""
+        recorder = self._recorder_of_positions
+        if recorder is None:
+            for aggregate in aggregates:
+                for e in self.repository.event_store.get(aggregate.id, gt=aggregate.version):
+                    cast(Any, e).mutate(aggregate)
+            return
+        by_id = {a.id: a for a in aggregates}
+        for stored in recorder.select_events_after([(a.id, a.version) for a in aggregates]):
+            cast(Any, self.mapper.to_domain_event(stored)).mutate(by_id[cast(UUID, stored.originator_id)])
 
     def _take_snapshots(self, processing_event: ProcessingEvent[UUID]) -> None:
         """A snapshot of each aggregate whose new events reach a multiple of its interval, taken from the
@@ -413,6 +466,25 @@ class MediaTasks(Application[UUID]):
             if n:
                 time.sleep(random.uniform(0, min(0.05, 0.002 * n)))
             yield n
+
+
+@runtime_checkable
+class InsertsEach(Protocol):
+    """A recorder that inserts several groups of events in one transaction, each group's outcome its own."""
+
+    def insert_events_each(self, groups: Sequence[Sequence[StoredEvent]]) -> list[list[int] | IntegrityError]: ...
+
+
+@runtime_checkable
+class ReadsEventsAfter(Protocol):
+    """A recorder that reads the events of several aggregates after a version of each, in one read."""
+
+    def select_events_after(self, positions: Sequence[tuple[UUID, int]]) -> list[StoredEvent]: ...
+
+
+def _recordings_of(group: Sequence[Any], recordings: list[Recording[UUID]]) -> list[Recording[UUID]]:
+    ids = {obj.id for obj in group}
+    return [r for r in recordings if r.domain_event.originator_id in ids]
 
 
 def _last_id(recordings: list[Recording[UUID]]) -> int | None:

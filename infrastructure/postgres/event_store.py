@@ -19,6 +19,7 @@ from eventsourcing.postgres import (
 )
 from eventsourcing.utils import Environment, EnvType, get_topic
 
+from infrastructure.postgres.events_after import EventsAfterReads
 from infrastructure.postgres.group_commit import DEFAULT_MAX_BATCH_EVENTS, GroupCommitInserts
 from infrastructure.postgres.topic_index import TopicIndexReads
 
@@ -59,7 +60,7 @@ class CatchUpSubscriptions(TopicIndexReads):
         return CatchUpSubscription(recorder=self, gt=gt, topics=topics, catch_up_seconds=self.catch_up_seconds)
 
 
-class MediaTasksApplicationRecorder(CatchUpSubscriptions, PostgresApplicationRecorder):
+class MediaTasksApplicationRecorder(CatchUpSubscriptions, EventsAfterReads, PostgresApplicationRecorder):
     """One insert, one transaction (eventsourcing's own behaviour): GROUP_COMMIT=off."""
 
 

@@ -14,12 +14,19 @@ one commit. Each caller still gets exactly its own outcome:
   theirs is written; the rest commit together;
 - a connection-level error fails the whole batch, as it would have failed each caller alone, and
   eventsourcing's retry decorator resubmits.
+
+For VERSION_CHECK_SECONDS after a conflict (another process writes the same aggregates), a shared
+transaction first looks up its callers' (originator_id, version) pairs under the table lock: the
+callers whose versions are taken get their IntegrityError at once and the rest are inserted, instead
+of the whole transaction rolled back and written again under savepoints. `insert_events_each` hands
+several groups of events (one caller each) to the writer at once: one transaction, one outcome per group.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -33,7 +40,8 @@ from eventsourcing.utils import retry
 from psycopg.sql import SQL, Identifier
 
 DEFAULT_MAX_BATCH_EVENTS = 500
-WRITER_IDLE_SECONDS = 10.0  # an idle writer thread ends; the next insert starts another
+WRITER_IDLE_SECONDS = 10.0
+VERSION_CHECK_SECONDS = 30.0  # after a conflict, each shared transaction first checks its callers' versions  # an idle writer thread ends; the next insert starts another
 
 _ERROR_CLASSES: tuple[tuple[type[psycopg.Error], type[persistence.PersistenceError]], ...] = (
     (psycopg.InterfaceError, persistence.InterfaceError),
@@ -68,6 +76,19 @@ def _is_connection_error(error: BaseException) -> bool:
     )
 
 
+def events_table_statement(recorder: Any, template: str) -> bytes:
+    """A statement on the recorder's events table ({schema}, {table}, {id_type}), rendered once (not at each execute)."""
+    return (
+        SQL(template)  # type: ignore[arg-type]  # a template of this module's constants
+        .format(
+            schema=Identifier(recorder.datastore.schema),
+            table=Identifier(recorder.events_table_name),
+            id_type=Identifier(recorder.datastore.originator_id_type),
+        )
+        .as_bytes(None)
+    )
+
+
 @dataclass(eq=False)
 class PendingInsert:
     """One caller's insert, waiting for the writer."""
@@ -97,28 +118,29 @@ class GroupCommitWriter:
         self._wakeup = threading.Condition()
         self._thread: threading.Thread | None = None
         self._pid = 0
-        self._insert_statement = (
-            SQL(
-                "INSERT INTO {schema}.{table} (originator_id, originator_version, topic, state) "
-                "SELECT * FROM unnest(%b::{id_type}[], %b::bigint[], %b::text[], %b::bytea[]) "
-                "RETURNING notification_id"
-            )
-            .format(
-                schema=Identifier(recorder.datastore.schema),
-                table=Identifier(recorder.events_table_name),
-                id_type=Identifier(recorder.datastore.originator_id_type),
-            )
-            .as_bytes(None)
-        )  # rendered once, not at each execute
+        self._insert_statement = events_table_statement(
+            recorder,
+            "INSERT INTO {schema}.{table} (originator_id, originator_version, topic, state) "
+            "SELECT * FROM unnest(%b::{id_type}[], %b::bigint[], %b::text[], %b::bytea[]) "
+            "RETURNING notification_id",
+        )
         # eventsourcing's lock statements and its NOTIFY, sent as one simple query (one round trip)
         self._lock_and_notify = (
             SQL("; ")
             .join([*recorder.lock_table_statements, SQL("NOTIFY {0}").format(Identifier(recorder.channel_name))])
             .as_bytes(None)
         )
+        self._versions_taken_statement = events_table_statement(
+            recorder,
+            "SELECT e.originator_id, e.originator_version FROM {schema}.{table} e "
+            "JOIN unnest(%b::{id_type}[], %b::bigint[]) AS w(originator_id, originator_version) "
+            "USING (originator_id, originator_version)",
+        )
+        self._check_versions_until = 0.0  # after a conflict, for a while: callers' versions checked first
         self.batches = 0
         self.inserts = 0
         self.savepoint_batches = 0
+        self.refused_by_check = 0
 
     def write(self, pending: PendingInsert) -> list[int]:
         """Queue one caller's insert and wait until its transaction has committed or it failed."""
@@ -131,6 +153,16 @@ class GroupCommitWriter:
             raise pending.error
         assert pending.notification_ids is not None
         return pending.notification_ids
+
+    def write_each(self, pendings: Sequence[PendingInsert]) -> None:
+        """Queue several inserts at once (they share a transaction unless it would exceed the batch's
+        size) and wait until each has committed or failed; each outcome is left on its PendingInsert."""
+        with self._wakeup:
+            self._ensure_running()
+            self._queue.extend(pendings)
+            self._wakeup.notify()
+        for pending in pendings:
+            pending.done.wait()
 
     @property
     def running(self) -> bool:
@@ -175,6 +207,8 @@ class GroupCommitWriter:
             error = self._write_together(conn, batch)
             if error is None:
                 return
+            if isinstance(error, psycopg.IntegrityError):
+                self._check_versions_until = time.monotonic() + VERSION_CHECK_SECONDS
             if len(batch) == 1 or _is_connection_error(error):
                 for pending in batch:
                     pending.fail(error)
@@ -185,21 +219,55 @@ class GroupCommitWriter:
     def _write_together(self, conn: psycopg.Connection[Any], batch: list[PendingInsert]) -> BaseException | None:
         """All callers in one transaction and one INSERT; returns the error (all rolled back) instead of raising it."""
         recorder = self._recorder
+        inserted, refused = batch, []
         try:
             with conn.transaction(), conn.cursor() as curs:
                 for pending in batch:
                     recorder._insert_events(curs, pending.stored_events, **pending.kwargs)
                 curs.execute(self._lock_and_notify)
-                self._insert_rows(curs, [e for pending in batch for e in pending.stored_events])
+                if self._checks_versions(batch):
+                    inserted, refused = self._refuse_taken_versions(curs, batch)
+                self._insert_rows(curs, [e for pending in inserted for e in pending.stored_events])
                 notification_ids = [row["notification_id"] for row in curs.fetchall()]
         except Exception as error:  # noqa: BLE001 - decided on by the caller
             return error
         start = 0
-        for pending in batch:
+        for pending in inserted:
             end = start + len(pending.stored_events)
             pending.succeed(notification_ids[start:end])
             start = end
+        for pending in refused:
+            pending.fail(persistence.IntegrityError("duplicate key value violates unique constraint (version taken)"))
         return None
+
+    def _checks_versions(self, batch: list[PendingInsert]) -> bool:
+        """Whether to look for taken versions before the INSERT: only for a while after a conflict (a
+        rival process writes the same aggregates), with several callers and no tracking records."""
+        return (
+            len(batch) > 1
+            and self._check_versions_until > time.monotonic()
+            and not any(pending.kwargs for pending in batch)
+        )
+
+    def _refuse_taken_versions(
+        self, curs: psycopg.Cursor[Any], batch: list[PendingInsert]
+    ) -> tuple[list[PendingInsert], list[PendingInsert]]:
+        """The callers none of whose versions exist yet, and the others. Exact under the table lock (no
+        insert can commit meanwhile); the unique constraint still decides whatever this misses."""
+        events = [e for pending in batch for e in pending.stored_events]
+        curs.execute(
+            self._versions_taken_statement,
+            ([e.originator_id for e in events], [e.originator_version for e in events]),
+            prepare=True,
+            binary=True,
+        )
+        taken = {(row["originator_id"], row["originator_version"]) for row in curs.fetchall()}
+        if not taken:
+            return batch, []
+        self._check_versions_until = time.monotonic() + VERSION_CHECK_SECONDS
+        refused = [p for p in batch if any((e.originator_id, e.originator_version) in taken for e in p.stored_events)]
+        self.refused_by_check += len(refused)
+        return [p for p in batch if p not in refused], refused
 
     def _write_each_under_savepoint(self, conn: psycopg.Connection[Any], batch: list[PendingInsert]) -> None:
         """The slow path after a conflict: each caller under its own SAVEPOINT, one commit."""
@@ -262,3 +330,24 @@ class GroupCommitInserts:
     @retry((persistence.InterfaceError, persistence.OperationalError), max_attempts=10, wait=0.2)
     def _insert_together(self, stored_events: Sequence[StoredEvent], kwargs: dict[str, Any]) -> list[int]:
         return self.group_commit_writer.write(PendingInsert(stored_events, kwargs))
+
+    @retry((persistence.InterfaceError, persistence.OperationalError), max_attempts=10, wait=0.2)
+    def insert_events_each(
+        self, groups: Sequence[Sequence[StoredEvent]]
+    ) -> list[list[int] | persistence.IntegrityError]:
+        """Each group inserted as its own caller, all in one transaction: a group that conflicts gets its
+        IntegrityError and nothing of it is written, the others commit. A connection error is raised
+        (for every group: it may have cut the shared transaction's COMMIT)."""
+        pendings = [PendingInsert(stored_events, {}) for stored_events in groups]
+        self.group_commit_writer.write_each(pendings)
+        outcomes: list[list[int] | persistence.IntegrityError] = []
+        for pending in pendings:
+            if pending.error is None:
+                assert pending.notification_ids is not None
+                outcomes.append(pending.notification_ids)
+            elif isinstance(pending.error, persistence.IntegrityError):
+                outcomes.append(pending.error)
+        for pending in pendings:
+            if pending.error is not None and not isinstance(pending.error, persistence.IntegrityError):
+                raise pending.error
+        return outcomes

@@ -19,6 +19,7 @@ from uuid import UUID
 
 import pytest
 
+from application import account_batches
 from application.account_batches import _stripe_of
 from application.mediatasks import MediaTasks
 from domain.credits import CreditAccount
@@ -34,6 +35,7 @@ POOL = {"POSTGRES_POOL_SIZE": "5", "POSTGRES_MAX_OVERFLOW": "15"}  # a shared se
 OTHER_PROCESS = """
 import json, sys, threading, time
 from concurrent.futures import ThreadPoolExecutor
+from application import account_batches
 from application.mediatasks import MediaTasks
 env, user, keys, start_at = json.loads(sys.argv[1])
 app = MediaTasks(env=env)
@@ -46,6 +48,25 @@ def call(key):
         return {"error": type(e).__name__}
 with ThreadPoolExecutor(len(keys)) as pool:
     print(json.dumps(list(pool.map(call, keys))))
+app.close()
+"""
+
+# The other process, on an event loop: (user, key) submissions awaited at once, in rounds, from an agreed moment.
+OTHER_PROCESS_ASYNC = """
+import asyncio, json, sys, time
+from application.mediatasks import MediaTasks
+env, calls, start_at = json.loads(sys.argv[1])
+app = MediaTasks(env=env)
+async def call(user, key):
+    try:
+        r = await app.submit_async(user, "https://www.instagram.com/reel/Cabc123/", "subtitles", idempotency_key=key)
+        return {"task_id": str(r.task_id), "created": r.created}
+    except Exception as e:
+        return {"error": type(e).__name__}
+async def main():
+    await asyncio.sleep(max(0.0, start_at - time.time()))
+    return await asyncio.gather(*(call(user, key) for user, key in calls))
+print(json.dumps(asyncio.run(main())))
 app.close()
 """
 
@@ -253,6 +274,98 @@ def test_an_async_submission_after_another_process_wrote_the_account(
     assert app.get_account("max").balance == 0
     events = account_events(app, "max")
     assert [type(e).__name__ for e in events].count("Charged") == 3
+
+
+def test_a_rival_write_to_one_account_re_decides_that_account_alone(
+    busy_app: MediaTasks, store_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app, users = busy_app, [f"nia{i}" for i in range(8)]
+    for user in users:
+        app.create_user(user, 2)
+        app.submit(user, URL, "subtitles")  # this process now remembers each account at balance 1
+    other = MediaTasks(env={**store_env, **POOL})  # another process's grant to one of them
+    try:
+        other.grant_credits(users[0], 1, "top-up")
+    finally:
+        other.close()
+
+    async def one_batch() -> list[Any]:
+        # no decider runs until the last command is queued: then one takes all eight accounts at once
+        monkeypatch.setattr(account_batches, "DECIDERS", 0)
+        queued = [asyncio.ensure_future(app.submit_async(user, URL, "subtitles")) for user in users[:-1]]
+        await asyncio.sleep(0)
+        monkeypatch.setattr(account_batches, "DECIDERS", 1)
+        queued.append(asyncio.ensure_future(app.submit_async(users[-1], URL, "subtitles")))
+        return await asyncio.gather(*queued, return_exceptions=True)
+
+    results = asyncio.run(one_batch())
+    assert all(not isinstance(r, Exception) and r.created for r in results), results
+    # the seven accounts nobody else wrote were committed in the batch's transaction (one position)...
+    assert len({r.notification_id for r in results[1:]}) == 1
+    # ...and only the stale one was decided again on a fresh read, and saved after them
+    assert results[0].notification_id > results[1].notification_id
+    assert app.get_account(users[0]).balance == 1  # 2 - 1 + 1 - 1: the rival's grant counted
+    for user, result in zip(users, results, strict=True):
+        paid = {e.task_id for e in account_events(app, user) if isinstance(e, CreditAccount.Charged)}
+        assert len(paid) == 2 and result.task_id in paid
+        assert_paid_once_each(app, user, paid)
+        assert app.get_account(user).balance == (1 if user == users[0] else 0)
+
+
+def test_a_conflict_storm_of_two_processes_on_the_same_accounts(
+    busy_app: MediaTasks, store_env: dict[str, str]
+) -> None:
+    """Both processes' event loops submit to the same eight accounts at once (each process remembers
+    them, so their first saves conflict): every caller its own answer, n accepted per account."""
+    app, users, n = busy_app, [f"ora{i}" for i in range(8)], 5
+    for user in users:
+        app.create_user(user, n + 1)
+        app.submit(user, URL, "subtitles")  # remembered here at balance n
+    # 12 keys per account and process, 4 of them shared by both (a duplicate-key storm across processes)
+    here = [(u, f"{u}-{k}") for u in users for k in [f"a{i}" for i in range(8)] + [f"s{i}" for i in range(4)]]
+    there = [(u, f"{u}-{k}") for u in users for k in [f"b{i}" for i in range(8)] + [f"s{i}" for i in range(4)]]
+    start_at = time.time() + 3
+    process = subprocess.Popen(
+        [sys.executable, "-c", OTHER_PROCESS_ASYNC, json.dumps([{**store_env, **POOL}, there, start_at])],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+    async def main() -> list[Any]:
+        await asyncio.sleep(max(0.0, start_at - time.time()))
+        calls = [app.submit_async(u, URL, "subtitles", idempotency_key=k) for u, k in here]
+        return await asyncio.gather(*calls, return_exceptions=True)
+
+    local = asyncio.run(main())
+    out, _ = process.communicate(timeout=120)
+    remote = json.loads(out)
+    assert process.returncode == 0
+    answers: list[tuple[str, str, str | None, bool | None]] = []  # user, key, task id, created (None: refused)
+    for (user, key), r in zip(here, local, strict=True):
+        if isinstance(r, InsufficientCredits):
+            answers.append((user, key, None, None))
+        else:
+            assert not isinstance(r, Exception), r
+            answers.append((user, key, str(r.task_id), r.created))
+    for (user, key), r in zip(there, remote, strict=True):
+        assert r.get("error") in (None, "InsufficientCredits"), r
+        answers.append((user, key, r.get("task_id"), r.get("created")))
+    for user in users:
+        mine = [a for a in answers if a[0] == user]
+        created = [a[2] for a in mine if a[3] is True]
+        accepted = set(created)
+        assert len(created) == len(accepted) == n, mine  # no task created twice
+        for _, key, task_id, created in mine:
+            if task_id is not None:  # accepted or replayed: the task of that key
+                assert task_id == str(MediaTask.id_for(user, key))
+            if created is False:  # a replay: of a task the other caller of its key created
+                assert task_id in accepted
+        assert app.get_account(user).balance == 0
+        paid = {e.task_id for e in account_events(app, user) if isinstance(e, CreditAccount.Charged)}
+        assert {str(t) for t in paid} >= accepted and len(paid) == n + 1
+        assert_paid_once_each(app, user, paid)
 
 
 def test_an_account_whose_batch_is_being_decided_holds_up_no_other_account(busy_app: MediaTasks) -> None:

@@ -118,7 +118,9 @@ def test_a_hundred_concurrent_inserts_ten_conflicting(
     writer = recorder.group_commit_writer
     assert writer.inserts == CONFLICTING + CALLERS
     assert writer.batches < CONFLICTING + CALLERS - 10, "the concurrent inserts did not share transactions"
-    assert writer.savepoint_batches >= 1, "no conflict happened inside a shared transaction"
+    # inside a shared transaction a conflict is found by the unique constraint (then savepoints) or, for a
+    # while after one, by the version check under the table lock
+    assert writer.savepoint_batches + writer.refused_by_check >= 1, "no conflict happened inside a shared transaction"
 
     assert seen == [r[0] for r in rows], "the reader skipped an id that appeared later"
 
@@ -183,3 +185,35 @@ def test_an_idle_writer_thread_ends_and_the_next_insert_starts_another(
         time.sleep(0.05)
     second = recorder.insert_events([StoredEvent(uuid.uuid4(), 1, "idle", b"x")])
     assert second and first and second[0] > first[0]
+
+
+def test_groups_share_a_transaction_each_with_its_own_outcome_and_after_a_conflict_versions_are_checked_first(
+    recorder: GroupCommitApplicationRecorder,
+) -> None:
+    taken = [uuid.uuid4() for _ in range(2)]
+    for originator_id in taken:
+        recorder.insert_events([StoredEvent(originator_id, 1, "first", b"kept")])
+    writer = recorder.group_commit_writer
+
+    def insert_groups() -> list[uuid.UUID]:
+        fresh = [uuid.uuid4() for _ in range(3)]
+        groups = [[StoredEvent(f, v, "new", b"new") for v in (1, 2)] for f in fresh]
+        groups += [[StoredEvent(t, 1, "new", b"new")] for t in taken]
+        batches = writer.batches
+        outcomes = recorder.insert_events_each(groups)
+        assert writer.batches == batches + 1  # one transaction for all the groups
+        assert [isinstance(o, IntegrityError) for o in outcomes] == [False, False, False, True, True]
+        for ids in outcomes[:3]:
+            assert isinstance(ids, list) and len(ids) == 2 and ids[1] == ids[0] + 1
+        return fresh
+
+    # the first conflict: found by the unique constraint, the transaction written again under savepoints
+    written = insert_groups()
+    assert (writer.savepoint_batches, writer.refused_by_check) == (1, 0)
+    # within VERSION_CHECK_SECONDS of it: the taken versions are found under the table lock, nothing rolled back
+    written += insert_groups()
+    assert (writer.savepoint_batches, writer.refused_by_check) == (1, 2)
+    for originator_id in taken:
+        assert [(e.originator_version, e.state) for e in recorder.select_events(originator_id)] == [(1, b"kept")]
+    for originator_id in written:
+        assert [e.originator_version for e in recorder.select_events(originator_id)] == [1, 2]
