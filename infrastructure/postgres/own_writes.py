@@ -9,7 +9,8 @@ user's data from the read model first waits, bounded, until the model has proces
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Identifier
@@ -18,6 +19,7 @@ from domain.credits import CreditAccount
 from infrastructure.polling import poll
 
 OWN_WRITES_WAIT_SECONDS = 3.0
+T = TypeVar("T")
 
 
 def last_write_position(recorder: Any, user_id: str) -> int | None:
@@ -37,4 +39,26 @@ def wait_for_own_writes(app: Any, views: Any, user_id: str, timeout: float = OWN
     position = last_write_position(app.recorder, user_id)
     if position is None:
         return True
+    return _wait_for_position(app, views, position, timeout)
+
+
+def _wait_for_position(app: Any, views: Any, position: int, timeout: float) -> bool:
     return poll(lambda: (views.max_tracking_id(app.name) or 0) >= position, timeout, max_delay=0.05)
+
+
+def read_own_writes(
+    app: Any,
+    views: Any,
+    user_id: str,
+    read: Callable[[], tuple[int | None, T]],
+    timeout: float = OWN_WRITES_WAIT_SECONDS,
+) -> T:
+    """`read`'s answer (it reads the view's position with the rows) once the view reflects the user's last
+    write: at once when the first read is already there (no second query), else after a bounded wait as
+    `wait_for_own_writes`'s."""
+    position = last_write_position(app.recorder, user_id)
+    view_position, answer = read()
+    if position is None or (view_position or 0) >= position:
+        return answer
+    _wait_for_position(app, views, position, timeout)
+    return read()[1]

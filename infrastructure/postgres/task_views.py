@@ -141,6 +141,19 @@ class PostgresTaskViews(TaskViews, PostgresTrackingRecorder):
             "DO UPDATE SET notification_id = %(last)s WHERE {0}.{1}.notification_id < %(first)s "
             "RETURNING notification_id"
         ).format(Identifier(datastore.schema), Identifier(tracking_table_name))
+        # A read-your-writes read: the view's position and the rows in one statement (one snapshot).
+        view_position = SQL("(SELECT MAX(notification_id) FROM {}.{} WHERE application_name = %s)").format(
+            Identifier(datastore.schema), Identifier(tracking_table_name)
+        )
+        self._task_at_position = SQL(
+            "SELECT {} AS view_position, t.* FROM (VALUES (1)) AS one LEFT JOIN {} AS t ON t.task_id = %s"
+        ).format(view_position, t["tasks"])
+        self._account_at_position = SQL(
+            "SELECT {} AS view_position, a.* FROM (VALUES (1)) AS one LEFT JOIN {} AS a ON a.account_id = %s"
+        ).format(view_position, t["accounts"])
+        self._ledger_page = SQL(
+            "SELECT * FROM {} WHERE account_id = %s AND position < %s ORDER BY position DESC LIMIT %s"
+        ).format(t["ledger"])
 
     # Writes ---------------------------------------------------------------------
 
@@ -264,6 +277,29 @@ class PostgresTaskViews(TaskViews, PostgresTrackingRecorder):
         rows = self._select(SQL("SELECT * FROM {} WHERE task_id = %s").format(self.tables["tasks"]), (task_id,))
         return _task_view(rows[0]) if rows else None
 
+    def task_at_position(self, task_id: UUID, application_name: str) -> tuple[int | None, TaskView | None]:
+        """One statement: the position and the row come from one snapshot."""
+        (row,) = self._select(self._task_at_position, (application_name, task_id))
+        return row["view_position"], _task_view(row) if row["task_id"] is not None else None
+
+    def account_at_position(
+        self, user_id: str, application_name: str, *, limit: int = 50, before: int | None = None
+    ) -> tuple[int | None, AccountView | None, list[LedgerEntry]]:
+        """Two statements on one pooled connection: the position with the account, then the entries."""
+        account_id = CreditAccount.id_for(user_id)
+
+        def read() -> tuple[int | None, AccountView | None, list[LedgerEntry]]:
+            with self.datastore.get_connection() as conn, conn.cursor() as curs:
+                curs.execute(self._account_at_position, (application_name, account_id))
+                row = curs.fetchone()
+                assert row is not None
+                curs.execute(self._ledger_page, (account_id, before if before is not None else 2**62, limit))
+                entries = [LedgerEntry(**r) for r in curs.fetchall()]
+            position = row.pop("view_position")
+            return position, AccountView(**row) if row["account_id"] is not None else None, entries
+
+        return read_retried(self.datastore, read)
+
     def list_tasks(
         self, user_id: str, *, status: str | None = None, limit: int = 20, cursor: str | None = None
     ) -> TaskPage:
@@ -303,10 +339,7 @@ class PostgresTaskViews(TaskViews, PostgresTrackingRecorder):
 
     def ledger(self, user_id: str, *, limit: int = 50, before: int | None = None) -> list[LedgerEntry]:
         rows = self._select(
-            SQL("SELECT * FROM {} WHERE account_id = %s AND position < %s ORDER BY position DESC LIMIT %s").format(
-                self.tables["ledger"]
-            ),
-            (CreditAccount.id_for(user_id), before if before is not None else 2**62, limit),
+            self._ledger_page, (CreditAccount.id_for(user_id), before if before is not None else 2**62, limit)
         )
         return [LedgerEntry(**r) for r in rows]
 

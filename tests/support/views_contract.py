@@ -74,6 +74,22 @@ class TaskViewsContract:
         assert [u.status for u in updates][-1] == TaskStatus.EXTRACTED
         assert views.task_updates(done.task_id, after=updates[-1].position) == []
 
+    def test_reads_at_a_position_give_the_position_with_the_rows(self, views: Any) -> None:
+        app, user, events = history()
+        assert views.task_at_position(uuid4(), app.name) == (None, None)
+        assert views.account_at_position(user, app.name) == (None, None, [])
+        project(views, app, events[:3])
+        position, account, entries = views.account_at_position(user, app.name)
+        assert position == events[2][0] and account == views.get_account(user) and entries == views.ledger(user)
+        project(views, app, events[3:])
+        done = views.list_tasks(user).tasks[-1]
+        assert views.task_at_position(done.task_id, app.name) == (events[-1][0], views.get_task(done.task_id))
+        assert views.task_at_position(uuid4(), app.name) == (events[-1][0], None)
+        position, account, entries = views.account_at_position(user, app.name, limit=2, before=events[-1][0])
+        assert position == events[-1][0] and account is not None and account.balance == 10 - 1 - 2 - 3
+        assert entries == views.ledger(user, limit=2, before=events[-1][0]) and len(entries) == 2
+        assert views.account_at_position("nobody", app.name) == (events[-1][0], None, [])
+
     def test_the_same_history_makes_the_same_snapshot_as_memory(self, views: Any) -> None:
         app, _, events = history()
         project(views, app, events)

@@ -7,7 +7,8 @@ from fastapi import APIRouter, Query
 from infrastructure.api.deps import AppDep, CurrentUser, ViewsDep
 from infrastructure.api.errors import responses
 from infrastructure.api.schemas import AccountOut, LedgerEntryOut
-from infrastructure.postgres.own_writes import wait_for_own_writes
+from infrastructure.postgres.own_writes import read_own_writes
+from projections.task_views import AccountView, LedgerEntry, TaskViews
 
 router = APIRouter(prefix="/v1/account", tags=["account"])
 
@@ -21,9 +22,9 @@ def get_account(
     before: int | None = Query(None, ge=1, description="entries older than this position"),
 ) -> AccountOut:
     """Balance and ledger entries (grants, charges, refunds), newest first; your last change included."""
-    wait_for_own_writes(app, views, user_id)
-    account = views.get_account(user_id)
-    entries = views.ledger(user_id, limit=limit + 1, before=before)
+    account, entries = read_own_writes(
+        app, views, user_id, lambda: _account_at_position(views, user_id, app.name, limit + 1, before)
+    )
     page = [e for e in entries if e.kind != "open"][:limit]
     more = len(entries) > limit
     return AccountOut(
@@ -44,3 +45,10 @@ def get_account(
         ],
         next_before=page[-1].position if more and page else None,
     )
+
+
+def _account_at_position(
+    views: TaskViews, user_id: str, application_name: str, limit: int, before: int | None
+) -> tuple[int | None, tuple[AccountView | None, list[LedgerEntry]]]:
+    position, account, entries = views.account_at_position(user_id, application_name, limit=limit, before=before)
+    return position, (account, entries)

@@ -45,7 +45,7 @@ from infrastructure.api.schemas import (
     TaskStatusValue,
 )
 from infrastructure.polling import poll
-from infrastructure.postgres.own_writes import wait_for_own_writes
+from infrastructure.postgres.own_writes import read_own_writes, wait_for_own_writes
 from infrastructure.postgres.queries import notification_ids
 from infrastructure.webhooks.callbacks import add_task_callback, check_task_callback
 from projections.task_views import TERMINAL_STATUSES, TaskUpdate, TaskView, TaskViews
@@ -109,7 +109,11 @@ def _stream_start(app: Any, views: TaskViews, task_id: UUID, user_id: str) -> in
 
 def visible_task(app: Any, views: TaskViews, task_id: UUID, user_id: str) -> TaskView:
     """The caller's task from the read model; right after a write, wait (bounded) for the projection."""
-    view = views.get_task(task_id)
+    return visible_view(app, views, task_id, user_id, views.get_task(task_id))
+
+
+def visible_view(app: Any, views: TaskViews, task_id: UUID, user_id: str, view: TaskView | None) -> TaskView:
+    """`visible_task` given the row already read."""
     if view is not None:
         if view.user_id != user_id:
             raise ApiError(404, "task_not_found", "There is no such task.")
@@ -194,8 +198,8 @@ def list_tasks(
 @router.get("/{task_id}", response_model=TaskOut, responses=responses(401, 404, 422, 503))
 def get_task(task_id: UUID, user_id: CurrentUser, app: AppDep, views: ViewsDep) -> TaskOut:
     """Status, progress, attempts, error, timings and result of one task (your last retry included)."""
-    wait_for_own_writes(app, views, user_id)
-    return task_out(visible_task(app, views, task_id, user_id))
+    view = read_own_writes(app, views, user_id, lambda: views.task_at_position(task_id, app.name))
+    return task_out(visible_view(app, views, task_id, user_id, view))
 
 
 @router.get("/{task_id}/history", response_model=TaskHistory, responses=responses(401, 404, 422))

@@ -1,0 +1,66 @@
+"""read_own_writes: one read when the view is already at the caller's last write, else a bounded wait
+for the view and a second read."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from eventsourcing.persistence import Tracking
+
+from application.mediatasks import MediaTasks
+from infrastructure.postgres.own_writes import read_own_writes
+from projections.task_views import TaskViewsProjection
+
+
+def project_all(views: Any, app: MediaTasks) -> None:
+    projection = TaskViewsProjection(view=views)
+    start = (views.max_tracking_id(app.name) or 0) + 1
+    for n in app.recorder.select_notifications(start=start, limit=1000):
+        projection.process_event(app.mapper.to_domain_event(n), Tracking(app.name, n.id))
+
+
+def counted_reads(views: Any, app: MediaTasks, user_id: str) -> tuple[list[Any], Any]:
+    reads: list[Any] = []
+
+    def read() -> tuple[int | None, Any]:
+        position, account, _ = views.account_at_position(user_id, app.name)
+        reads.append(position)
+        return position, account
+
+    return reads, read
+
+
+def test_a_view_at_the_last_write_answers_from_one_read(app: MediaTasks, postgres_views: Any) -> None:
+    app.create_user("reader-1", 7)
+    project_all(postgres_views, app)
+    reads, read = counted_reads(postgres_views, app, "reader-1")
+    account = read_own_writes(app, postgres_views, "reader-1", read)
+    assert account is not None and account.balance == 7 and len(reads) == 1
+
+
+def test_a_lagging_view_is_waited_for_and_read_again(app: MediaTasks, postgres_views: Any) -> None:
+    app.create_user("reader-2", 7)
+    project_all(postgres_views, app)
+    app.grant_credits("reader-2", 5)  # the view has not seen this write
+    reads, read = counted_reads(postgres_views, app, "reader-2")
+    account = read_own_writes(app, postgres_views, "reader-2", read, timeout=0.2)
+    assert account is not None and account.balance == 7  # waited 0.2 s, then answered from the view as it is
+    assert len(reads) == 2 and reads[0] == reads[1]
+
+
+def test_an_unknown_user_needs_no_wait(app: MediaTasks, postgres_views: Any) -> None:
+    reads, read = counted_reads(postgres_views, app, "nobody")
+    assert read_own_writes(app, postgres_views, "nobody", read) is None and reads == [None]
+
+
+def test_the_wait_ends_when_the_view_reaches_the_write(app: MediaTasks, postgres_views: Any) -> None:
+    app.create_user("reader-3", 7)
+    project_all(postgres_views, app)
+    app.grant_credits("reader-3", 5)
+    reads, read = counted_reads(postgres_views, app, "reader-3")
+    catching_up = threading.Timer(0.1, project_all, (postgres_views, app))
+    catching_up.start()
+    account = read_own_writes(app, postgres_views, "reader-3", read, timeout=3.0)
+    catching_up.join()
+    assert account is not None and account.balance == 12 and len(reads) == 2 and reads[1] > reads[0]
