@@ -128,9 +128,9 @@ def install_error_handlers(api: FastAPI) -> None:
         retry_after = DEFAULT_STORE_RETRY_AFTER
         if runtime is not None:
             retry_after = getattr(runtime.settings, "store_retry_after_seconds", retry_after)
-            views = getattr(runtime, "views", None)
+            views = getattr(runtime, "views", None)  # as last known: reading the pointer here would block the loop
             discard_broken_connections_soon(
-                runtime.app.recorder.datastore, *([views.current().datastore] if hasattr(views, "current") else [])
+                runtime.app.recorder.datastore, *([views.known().datastore] if hasattr(views, "known") else [])
             )
         return error_response(
             503,

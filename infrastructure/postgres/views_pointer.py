@@ -83,6 +83,10 @@ class ViewsSwitch:
                     self._checked = time.monotonic()
         return self._views
 
+    def known(self) -> Any:
+        """The read model as last read from the pointer, without reading it (for code on an event loop)."""
+        return self._views
+
     def __getattr__(self, attribute: str) -> Any:
         return getattr(self.current(), attribute)
 

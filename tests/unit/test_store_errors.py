@@ -37,6 +37,37 @@ def test_a_database_error_answers_503_store_unavailable(error: Exception) -> Non
     assert int(r.headers["Retry-After"]) >= 1
 
 
+class UnreachablePointer:
+    """A views switch whose pointer read hangs as a pool with the database away does (5 s here)."""
+
+    datastore = type("Datastore", (), {"pool": None})()
+
+    def current(self) -> object:
+        raise AssertionError("the handler read the views pointer: on the event loop, a hang of the pool timeout")
+
+    def known(self) -> object:
+        return self
+
+
+def test_the_503_handler_answers_without_reading_the_views_pointer() -> None:
+    """The handler runs on the event loop: a store read there stalled every request (/readyz too) during an outage."""
+    api = FastAPI()
+    install_error_handlers(api)
+    recorder = type("Recorder", (), {"datastore": UnreachablePointer.datastore})()
+    api.state.runtime = type(
+        "Runtime",
+        (),
+        {"settings": object(), "views": UnreachablePointer(), "app": type("App", (), {"recorder": recorder})()},
+    )()
+
+    @api.get("/boom")
+    async def boom() -> None:
+        raise PoolTimeout("couldn't get a connection after 5.00 sec")
+
+    r = TestClient(api, raise_server_exceptions=False).get("/boom")
+    assert r.status_code == 503 and r.json()["error"]["code"] == "store_unavailable"
+
+
 def test_other_errors_stay_500() -> None:
     api = FastAPI()
     install_error_handlers(api)
