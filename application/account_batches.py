@@ -242,10 +242,10 @@ class AccountBatches:
         for slots in groups:
             _fail(slots, ConcurrentUpdates("Too many concurrent updates; try again."))
 
-    def _decide_and_save(self, slots: list[_Slot], first_rerun: bool = False) -> None:
+    def _decide_and_save(self, slots: list[_Slot]) -> None:
         try:
             for n in self._retries():
-                decided = self._decide(slots, rerun=first_rerun or n > 0)
+                decided = self._decide(slots, rerun=n > 0)
                 (saved,) = self._save([decided])
                 if isinstance(saved, BaseException):
                     raise saved

@@ -124,10 +124,14 @@ class MediaTasks(Application[UUID]):
         processing_event = AggregatesCollected()
         processing_event.collect_events(*objs, **kwargs)
         recordings = self._record(processing_event)
+        self._recorded(processing_event, recordings)
+        return recordings
+
+    def _recorded(self, processing_event: ProcessingEvent[UUID], recordings: list[Recording[UUID]]) -> None:
+        """What `Application.save` does after recording: snapshots due, then the notifications."""
         self._take_snapshots(processing_event)
         self._notify(recordings)
         self.notify(processing_event.events)  # eventsourcing's deprecated hook, called as its save calls it
-        return recordings
 
     def save_each(self, *groups: Sequence[Any]) -> list[list[Recording[UUID]] | IntegrityError]:
         """Each group of aggregates saved on its own, all in one transaction when the recorder can
@@ -161,9 +165,7 @@ class MediaTasks(Application[UUID]):
             if self.repository.cache and not self.repository.fastforward:  # as `Application._record`
                 for aggregate_id, aggregate in processing_event.aggregates.items():
                     self.repository.cache.put(aggregate_id, aggregate)
-            self._take_snapshots(processing_event)
-            self._notify(recordings)
-            self.notify(processing_event.events)
+            self._recorded(processing_event, recordings)
             outcomes.append(recordings)
         return outcomes
 

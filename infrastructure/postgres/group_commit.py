@@ -40,8 +40,8 @@ from eventsourcing.utils import retry
 from psycopg.sql import SQL, Identifier
 
 DEFAULT_MAX_BATCH_EVENTS = 500
-WRITER_IDLE_SECONDS = 10.0
-VERSION_CHECK_SECONDS = 30.0  # after a conflict, each shared transaction first checks its callers' versions  # an idle writer thread ends; the next insert starts another
+WRITER_IDLE_SECONDS = 10.0  # an idle writer thread ends; the next insert starts another
+VERSION_CHECK_SECONDS = 30.0  # after a conflict, each shared transaction first checks its callers' versions
 
 _ERROR_CLASSES: tuple[tuple[type[psycopg.Error], type[persistence.PersistenceError]], ...] = (
     (psycopg.InterfaceError, persistence.InterfaceError),

@@ -33,6 +33,10 @@ from projections.task_views import (
     TaskViews,
 )
 
+OPEN_STATUSES_SQL = SQL(", ").join(
+    map(Literal, OPEN_STATUSES)
+)  # the open statuses as literals: partial indexes match them
+
 TASK_COLUMNS = (
     "task_id",
     "user_id",
@@ -103,12 +107,12 @@ class PostgresTaskViews(TaskViews, PostgresTrackingRecorder):
                     Identifier(f"{prefix}_tasks_by_user"), t["tasks"]
                 ),
                 SQL("CREATE INDEX IF NOT EXISTS {} ON {} (updated_at) WHERE status IN ({})").format(
-                    Identifier(f"{prefix}_tasks_open"), t["tasks"], SQL(", ").join(map(Literal, OPEN_STATUSES))
+                    Identifier(f"{prefix}_tasks_open"), t["tasks"], OPEN_STATUSES_SQL
                 ),
                 # A user's open tasks (the active-task cap's count): without it PostgreSQL counted them by
                 # ANDing the user's tasks with every user's open tasks (tasks_open), a read of all of those.
                 SQL("CREATE INDEX IF NOT EXISTS {} ON {} (user_id) WHERE status IN ({})").format(
-                    Identifier(f"{prefix}_tasks_open_by_user"), t["tasks"], SQL(", ").join(map(Literal, OPEN_STATUSES))
+                    Identifier(f"{prefix}_tasks_open_by_user"), t["tasks"], OPEN_STATUSES_SQL
                 ),
                 SQL(
                     "CREATE TABLE IF NOT EXISTS {} (position bigint PRIMARY KEY, task_id uuid NOT NULL, "

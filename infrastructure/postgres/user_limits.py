@@ -6,11 +6,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from eventsourcing.postgres import PostgresDatastore
-from psycopg.sql import SQL, Composed, Identifier, Literal
+from psycopg.sql import SQL, Composed, Identifier
 
-from domain.vocabulary import OPEN_STATUSES
-
-ACTIVE_STATUSES = tuple(str(status) for status in OPEN_STATUSES)  # the read model's index of them by user
+from infrastructure.postgres.task_views import OPEN_STATUSES_SQL
 
 
 @dataclass(frozen=True)
@@ -72,5 +70,5 @@ def active_task_count_statement(views: Any) -> Composed:
     """The count of one user's (%s) open tasks; the statuses as literals, so that every plan of it can take
     the read model's partial index of open tasks by user (`…_tasks_open_by_user`)."""
     return SQL("SELECT count(*) AS n FROM {} WHERE user_id = %s AND status IN ({})").format(
-        views.tables["tasks"], SQL(", ").join(map(Literal, ACTIVE_STATUSES))
+        views.tables["tasks"], OPEN_STATUSES_SQL
     )

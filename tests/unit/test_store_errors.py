@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from psycopg_pool import PoolTimeout
 
+from infrastructure.api import errors
 from infrastructure.api.errors import install_error_handlers
 from infrastructure.postgres.store_connections import is_connection_error, read_retried
 
@@ -49,7 +50,7 @@ class UnreachablePointer:
         return self
 
 
-def test_the_503_handler_answers_without_reading_the_views_pointer() -> None:
+def test_the_503_handler_answers_without_reading_the_views_pointer(monkeypatch: pytest.MonkeyPatch) -> None:
     """The handler runs on the event loop: a store read there stalled every request (/readyz too) during an outage."""
     api = FastAPI()
     install_error_handlers(api)
@@ -64,8 +65,12 @@ def test_the_503_handler_answers_without_reading_the_views_pointer() -> None:
     async def boom() -> None:
         raise PoolTimeout("couldn't get a connection after 5.00 sec")
 
+    discarded: list[tuple[object, ...]] = []
+    monkeypatch.setattr(errors, "discard_broken_connections_soon", lambda *stores: discarded.append(stores))
     r = TestClient(api, raise_server_exceptions=False).get("/boom")
     assert r.status_code == 503 and r.json()["error"]["code"] == "store_unavailable"
+    # the store's connections and the read model's (as last known) are still checked
+    assert discarded == [(UnreachablePointer.datastore, UnreachablePointer.datastore)]
 
 
 def test_other_errors_stay_500() -> None:
