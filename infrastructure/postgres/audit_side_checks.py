@@ -132,8 +132,9 @@ class SideChecks:
     def _message(self) -> Any:
         assert self._process.stdout is not None
         size = self._process.stdout.read(8)
-        data = self._process.stdout.read(int.from_bytes(size, "big")) if len(size) == 8 else b""
-        if not data:  # the child ended before writing it
+        length = int.from_bytes(size, "big") if len(size) == 8 else 0
+        data = self._process.stdout.read(length) if length else b""
+        if not data or len(data) != length:  # the child ended before writing it, or part of it
             self._failed()
         return pickle.loads(data)
 
