@@ -380,21 +380,20 @@ class PostgresWebhookStore:
 
     def deliveries_of(self, endpoint_id: UUID, *, limit: int, before: int | None = None) -> list[Delivery]:
         """Newest first by log position; `before` is the position of the last one of the previous page."""
-        rows = self._rows(
+        rows, history = self._with_attempts(
             SQL("SELECT * FROM {} WHERE endpoint_id = %s AND position < %s ORDER BY position DESC LIMIT %s").format(
                 self.deliveries
             ),
             (endpoint_id, before if before is not None else 2**62, limit),
         )
-        history = self._attempts_of([r["id"] for r in rows])
         return [_delivery(r, history.get(r["id"], [])) for r in rows]
 
     def delivery(self, endpoint_id: UUID, delivery_id_: str) -> Delivery | None:
-        rows = self._rows(
+        rows, history = self._with_attempts(
             SQL("SELECT * FROM {} WHERE endpoint_id = %s AND id = %s").format(self.deliveries),
             (endpoint_id, delivery_id_),
         )
-        return _delivery(rows[0], self._attempts_of([delivery_id_]).get(delivery_id_, [])) if rows else None
+        return _delivery(rows[0], history.get(delivery_id_, [])) if rows else None
 
     def redeliver(self, endpoint_id: UUID, delivery_id_: str) -> Delivery | None:
         """Send again now (same `webhook-id`, attempts go on counting)."""
@@ -407,17 +406,25 @@ class PostgresWebhookStore:
             )
         return self.delivery(endpoint_id, delivery_id_)
 
-    def _attempts_of(self, ids: list[str]) -> dict[str, list[Attempt]]:
-        found: dict[str, list[Attempt]] = {}
-        if not ids:
-            return found
-        for r in self._rows(
-            SQL("SELECT * FROM {} WHERE delivery_id = ANY(%s) ORDER BY number").format(self.attempts), (ids,)
-        ):
+    def _with_attempts(self, query: Any, params: Any) -> tuple[list[Any], dict[str, list[Attempt]]]:
+        """Deliveries and their attempts from one snapshot: a delivery's status agrees with its attempts."""
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            curs.execute(query, params)
+            rows = list(curs.fetchall())
+            found: dict[str, list[Attempt]] = {}
+            if not rows:
+                return rows, found
+            curs.execute(
+                SQL("SELECT * FROM {} WHERE delivery_id = ANY(%s) ORDER BY number").format(self.attempts),
+                ([r["id"] for r in rows],),
+            )
+            attempts = list(curs.fetchall())
+        for r in attempts:
             found.setdefault(r["delivery_id"], []).append(
                 Attempt(r["number"], r["at"], r["status_code"], r["latency_ms"], r["error"])
             )
-        return found
+        return rows, found
 
     def _write(self, query: Any, params: Any) -> Any:
         """One statement in a transaction of its own; the first row it returned (None: none)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 
@@ -13,7 +14,14 @@ from eventsourcing.postgres import PostgresDatastore
 from standardwebhooks.webhooks import Webhook
 
 from application.mediatasks import MediaTasks
-from infrastructure.postgres.webhook_store import FAILED, PENDING, SUCCEEDED, NewDelivery, PostgresWebhookStore
+from infrastructure.postgres.webhook_store import (
+    FAILED,
+    PENDING,
+    SUCCEEDED,
+    Attempt,
+    NewDelivery,
+    PostgresWebhookStore,
+)
 from infrastructure.safe_http import SafeFetcher, UrlPolicy
 from infrastructure.webhooks.sender import WebhookSender
 from tests.support.webhook_receiver import WebhookReceiver
@@ -106,3 +114,34 @@ def test_410_disables_the_endpoint_and_the_schedule_ends_in_failed(
     finally:
         gone.stop()
         broken.stop()
+
+
+def test_a_delivery_is_read_with_its_attempts_from_one_snapshot(store: PostgresWebhookStore) -> None:
+    """A reader never sees an attempt's answer beside the status from before it (the page showed both)."""
+    endpoint, _ = store.add_endpoint("alice", "http://127.0.0.1:9/hook", ["task.failed"], "")
+    deliveries = []
+    for position in range(1, 41):
+        body = json.dumps({"type": "task.failed", "timestamp": "2026-12-01T00:00:00Z", "data": {"n": position}})
+        store.fan_out(position, [NewDelivery(endpoint.id, "task.failed", body)], Tracking("MediaTasks", position))
+        deliveries.append(store.claim_next(endpoint.id, timedelta(seconds=10)))
+    done = threading.Event()
+    mixed: list[tuple[str, str, list]] = []
+
+    def read() -> None:
+        while not done.is_set():
+            for d in store.deliveries_of(endpoint.id, limit=50):
+                answered = [a.status_code for a in d.history]
+                if (d.status == SUCCEEDED) != (200 in answered) or d.attempts != len(answered):
+                    mixed.append((d.id, d.status, answered))
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        for d in deliveries:
+            for number, code in ((1, 500), (2, 200)):
+                attempt = Attempt(number, datetime.now(timezone.utc), code, 1.0, None)
+                store.record_attempt(d, attempt, status=SUCCEEDED if code == 200 else PENDING, next_attempt_at=None)
+    finally:
+        done.set()
+        reader.join()
+    assert not mixed, mixed[:3]
