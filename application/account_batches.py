@@ -47,7 +47,7 @@ if TYPE_CHECKING:
 
 STRIPES = 256
 REMEMBERED_ACCOUNTS = 10_000
-DECIDERS = 3  # while one waits for its commit, another decides the next accounts (their saves share commits)
+DECIDERS = 2  # while one writes its commit, the other decides the next accounts; more only contend for the GIL
 CONTESTED_SECONDS = 30.0  # after a rival's write is seen, the account's batches read it first for this long
 DECIDER_IDLE_SECONDS = 10.0  # an idle decider thread ends; the next async caller starts another
 

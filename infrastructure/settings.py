@@ -100,6 +100,12 @@ class Settings(BaseSettings):
     projections_port: int | None = Field(
         default=None, description="`mediatasks projections` serves /healthz and /readyz on this port (unset: none)"
     )
+    projections_nice: int = Field(
+        default=10,
+        ge=0,
+        le=19,
+        description="`mediatasks projections` lowers its CPU priority by this much (os.nice): the request path wins the cores",
+    )
     postgres_wait_seconds: int = Field(
         default=5, ge=1, description="longest wait for a pooled connection before the request answers 503"
     )

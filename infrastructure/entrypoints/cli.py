@@ -226,7 +226,10 @@ def _projections(args: argparse.Namespace) -> int:
         start_sealing_follower,
     )
     from infrastructure.projection_runners import ProjectionRunners
+    from infrastructure.settings import Settings
 
+    # Before any thread starts (Linux keeps a priority per thread; new threads inherit their creator's).
+    os.nice(Settings().projections_nice)
     runtime = bootstrap()
     runners = ProjectionRunners(runtime.env, supervisor=runtime.supervisor)
     runtime.telemetry.observe_projection_lag(runtime, runners)

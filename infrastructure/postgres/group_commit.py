@@ -29,7 +29,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -40,7 +40,6 @@ from eventsourcing.utils import retry
 from psycopg.sql import SQL, Identifier
 
 DEFAULT_MAX_BATCH_EVENTS = 500
-WRITER_IDLE_SECONDS = 10.0  # an idle writer thread ends; the next insert starts another
 VERSION_CHECK_SECONDS = 30.0  # after a conflict, each shared transaction first checks its callers' versions
 
 _ERROR_CLASSES: tuple[tuple[type[psycopg.Error], type[persistence.PersistenceError]], ...] = (
@@ -95,29 +94,29 @@ class PendingInsert:
 
     stored_events: Sequence[StoredEvent]
     kwargs: dict[str, Any]
-    done: threading.Event = field(default_factory=threading.Event)
+    done: bool = False  # answered: set by the caller that wrote it, read by the waiting one after a notify
     notification_ids: list[int] | None = None
     error: BaseException | None = None
 
     def succeed(self, notification_ids: list[int]) -> None:
         self.notification_ids = notification_ids
-        self.done.set()
+        self.done = True
 
     def fail(self, error: BaseException) -> None:
         self.error = persistence_error(error)
-        self.done.set()
+        self.done = True
 
 
 class GroupCommitWriter:
-    """Writes the inserts of many callers of one recorder in shared transactions."""
+    """Writes the inserts of many callers of one recorder in shared transactions, on the callers' threads."""
 
     def __init__(self, recorder: PostgresApplicationRecorder, max_batch_events: int) -> None:
         self._recorder = recorder
         self._max_batch_events = max(1, max_batch_events)
         self._queue: deque[PendingInsert] = deque()
         self._wakeup = threading.Condition()
-        self._thread: threading.Thread | None = None
-        self._pid = 0
+        self._writing = False  # a caller (the leader) is writing batches now
+        self._pid = os.getpid()
         self._insert_statement = events_table_statement(
             recorder,
             "INSERT INTO {schema}.{table} (originator_id, originator_version, topic, state) "
@@ -144,11 +143,7 @@ class GroupCommitWriter:
 
     def write(self, pending: PendingInsert) -> list[int]:
         """Queue one caller's insert and wait until its transaction has committed or it failed."""
-        with self._wakeup:
-            self._ensure_running()
-            self._queue.append(pending)
-            self._wakeup.notify()
-        pending.done.wait()
+        self._write_queued([pending])
         if pending.error is not None:
             raise pending.error
         assert pending.notification_ids is not None
@@ -157,48 +152,59 @@ class GroupCommitWriter:
     def write_each(self, pendings: Sequence[PendingInsert]) -> None:
         """Queue several inserts at once (they share a transaction unless it would exceed the batch's
         size) and wait until each has committed or failed; each outcome is left on its PendingInsert."""
-        with self._wakeup:
-            self._ensure_running()
-            self._queue.extend(pendings)
-            self._wakeup.notify()
-        for pending in pendings:
-            pending.done.wait()
+        self._write_queued(pendings)
 
     @property
-    def running(self) -> bool:
-        """Whether this writer has a thread now (it ends after WRITER_IDLE_SECONDS without inserts)."""
-        return self._thread is not None
+    def writing(self) -> bool:
+        """Whether a caller is writing batches now."""
+        return self._writing
 
-    def _ensure_running(self) -> None:
-        if self._thread is None or self._pid != os.getpid():
-            self._pid = os.getpid()
-            self._thread = threading.Thread(target=self._run, name="group-commit-writer", daemon=True)
-            self._thread.start()
-
-    def _next_batch(self) -> list[PendingInsert] | None:
-        """The inserts queued now (at least one), or None when none came for a while (the thread ends)."""
+    def _write_queued(self, pendings: Sequence[PendingInsert]) -> None:
+        """Queue `pendings`; wait while another caller writes, and lead when nobody does: write the
+        batches queued until these are written, then let the next waiting caller lead."""
         with self._wakeup:
-            if not self._queue:
-                self._wakeup.wait(WRITER_IDLE_SECONDS)
-            if not self._queue:
-                self._thread = None
-                return None
-            batch = [self._queue.popleft()]
-            size = len(batch[0].stored_events)
-            while self._queue and size + len(self._queue[0].stored_events) <= self._max_batch_events:
-                pending = self._queue.popleft()
-                size += len(pending.stored_events)
-                batch.append(pending)
-            return batch
+            if self._pid != os.getpid():  # a forked child: nobody of the parent writes here
+                self._pid, self._writing = os.getpid(), False
+                self._queue.clear()
+            self._queue.extend(pendings)
+            while self._writing and not _all_done(pendings):
+                self._wakeup.wait()
+            if _all_done(pendings):
+                return
+            self._writing = True
+        try:
+            while not _all_done(pendings):
+                with self._wakeup:
+                    batch = self._next_batch()
+                self._write_answered(batch)
+                with self._wakeup:  # the callers this batch answered go on
+                    self._wakeup.notify_all()
+        finally:
+            with self._wakeup:
+                self._writing = False
+                self._wakeup.notify_all()
 
-    def _run(self) -> None:
-        while (batch := self._next_batch()) is not None:
-            try:
-                self._write_batch(batch)
-            except BaseException as error:  # noqa: BLE001 - every waiting caller must be answered
-                for pending in batch:
-                    if not pending.done.is_set():
-                        pending.fail(error)
+    def _next_batch(self) -> list[PendingInsert]:
+        """The inserts queued now, in order, up to the batch's size (at least one)."""
+        batch = [self._queue.popleft()]
+        size = len(batch[0].stored_events)
+        while self._queue and size + len(self._queue[0].stored_events) <= self._max_batch_events:
+            pending = self._queue.popleft()
+            size += len(pending.stored_events)
+            batch.append(pending)
+        return batch
+
+    def _write_answered(self, batch: list[PendingInsert]) -> None:
+        """Write one batch; every caller in it is answered, whatever happens."""
+        try:
+            self._write_batch(batch)
+        except BaseException as error:  # noqa: BLE001 - every waiting caller must be answered
+            for pending in batch:
+                if not pending.done:
+                    pending.fail(error)
+            if not isinstance(error, Exception):
+                raise
+        finally:
             self.batches += 1
             self.inserts += len(batch)
 
@@ -303,6 +309,10 @@ class GroupCommitWriter:
             prepare=True,
             binary=True,
         )
+
+
+def _all_done(pendings: Sequence[PendingInsert]) -> bool:
+    return all(pending.done for pending in pendings)
 
 
 class GroupCommitInserts:

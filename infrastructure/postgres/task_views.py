@@ -227,9 +227,10 @@ class PostgresTaskViews(TaskViews, PostgresTrackingRecorder):
         write: all of them, or none (IntegrityError when a rival runner recorded any of them: then
         apply them one by one, each dropped if the view has it).
 
-        The events' writes are collected and sent at the end, each run of the same statement as one
-        `executemany` (psycopg pipelines it); none records a tracking row of its own (single-row
-        tracking: the position is the page's last event)."""
+        The events' writes are collected and sent at the end, the tasks' before the accounts' (each in
+        the events' order), each run of the same statement as one `executemany` (psycopg pipelines it);
+        none records a tracking row of its own (single-row tracking: the position is the page's last
+        event)."""
         if not self.datastore.single_row_tracking:  # one row per position: each event writes its own
             with self.batch():
                 yield
@@ -253,7 +254,7 @@ class PostgresTaskViews(TaskViews, PostgresTrackingRecorder):
             )
             if curs.fetchone() is None:
                 raise IntegrityError(f"positions {first.notification_id}–{last.notification_id} recorded already")
-            _execute(curs, writes)
+            _execute(curs, self._statements.by_table(writes))
 
     @contextmanager
     def batch(self) -> Iterator[None]:
@@ -422,6 +423,17 @@ class _WriteStatements:
             SQL("UPDATE {} SET refunded_credits = refunded_credits + %s WHERE task_id = %s").format(t["tasks"])
         )
         self._task_changed: dict[tuple[str, ...], bytes] = {}
+        self._of_accounts = {self.account_opened, self.account_changed}  # the rest write tasks and updates
+
+    def by_table(self, writes: list[Write]) -> list[Write]:
+        """The writes of the tasks and their updates, then those of the accounts and their ledger, each in
+        their order: no statement of one reads the other's tables, so a page's events (a task, its account's
+        charge, the next task, ...) become one run of each statement instead of a run of one per event."""
+        of_accounts = self._of_accounts
+        tasks = [w for w in writes if w[0] not in of_accounts]
+        if len(tasks) == len(writes):
+            return writes
+        return tasks + [w for w in writes if w[0] in of_accounts]
 
     def task_changed(self, columns: tuple[str, ...]) -> bytes:
         """The task's row updated and, if there is one, its update appended (from the changed row)."""

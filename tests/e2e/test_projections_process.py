@@ -125,3 +125,20 @@ def test_a_killed_projections_process_is_restarted_and_every_failure_refunded_on
             cwd=tmp_path,
         )
         assert audit.returncode == 0, audit.stdout + audit.stderr
+
+
+def _nice_of(pid: int, thread: str | None = None) -> int:
+    """A process's (or one of its threads') nice value, field 19 of its stat file."""
+    stat = Path(f"/proc/{pid}/task/{thread}/stat" if thread else f"/proc/{pid}/stat").read_text()
+    return int(stat.rsplit(")", 1)[1].split()[16])
+
+
+def test_the_projections_process_runs_every_thread_below_the_api_s_priority(
+    pg_database_one: dict[str, str], tmp_path: Path
+) -> None:
+    with running_service(pg_database_one, tmp_path, "--no-dispatch", projections_nice="7") as service:
+        child = readiness(service)[1]["projections_process"]["pid"]
+        threads = os.listdir(f"/proc/{child}/task")
+        ours = _nice_of(os.getpid())
+        assert len(threads) > 1 and {_nice_of(child, t) for t in threads} == {min(19, ours + 7)}  # every thread
+        assert _nice_of(service.process.proc.pid) == ours  # the API keeps its priority

@@ -19,7 +19,6 @@ from eventsourcing.persistence import IntegrityError, StoredEvent
 from eventsourcing.utils import Environment
 from psycopg.sql import SQL, Identifier
 
-from infrastructure.postgres import group_commit
 from infrastructure.postgres.event_store import GroupCommitApplicationRecorder, MediaTasksPostgresFactory
 from tests.support.postgres import database_url
 
@@ -184,17 +183,62 @@ def test_sigkill_mid_batch_leaves_no_caller_half_written(store_env: dict[str, st
     assert unwritten, "in three kills, nothing was in flight when the writer was killed"
 
 
-def test_an_idle_writer_thread_ends_and_the_next_insert_starts_another(
+def test_a_caller_that_finds_nobody_writing_writes_its_insert_on_its_own_thread(
     recorder: GroupCommitApplicationRecorder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(group_commit, "WRITER_IDLE_SECONDS", 0.1)
-    first = recorder.insert_events([StoredEvent(uuid.uuid4(), 1, "idle", b"x")])
-    deadline = time.monotonic() + 5
-    while recorder.group_commit_writer.running:
-        assert time.monotonic() < deadline, "the idle writer thread did not end"
-        time.sleep(0.05)
-    second = recorder.insert_events([StoredEvent(uuid.uuid4(), 1, "idle", b"x")])
-    assert second and first and second[0] > first[0]
+    writer = recorder.group_commit_writer
+    writing_threads: list[threading.Thread] = []
+    write_batch = writer._write_batch
+
+    def recorded(batch: list[Any]) -> None:
+        writing_threads.append(threading.current_thread())
+        write_batch(batch)
+
+    monkeypatch.setattr(writer, "_write_batch", recorded)
+    recorder.insert_events([StoredEvent(uuid.uuid4(), 1, "alone", b"x")])
+    assert writing_threads == [threading.current_thread()]  # no hand-over to another thread and back
+    assert not writer.writing
+
+
+def test_callers_that_come_while_one_writes_wait_and_the_next_leads_their_shared_transaction(
+    recorder: GroupCommitApplicationRecorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer = recorder.group_commit_writer
+    first_batch_started, release_first_batch = threading.Event(), threading.Event()
+    writing_threads: list[threading.Thread] = []
+    write_batch = writer._write_batch
+
+    def held_first(batch: list[Any]) -> None:
+        writing_threads.append(threading.current_thread())
+        if len(writing_threads) == 1:
+            first_batch_started.set()
+            assert release_first_batch.wait(10)
+        write_batch(batch)
+
+    monkeypatch.setattr(writer, "_write_batch", held_first)
+    outcomes: dict[uuid.UUID, Any] = {}
+
+    def insert(originator_id: uuid.UUID) -> None:
+        outcomes[originator_id] = recorder.insert_events([StoredEvent(originator_id, 1, "queued", b"x")])
+
+    leader = threading.Thread(target=insert, args=(uuid.uuid4(),))
+    leader.start()
+    assert first_batch_started.wait(10)
+    followers = [threading.Thread(target=insert, args=(uuid.uuid4(),)) for _ in range(10)]
+    for t in followers:
+        t.start()
+    deadline = time.monotonic() + 10
+    while len(writer._queue) < len(followers):  # all queued behind the leader's transaction
+        assert time.monotonic() < deadline, "the callers did not queue while the leader wrote"
+        time.sleep(0.01)
+    batches = writer.batches
+    release_first_batch.set()
+    for t in [leader, *followers]:
+        t.join(10)
+    assert writer.batches == batches + 2  # the leader's, then the ten waiting ones together
+    assert writing_threads[0] is not writing_threads[1] and writing_threads[1] in followers
+    assert all(ids and len(ids) == 1 for ids in outcomes.values()) and len(outcomes) == 11
+    assert not writer.writing
 
 
 def test_groups_share_a_transaction_each_with_its_own_outcome_and_after_a_conflict_versions_are_checked_first(

@@ -12,6 +12,7 @@ from eventsourcing.persistence import IntegrityError, Tracking
 from eventsourcing.projection import ApplicationSubscription
 
 from application.mediatasks import MediaTasks
+from infrastructure.postgres import task_views
 from infrastructure.postgres.tables import construct_views
 from infrastructure.projection_followers import ProjectionFollower
 from projections.task_views import TaskViewsProjection
@@ -97,4 +98,40 @@ def test_a_page_a_rival_recorded_part_of_is_applied_event_by_event_each_once(
     assert views.get_account("u").balance == 94
     charges = [e for e in views.ledger("u") if e.kind == "charge"]
     assert sorted(e.task_id for e in charges) == sorted(tasks)  # each once
+    assert all(len(views.task_updates(t)) == 1 for t in tasks)
+
+
+def test_a_page_writes_its_tasks_then_its_accounts_one_run_of_each_statement(
+    app: MediaTasks, postgres_views: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    views = postgres_views
+    for user in ("u", "v"):
+        app.create_user(user, 100)
+    opened = app.recorder.max_notification_id()
+    tasks = [
+        app.submit(user, URL + str(n) + str(i), "subtitles").task_id for n in range(5) for i, user in enumerate("uv")
+    ]
+    head = app.recorder.max_notification_id()
+    events = logged_events(app, head)
+    opening = [(e, t) for e, t in events if t.notification_id <= opened]
+    submissions = [(e, t) for e, t in events if t.notification_id > opened]  # task, charge, task, charge, ...
+    projection = TaskViewsProjection(view=views)
+    ProjectionFollower._process_page(projection, views.page, opening)
+    runs: list[int] = []
+    execute = task_views._execute
+
+    def counted(curs: Any, writes: list[Any]) -> None:
+        runs.append(sum(1 for i, w in enumerate(writes) if i == 0 or writes[i - 1][0] is not w[0]))
+        execute(curs, writes)
+
+    monkeypatch.setattr(task_views, "_execute", counted)
+    ProjectionFollower._process_page(projection, views.page, submissions)
+    assert runs == [2]  # the ten tasks' rows in one run, the ten charges in one (not twenty runs of one)
+    assert views.max_tracking_id(app.name) == head
+    for user in ("u", "v"):
+        account = views.get_account(user)
+        assert account is not None and account.balance == 95
+        charges = sorted((e for e in views.ledger(user) if e.kind == "charge"), key=lambda e: e.position)
+        assert [e.balance for e in charges] == [99, 98, 97, 96, 95]  # each entry's balance after its own charge
+    assert [views.get_task(t).status for t in tasks] == ["queued"] * 10
     assert all(len(views.task_updates(t)) == 1 for t in tasks)
