@@ -53,11 +53,10 @@ DECIDER_IDLE_SECONDS = 10.0  # an idle decider thread ends; the next async calle
 
 
 class Batch:
-    """What the commands of one batch share: the tasks they made or changed, and whether this is a re-run."""
+    """What the commands of one batch share: the tasks they made or changed."""
 
-    def __init__(self, app: MediaTasks, rerun: bool) -> None:
+    def __init__(self, app: MediaTasks) -> None:
         self._app = app
-        self.rerun = rerun  # after a lost race: a task may exist that the first run did not see
         self.tasks: dict[UUID, MediaTask] = {}
 
     def find_task(self, task_id: UUID) -> MediaTask | None:
@@ -123,6 +122,7 @@ class AccountBatches:
         # Accounts a rival process writes too (their saves conflicted, or a fresh read found its write),
         # until when: a remembered one would be stale as often as not, so they are read before deciding.
         self._rivals: OrderedDict[str, float] = OrderedDict()
+        self.rival_writes_seen = 0  # saves refused for a rival's write, and reads that found one
         # The async callers' batches: decided by one thread, every waiting account at once.
         self._waiting: set[int] = set()
         self._busy: set[int] = set()  # the stripes a decider holds now
@@ -272,7 +272,7 @@ class AccountBatches:
             account = self._read([user_id])[user_id]
         else:
             account = remembered
-        decided = _Decided(slots, account, Batch(self._app, rerun))
+        decided = _Decided(slots, account, Batch(self._app))
         for s in slots:
             try:
                 decided.answers.append((s, s.decide(account, decided.batch), None))
@@ -349,14 +349,20 @@ class AccountBatches:
     def _contest(self, user_id: str) -> None:
         """A rival process writes this account: for CONTESTED_SECONDS its batches start from a fresh read."""
         with self._accounts_lock:
+            self.rival_writes_seen += 1
             self._rivals[user_id] = time.monotonic() + CONTESTED_SECONDS
             self._rivals.move_to_end(user_id)
             while len(self._rivals) > REMEMBERED_ACCOUNTS:
                 self._rivals.popitem(last=False)
 
     def _contested(self, user_id: str) -> bool:
-        until = self._rivals.get(user_id)
-        return until is not None and until > time.monotonic()
+        """Whether a rival process wrote this account in the last CONTESTED_SECONDS (an older mark is dropped)."""
+        with self._accounts_lock:
+            until = self._rivals.get(user_id)
+            if until is None or until > time.monotonic():
+                return until is not None
+            del self._rivals[user_id]
+            return False
 
     def _read(self, user_ids: list[str]) -> dict[str, CreditAccount]:
         """The accounts as stored now: the remembered ones brought forward by the events stored since

@@ -300,7 +300,9 @@ class MediaTasks(Application[UUID]):
         task_id = MediaTask.id_for(user_id, idempotency_key)
 
         def decide(account: CreditAccount, batch: Batch) -> Answer[Submission]:
-            existing = batch.find_task(task_id) if may_exist or batch.rerun or task_id in batch.tasks else None
+            # A re-run after a lost race needs no read either: the rival's save was of the account, and
+            # the refused save wrote nothing, so a task of a random key still does not exist.
+            existing = batch.find_task(task_id) if may_exist or task_id in batch.tasks else None
             if existing is not None:
                 if existing.user_id != user_id or not existing.same_request(
                     normalized_url, output_type, languages, options

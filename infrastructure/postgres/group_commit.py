@@ -15,10 +15,12 @@ one commit. Each caller still gets exactly its own outcome:
 - a connection-level error fails the whole batch, as it would have failed each caller alone, and
   eventsourcing's retry decorator resubmits.
 
-For VERSION_CHECK_SECONDS after a conflict (another process writes the same aggregates), a shared
-transaction first looks up its callers' (originator_id, version) pairs under the table lock: the
-callers whose versions are taken get their IntegrityError at once and the rest are inserted, instead
-of the whole transaction rolled back and written again under savepoints. `insert_events_each` hands
+A shared transaction of several callers (without tracking records) inserts in one statement only the
+callers none of whose (originator_id, version) pairs are taken, looked up under the table lock: a
+caller whose version another process took gets its IntegrityError at once, the rest are inserted,
+instead of the whole transaction rolled back and written again under savepoints (which stay for the
+conflicts that lookup cannot see: two callers of one batch with one version, tracking records). The
+lookup is part of the INSERT, so the table lock is held no longer for it. `insert_events_each` hands
 several groups of events (one caller each) to the writer at once: one transaction, one outcome per group.
 """
 
@@ -26,7 +28,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -40,7 +41,6 @@ from eventsourcing.utils import retry
 from psycopg.sql import SQL, Identifier
 
 DEFAULT_MAX_BATCH_EVENTS = 500
-VERSION_CHECK_SECONDS = 30.0  # after a conflict, each shared transaction first checks its callers' versions
 
 _ERROR_CLASSES: tuple[tuple[type[psycopg.Error], type[persistence.PersistenceError]], ...] = (
     (psycopg.InterfaceError, persistence.InterfaceError),
@@ -129,13 +129,18 @@ class GroupCommitWriter:
             .join([*recorder.lock_table_statements, SQL("NOTIFY {0}").format(Identifier(recorder.channel_name))])
             .as_bytes(None)
         )
-        self._versions_taken_statement = events_table_statement(
+        # the rows of the callers none of whose versions are taken, inserted; then the callers refused
+        self._insert_untaken_statement = events_table_statement(
             recorder,
-            "SELECT e.originator_id, e.originator_version FROM {schema}.{table} e "
-            "JOIN unnest(%b::{id_type}[], %b::bigint[]) AS w(originator_id, originator_version) "
-            "USING (originator_id, originator_version)",
+            "WITH w AS (SELECT * FROM unnest(%b::{id_type}[], %b::bigint[], %b::text[], %b::bytea[], %b::int[]) "
+            "WITH ORDINALITY AS w(originator_id, originator_version, topic, state, caller, n)), "
+            "refused AS (SELECT DISTINCT w.caller FROM w JOIN {schema}.{table} e "
+            "USING (originator_id, originator_version)), "
+            "inserted AS (INSERT INTO {schema}.{table} (originator_id, originator_version, topic, state) "
+            "SELECT originator_id, originator_version, topic, state FROM w "
+            "WHERE caller NOT IN (SELECT caller FROM refused) ORDER BY n RETURNING notification_id) "
+            "SELECT notification_id, NULL::int AS caller FROM inserted UNION ALL SELECT NULL, caller FROM refused",
         )
-        self._check_versions_until = 0.0  # after a conflict, for a while: callers' versions checked first
         self.batches = 0
         self.inserts = 0
         self.savepoint_batches = 0
@@ -213,8 +218,6 @@ class GroupCommitWriter:
             error = self._write_together(conn, batch)
             if error is None:
                 return
-            if isinstance(error, psycopg.IntegrityError):
-                self._check_versions_until = time.monotonic() + VERSION_CHECK_SECONDS
             if len(batch) == 1 or _is_connection_error(error):
                 for pending in batch:
                     pending.fail(error)
@@ -232,9 +235,10 @@ class GroupCommitWriter:
                     recorder._insert_events(curs, pending.stored_events, **pending.kwargs)
                 curs.execute(self._lock_and_notify)
                 if self._checks_versions(batch):
-                    inserted, refused = self._refuse_taken_versions(curs, batch)
-                self._insert_rows(curs, [e for pending in inserted for e in pending.stored_events])
-                notification_ids = [row["notification_id"] for row in curs.fetchall()]
+                    inserted, refused, notification_ids = self._insert_untaken(curs, batch)
+                else:
+                    self._insert_rows(curs, [e for pending in batch for e in pending.stored_events])
+                    notification_ids = [row["notification_id"] for row in curs.fetchall()]
         except Exception as error:  # noqa: BLE001 - decided on by the caller
             return error
         start = 0
@@ -246,34 +250,39 @@ class GroupCommitWriter:
             pending.fail(persistence.IntegrityError("duplicate key value violates unique constraint (version taken)"))
         return None
 
-    def _checks_versions(self, batch: list[PendingInsert]) -> bool:
-        """Whether to look for taken versions before the INSERT: only for a while after a conflict (a
-        rival process writes the same aggregates), with several callers and no tracking records."""
-        return (
-            len(batch) > 1
-            and self._check_versions_until > time.monotonic()
-            and not any(pending.kwargs for pending in batch)
-        )
+    @staticmethod
+    def _checks_versions(batch: list[PendingInsert]) -> bool:
+        """Whether the INSERT leaves out the callers whose versions are taken: with several callers
+        (one caller's conflict is its own error anyway) and no tracking records."""
+        return len(batch) > 1 and not any(pending.kwargs for pending in batch)
 
-    def _refuse_taken_versions(
+    def _insert_untaken(
         self, curs: psycopg.Cursor[Any], batch: list[PendingInsert]
-    ) -> tuple[list[PendingInsert], list[PendingInsert]]:
-        """The callers none of whose versions exist yet, and the others. Exact under the table lock (no
-        insert can commit meanwhile); the unique constraint still decides whatever this misses."""
-        events = [e for pending in batch for e in pending.stored_events]
+    ) -> tuple[list[PendingInsert], list[PendingInsert], list[int]]:
+        """The callers inserted, those refused (a version of theirs is taken) and the inserted rows'
+        notification ids, in one statement. Exact under the table lock (no insert can commit
+        meanwhile); the unique constraint still decides whatever this misses."""
+        events = [(i, e) for i, pending in enumerate(batch) for e in pending.stored_events]
         curs.execute(
-            self._versions_taken_statement,
-            ([e.originator_id for e in events], [e.originator_version for e in events]),
+            self._insert_untaken_statement,
+            (
+                [e.originator_id for _, e in events],
+                [e.originator_version for _, e in events],
+                [e.topic for _, e in events],
+                [e.state for _, e in events],
+                [i for i, _ in events],
+            ),
             prepare=True,
             binary=True,
         )
-        taken = {(row["originator_id"], row["originator_version"]) for row in curs.fetchall()}
-        if not taken:
-            return batch, []
-        self._check_versions_until = time.monotonic() + VERSION_CHECK_SECONDS
-        refused = [p for p in batch if any((e.originator_id, e.originator_version) in taken for e in p.stored_events)]
-        self.refused_by_check += len(refused)
-        return [p for p in batch if p not in refused], refused
+        rows = curs.fetchall()
+        refused_callers = {row["caller"] for row in rows if row["caller"] is not None}
+        if refused_callers:
+            self.refused_by_check += len(refused_callers)
+        notification_ids = sorted(row["notification_id"] for row in rows if row["caller"] is None)  # in row order
+        inserted = [p for i, p in enumerate(batch) if i not in refused_callers]
+        refused = [p for i, p in enumerate(batch) if i in refused_callers]
+        return inserted, refused, notification_ids
 
     def _write_each_under_savepoint(self, conn: psycopg.Connection[Any], batch: list[PendingInsert]) -> None:
         """The slow path after a conflict: each caller under its own SAVEPOINT, one commit."""

@@ -117,9 +117,10 @@ def test_a_hundred_concurrent_inserts_ten_conflicting(
     writer = recorder.group_commit_writer
     assert writer.inserts == CONFLICTING + CALLERS
     assert writer.batches < CONFLICTING + CALLERS - 10, "the concurrent inserts did not share transactions"
-    # inside a shared transaction a conflict is found by the unique constraint (then savepoints) or, for a
-    # while after one, by the version check under the table lock
-    assert writer.savepoint_batches + writer.refused_by_check >= 1, "no conflict happened inside a shared transaction"
+    # inside a shared transaction a conflict with a stored version is found under the table lock by the
+    # INSERT itself: the conflicting callers are left out, nothing is rolled back and written again
+    assert writer.refused_by_check >= 1, "no conflict happened inside a shared transaction"
+    assert writer.savepoint_batches == 0, "a shared transaction was rolled back for a stored version"
 
     assert seen == [r[0] for r in rows], "the reader skipped an id that appeared later"
 
@@ -241,7 +242,7 @@ def test_callers_that_come_while_one_writes_wait_and_the_next_leads_their_shared
     assert not writer.writing
 
 
-def test_groups_share_a_transaction_each_with_its_own_outcome_and_after_a_conflict_versions_are_checked_first(
+def test_groups_share_a_transaction_each_with_its_own_outcome_the_taken_versions_left_out(
     recorder: GroupCommitApplicationRecorder,
 ) -> None:
     taken = [uuid.uuid4() for _ in range(2)]
@@ -261,13 +262,26 @@ def test_groups_share_a_transaction_each_with_its_own_outcome_and_after_a_confli
             assert isinstance(ids, list) and len(ids) == 2 and ids[1] == ids[0] + 1
         return fresh
 
-    # the first conflict: found by the unique constraint, the transaction written again under savepoints
+    # every time (no conflict needed first): the taken versions found by the INSERT, nothing rolled back
     written = insert_groups()
-    assert (writer.savepoint_batches, writer.refused_by_check) == (1, 0)
-    # within VERSION_CHECK_SECONDS of it: the taken versions are found under the table lock, nothing rolled back
+    assert (writer.savepoint_batches, writer.refused_by_check) == (0, 2)
     written += insert_groups()
-    assert (writer.savepoint_batches, writer.refused_by_check) == (1, 2)
+    assert (writer.savepoint_batches, writer.refused_by_check) == (0, 4)
     for originator_id in taken:
         assert [(e.originator_version, e.state) for e in recorder.select_events(originator_id)] == [(1, b"kept")]
     for originator_id in written:
         assert [e.originator_version for e in recorder.select_events(originator_id)] == [1, 2]
+
+
+def test_two_groups_of_one_batch_with_one_version_are_told_apart_under_savepoints(
+    recorder: GroupCommitApplicationRecorder,
+) -> None:
+    writer = recorder.group_commit_writer
+    twice, fresh = uuid.uuid4(), uuid.uuid4()
+    groups = [[StoredEvent(twice, 1, "new", b"first")], [StoredEvent(fresh, 1, "new", b"x")]]
+    groups.append([StoredEvent(twice, 1, "new", b"second")])  # the lookup sees only stored versions
+    outcomes = recorder.insert_events_each(groups)
+    assert [isinstance(o, IntegrityError) for o in outcomes] == [False, False, True]
+    assert (writer.savepoint_batches, writer.refused_by_check) == (1, 0)
+    assert [e.state for e in recorder.select_events(twice)] == [b"first"]
+    assert [e.state for e in recorder.select_events(fresh)] == [b"x"]
