@@ -8,7 +8,9 @@ import pickle
 from datetime import timedelta
 from typing import Any
 
-from application.audit import HistoryAuditor
+import pytest
+
+from application.audit import HistoryAuditor, TaskStatesOverlap
 from domain.credits import CreditAccount
 from infrastructure.collector import NEVER, full_collections_held
 from tests.unit.test_domain_tasks import NOW, new_task
@@ -52,6 +54,17 @@ def test_task_states_handed_over_through_pickle_finish_as_one_auditor_does() -> 
     assert [v.code for v in one.violations] == ["unpaid_task", "missing_refund"]
     assert split.violations == one.violations
     assert (split.tasks, split.accounts) == (one.tasks, one.accounts) == (3, 1)
+
+
+def test_task_states_of_tasks_already_audited_are_refused_not_overwritten() -> None:
+    events = history()
+    tasks_half, overlapping = HistoryAuditor(), HistoryAuditor(refunds_tracked_to=len(events))
+    tasks_half.feed_all(events, checks="tasks")
+    overlapping.feed_all(events[:4])  # the first task's events: a hand-over that split the history wrong
+    (first, *_) = overlapping.tasks
+    with pytest.raises(TaskStatesOverlap) as refused:
+        overlapping.add_task_states(pickle.loads(pickle.dumps(tasks_half.task_states())))
+    assert refused.value.task_ids == [first]
 
 
 def test_full_collections_held_while_a_pass_runs_and_restored_after() -> None:
