@@ -80,3 +80,34 @@ def test_full_collections_held_while_a_pass_runs_and_restored_after() -> None:
 
     assert a_pass() == [(before[0], before[1], NEVER)] * 3
     assert gc.get_threshold() == before
+
+
+def collections_during(work: Any) -> list[int]:
+    """The generation of each collection the collector started while `work()` ran."""
+    started: list[int] = []
+
+    def record(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started.append(info["generation"])
+
+    gc.callbacks.append(record)
+    try:
+        work()
+    finally:
+        gc.callbacks.remove(record)
+    return started
+
+
+def cyclic_garbage() -> None:
+    """Cycles, and survivors enough (a third of the heap) for CPython to collect the oldest generation."""
+    survivors: list[list[Any]] = []
+    for _ in range(len(gc.get_objects()) // 3 + 300_000):
+        cycle: list[Any] = []
+        cycle.append(cycle)
+        survivors.append([])
+
+
+def test_a_held_pass_runs_young_collections_only_and_full_ones_resume_after() -> None:
+    held = collections_during(full_collections_held()(cyclic_garbage))
+    assert held and 2 not in held, "young collections go on, no full one"
+    assert 2 in collections_during(cyclic_garbage), "the same garbage, not held, brings a full collection"
