@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, fields
+from itertools import islice
 from operator import attrgetter
 from typing import Any
 from uuid import UUID
@@ -76,6 +77,14 @@ class _Task:
 
 _task_fields = attrgetter(*(f.name for f in fields(_Task)))
 TaskStates = tuple[bytes, list[tuple[Any, ...]], dict[Any, Any]]  # HistoryAuditor.task_states()
+
+
+class TaskStatesOverlap(Exception):
+    """Task states handed to an auditor that had seen the same tasks: the hand-over split the history wrong."""
+
+    def __init__(self, task_ids: list[Any]) -> None:
+        super().__init__(f"{len(task_ids)} task(s) handed over were already audited here: {task_ids[:5]}")
+        self.task_ids = task_ids
 
 
 @dataclass
@@ -156,12 +165,17 @@ class HistoryAuditor:
 
     def add_task_states(self, states: TaskStates) -> None:
         """Another auditor's `task_states`, of tasks this one has not seen, merged in the order it had them
-        (any id that is not a UUID last)."""
+        (any id that is not a UUID last). A task both have seen is a fault of the hand-over (the halves are
+        disjoint), not of the history: TaskStatesOverlap, never one state silently taking the other's place."""
         ids, fields, others = states
         tasks, task = self.tasks, _Task
+        before = len(tasks)
         for start, state in zip(range(0, len(ids), 16), fields, strict=True):
             tasks[UUID(bytes=ids[start : start + 16])] = task(*state)
         tasks.update(others)
+        if len(tasks) != before + len(fields) + len(others):  # the ids are compared only when some overlap
+            handed = {UUID(bytes=ids[start : start + 16]) for start in range(0, len(ids), 16)} | others.keys()
+            raise TaskStatesOverlap([task_id for task_id in islice(tasks, before) if task_id in handed])
 
     # Tasks ------------------------------------------------------------------------
 

@@ -162,20 +162,30 @@ def wrk(
     return WrkResult(float(rps), float(p50), float(p99), int(non2xx), int(errors))
 
 
+def _process_stat(pid: int) -> tuple[int, str, float] | None:
+    """A process's parent, name and user + system CPU seconds so far (None once it has gone)."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    name = raw[raw.index("(") + 1 : raw.rindex(")")]
+    fields = raw[raw.rindex(")") + 2 :].split()
+    return int(fields[1]), name, (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds(pid: int) -> float:
+    """CPU seconds used so far by the process itself (not its children)."""
+    stat = _process_stat(pid)
+    assert stat is not None, f"process {pid} has gone"
+    return stat[2]
+
+
 def cpu_seconds(root_pid: int) -> tuple[float, float]:
     """CPU seconds used so far by a process and its descendants, and by every PostgreSQL server process."""
-    tick = os.sysconf("SC_CLK_TCK")
     stats: dict[int, tuple[int, str, float]] = {}
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            raw = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        name = raw[raw.index("(") + 1 : raw.rindex(")")]
-        fields = raw[raw.rindex(")") + 2 :].split()
-        stats[int(entry)] = (int(fields[1]), name, (int(fields[11]) + int(fields[12])) / tick)
+        if entry.isdigit() and (stat := _process_stat(int(entry))) is not None:
+            stats[int(entry)] = stat
     tree, grew = {root_pid}, True
     while grew:
         children = {pid for pid, (ppid, _, _) in stats.items() if ppid in tree} - tree

@@ -37,7 +37,7 @@ from pathlib import Path
 os.environ.setdefault("MEDIATASKS_TEST_POSTGRES", "embedded")  # a server of our own: no other load on it
 
 import httpx
-from _harness import WrkResult, cpu_seconds, database, new_user, service, wrk
+from _harness import WrkResult, cpu_seconds, database, new_user, own_cpu_seconds, service, wrk
 from http_submit import profiled
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from profile_summary import summarise
@@ -89,12 +89,6 @@ class _SinkHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/x-protobuf")
         self.send_header("Content-Length", "0")
         self.end_headers()
-
-
-def own_cpu_seconds(pid: int) -> float:
-    """User + system CPU time the process itself (not its children) has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class Mode:

@@ -23,7 +23,8 @@ import logging
 import math
 import threading
 import time
-from typing import Annotated, Any, NamedTuple
+from collections.abc import Callable
+from typing import Annotated, Any, Generic, NamedTuple, TypeVar
 
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
@@ -45,6 +46,8 @@ OVERRIDES_READ_AHEAD_SECONDS = 1.0  # cached overrides are read again in the bac
 SWEEP_SECONDS = 1.0
 ACTIVE_COUNT_SECONDS = 1.0  # a user's active tasks, read well below the cap, are trusted this long
 _STATE_KEY = "rate_limit_headers"
+_MAX_USERS_CACHED = 10_000
+V = TypeVar("V")
 
 
 _parsed = functools.lru_cache(maxsize=1024)(parse)  # the same few rates, parsed once each
@@ -76,6 +79,83 @@ def check_rate(text: str) -> str:
     return text
 
 
+class RefreshClaim:
+    """One claim on reading a user's value afresh in the background; `counted`: what was added meanwhile."""
+
+    __slots__ = ("counted",)
+
+    def __init__(self) -> None:
+        self.counted = 0
+
+
+class ReadAhead(Generic[V]):
+    """A value per user, trusted `fresh_for` seconds, and read again in the background from `ahead` seconds
+    before it expires: one claim per user at a time (`due`), settled by `refresh`, which keeps the fresh
+    value (`settle` adds what was counted meanwhile) unless `forget` came first."""
+
+    def __init__(
+        self,
+        read: Callable[[str], V],
+        fresh_for: float,
+        ahead: float,
+        settle: Callable[[V, int], V] = lambda found, counted: found,
+    ) -> None:
+        self._read, self._fresh_for, self._ahead, self._settle = read, fresh_for, ahead, settle
+        self._values: dict[str, tuple[V, float]] = {}  # user → (value, trusted until)
+        self._claims: dict[str, RefreshClaim] = {}  # user → the background read under way
+        self._lock = threading.Lock()
+
+    def known(self, user_id: str) -> tuple[V, float] | None:
+        """The value and the monotonic time it is trusted until (None: never read or forgotten)."""
+        with self._lock:
+            return self._values.get(user_id)
+
+    def fresh(self, user_id: str) -> V | None:
+        known = self.known(user_id)
+        return known[0] if known is not None and known[1] > time.monotonic() else None
+
+    def put(self, user_id: str, value: V, until: float | None = None, *, counted: int = 0) -> None:
+        """Keep `value` (until `fresh_for` from now by default); `counted` is added to a claim under way,
+        whose read may not see it."""
+        with self._lock:
+            if len(self._values) > _MAX_USERS_CACHED:
+                self._values.clear()
+            self._values[user_id] = (value, time.monotonic() + self._fresh_for if until is None else until)
+            claim = self._claims.get(user_id)
+            if claim is not None:
+                claim.counted += counted
+
+    def due(self, user_id: str) -> RefreshClaim | None:
+        """A claim on reading the user's value again (`refresh`) when it is known, expires within `ahead`
+        seconds and nobody reads it yet; else None."""
+        with self._lock:
+            known = self._values.get(user_id)
+            if known is None or known[1] - time.monotonic() > self._ahead or user_id in self._claims:
+                return None
+            claim = self._claims[user_id] = RefreshClaim()
+            return claim
+
+    def refresh(self, user_id: str, claim: RefreshClaim) -> None:
+        """Read the user's value afresh (in the background: no request waits for it) and keep it while
+        `claim` is still the user's."""
+        try:
+            found = self._read(user_id)
+        finally:
+            with self._lock:
+                still_ours = self._claims.get(user_id) is claim
+                if still_ours:
+                    del self._claims[user_id]
+        if still_ours:
+            with self._lock:
+                self._values[user_id] = (self._settle(found, claim.counted), time.monotonic() + self._fresh_for)
+
+    def forget(self, user_id: str) -> None:
+        """Drop the user's value and any read under way (it may have the old value)."""
+        with self._lock:
+            self._values.pop(user_id, None)
+            self._claims.pop(user_id, None)
+
+
 class RequestLimits:
     """The rate limiter and the active-task cap of one process (the counters may be shared in Redis)."""
 
@@ -86,88 +166,41 @@ class RequestLimits:
         self.overrides = overrides
         self.views = views
         self.in_memory = settings.rate_limit_storage.startswith("memory://")
-        self._cache: dict[str, tuple[UserLimits, float]] = {}
-        self._active: dict[str, tuple[int, float]] = {}  # user → (tasks active, read again after)
-        self._refreshing: dict[str, int] = {}  # user → submissions counted while their fresh read runs
-        self._reading_overrides: dict[str, object] = {}  # user → the background read of their overrides under way
-        self._lock = threading.Lock()
+        self.cached_limits = ReadAhead(overrides.get, OVERRIDES_CACHE_SECONDS, OVERRIDES_READ_AHEAD_SECONDS)
+        # Submissions counted while a fresh read of the active tasks runs are added to it: the read model
+        # may not have them yet (an overcount only sends the next submission to a fresh read sooner).
+        self.active_counts = ReadAhead(
+            self.active_tasks, ACTIVE_COUNT_SECONDS, 0.0, settle=lambda active, counted: active + counted
+        )
 
     def limits_of(self, user_id: str) -> UserLimits:
-        now = time.monotonic()
-        with self._lock:
-            cached = self._cache.get(user_id)
-        if cached is not None and cached[1] > now:
-            return cached[0]
+        cached = self.cached_limits.fresh(user_id)
+        if cached is not None:
+            return cached
         found = self.overrides.get(user_id)
-        with self._lock:
-            if len(self._cache) > 10_000:
-                self._cache.clear()
-            self._cache[user_id] = (found, now + OVERRIDES_CACHE_SECONDS)
+        self.cached_limits.put(user_id, found)
         return found
 
-    def overrides_due(self, user_id: str) -> object | None:
-        """A claim on reading the user's overrides again in the background (`read_overrides_ahead`) when
-        their cached copy expires within OVERRIDES_READ_AHEAD_SECONDS and nobody reads them yet; else None.
-        A user who keeps sending requests then never waits for that read."""
-        with self._lock:
-            cached = self._cache.get(user_id)
-            if cached is None or cached[1] - time.monotonic() > OVERRIDES_READ_AHEAD_SECONDS:
-                return None
-            if user_id in self._reading_overrides:
-                return None
-            claim = self._reading_overrides[user_id] = object()
-            return claim
-
-    def read_overrides_ahead(self, user_id: str, claim: object) -> None:
-        """Read the user's overrides for the next OVERRIDES_CACHE_SECONDS; kept unless `forget` came first."""
-        try:
-            found = self.overrides.get(user_id)
-        finally:
-            with self._lock:
-                still_ours = self._reading_overrides.get(user_id) is claim
-                if still_ours:
-                    del self._reading_overrides[user_id]
-        if still_ours:
-            with self._lock:
-                self._cache[user_id] = (found, time.monotonic() + OVERRIDES_CACHE_SECONDS)
-
     def forget(self, user_id: str) -> None:
-        with self._lock:
-            self._cache.pop(user_id, None)
-            self._active.pop(user_id, None)
-            self._reading_overrides.pop(user_id, None)  # a read under way may have the old overrides: dropped
+        self.cached_limits.forget(user_id)
+        self.active_counts.forget(user_id)
+
+    def refreshes_due(self, kind: str, user_id: str) -> list[Callable[[], None]]:
+        """The background reads this request claims: the user's overrides when they expire within
+        OVERRIDES_READ_AHEAD_SECONDS (a user who keeps sending requests never waits for that read), and for
+        a submission the active tasks counted in memory once ACTIVE_COUNT_SECONDS have passed."""
+        due = [self.cached_limits] + ([self.active_counts] if kind == SUBMISSIONS else [])
+        claimed = [(cache, cache.due(user_id)) for cache in due]
+        return [functools.partial(cache.refresh, user_id, claim) for cache, claim in claimed if claim is not None]
 
     def counts_without_io(self, kind: str, user_id: str) -> bool:
         """Whether counting this request needs no database or Redis (then the event loop does it)."""
         if not self.in_memory:
             return False
-        with self._lock:
-            limits = self._cache.get(user_id)
-            active = self._active.get(user_id)
-        if limits is None or limits[1] <= time.monotonic():
+        if self.cached_limits.fresh(user_id) is None:
             return False
+        active = self.active_counts.known(user_id)
         return kind != SUBMISSIONS or (active is not None and self._far_below_cap(user_id, active[0]))
-
-    def active_count_due(self, user_id: str) -> bool:
-        """Whether the user's active tasks, counted from memory, are due a fresh read (claimed by the caller)."""
-        with self._lock:
-            known = self._active.get(user_id)
-            if known is None or known[1] > time.monotonic() or user_id in self._refreshing:
-                return False
-            self._refreshing[user_id] = 0
-            return True
-
-    def refresh_active_count(self, user_id: str) -> None:
-        """Read the user's active tasks afresh (in the background: no request waits for it). Submissions
-        counted while the read runs are added to it: the read model may not have them yet (an overcount
-        only sends the next submission to a fresh read sooner)."""
-        try:
-            active = self.active_tasks(user_id)
-        finally:
-            with self._lock:
-                added = self._refreshing.pop(user_id, 0)
-        with self._lock:
-            self._active[user_id] = (active + added, time.monotonic() + ACTIVE_COUNT_SECONDS)
 
     def _far_below_cap(self, user_id: str, active: int) -> bool:
         return 2 * (active + 1) <= (self.limits_of(user_id).max_active_tasks or self.max_active_tasks)
@@ -203,8 +236,7 @@ class RequestLimits:
         """Refuse a submission over the user's cap; else count it as active until the next read."""
         cap = self.limits_of(user_id).max_active_tasks or self.max_active_tasks
         now = time.monotonic()
-        with self._lock:
-            known = self._active.get(user_id)
+        known = self.active_counts.known(user_id)
         if known is not None and self._far_below_cap(user_id, known[0]):
             active, until = known
         else:
@@ -217,12 +249,7 @@ class RequestLimits:
                 {"active": active, "limit": cap},
                 headers={"Retry-After": "5"},
             )
-        with self._lock:
-            if len(self._active) > 10_000:
-                self._active.clear()
-            self._active[user_id] = (active + 1, until)
-            if user_id in self._refreshing:
-                self._refreshing[user_id] += 1
+        self.active_counts.put(user_id, active + 1, until, counted=1)
 
     def active_tasks(self, user_id: str) -> int:
         return active_task_count(self.views.current() if hasattr(self.views, "current") else self.views, user_id)
@@ -272,12 +299,8 @@ async def _counted_caller(request: Request, app: Any, credentials: Any, kind: st
     limits: RequestLimits = request.app.state.request_limits
     if limits.counts_without_io(kind, user_id):
         _count(request, kind, key_id, user_id)
-        if kind == SUBMISSIONS and limits.active_count_due(user_id):
-            refresh = asyncio.get_running_loop().run_in_executor(None, limits.refresh_active_count, user_id)
-            refresh.add_done_callback(_log_failed_refresh)
-        if (claim := limits.overrides_due(user_id)) is not None:
-            read = asyncio.get_running_loop().run_in_executor(None, limits.read_overrides_ahead, user_id, claim)
-            read.add_done_callback(_log_failed_refresh)
+        for refresh in limits.refreshes_due(kind, user_id):
+            asyncio.get_running_loop().run_in_executor(None, refresh).add_done_callback(_log_failed_refresh)
     else:
         await run_in_threadpool(_count, request, kind, key_id, user_id)
     return user_id

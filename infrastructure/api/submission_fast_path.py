@@ -4,7 +4,7 @@ FastAPI's per-request work for the hot route (body parsing through its handler, 
 `Submitter` dependency and the Idempotency-Key header, validating the body through its field,
 its routing through the included routers) was a fifth of the API process's CPU under load.
 `SubmissionFastPath` is a route the API's router tries first; it takes only a submission FastAPI
-would take: `Content-Type: application/json`, a JSON object body that `SubmitTask` validates, at
+would take: `Content-Type: application/json` (or with `; charset=utf-8`, as FastAPI reads it), a JSON object body that `SubmitTask` validates, at
 most one `Idempotency-Key` of the declared form. For it, it calls the route's own dependency
 (`submitter`: authentication, rate limit, active-task cap) and the route function itself
 (`submit_task`), so answers, errors (raised to the same exception handlers) and headers (added by
@@ -31,6 +31,8 @@ from infrastructure.api.routes.tasks import IDEMPOTENCY_KEY_MAX_LENGTH, IDEMPOTE
 from infrastructure.api.schemas import SubmitTask
 
 DECLINED = "mediatasks.fast_path_declined"  # in the scope of a request handed on to FastAPI's router
+# What FastAPI reads as JSON and the body's bytes as UTF-8 (as orjson does): the type, or it with a utf-8 charset.
+_JSON_CONTENT_TYPE = re.compile(rb"application/json(\s*;\s*charset=\"?utf-8\"?)?", re.IGNORECASE)
 _IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
 
 
@@ -85,7 +87,7 @@ def accepted_submission(headers: list[tuple[bytes, bytes]], body: bytes) -> tupl
             content_type = value
         elif name == b"idempotency-key":
             keys.append(value)
-    if content_type is None or content_type.lower() != b"application/json" or len(keys) > 1:
+    if content_type is None or not _JSON_CONTENT_TYPE.fullmatch(content_type) or len(keys) > 1:
         return None
     idempotency_key = None
     if keys:

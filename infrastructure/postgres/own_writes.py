@@ -48,17 +48,23 @@ def _wait_for_position(app: Any, views: Any, position: int, timeout: float) -> b
 
 def read_own_writes(
     app: Any,
-    views: Any,
     user_id: str,
     read: Callable[[], tuple[int | None, T]],
     timeout: float = OWN_WRITES_WAIT_SECONDS,
 ) -> T:
-    """`read`'s answer (it reads the view's position with the rows) once the view reflects the user's last
-    write: at once when the first read is already there (no second query), else after a bounded wait as
-    `wait_for_own_writes`'s."""
+    """`read`'s answer (it reads the view's position with the rows, in one snapshot) once the view reflects
+    the user's last write: `read` itself is what is polled, so the answer is the one whose position passed
+    the check; after `timeout` it is the last one read (the model as it is, as `wait_for_own_writes`'s)."""
     position = last_write_position(app.recorder, user_id)
     view_position, answer = read()
     if position is None or (view_position or 0) >= position:
         return answer
-    _wait_for_position(app, views, position, timeout)
-    return read()[1]
+    last = answer
+
+    def reached() -> bool:
+        nonlocal last
+        view_position, last = read()
+        return (view_position or 0) >= position
+
+    poll(reached, timeout, max_delay=0.05)
+    return last

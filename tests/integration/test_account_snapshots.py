@@ -57,9 +57,19 @@ def test_the_save_that_reaches_the_interval_snapshots_the_account_as_saved(
         other.close()
 
 
-def test_a_save_short_of_the_interval_takes_no_snapshot(app: MediaTasks) -> None:
-    app.create_user("tomas", 5)
-    for _ in range(3):
+def test_saves_short_of_the_interval_take_no_snapshot_and_each_reaching_it_takes_one(
+    app: MediaTasks, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(app, "snapshotting_intervals", {CreditAccount: 3})  # the interval's rule, at a small one
+    account_id = CreditAccount.id_for("tomas")
+
+    def snapshot_versions() -> list[int]:
+        return [s.originator_version for s in app.snapshots.get(account_id)]  # type: ignore[union-attr]
+
+    app.create_user("tomas", 5)  # Opened, Granted: versions 1 and 2
+    seen = [snapshot_versions()]
+    for _ in range(5):  # one event a save: versions 3 to 7
         app.grant_credits("tomas", 1)
-    assert app.get_account("tomas").balance == 8
-    assert list(app.snapshots.get(CreditAccount.id_for("tomas"))) == []  # type: ignore[union-attr]
+        seen.append(snapshot_versions())
+    assert seen == [[], [3], [3], [3], [3, 6], [3, 6]]
+    assert app.get_account("tomas").balance == 10

@@ -8,7 +8,9 @@ import pickle
 from datetime import timedelta
 from typing import Any
 
-from application.audit import HistoryAuditor
+import pytest
+
+from application.audit import HistoryAuditor, TaskStatesOverlap
 from domain.credits import CreditAccount
 from infrastructure.collector import NEVER, full_collections_held
 from tests.unit.test_domain_tasks import NOW, new_task
@@ -54,6 +56,17 @@ def test_task_states_handed_over_through_pickle_finish_as_one_auditor_does() -> 
     assert (split.tasks, split.accounts) == (one.tasks, one.accounts) == (3, 1)
 
 
+def test_task_states_of_tasks_already_audited_are_refused_not_overwritten() -> None:
+    events = history()
+    tasks_half, overlapping = HistoryAuditor(), HistoryAuditor(refunds_tracked_to=len(events))
+    tasks_half.feed_all(events, checks="tasks")
+    overlapping.feed_all(events[:4])  # the first task's events: a hand-over that split the history wrong
+    (first, *_) = overlapping.tasks
+    with pytest.raises(TaskStatesOverlap) as refused:
+        overlapping.add_task_states(pickle.loads(pickle.dumps(tasks_half.task_states())))
+    assert refused.value.task_ids == [first]
+
+
 def test_full_collections_held_while_a_pass_runs_and_restored_after() -> None:
     before = gc.get_threshold()
 
@@ -67,3 +80,34 @@ def test_full_collections_held_while_a_pass_runs_and_restored_after() -> None:
 
     assert a_pass() == [(before[0], before[1], NEVER)] * 3
     assert gc.get_threshold() == before
+
+
+def collections_during(work: Any) -> list[int]:
+    """The generation of each collection the collector started while `work()` ran."""
+    started: list[int] = []
+
+    def record(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started.append(info["generation"])
+
+    gc.callbacks.append(record)
+    try:
+        work()
+    finally:
+        gc.callbacks.remove(record)
+    return started
+
+
+def cyclic_garbage() -> None:
+    """Cycles, and survivors enough (a third of the heap) for CPython to collect the oldest generation."""
+    survivors: list[list[Any]] = []
+    for _ in range(len(gc.get_objects()) // 3 + 300_000):
+        cycle: list[Any] = []
+        cycle.append(cycle)
+        survivors.append([])
+
+
+def test_a_held_pass_runs_young_collections_only_and_full_ones_resume_after() -> None:
+    held = collections_during(full_collections_held()(cyclic_garbage))
+    assert held and 2 not in held, "young collections go on, no full one"
+    assert 2 in collections_during(cyclic_garbage), "the same garbage, not held, brings a full collection"

@@ -37,13 +37,16 @@ def test_a_valid_submission_is_taken_with_its_key() -> None:
     assert submission == SubmitTask.model_validate(json.loads(BODY))
     assert key == "key-1"
     assert accepted_submission([(b"content-type", b"Application/JSON")], BODY) is not None
+    for charset in (b"application/json; charset=utf-8", b"application/json;charset=UTF-8"):
+        assert accepted_submission([(b"content-type", charset)], BODY) is not None
 
 
 @pytest.mark.parametrize(
     ("headers", "body"),
     [
         ([], BODY),  # no content type: FastAPI's own rules
-        ([(b"content-type", b"application/json; charset=utf-8")], BODY),
+        ([(b"content-type", b"application/json; charset=latin-1")], BODY),
+        ([(b"content-type", b"application/json; boundary=x")], BODY),
         ([(b"content-type", b"text/plain")], BODY),
         ([JSON, JSON], BODY),
         ([JSON, (b"idempotency-key", b"a"), (b"idempotency-key", b"b")], BODY),

@@ -23,7 +23,7 @@ def get_account(
 ) -> AccountOut:
     """Balance and ledger entries (grants, charges, refunds), newest first; your last change included."""
     account, entries = read_own_writes(
-        app, views, user_id, lambda: _account_at_position(views, user_id, app.name, limit + 1, before)
+        app, user_id, lambda: _account_at_position(views, user_id, app.name, limit + 1, before)
     )
     page = [e for e in entries if e.kind != "open"][:limit]
     more = len(entries) > limit

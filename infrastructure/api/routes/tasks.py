@@ -198,7 +198,7 @@ def list_tasks(
 @router.get("/{task_id}", response_model=TaskOut, responses=responses(401, 404, 422, 503))
 def get_task(task_id: UUID, user_id: CurrentUser, app: AppDep, views: ViewsDep) -> TaskOut:
     """Status, progress, attempts, error, timings and result of one task (your last retry included)."""
-    view = read_own_writes(app, views, user_id, lambda: views.task_at_position(task_id, app.name))
+    view = read_own_writes(app, user_id, lambda: views.task_at_position(task_id, app.name))
     return task_out(visible_view(app, views, task_id, user_id, view))
 
 
