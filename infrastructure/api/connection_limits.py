@@ -12,10 +12,6 @@ header is read whole. `GuardedHttpToolsProtocol` subclasses it (the same parser,
 
 A refused connection is answered, half-closed and drained for a moment before it is closed, so the client
 reads the answer instead of a connection reset.
-
-And it writes an answer's head and body in one system call (`CoalescedWrites`): uvicorn writes the
-status line and headers when the app sends `http.response.start` and the body when it sends
-`http.response.body`, two writes and two TCP segments for every small answer, each holding the GIL.
 """
 
 from __future__ import annotations
@@ -29,7 +25,6 @@ from typing import Any
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 DRAIN_SECONDS = 1.0
-HELD_WRITE_BYTES = 16 * 1024  # a write up to this size waits for the next one (or the loop's next turn)
 
 
 @dataclass(frozen=True)
@@ -44,58 +39,6 @@ class HeadersTooLarge(Exception):
     """Raised from a parser callback; httptools re-raises it as the context of its callback error."""
 
 
-class CoalescedWrites:
-    """A connection's transport whose small write waits for the next write or for the end of the event
-    loop's current turn, whichever comes first, and then goes out with it in one system call.
-
-    An answer's head is held until its body (sent in the same turn by a route that answers at once);
-    bytes are never reordered, and closing or half-closing writes what is held first.
-    """
-
-    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
-        self._transport = transport
-        self._loop = loop
-        self._held: bytes | None = None
-
-    def write(self, data: bytes) -> None:
-        held = self._held
-        if held is not None:
-            self._held = None
-            self._transport.writelines((held, data))
-        elif len(data) <= HELD_WRITE_BYTES:
-            self._held = bytes(data)
-            self._loop.call_soon(self.flush)
-        else:
-            self._transport.write(data)
-
-    def writelines(self, list_of_data: Any) -> None:
-        for data in list_of_data:
-            self.write(data)
-
-    def flush(self) -> None:
-        """Write what is held now."""
-        held = self._held
-        if held is not None:
-            self._held = None
-            if not self._transport.is_closing():
-                self._transport.write(held)
-
-    def write_eof(self) -> None:
-        self.flush()
-        self._transport.write_eof()
-
-    def close(self) -> None:
-        self.flush()
-        self._transport.close()
-
-    def abort(self) -> None:
-        self._held = None
-        self._transport.abort()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._transport, name)
-
-
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, limits: ConnectionLimits, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -108,7 +51,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._refused = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]  # uvicorn types it as BaseTransport
-        super().connection_made(CoalescedWrites(transport, self.loop))  # type: ignore[arg-type]
+        super().connection_made(transport)
         self._arm(self.limits.header_timeout, self._header_timeout_expired)
 
     def connection_lost(self, exc: Exception | None) -> None:

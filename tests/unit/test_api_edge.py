@@ -1,5 +1,4 @@
-"""The API's one middleware (body-size limit, security and RateLimit headers) and the connection's
-coalesced writes: an answer's head and body leave in one write."""
+"""The API's one middleware: the body-size limit, the security and RateLimit headers."""
 
 from __future__ import annotations
 
@@ -7,7 +6,6 @@ import asyncio
 import json
 from typing import Any
 
-from infrastructure.api.connection_limits import HELD_WRITE_BYTES, CoalescedWrites
 from infrastructure.api.edge import ApiEdge
 from infrastructure.api.limits import BodyTooLarge
 from infrastructure.api.rate_limits import RATE_LIMIT_HEADERS
@@ -90,48 +88,3 @@ def test_a_body_read_past_the_limit_raises_to_the_error_handlers() -> None:
 
     assert call(app, body=b"x" * 11)[0] == 413
     assert raised and raised[0].status_code == 413
-
-
-class Transport:
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, Any]] = []
-        self.closing = False
-
-    def write(self, data: bytes) -> None:
-        self.calls.append(("write", data))
-
-    def writelines(self, data: Any) -> None:
-        self.calls.append(("writelines", list(data)))
-
-    def close(self) -> None:
-        self.calls.append(("close", None))
-        self.closing = True
-
-    def is_closing(self) -> bool:
-        return self.closing
-
-    def get_extra_info(self, name: str) -> str:
-        return name
-
-
-def test_a_head_and_its_body_are_one_write_and_a_lone_write_leaves_on_the_next_turn() -> None:
-    async def run() -> Transport:
-        transport = Transport()
-        writes = CoalescedWrites(transport, asyncio.get_running_loop())  # type: ignore[arg-type]
-        writes.write(b"head")
-        writes.write(b"body")
-        assert transport.calls == [("writelines", [b"head", b"body"])]
-        writes.write(b"alone")
-        assert len(transport.calls) == 1
-        await asyncio.sleep(0)
-        assert transport.calls[-1] == ("write", b"alone")
-        large = b"x" * (HELD_WRITE_BYTES + 1)
-        writes.write(large)
-        assert transport.calls[-1] == ("write", large)
-        writes.write(b"last")
-        writes.close()
-        assert transport.calls[-2:] == [("write", b"last"), ("close", None)]
-        assert writes.get_extra_info("peername") == "peername"
-        return transport
-
-    asyncio.run(run())
