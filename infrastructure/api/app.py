@@ -11,10 +11,11 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from fastapi.telemetry import TelemetryConfig
 
+from infrastructure.api.edge import ApiEdge
 from infrastructure.api.errors import install_error_handlers, responses
-from infrastructure.api.limits import BodySizeLimit, FailedAuthentications
+from infrastructure.api.limits import FailedAuthentications
 from infrastructure.api.live import StreamsPerUser, TaskUpdateHub
-from infrastructure.api.rate_limits import RateLimited, RateLimitHeaders, RequestLimits
+from infrastructure.api.rate_limits import RateLimited, RequestLimits
 from infrastructure.api.routes import (
     account,
     admin,
@@ -28,7 +29,6 @@ from infrastructure.api.routes import (
     webhooks,
 )
 from infrastructure.api.routes.health import ProjectionsProcess, ProjectionsProcessState
-from infrastructure.api.security_headers import SecurityHeaders
 from infrastructure.api.stream_tokens import stream_tokens_for
 from infrastructure.api.submission_fast_path import SubmissionFastPath
 from infrastructure.postgres.user_limits import PostgresUserLimits
@@ -77,14 +77,12 @@ def create_api(runtime: Any, *, projections: Any = None) -> FastAPI:
     api.state.stream_tokens = stream_tokens_for(runtime.settings, runtime.app.recorder.datastore)
     api.state.sse_ping_seconds = runtime.settings.sse_ping_seconds
     install_error_handlers(api)
-    api.add_middleware(BodySizeLimit, max_bytes=runtime.settings.max_body_bytes)
-    api.add_middleware(SecurityHeaders)
+    api.add_middleware(ApiEdge, max_bytes=runtime.settings.max_body_bytes)
     api.state.webhooks = PostgresWebhookStore(runtime.app.recorder.datastore)
     api.state.webhook_url_policy = UrlPolicy(allow_cidrs=tuple(runtime.settings.url_allow_cidrs))
     api.state.request_limits = RequestLimits(
         runtime.settings, PostgresUserLimits(runtime.app.recorder.datastore), runtime.views
     )
-    api.add_middleware(RateLimitHeaders)
     api.include_router(tasks.submissions)
     # first: the hot route's submissions, served below FastAPI's dependency solver (the rest go on to FastAPI)
     api.router.routes.insert(0, SubmissionFastPath(api.router, submissions_route()))
@@ -122,8 +120,7 @@ def create_delivery_api(runtime: Any, handler: Any) -> FastAPI:
     api = FastAPI(title="mediatasks worker", version="1", telemetry=NATIVE_TELEMETRY_OFF)
     api.state.runtime = runtime
     install_error_handlers(api)
-    api.add_middleware(BodySizeLimit, max_bytes=runtime.settings.max_body_bytes)
-    api.add_middleware(SecurityHeaders)
+    api.add_middleware(ApiEdge, max_bytes=runtime.settings.max_body_bytes)
     api.include_router(health.router)
     include_qstash_deliveries(api, handler)
     if getattr(runtime, "telemetry", None) is not None:

@@ -12,7 +12,8 @@ adding one, and read again in the background about once a second per user (no re
 it); nearer the cap it is read for every submission, and a refusal always comes from a fresh read. With the memory storage and the user's limits and count
 at hand, a request is counted on the event loop (no thread); otherwise in the thread pool. A user's overrides are
 cached for 5 s and read again in the background in the last second of that (a user who keeps sending requests
-never waits for that read; one who comes back after a pause does).
+never waits for that read; one who comes back after a pause does). Those background reads queue for
+one job in the thread pool at a time (`QueuedReads`), so a request that asks for one hops to no thread.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import logging
 import math
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Annotated, Any, Generic, NamedTuple, TypeVar
 
@@ -31,7 +33,6 @@ from fastapi.concurrency import run_in_threadpool
 from limits import RateLimitItem, parse
 from limits.storage import MemoryStorage, Storage, storage_from_string
 from limits.strategies import MovingWindowRateLimiter
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from application.mediatasks import hash_api_key
 from infrastructure.api.deps import AppDep, Credentials, current_user
@@ -45,9 +46,11 @@ OVERRIDES_CACHE_SECONDS = 5.0
 OVERRIDES_READ_AHEAD_SECONDS = 1.0  # cached overrides are read again in the background this long before expiry
 SWEEP_SECONDS = 1.0
 ACTIVE_COUNT_SECONDS = 1.0  # a user's active tasks, read well below the cap, are trusted this long
-_STATE_KEY = "rate_limit_headers"
 _MAX_USERS_CACHED = 10_000
 V = TypeVar("V")
+RATE_LIMIT_HEADERS = (
+    "rate_limit_headers"  # the request's RateLimit headers, in its scope's state (infrastructure/api/edge.py)
+)
 
 
 _parsed = functools.lru_cache(maxsize=1024)(parse)  # the same few rates, parsed once each
@@ -172,6 +175,7 @@ class RequestLimits:
         self.active_counts = ReadAhead(
             self.active_tasks, ACTIVE_COUNT_SECONDS, 0.0, settle=lambda active, counted: active + counted
         )
+        self.background = QueuedReads()  # the reads ahead of active counts and overrides
 
     def limits_of(self, user_id: str) -> UserLimits:
         cached = self.cached_limits.fresh(user_id)
@@ -300,7 +304,7 @@ async def _counted_caller(request: Request, app: Any, credentials: Any, kind: st
     if limits.counts_without_io(kind, user_id):
         _count(request, kind, key_id, user_id)
         for refresh in limits.refreshes_due(kind, user_id):
-            asyncio.get_running_loop().run_in_executor(None, refresh).add_done_callback(_log_failed_refresh)
+            _read_in_background(limits.background, refresh)
     else:
         await run_in_threadpool(_count, request, kind, key_id, user_id)
     return user_id
@@ -309,7 +313,7 @@ async def _counted_caller(request: Request, app: Any, credentials: Any, kind: st
 def _count(request: Request, kind: str, key_id: str, user_id: str) -> None:
     limits: RequestLimits = request.app.state.request_limits
     headers = limits.hit(kind, key_id, user_id)
-    request.scope.setdefault("state", {})[_STATE_KEY] = headers
+    request.scope.setdefault("state", {})[RATE_LIMIT_HEADERS] = headers
     if kind == SUBMISSIONS:
         try:
             limits.check_active_tasks(user_id)
@@ -318,9 +322,41 @@ def _count(request: Request, kind: str, key_id: str, user_id: str) -> None:
             raise
 
 
-def _log_failed_refresh(refresh: asyncio.Future[None]) -> None:
-    if not refresh.cancelled() and refresh.exception() is not None:
-        logger.warning("active tasks or limits not read afresh: %s", refresh.exception())
+def _read_in_background(reads: QueuedReads, read: Callable[[], None]) -> None:
+    if reads.add(read):
+        asyncio.get_running_loop().run_in_executor(None, reads.run)
+
+
+class QueuedReads:
+    """Background reads, run one after another by one job in the thread pool: a request that asks for one
+    while the job runs only queues it (one thread hop per round of reads, not one per read)."""
+
+    def __init__(self) -> None:
+        self._queue: deque[Callable[[], None]] = deque()
+        self._running = False
+        self._lock = threading.Lock()
+
+    def add(self, read: Callable[[], None]) -> bool:
+        """Queue `read`; True when the caller is to start `run` in the thread pool (no job runs now)."""
+        with self._lock:
+            self._queue.append(read)
+            if self._running:
+                return False
+            self._running = True
+            return True
+
+    def run(self) -> None:
+        """Run the queued reads until none is left; a failed read is logged and the next one runs."""
+        while True:
+            with self._lock:
+                if not self._queue:
+                    self._running = False
+                    return
+                read = self._queue.popleft()
+            try:
+                read()
+            except Exception as error:  # noqa: BLE001 - a background read must not stop the others
+                logger.warning("active tasks or limits not read afresh: %s", error)
 
 
 RateLimited = Depends(rate_limited)
@@ -332,30 +368,3 @@ async def get_request_limits(request: Request) -> RequestLimits:
 
 
 RequestLimitsDep = Annotated[RequestLimits, Depends(get_request_limits)]
-
-
-class RateLimitHeaders:
-    """Adds the RateLimit headers decided by `rate_limited` to the answer of a successful request."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = scope.get("state", {}).get(_STATE_KEY)
-                if headers:
-                    present = {k.lower() for k, _ in message.get("headers", [])}
-                    extra = [
-                        (k.lower().encode(), v.encode())
-                        for k, v in headers.items()
-                        if k.lower().encode() not in present
-                    ]
-                    message = {**message, "headers": [*message.get("headers", []), *extra]}
-            await send(message)
-
-        await self.app(scope, receive, with_headers)

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from starlette.datastructures import MutableHeaders
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
 EVERY_RESPONSE = {
     "x-content-type-options": "nosniff",
     "referrer-policy": "no-referrer",
@@ -19,28 +16,21 @@ API_POLICY = "default-src 'none'; frame-ancestors 'none'"
 HTML_POLICY = "frame-ancestors 'none'"
 
 
-class SecurityHeaders:
-    """Adds EVERY_RESPONSE, a Content-Security-Policy and, under /v1/, `Cache-Control: no-store`
-    (API keys, stream tokens and private task data must not be kept by caches)."""
+def _raw(headers: dict[str, str]) -> tuple[tuple[bytes, bytes], ...]:
+    return tuple((name.encode("latin-1"), value.encode("latin-1")) for name, value in headers.items())
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        private = scope.get("path", "").startswith("/v1/")
+def _security_headers(*, html: bool, private: bool) -> tuple[tuple[bytes, bytes], ...]:
+    policy = HTML_POLICY if html else API_POLICY
+    return _raw(
+        {**EVERY_RESPONSE, "content-security-policy": policy, **({"cache-control": "no-store"} if private else {})}
+    )
 
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                for name, value in EVERY_RESPONSE.items():
-                    headers.setdefault(name, value)
-                html = headers.get("content-type", "").startswith("text/html")
-                headers.setdefault("content-security-policy", HTML_POLICY if html else API_POLICY)
-                if private:
-                    headers.setdefault("cache-control", "no-store")
-            await send(message)
 
-        await self.app(scope, receive, send_with_headers)
+# EVERY_RESPONSE, the Content-Security-Policy and, under /v1/, `Cache-Control: no-store` (API keys, stream
+# tokens and private task data must not be kept by caches), as raw header tuples: (html, private) → headers.
+SECURITY_HEADERS = {
+    (html, private): _security_headers(html=html, private=private)
+    for html in (False, True)
+    for private in (False, True)
+}

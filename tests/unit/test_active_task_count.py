@@ -7,7 +7,7 @@ import threading
 import time
 from types import SimpleNamespace
 
-from infrastructure.api.rate_limits import READS, SUBMISSIONS, RequestLimits
+from infrastructure.api.rate_limits import READS, SUBMISSIONS, QueuedReads, RequestLimits
 from infrastructure.postgres.user_limits import UserLimits
 
 
@@ -121,3 +121,17 @@ def test_a_read_ahead_under_way_when_the_overrides_change_is_dropped() -> None:
     assert limits.cached_limits.known("u") is None
     overrides.value = UserLimits(max_active_tasks=3)
     assert limits.limits_of("u").max_active_tasks == 3
+
+
+def test_background_reads_queue_for_one_job_and_a_failed_one_does_not_stop_the_next() -> None:
+    reads = QueuedReads()
+    done: list[str] = []
+
+    def failing() -> None:
+        raise OSError("store down")
+
+    assert reads.add(failing) is True  # the first starts the job
+    assert reads.add(lambda: done.append("second")) is False  # queued behind it: no second job
+    reads.run()
+    assert done == ["second"]
+    assert reads.add(lambda: done.append("third")) is True  # the job ended: the next read starts one
