@@ -229,8 +229,9 @@ def _projections(args: argparse.Namespace) -> int:
     from infrastructure.settings import Settings
 
     # Before any thread starts (Linux keeps a priority per thread; new threads inherit their creator's).
-    os.nice(Settings().projections_nice)
-    runtime = bootstrap()
+    settings = Settings()
+    os.nice(settings.projections_nice)
+    runtime = bootstrap(settings)
     runners = ProjectionRunners(runtime.env, supervisor=runtime.supervisor)
     runtime.telemetry.observe_projection_lag(runtime, runners)
     publisher = start_qstash_publisher(runtime) if runtime.settings.dispatch == "qstash" else None

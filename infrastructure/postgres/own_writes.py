@@ -39,10 +39,6 @@ def wait_for_own_writes(app: Any, views: Any, user_id: str, timeout: float = OWN
     position = last_write_position(app.recorder, user_id)
     if position is None:
         return True
-    return _wait_for_position(app, views, position, timeout)
-
-
-def _wait_for_position(app: Any, views: Any, position: int, timeout: float) -> bool:
     return poll(lambda: (views.max_tracking_id(app.name) or 0) >= position, timeout, max_delay=0.05)
 
 
