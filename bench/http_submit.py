@@ -1,6 +1,6 @@
 """POST /v1/tasks of mediatasks next to two naive peers, in one run, printed as one table.
 
-Run: .venv/bin/python bench/http_submit.py [--seconds 8] [--connections 32] [--history 20000]
+Run: .venv/bin/python bench/http_submit.py [--seconds 8] [--warmup 2] [--connections 32] [--history 20000]
 [--only mediatasks] [--workers 1] [--telemetry true|false] [--profile FILE]
 (--profile: py-spy records the GIL holder of the 64-user row, 1 worker, in FILE, the projections
 process's in FILE.projections and the 1-user row's in FILE.1user; read them with bench/profile_summary.py.) The peers (bench/peers/) take the same JSON body and give the same answer: FastAPI + psycopg (one
@@ -9,7 +9,10 @@ transaction: insert task, insert ledger row, conditional balance update) and Fas
 `serve --no-dispatch --no-projections` (the write path only) with a `mediatasks projections` process
 beside it (as `serve` runs them with 2 workers), with 1 and 2 uvicorn workers; its per-key rate
 limits and active-task cap are set out of reach (the peers have none), but still checked on every
-request. "1 user" sends every request with one API key (one busy account), "64 users" spreads them over 64. The history row is one
+request. "1 user" sends every request with one API key (one busy account), "64 users" spreads them over 64.
+Each row is measured after `--warmup` seconds of the same load (a steady state), except the cold rows: 64
+users created just before, measured from their first request (what a service's first seconds with new
+users cost); each system's 64-user row follows its cold row with the same users. The history row is one
 user whose account already has `--history` tasks, written in bulk before the run (saves of 500 tasks
 with their charges, then a snapshot), measured between two rows of a fresh user (same process state,
 same moment: the 1-user row ran before the 64 users and the bulk write) and compared with their mean. CPU per request from /proc: the server's processes (the projections process
@@ -46,6 +49,7 @@ TIKTOK = "https://www.tiktok.com/@scout2015/video/6718335390845095173"
 BODY = {"url": TIKTOK, "output_type": "subtitles"}
 ADMIN = {"Authorization": "Bearer bench-admin-token"}
 SCHEMA = "bench_submit"
+COLD = "64 new users, cold: their first seconds"
 OUT_OF_REACH = {"rate_limit_submissions": "1000000/second", "max_active_tasks": "1000000000"}
 
 
@@ -198,8 +202,8 @@ def settle(pids: Sequence[int], timeout: float = 180.0) -> None:
 
 
 class Table:
-    def __init__(self, seconds: int, connections: int, postgres: int) -> None:
-        self.seconds, self.connections, self.postgres = seconds, connections, postgres
+    def __init__(self, seconds: int, connections: int, postgres: int, warmup: int) -> None:
+        self.seconds, self.connections, self.postgres, self.warmup = seconds, connections, postgres, warmup
         self.rows: list[tuple[str, int, str, WrkResult, float, float]] = []
         self.history_ratio: float | None = None
 
@@ -212,17 +216,25 @@ class Table:
         url: str,
         keys: list[str] | None,
         path: str = "/v1/tasks",
+        *,
+        warm: bool = True,
     ) -> WrkResult:
+        """One row: `warmup` seconds of the same load first, not measured (unless not `warm`), then the row."""
+
         def each_cpu() -> list[float]:
             return [cpu_seconds(pid)[0] for pid in server_pids]
 
-        each0, pg0 = each_cpu(), cpu_seconds(self.postgres)[0]
-        if keys is None:
-            result = wrk(url + path, connections=self.connections, seconds=self.seconds)
-        else:
-            result = wrk(
-                url + path, connections=self.connections, seconds=self.seconds, method="POST", body=BODY, api_keys=keys
+        def load(seconds: int) -> WrkResult:
+            if keys is None:
+                return wrk(url + path, connections=self.connections, seconds=seconds)
+            return wrk(
+                url + path, connections=self.connections, seconds=seconds, method="POST", body=BODY, api_keys=keys
             )
+
+        if warm and self.warmup:
+            load(self.warmup)
+        each0, pg0 = each_cpu(), cpu_seconds(self.postgres)[0]
+        result = load(self.seconds)
         requests = max(1.0, result.requests_per_second * self.seconds)
         each_ms = [(now - before) / requests * 1e3 for now, before in zip(each_cpu(), each0, strict=True)]
         service_ms = sum(each_ms)
@@ -237,14 +249,17 @@ class Table:
         return result
 
     def print(self, baseline: dict[str, float]) -> None:
-        print(f"wrk, {self.connections} connections, {self.seconds} s per row, one run\n")
+        print(
+            f"wrk, {self.connections} connections, {self.seconds} s per row after {self.warmup} s of the same load "
+            "(cold rows: none), one run\n"
+        )
         print(
             "| system | uvicorn workers | users | req/s | p50 ms | p99 ms | service CPU ms/req | PostgreSQL CPU "
             "ms/req | × psycopg peer (same users) | × eventsourcing peer |"
         )
         print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|")
         for system, workers, who, r, service_ms, pg_ms in self.rows:
-            key = "1 user" if who.startswith("1 user") or who.startswith("history") else who
+            key = "64 users" if who.startswith("64") else "1 user" if who.startswith(("1 user", "history")) else who
             vs_pg = r.requests_per_second / baseline.get(f"psycopg {key}", float("nan"))
             vs_es = r.requests_per_second / baseline.get(f"eventsourcing {key}", float("nan"))
             errors = f" ({r.non_2xx} non-2xx)" if r.non_2xx else ""
@@ -260,6 +275,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--warmup", type=int, default=2, help="seconds of each row's load before it is measured")
     parser.add_argument("--history", type=int, default=20_000)
     parser.add_argument("--only", choices=["all", "mediatasks"], default="all", help="mediatasks: no peers")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="uvicorn workers of the rows")
@@ -267,7 +283,7 @@ def main() -> None:
     parser.add_argument("--profile", type=Path, help="py-spy's collapsed stacks of the 64-user row, 1 worker, here")
     args = parser.parse_args()
     with database() as pg:
-        table = Table(args.seconds, args.connections, postmaster_pid(pg))
+        table = Table(args.seconds, args.connections, postmaster_pid(pg), args.warmup)
         baseline: dict[str, float] = {}
         pg_url = database_url(pg)
         if args.only == "all":
@@ -290,12 +306,13 @@ def main() -> None:
                 with profiled(svc.proc.pid, profile and profile.with_name(profile.name + ".1user"), args.seconds):
                     table.measure("mediatasks", workers, "1 user", pids, svc.url, one_user)
                 keys = users(svc.url, 64)
+                table.measure("mediatasks", workers, COLD, pids, svc.url, keys, warm=False)
                 projections_profile = profile and profile.with_name(profile.name + ".projections")
                 with (
                     profiled(svc.proc.pid, profile, args.seconds),
                     profiled(pids[-1], projections_profile, args.seconds),
                 ):
-                    table.measure("mediatasks", workers, "64 users", pids, svc.url, keys)
+                    table.measure("mediatasks", workers, "64 users", pids, svc.url, keys, warm=False)  # after COLD
                 if workers == 1 and args.history:
                     key = user_with_history(pg, args.history)
                     settle(pids + [table.postgres])
@@ -321,8 +338,11 @@ def main() -> None:
 def measure_peers(table: Table, baseline: dict[str, float], pg: dict[str, str], pg_url: str) -> None:
     with peer("psycopg_peer", {"DATABASE_URL": pg_url}) as (url, proc):
         for who, n in (("1 user", 1), ("64 users", 64)):
+            keys = users(url, n)
+            if n == 64:  # the warm row right after the cold one, as mediatasks'
+                table.measure("naive FastAPI + psycopg", 1, COLD, [proc.pid], url, keys, warm=False)
             baseline[f"psycopg {who}"] = table.measure(
-                "naive FastAPI + psycopg", 1, who, [proc.pid], url, users(url, n)
+                "naive FastAPI + psycopg", 1, who, [proc.pid], url, keys, warm=n != 64
             ).requests_per_second
     es_env = {
         "PERSISTENCE_MODULE": "eventsourcing.postgres",
@@ -336,8 +356,11 @@ def measure_peers(table: Table, baseline: dict[str, float], pg: dict[str, str], 
         conn.execute("CREATE SCHEMA IF NOT EXISTS peer_es")
     with peer("eventsourcing_peer", es_env) as (url, proc):
         for who, n in (("1 user", 1), ("64 users", 64)):
+            keys = users(url, n)
+            if n == 64:
+                table.measure("naive FastAPI + eventsourcing", 1, COLD, [proc.pid], url, keys, warm=False)
             baseline[f"eventsourcing {who}"] = table.measure(
-                "naive FastAPI + eventsourcing", 1, who, [proc.pid], url, users(url, n)
+                "naive FastAPI + eventsourcing", 1, who, [proc.pid], url, keys, warm=n != 64
             ).requests_per_second
 
 
