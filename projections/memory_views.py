@@ -121,6 +121,17 @@ class MemoryTaskViews(TaskViews, POPOTrackingRecorder):
             rows = [e for e in self.entries if e.account_id == account_id and (before is None or e.position < before)]
         return sorted(rows, key=lambda e: e.position, reverse=True)[:limit]
 
+    def task_at_position(self, task_id: UUID, application_name: str) -> tuple[int | None, TaskView | None]:
+        with self._database_lock:  # re-entrant: one hold, one snapshot
+            return self.max_tracking_id(application_name), self.get_task(task_id)
+
+    def account_at_position(
+        self, user_id: str, application_name: str, *, limit: int = 50, before: int | None = None
+    ) -> tuple[int | None, AccountView | None, list[LedgerEntry]]:
+        with self._database_lock:
+            position, account = self.max_tracking_id(application_name), self.get_account(user_id)
+            return position, account, self.ledger(user_id, limit=limit, before=before)
+
     def stale_tasks(
         self, updated_before: datetime, limit: int = 100, statuses: tuple[str, ...] = OPEN_STATUSES
     ) -> list[TaskView]:

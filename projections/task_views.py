@@ -139,18 +139,17 @@ class TaskViews(TrackingRecorder):
     def ledger(self, user_id: str, *, limit: int = 50, before: int | None = None) -> list[LedgerEntry]:
         """The account's entries, newest first, before a position."""
 
+    @abstractmethod
     def task_at_position(self, task_id: UUID, application_name: str) -> tuple[int | None, TaskView | None]:
-        """The view's position for the application and one task's row, the row no older than the position."""
-        position = self.max_tracking_id(application_name)
-        return position, self.get_task(task_id)
+        """The view's position for the application and one task's row, both from one snapshot (one read:
+        read-your-writes polls it)."""
 
+    @abstractmethod
     def account_at_position(
         self, user_id: str, application_name: str, *, limit: int = 50, before: int | None = None
     ) -> tuple[int | None, AccountView | None, list[LedgerEntry]]:
-        """The view's position for the application, the account and its entries (as `ledger`), no older than
-        the position."""
-        position = self.max_tracking_id(application_name)
-        return position, self.get_account(user_id), self.ledger(user_id, limit=limit, before=before)
+        """The view's position for the application, the account and its entries (as `ledger`), all from one
+        snapshot (one read: read-your-writes polls it)."""
 
     @abstractmethod
     def stale_tasks(

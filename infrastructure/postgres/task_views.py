@@ -62,9 +62,17 @@ JSON_COLUMNS = {"languages", "error", "result", "timings"}
 UPDATE_COLUMNS = ("position", "task_id", "status", "progress", "attempt", "stage", "error", "at")
 ACCOUNT_COLUMNS = ("account_id", "user_id", "balance", "updated_at", "position")
 LEDGER_COLUMNS = ("position", "account_id", "kind", "amount", "balance", "task_id", "attempt", "reason", "at")
+_ENTRY = 1 + len(ACCOUNT_COLUMNS)  # where an entry's columns begin in a row of account_at_position
 # The read model is derived from the events: its commits need not wait for the disk (see _write_tracked).
 ASYNCHRONOUS_COMMIT = SQL("SET LOCAL synchronous_commit = off")
 Write = tuple[bytes, Any]  # one statement of the projection's writes and its parameters
+
+
+def _view_position(schema: str, tracking_table_name: str, application_name: SQL) -> Composed:
+    """The view's position for the application (the placeholder `application_name`), as `view_position`."""
+    return SQL("(SELECT MAX(notification_id) FROM {}.{} WHERE application_name = {}) AS view_position").format(
+        Identifier(schema), Identifier(tracking_table_name), application_name
+    )
 
 
 def _execute(curs: Any, writes: list[Write]) -> None:
@@ -146,15 +154,24 @@ class PostgresTaskViews(TaskViews, PostgresTrackingRecorder):
             "RETURNING notification_id"
         ).format(Identifier(datastore.schema), Identifier(tracking_table_name))
         # A read-your-writes read: the view's position and the rows in one statement (one snapshot).
-        view_position = SQL("(SELECT MAX(notification_id) FROM {}.{} WHERE application_name = %s)").format(
-            Identifier(datastore.schema), Identifier(tracking_table_name)
-        )
+        tracking = (datastore.schema, tracking_table_name)
         self._task_at_position = SQL(
-            "SELECT {} AS view_position, t.* FROM (VALUES (1)) AS one LEFT JOIN {} AS t ON t.task_id = %s"
-        ).format(view_position, t["tasks"])
+            "SELECT {}, t.* FROM (VALUES (1)) AS one LEFT JOIN {} AS t ON t.task_id = %s"
+        ).format(_view_position(*tracking, SQL("%s")), t["tasks"])
+        # The account's: one row per entry of the page (the position and the account repeated on each), or one
+        # row with no entry; an account's entries are read whether or not it has a row, as `ledger` reads them.
         self._account_at_position = SQL(
-            "SELECT {} AS view_position, a.* FROM (VALUES (1)) AS one LEFT JOIN {} AS a ON a.account_id = %s"
-        ).format(view_position, t["accounts"])
+            "SELECT {view_position}, {account}, {entry} FROM (VALUES (1)) AS one "
+            "LEFT JOIN {accounts} AS a ON a.account_id = %(account_id)s "
+            "LEFT JOIN LATERAL (SELECT * FROM {ledger} WHERE account_id = %(account_id)s AND position < %(before)s "
+            "ORDER BY position DESC LIMIT %(limit)s) AS e ON true ORDER BY e.position DESC"
+        ).format(
+            view_position=_view_position(*tracking, SQL("%(application_name)s")),
+            account=SQL(", ").join(SQL("a.{}").format(Identifier(c)) for c in ACCOUNT_COLUMNS),
+            entry=SQL(", ").join(SQL("e.{}").format(Identifier(c)) for c in LEDGER_COLUMNS),
+            accounts=t["accounts"],
+            ledger=t["ledger"],
+        )
         self._ledger_page = SQL(
             "SELECT * FROM {} WHERE account_id = %s AND position < %s ORDER BY position DESC LIMIT %s"
         ).format(t["ledger"])
@@ -290,20 +307,24 @@ class PostgresTaskViews(TaskViews, PostgresTrackingRecorder):
     def account_at_position(
         self, user_id: str, application_name: str, *, limit: int = 50, before: int | None = None
     ) -> tuple[int | None, AccountView | None, list[LedgerEntry]]:
-        """Two statements on one pooled connection: the position with the account, then the entries."""
-        account_id = CreditAccount.id_for(user_id)
+        """One statement: the position, the account and its page of entries come from one snapshot."""
+        params = {
+            "application_name": application_name,
+            "account_id": CreditAccount.id_for(user_id),
+            "before": before if before is not None else 2**62,
+            "limit": limit,
+        }
 
-        def read() -> tuple[int | None, AccountView | None, list[LedgerEntry]]:
-            with self.datastore.get_connection() as conn, conn.cursor() as curs:
-                curs.execute(self._account_at_position, (application_name, account_id))
-                row = curs.fetchone()
-                assert row is not None
-                curs.execute(self._ledger_page, (account_id, before if before is not None else 2**62, limit))
-                entries = [LedgerEntry(**r) for r in curs.fetchall()]
-            position = row.pop("view_position")
-            return position, AccountView(**row) if row["account_id"] is not None else None, entries
+        def read() -> list[tuple[Any, ...]]:
+            with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as curs:
+                curs.execute(self._account_at_position, params)
+                return curs.fetchall()
 
-        return read_retried(self.datastore, read)
+        rows = read_retried(self.datastore, read)
+        first = rows[0]
+        account = AccountView(*first[1:_ENTRY]) if first[1] is not None else None
+        entries = [LedgerEntry(*row[_ENTRY:]) for row in rows if row[_ENTRY] is not None]
+        return first[0], account, entries
 
     def list_tasks(
         self, user_id: str, *, status: str | None = None, limit: int = 20, cursor: str | None = None

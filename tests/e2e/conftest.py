@@ -16,6 +16,14 @@ from tests.support.postgres import database_url, drop_schema
 from tests.support.service_process import ServiceProcess
 
 ADMIN_TOKEN = "test-admin-token-" + uuid.uuid4().hex
+# Connections each pool of a service started here keeps open (the default is 4). Both xdist workers'
+# services, and the integration tests beside them, share the server at 127.0.0.1:5432 and its 100
+# max_connections: with 4, a serve and its projections process held 30 connections once its read model
+# was read (16-17 with 1: tests/e2e/test_connection_budget.py), test_stream_token.py's module service
+# beside its own services 54, and the suite reached 100. A process that then
+# opens a pool (the API's read-model pool opens on its first read) waits for a connection the server
+# refuses ("too many clients already") and answers 503 store_unavailable after postgres_wait_seconds.
+SERVICE_POOL_SIZE = "1"
 
 
 @dataclass
@@ -44,11 +52,15 @@ class RunningService:
 def start_service(
     pg: dict[str, str], log_dir: Path, *args: str, command: str = "serve", **settings: str
 ) -> tuple[ServiceProcess, str]:
-    """`mediatasks <command>` (serve or worker) in a fresh schema, unless `postgres_schema` names one."""
+    """`mediatasks <command>` (serve or worker) in a fresh schema, unless `postgres_schema` names one.
+
+    Its pools keep SERVICE_POOL_SIZE connections open each (they still grow under load): the suite's
+    processes share one server's max_connections."""
     schema = settings.get("postgres_schema") or f"e2e_{uuid.uuid4().hex[:10]}"
     env = {
         "MEDIATASKS_DATABASE_URL": database_url(pg),
         "MEDIATASKS_POSTGRES_SCHEMA": schema,
+        "MEDIATASKS_POSTGRES_POOL_SIZE": SERVICE_POOL_SIZE,
         "MEDIATASKS_ADMIN_TOKEN": ADMIN_TOKEN,
         "MEDIATASKS_CATCH_UP_SECONDS": "0.5",
         "MEDIATASKS_DATA_DIR": str(log_dir / "data"),

@@ -4,17 +4,29 @@ document as the route makes it."""
 from __future__ import annotations
 
 import json
+from typing import Annotated, Any
 
 import pytest
-from fastapi import FastAPI
+from fastapi import FastAPI, Header
+from fastapi.dependencies.utils import request_params_to_args
+from fastapi.routing import APIRoute
+from starlette.datastructures import Headers
 
+from infrastructure.api import submission_fast_path as fast_path
 from infrastructure.api.app import submissions_route
 from infrastructure.api.routes import tasks
 from infrastructure.api.schemas import SubmitTask
-from infrastructure.api.submission_fast_path import SubmissionFastPath, accepted_submission
+from infrastructure.api.submission_fast_path import RouteHeader, SubmissionFastPath
 
 BODY = b'{"url": "https://www.tiktok.com/@scout2015/video/6718335390845095173", "output_type": "subtitles"}'
 JSON = (b"content-type", b"application/json")
+IDEMPOTENCY_KEY = RouteHeader(submissions_route())
+
+
+def accepted_submission(
+    headers: list[tuple[bytes, bytes]], body: bytes, idempotency_key: RouteHeader = IDEMPOTENCY_KEY
+) -> Any:
+    return fast_path.accepted_submission(headers, body, idempotency_key)
 
 
 def openapi(fast_path: bool) -> str:
@@ -64,3 +76,69 @@ def test_a_valid_submission_is_taken_with_its_key() -> None:
 )
 def test_anything_else_goes_to_fastapi(headers: list[tuple[bytes, bytes]], body: bytes) -> None:
     assert accepted_submission(headers, body) is None
+
+
+KEYS = {
+    "none": [],
+    "empty": [b""],
+    "one": [b"k"],
+    "255": [b"k" * 255],
+    "256": [b"k" * 256],
+    "space": [b"a b"],
+    "edge spaces": [b" key "],
+    "tab": [b"a\tb"],
+    "tilde and bang": [b"!~"],
+    "del": [b"a\x7f"],
+    "non-ascii utf-8": ["é".encode()],
+    "non-ascii latin-1": ["é".encode("latin-1")],
+    "two": [b"a", b"b"],
+    "two, one bad": [b"a", b"a b"],
+}
+
+
+@pytest.mark.parametrize("keys", KEYS.values(), ids=KEYS.keys())
+def test_the_fast_path_takes_a_key_only_as_fastapi_reads_it(keys: list[bytes]) -> None:
+    route = submissions_route()
+    sent = [(b"idempotency-key", key) for key in keys]
+    values, errors = request_params_to_args(route.dependant.header_params, Headers(raw=[JSON, *sent]))
+    taken = accepted_submission([JSON, *sent], BODY)
+    if errors or len(keys) > 1:  # FastAPI's 422, or two keys: left to FastAPI (which reads the first)
+        assert taken is None
+    else:
+        assert taken is not None and taken[1] == values["idempotency_key"]
+    assert bool(errors) == (keys not in ([], [b"k"], [b"k" * 255], [b"!~"], [b"a", b"b"], [b"a", b"a b"]))
+
+
+ShortKey = Annotated[str | None, Header(alias="X-Short-Key", max_length=4, pattern="^[a-z]+$")]
+
+
+async def short_keys(key: ShortKey = None) -> None:
+    """A route declaring another key: what the fast path takes follows the declaration."""
+
+
+async def required_key(key: Annotated[str, Header(alias="X-Key")]) -> None:
+    """A route whose key is required."""
+
+
+def test_the_fast_path_takes_what_the_route_declares() -> None:
+    short = RouteHeader(APIRoute("/v1/short", short_keys, methods=["POST"]))
+    assert short.name == b"x-short-key"
+    assert accepted_submission([JSON, (b"x-short-key", b"abcd")], BODY, short)[1] == "abcd"
+    for refused in (b"abcde", b"ABC", b"k1"):
+        assert accepted_submission([JSON, (b"x-short-key", refused)], BODY, short) is None
+    assert accepted_submission([JSON, (b"idempotency-key", b"abcde")], BODY, short)[1] is None  # not its header
+    required = RouteHeader(APIRoute("/v1/required", required_key, methods=["POST"]))
+    assert accepted_submission([JSON], BODY, required) is None
+    assert accepted_submission([JSON, (b"x-key", b"anything at all")], BODY, required)[1] == "anything at all"
+
+
+async def two_headers(
+    key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    other: Annotated[str | None, Header()] = None,
+) -> None:
+    """A route with a second header: the fast path would not read it."""
+
+
+def test_a_route_with_another_header_is_refused_by_the_fast_path() -> None:
+    with pytest.raises(ValueError, match="one header parameter"):
+        RouteHeader(APIRoute("/v1/two", two_headers, methods=["POST"]))

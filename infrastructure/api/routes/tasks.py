@@ -55,14 +55,13 @@ router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
 READ_YOUR_WRITES_SECONDS = 3.0
 STREAM_SAFETY_SECONDS = 10.0
 STREAM_RETRY_AFTER_SECONDS = 10
-IDEMPOTENCY_KEY_MAX_LENGTH = 255
-IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]+$"
+# The submission fast path (infrastructure/api/submission_fast_path.py) reads this declaration from the route.
 IdempotencyKey = Annotated[
     str | None,
     Header(
         alias="Idempotency-Key",
-        max_length=IDEMPOTENCY_KEY_MAX_LENGTH,
-        pattern=IDEMPOTENCY_KEY_PATTERN,
+        max_length=255,
+        pattern=r"^[\x21-\x7e]+$",
         description="same key + same body → the same task, no second charge (scoped per user)",
     ),
 ]
