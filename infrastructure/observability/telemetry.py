@@ -60,15 +60,8 @@ class Telemetry:
         app, by one pure-ASGI middleware; the probes and /metrics are neither traced nor measured."""
         if not self.enabled:
             return
-        from infrastructure.observability.http_metrics import RequestDurations, UnsampledSpans
+        from infrastructure.observability.http_metrics import RequestDurations
 
-        # The SDK counts even dropped spans when its own metrics are on: then its tracer makes them.
-        sdk_metrics = os.environ.get(OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED, "").strip().lower() == "true"
-        tracer = (
-            self.tracer_provider.get_tracer("infrastructure.api")
-            if self.records_spans or sdk_metrics
-            else UnsampledSpans(self.tracer_provider.id_generator)
-        )
         durations = self.meter_provider.get_meter(__name__).create_histogram(
             "http.server.duration", unit="ms", description="Measures the duration of inbound HTTP requests."
         )
@@ -76,8 +69,18 @@ class Telemetry:
             RequestDurations,
             histogram=durations,
             excluded_paths=frozenset(UNTRACED_ROUTES.split(",")),
-            tracer=tracer,
+            tracer=self.server_tracer(),
         )
+
+    def server_tracer(self) -> Any:
+        """The tracer of the API's server spans: the SDK's, or `UnsampledSpans` when no span is ever
+        recorded (no exporter) and the SDK does not count the spans it drops (its own metrics off)."""
+        from infrastructure.observability.http_metrics import UnsampledSpans
+
+        sdk_metrics = os.environ.get(OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED, "").strip().lower() == "true"
+        if self.records_spans or sdk_metrics:
+            return self.tracer_provider.get_tracer("infrastructure.api")
+        return UnsampledSpans(self.tracer_provider.id_generator)
 
     def observe_projection_lag(self, runtime: Any, projections: Any = None) -> None:
         """A gauge of how many events each projection is behind the head of the log."""
