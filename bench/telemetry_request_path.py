@@ -86,7 +86,7 @@ def main() -> None:
     os.environ.pop("MEDIATASKS_OTEL_EXPORTER", None)
     telemetry = configure_telemetry(Settings(telemetry=True))
     histogram = telemetry.meter_provider.get_meter(__name__).create_histogram("http.server.duration", unit="ms")
-    tracer = telemetry.tracer_provider.get_tracer("infrastructure.api")
+    tracer = telemetry.server_tracer()  # the one instrument_api gives RequestDurations
     excluded = frozenset(UNTRACED_ROUTES.split(","))
 
     def plain(_: Any, **__: Any) -> None:

@@ -9,14 +9,17 @@ Pure: only string parsing, no I/O.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
+from typing import NamedTuple
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from domain.errors import InvalidSubmission as SubmissionUrlError
 from domain.errors import InvalidUrl, UnsupportedUrl
 
 MAX_URL_LENGTH = 2048
+ACCEPTED_URLS_CACHED = 1024
 
 # Host prefixes that never change which media a link points at.
 _IGNORED_HOST_PREFIXES = ("www.", "m.", "mobile.")
@@ -73,6 +76,9 @@ _TRACKING_PARAMS = frozenset(
 _TRACKING_PREFIXES = ("utm_", "at_", "mc_", "__")
 
 _YOUTUBE_ID = r"(?P<id>[A-Za-z0-9_-]{11})"
+# `\s` of a str pattern is `str.isspace()`, code point for code point; with C0 controls and DEL.
+_WHITESPACE_OR_CONTROL = re.compile(r"[\s\x00-\x1f\x7f]")
+_HOST_NAME = re.compile(r"[\w.:-]+")
 
 
 @dataclass(frozen=True)
@@ -245,8 +251,7 @@ _CANONICAL_HOSTS = {
 }
 
 
-@dataclass(frozen=True)
-class _ParsedUrl:
+class _ParsedUrl(NamedTuple):
     host: str
     port: int | None
     path: str
@@ -270,7 +275,7 @@ def _parse(url: object) -> _ParsedUrl:
         raise InvalidUrl("the URL is empty")
     if len(url) > MAX_URL_LENGTH:
         raise InvalidUrl(f"the URL is longer than {MAX_URL_LENGTH} characters")
-    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in url):
+    if _WHITESPACE_OR_CONTROL.search(url):
         raise InvalidUrl("the URL contains whitespace or control characters")
     try:
         parts = urlsplit(url)
@@ -284,26 +289,36 @@ def _parse(url: object) -> _ParsedUrl:
     if parts.username is not None or parts.password is not None:
         raise InvalidUrl("URLs with credentials are not accepted")
     host = _canonical_host(parts.hostname)
-    if not re.fullmatch(r"[\w.:-]+", host) or ".." in host:
+    if not _HOST_NAME.fullmatch(host) or ".." in host:
         raise InvalidUrl("the URL's host is not a valid name")
     query = parse_qsl(parts.query, keep_blank_values=True)
     return _ParsedUrl(host=host, port=port, path=parts.path or "/", query=query)
 
 
-def _match(parsed: _ParsedUrl) -> tuple[Platform, MediaRoute, re.Match[str]] | None:
-    params = dict(parsed.query)
+def _routes_by_host() -> dict[str, tuple[tuple[Platform, MediaRoute], ...]]:
+    """Each host's routes, in the order of PLATFORMS and of their routes."""
+    found: dict[str, list[tuple[Platform, MediaRoute]]] = {}
     for platform in PLATFORMS:
         for route in platform.routes:
-            if parsed.host not in route.hosts:
+            for host in route.hosts:
+                found.setdefault(host, []).append((platform, route))
+    return {host: tuple(routes) for host, routes in found.items()}
+
+
+_ROUTES_BY_HOST = _routes_by_host()
+
+
+def _match(parsed: _ParsedUrl) -> tuple[Platform, MediaRoute, re.Match[str]] | None:
+    params = dict(parsed.query)
+    for platform, route in _ROUTES_BY_HOST.get(parsed.host, ()):
+        found = route.path.fullmatch(parsed.path)
+        if found is None:
+            continue
+        if route.query_id is not None:
+            value = params.get(route.query_id, "")
+            if not value or (route.query_value and not route.query_value.fullmatch(value)):
                 continue
-            found = route.path.fullmatch(parsed.path)
-            if found is None:
-                continue
-            if route.query_id is not None:
-                value = params.get(route.query_id, "")
-                if not value or (route.query_value and not route.query_value.fullmatch(value)):
-                    continue
-            return platform, route, found
+        return platform, route, found
     return None
 
 
@@ -340,17 +355,31 @@ def normalize_media_url(url: str) -> str:
 
 
 def validate_submission_url(url: str) -> tuple[Platform, str]:
-    """Check a submitted link: its platform and its normalized URL, or `InvalidUrl`/`UnsupportedUrl`."""
+    """Check a submitted link: its platform and its normalized URL, or `InvalidUrl`/`UnsupportedUrl`.
+
+    A link accepted before is answered from a bounded cache of accepted links (the checks are pure);
+    a refused one, and anything not a `str`, is checked in full every time.
+    """
+    if type(url) is str:
+        return _accepted(url)
+    return _validated(url)
+
+
+def _validated(url: object) -> tuple[Platform, str]:
     parsed = _parse(url)
     matched = _match(parsed)
     if matched is None:
-        if any(parsed.host in platform.hosts for platform in PLATFORMS):
+        if parsed.host in _ROUTES_BY_HOST:
             raise UnsupportedUrl(f"this {parsed.host} link does not point at a single video or post")
         raise UnsupportedUrl(f"links to {parsed.host} are not supported; supported: {supported_platform_labels()}")
     platform, route, found = matched
     if parsed.port not in (None, 80, 443):
         raise UnsupportedUrl(f"links to {parsed.host} on port {parsed.port} are not supported")
     return platform, _normalize(parsed, platform, route, found)
+
+
+# Only answers are kept (lru_cache keeps no exception): at most this many links of ≤ MAX_URL_LENGTH.
+_accepted = functools.lru_cache(maxsize=ACCEPTED_URLS_CACHED)(_validated)
 
 
 def platform_by_name(name: str) -> Platform | None:

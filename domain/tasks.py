@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from typing import Any
-from uuid import UUID, uuid5
+from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
-from domain.credits import NAMESPACE
+from domain.credits import NAMESPACE_IDS
 from domain.errors import (
     AlreadyRefunded,
     ChargeNotFound,
@@ -66,7 +66,7 @@ class MediaTask(Aggregate):
 
     @staticmethod
     def create_id(user_id: str, idempotency_key: str) -> UUID:
-        return uuid5(NAMESPACE, f"task:{user_id}:{idempotency_key}")
+        return NAMESPACE_IDS(f"task:{user_id}:{idempotency_key}")
 
     id_for = create_id
 

@@ -14,11 +14,14 @@ at hand, a request is counted on the event loop (no thread); otherwise in the th
 cached for 5 s and read again in the background in the last second of that (a user who keeps sending requests
 never waits for that read; one who comes back after a pause does). Those background reads queue for
 one job in the thread pool at a time (`QueuedReads`), so a request that asks for one hops to no thread.
+In the memory storage a request's hit and the window its RateLimit headers describe are one call
+(`SweptMemoryStorage.hit_and_window`); in Redis, `limits`' hit and window read.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import functools
 import logging
 import math
@@ -32,6 +35,7 @@ from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from limits import RateLimitItem, parse
 from limits.storage import MemoryStorage, Storage, storage_from_string
+from limits.storage.memory import Entry
 from limits.strategies import MovingWindowRateLimiter
 
 from application.mediatasks import hash_api_key
@@ -56,6 +60,12 @@ RATE_LIMIT_HEADERS = (
 _parsed = functools.lru_cache(maxsize=1024)(parse)  # the same few rates, parsed once each
 
 
+@functools.lru_cache(maxsize=1024)
+def _policy(kind: str, amount: int, window: int) -> str:
+    """The RateLimit-Policy header of a rate (the same few, formatted once each)."""
+    return f'"{kind}";q={amount};w={window}'
+
+
 class SweptMemoryStorage(MemoryStorage):
     """`limits`' memory storage, its expired entries swept at most once a second.
 
@@ -69,6 +79,24 @@ class SweptMemoryStorage(MemoryStorage):
             self.timer = threading.Timer(SWEEP_SECONDS, self._MemoryStorage__expire_events)  # type: ignore[attr-defined]
             self.timer.daemon = True
             self.timer.start()
+
+    def hit_and_window(self, key: str, limit: int, expiry: int) -> tuple[bool, float, int]:
+        """`acquire_entry(key, limit, expiry)` and then `get_moving_window(key, limit, expiry)` in one call
+        under the key's lock: whether the hit was counted, the window's start and how many it holds."""
+        if limit < 1:  # acquire_entry refuses it before anything
+            return (False, *self.get_moving_window(key, limit, expiry))
+        self._MemoryStorage__schedule_expiry()
+        with self.locks[key]:
+            events = self.events.setdefault(key, [])
+            oldest_allowed = events[limit - 1] if len(events) >= limit else None
+            acquired = oldest_allowed is None or oldest_allowed.atime < time.time() - expiry
+            if acquired:
+                events.insert(0, Entry(expiry))
+            now = time.time()
+            if not events:
+                return acquired, now, 0
+            in_window = bisect.bisect_left(events, -(now - expiry), key=lambda entry: -entry.atime)
+            return acquired, events[in_window - 1].atime, in_window
 
 
 def counters(uri: str) -> Storage:
@@ -217,13 +245,18 @@ class RequestLimits:
     def hit(self, kind: str, key_id: str, user_id: str) -> dict[str, str]:
         """Count one request of `key_id`; its RateLimit headers, or a 429 ApiError carrying them."""
         item = self.item(kind, user_id)
-        allowed = self.limiter.hit(item, kind, key_id)
-        stats = self.limiter.get_window_stats(item, kind, key_id)
-        reset = max(0, math.ceil(stats.reset_time - time.time()))
         window = item.get_expiry()
+        storage = self.limiter.storage
+        if isinstance(storage, SweptMemoryStorage):  # the hit and the window's state in one call
+            allowed, window_start, in_window = storage.hit_and_window(item.key_for(kind, key_id), item.amount, window)
+            reset_time, remaining = window_start + window, item.amount - in_window
+        else:
+            allowed = self.limiter.hit(item, kind, key_id)
+            reset_time, remaining = self.limiter.get_window_stats(item, kind, key_id)
+        reset = max(0, math.ceil(reset_time - time.time()))
         headers = {
-            "RateLimit-Policy": f'"{kind}";q={item.amount};w={window}',
-            "RateLimit": f'"{kind}";r={max(0, stats.remaining)};t={reset}',
+            "RateLimit-Policy": _policy(kind, item.amount, window),
+            "RateLimit": f'"{kind}";r={max(0, remaining)};t={reset}',
         }
         if not allowed:
             retry_after = max(1, reset)

@@ -6,6 +6,8 @@ what operators use: a server span named after the route template (`POST /v1/task
 caller's `traceparent`, started only when the sampler keeps it, with the method, route, path (never
 the query: stream tokens travel in ?access_token=) and status code; and the duration, under the same
 name as before (`http.server.duration`, ms; `http_server_duration_milliseconds` at /metrics).
+When no span is ever recorded (no exporter: the sampler drops every span), `UnsampledSpans` makes
+each request's span context as the SDK's tracer would, without its sampler and span machinery.
 """
 
 from __future__ import annotations
@@ -14,10 +16,32 @@ from time import perf_counter
 from typing import Any
 
 from opentelemetry import context, propagate, trace
-from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, SpanKind, StatusCode, TraceFlags
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 TRACE_HEADERS = (b"traceparent", b"tracestate")
+_UNSAMPLED = TraceFlags(TraceFlags.DEFAULT)
+_UNSAMPLED_RANDOM = TraceFlags(TraceFlags.DEFAULT | TraceFlags.RANDOM_TRACE_ID)
+
+
+class UnsampledSpans:
+    """A tracer for a provider whose sampler drops every span: `start_span` gives the span the SDK's
+    `Tracer.start_span` gives then (non-recording; the parent's trace id, flags' random bit and trace
+    state, or a new trace; a new span id; ids drawn in the same order from the same generator), so
+    the span context that logs, propagation and the task's stored `trace_context` see is the same."""
+
+    def __init__(self, id_generator: Any) -> None:
+        self.ids = id_generator
+
+    def start_span(self, name: str, context: Any = None, kind: SpanKind = SpanKind.INTERNAL) -> Span:
+        parent = trace.get_current_span(context).get_span_context()
+        if parent.is_valid:
+            trace_id, state = parent.trace_id, parent.trace_state
+            flags = _UNSAMPLED_RANDOM if parent.trace_flags.random_trace_id else _UNSAMPLED
+        else:
+            trace_id, state = self.ids.generate_trace_id(), None
+            flags = _UNSAMPLED_RANDOM if self.ids.is_trace_id_random() else _UNSAMPLED
+        return NonRecordingSpan(SpanContext(trace_id, self.ids.generate_span_id(), False, flags, state))
 
 
 class RequestDurations:

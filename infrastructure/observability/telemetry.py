@@ -28,6 +28,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from opentelemetry import metrics, trace
 from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.sdk.environment_variables import OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED
 from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult, TraceIdRatioBased
 from opentelemetry.trace import SpanKind
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -51,6 +52,7 @@ class Telemetry:
     registry: CollectorRegistry
     tracer_provider: Any = None
     meter_provider: Any = None
+    records_spans: bool = False  # a span exporter is installed: the sampler keeps some spans
     _instrumentors: list[Any] = field(default_factory=list)
 
     def instrument_api(self, api: Any) -> None:
@@ -67,8 +69,18 @@ class Telemetry:
             RequestDurations,
             histogram=durations,
             excluded_paths=frozenset(UNTRACED_ROUTES.split(",")),
-            tracer=self.tracer_provider.get_tracer("infrastructure.api"),
+            tracer=self.server_tracer(),
         )
+
+    def server_tracer(self) -> Any:
+        """The tracer of the API's server spans: the SDK's, or `UnsampledSpans` when no span is ever
+        recorded (no exporter) and the SDK does not count the spans it drops (its own metrics off)."""
+        from infrastructure.observability.http_metrics import UnsampledSpans
+
+        sdk_metrics = os.environ.get(OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED, "").strip().lower() == "true"
+        if self.records_spans or sdk_metrics:
+            return self.tracer_provider.get_tracer("infrastructure.api")
+        return UnsampledSpans(self.tracer_provider.id_generator)
 
     def observe_projection_lag(self, runtime: Any, projections: Any = None) -> None:
         """A gauge of how many events each projection is behind the head of the log."""
@@ -204,11 +216,8 @@ def configure_telemetry(
     processors = SynchronousMultiSpanProcessor()  # shared: psycopg's spans go where all others go
     span_exporter, metric_exporter = _exporters(settings.otel_exporter)
     # With no exporter a span would be recorded for nobody: none is (trace ids still propagate).
-    sampler = (
-        ParentBased(root=ClientCallsWithinTraces(settings.otel_trace_ratio))
-        if span_exporter is not None or span_exporters
-        else ALWAYS_OFF
-    )
+    records_spans = span_exporter is not None or bool(span_exporters)
+    sampler = ParentBased(root=ClientCallsWithinTraces(settings.otel_trace_ratio)) if records_spans else ALWAYS_OFF
     tracer_provider = TracerProvider(resource=resource, active_span_processor=processors, sampler=sampler)
     statements_provider = TracerProvider(
         resource=resource,
@@ -241,6 +250,7 @@ def configure_telemetry(
         registry=registry,
         tracer_provider=tracer_provider,
         meter_provider=meter_provider,
+        records_spans=records_spans,
         _instrumentors=[httpx_instrumentor, psycopg_instrumentor],
     )
     return _current

@@ -6,6 +6,7 @@ import pytest
 
 from domain.errors import DomainError
 from domain.platforms import (
+    _WHITESPACE_OR_CONTROL,
     MAX_URL_LENGTH,
     PLATFORMS,
     InvalidUrl,
@@ -261,3 +262,51 @@ def test_same_video_in_every_youtube_shape_has_one_cache_key() -> None:
         "https://www.youtube-nocookie.com/embed/dQw4w9WgXcQ",
     ]
     assert {normalize_media_url(url) for url in shapes} == {"https://youtube.com/watch?v=dQw4w9WgXcQ"}
+
+
+def test_whitespace_and_control_characters_are_refused_as_before_for_every_code_point() -> None:
+    """The check is `str.isspace()`, a C0 control or DEL, character by character, over all of Unicode."""
+
+    def refused_before(character: str) -> bool:
+        return character.isspace() or ord(character) < 0x20 or ord(character) == 0x7F
+
+    characters = [chr(code_point) for code_point in range(0x110000)]
+    assert [c for c in characters if bool(_WHITESPACE_OR_CONTROL.search(c)) != refused_before(c)] == []
+    for character in filter(refused_before, characters):
+        with pytest.raises(InvalidUrl, match="whitespace or control"):
+            validate_submission_url(f"https://www.tiktok.com/@user/video/1{character}2")
+
+
+def test_the_refusal_names_a_known_host_apart_from_an_unknown_one() -> None:
+    with pytest.raises(UnsupportedUrl, match=r"^this tiktok\.com link does not point at a single video or post$"):
+        validate_submission_url("https://www.tiktok.com/foryou")
+    with pytest.raises(UnsupportedUrl, match=r"^links to example\.com are not supported; supported: TikTok, YouTube"):
+        validate_submission_url("https://example.com/video.mp4")
+    with pytest.raises(UnsupportedUrl, match=r"^links to youtube\.com on port 8443 are not supported$"):
+        validate_submission_url("https://www.youtube.com:8443/watch?v=dQw4w9WgXcQ")
+
+
+def test_accepted_links_are_answered_from_a_bounded_cache_and_refused_ones_are_checked_each_time() -> None:
+    from domain import platforms
+
+    platforms._accepted.cache_clear()
+    url = "https://www.tiktok.com/@scout2015/video/6718335390845095173?utm_source=x"
+    first = validate_submission_url(url)
+    assert validate_submission_url(url) is first  # the same answer, not parsed again
+    assert platforms._accepted.cache_info().hits == 1
+    for _ in range(2):
+        with pytest.raises(UnsupportedUrl, match="does not point at a single video"):
+            validate_submission_url("https://www.tiktok.com/foryou")
+        with pytest.raises(InvalidUrl, match="whitespace or control"):
+            validate_submission_url("https://www.tiktok.com/@u/video/1\u00a02")
+    assert platforms._accepted.cache_info().currsize == 1, "refusals are not kept"
+
+    class Url(str):
+        def strip(self, chars: str | None = None) -> str:
+            return "https://youtu.be/dQw4w9WgXcQ"
+
+    assert validate_submission_url(Url("not a link"))[0].name == "youtube"  # not a str: not cached
+    assert platforms._accepted.cache_info().currsize == 1
+    for number in range(3 * platforms.ACCEPTED_URLS_CACHED):
+        assert validate_submission_url(f"https://vimeo.com/{number}")[1] == f"https://vimeo.com/{number}"
+    assert platforms._accepted.cache_info().currsize == platforms.ACCEPTED_URLS_CACHED
