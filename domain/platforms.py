@@ -9,7 +9,6 @@ Pure: only string parsing, no I/O.
 
 from __future__ import annotations
 
-import functools
 import re
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -19,7 +18,6 @@ from domain.errors import InvalidSubmission as SubmissionUrlError
 from domain.errors import InvalidUrl, UnsupportedUrl
 
 MAX_URL_LENGTH = 2048
-ACCEPTED_URLS_CACHED = 1024
 
 # Host prefixes that never change which media a link points at.
 _IGNORED_HOST_PREFIXES = ("www.", "m.", "mobile.")
@@ -355,17 +353,7 @@ def normalize_media_url(url: str) -> str:
 
 
 def validate_submission_url(url: str) -> tuple[Platform, str]:
-    """Check a submitted link: its platform and its normalized URL, or `InvalidUrl`/`UnsupportedUrl`.
-
-    A link accepted before is answered from a bounded cache of accepted links (the checks are pure);
-    a refused one, and anything not a `str`, is checked in full every time.
-    """
-    if type(url) is str:
-        return _accepted(url)
-    return _validated(url)
-
-
-def _validated(url: object) -> tuple[Platform, str]:
+    """Check a submitted link: its platform and its normalized URL, or `InvalidUrl`/`UnsupportedUrl`."""
     parsed = _parse(url)
     matched = _match(parsed)
     if matched is None:
@@ -376,10 +364,6 @@ def _validated(url: object) -> tuple[Platform, str]:
     if parsed.port not in (None, 80, 443):
         raise UnsupportedUrl(f"links to {parsed.host} on port {parsed.port} are not supported")
     return platform, _normalize(parsed, platform, route, found)
-
-
-# Only answers are kept (lru_cache keeps no exception): at most this many links of ≤ MAX_URL_LENGTH.
-_accepted = functools.lru_cache(maxsize=ACCEPTED_URLS_CACHED)(_validated)
 
 
 def platform_by_name(name: str) -> Platform | None:
