@@ -212,6 +212,7 @@ class MediaTasks(Application[UUID]):
             recordings = self.save(account, key)
         except IntegrityError:
             raise UserAlreadyExists(f"User {user_id!r} exists already.", user_id=user_id) from None
+        self._account_batches.remember(account)  # its first submission decides from it, with no read
         return NewUser(user_id, api_key, account.balance, _last_id(recordings))
 
     def issue_api_key(self, user_id: str) -> str:
