@@ -335,6 +335,11 @@ class AccountBatches:
                 self._accounts.move_to_end(user_id)
         return _copy_of(account) if account is not None else None  # a decision may be refused: a copy
 
+    def holds(self, user_id: str) -> bool:
+        """Whether this process holds the account (its next batch reads none unless contested)."""
+        with self._accounts_lock:
+            return user_id in self._accounts
+
     def remember(self, account: CreditAccount) -> None:
         """Start the account's next batch from `account` as stored (e.g. just created: its first batch then
         reads nothing), unless this process holds it already (as saved since, or as read)."""
