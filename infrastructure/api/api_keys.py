@@ -5,8 +5,9 @@ its lookup, so a revoked key is refused at most that long after its revocation. 
 looked up again in the background from KEY_READ_AHEAD_SECONDS before that (`ReadAhead`): a user who
 keeps sending requests never waits for the lookup; one who comes back after a pause does. Requests
 that carry a key not known (or expired) share one lookup in the thread pool, and in that same job the
-user's limits and account are read (`on_found`): its first request waits for one lookup, once.
-An invalid key is not looked up again until its answer expires.
+user's limits and account are read (`on_found`): its first request waits for one lookup, once; none
+for a key issued by this process (`learn`, at `POST /v1/admin/users`). An invalid key is not looked up
+again until its answer expires.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Callable
 
 from fastapi.concurrency import run_in_threadpool
 
+from application.mediatasks import hash_api_key
 from infrastructure.api.read_ahead import QueuedReads, ReadAhead, read_in_background
 
 logger = logging.getLogger(__name__)
@@ -63,6 +65,12 @@ class KnownApiKeys:
             lookup.add_done_callback(lambda done: self._ended(key_hash, done))
         return await asyncio.shield(lookup)  # a caller that goes away cancels not the others' lookup
 
+    def learn(self, api_key: str, user_id: str) -> None:
+        """A key just issued to `user_id` in this process (blocking: `on_found` runs): its user's first
+        request waits for no lookup."""
+        self._users.put(hash_api_key(api_key), user_id, time.monotonic() + KEY_CACHE_SECONDS)
+        self._found(user_id)
+
     def _ended(self, key_hash: str, lookup: asyncio.Future[str | None]) -> None:
         self._lookups.pop(key_hash, None)
         if not lookup.cancelled():
@@ -73,8 +81,11 @@ class KnownApiKeys:
         user_id = self._authenticate(api_key)
         self._users.put(key_hash, user_id, started + KEY_CACHE_SECONDS)
         if user_id is not None:
-            try:
-                self._on_found(user_id)
-            except Exception as error:  # noqa: BLE001 - authentication stands; the request reads it itself
-                logger.warning("limits or account of %s not read ahead: %s", user_id, error)
+            self._found(user_id)
         return user_id
+
+    def _found(self, user_id: str) -> None:
+        try:
+            self._on_found(user_id)
+        except Exception as error:  # noqa: BLE001 - authentication stands; the request reads it itself
+            logger.warning("limits or account of %s not read ahead: %s", user_id, error)

@@ -159,3 +159,12 @@ def test_a_revoked_key_not_in_use_is_refused_after_its_answer_expires(clock: Clo
         assert store.lookups == 2
 
     asyncio.run(scenario())
+
+
+def test_a_key_issued_by_this_process_is_known_without_a_lookup(clock: Clock) -> None:
+    store, found = KeyStore(), []
+    keys = KnownApiKeys(store.authenticate, store.user_of_key, found.append)
+    keys.learn(KEY, "alice")
+    assert found == ["alice"], "the user's limits and account read at the key's issue"
+    assert asyncio.run(caller(keys)) == "alice"
+    assert store.lookups == 0
