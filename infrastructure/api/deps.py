@@ -128,6 +128,10 @@ async def reader_of_task(
 TaskReader = Annotated[str, Depends(reader_of_task)]
 
 
+async def get_api_keys(request: Request) -> KnownApiKeys:
+    return request.app.state.api_keys
+
+
 async def get_runtime(request: Request) -> Runtime:
     return request.app.state.runtime
 
@@ -197,6 +201,7 @@ async def get_webhook_url_policy(request: Request) -> UrlPolicy:
     return request.app.state.webhook_url_policy
 
 
+ApiKeysDep = Annotated[KnownApiKeys, Depends(get_api_keys)]
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 BlobsDep = Annotated[BlobStore, Depends(get_blobs)]
