@@ -15,7 +15,7 @@ wakes each caller on its loop. While it waits for that commit, another decider (
 takes the accounts that have commands waiting by then. Each account's batch is its own part of that
 transaction (`MediaTasks.save_each`): when a rival process wrote one account since, only that account's
 batch is refused, decided again on a fresh read and saved in the next transaction; the others commit.
-A batch's first decision starts from the account as this process last saved it (no read), unless a
+A batch's first decision starts from the account as this process last saved it (or created it: no read), unless a
 rival process writes that account too (its save conflicted, or a read found the rival's events): for
 CONTESTED_SECONDS such accounts are brought up to date first, all of a batch's in one read. A refusal
 (not enough credits) is never answered from memory: that batch is decided again on a fresh read first.
@@ -335,12 +335,27 @@ class AccountBatches:
                 self._accounts.move_to_end(user_id)
         return _copy_of(account) if account is not None else None  # a decision may be refused: a copy
 
+    def holds(self, user_id: str) -> bool:
+        """Whether this process holds the account (its next batch reads none unless contested)."""
+        with self._accounts_lock:
+            return user_id in self._accounts
+
+    def remember(self, account: CreditAccount) -> None:
+        """Start the account's next batch from `account` as stored (e.g. just created: its first batch then
+        reads nothing), unless this process holds it already (as saved since, or as read)."""
+        with self._accounts_lock:
+            if account.user_id not in self._accounts:
+                self._remember_locked(account)
+
     def _remember(self, account: CreditAccount) -> None:
         with self._accounts_lock:
-            self._accounts[account.user_id] = account
-            self._accounts.move_to_end(account.user_id)
-            while len(self._accounts) > REMEMBERED_ACCOUNTS:
-                self._accounts.popitem(last=False)
+            self._remember_locked(account)
+
+    def _remember_locked(self, account: CreditAccount) -> None:
+        self._accounts[account.user_id] = account
+        self._accounts.move_to_end(account.user_id)
+        while len(self._accounts) > REMEMBERED_ACCOUNTS:
+            self._accounts.popitem(last=False)
 
     def _forget(self, user_id: str) -> None:
         with self._accounts_lock:

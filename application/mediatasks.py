@@ -212,6 +212,7 @@ class MediaTasks(Application[UUID]):
             recordings = self.save(account, key)
         except IntegrityError:
             raise UserAlreadyExists(f"User {user_id!r} exists already.", user_id=user_id) from None
+        self._account_batches.remember(account)  # its first submission decides from it, with no read
         return NewUser(user_id, api_key, account.balance, _last_id(recordings))
 
     def issue_api_key(self, user_id: str) -> str:
@@ -224,11 +225,21 @@ class MediaTasks(Application[UUID]):
         """The user an API key belongs to, or None."""
         if not api_key.startswith(API_KEY_PREFIX) or len(api_key) > 200:
             return None
+        return self.user_of_key(hash_api_key(api_key))
+
+    def user_of_key(self, key_hash: str) -> str | None:
+        """The user of the API key of this hash, or None (no such key, or revoked)."""
         try:
-            key: ApiKey = self.repository.get(ApiKey.id_for(hash_api_key(api_key)))
+            key: ApiKey = self.repository.get(ApiKey.id_for(key_hash))
         except AggregateNotFoundError:
             return None
         return None if key.revoked else key.user_id
+
+    def hold_account(self, user_id: str) -> None:
+        """Read the user's account for its next batch unless this process holds it already (blocking: e.g.
+        when its API key is looked up, so that batch reads no account)."""
+        if not self._account_batches.holds(user_id):
+            self._account_batches.remember(self.get_account(user_id))
 
     def get_account(self, user_id: str) -> CreditAccount:
         try:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from fastapi.telemetry import TelemetryConfig
 
+from infrastructure.api.api_keys import KnownApiKeys
 from infrastructure.api.edge import ApiEdge
 from infrastructure.api.errors import install_error_handlers, responses
 from infrastructure.api.limits import FailedAuthentications
@@ -70,7 +71,6 @@ def create_api(runtime: Any, *, projections: Any = None) -> FastAPI:
     api.state.projections = projections
     api.state.hub = hub
     api.state.streams_per_user = StreamsPerUser(runtime.settings.max_streams_per_user)
-    api.state.auth_cache = {}
     api.state.auth_failures = FailedAuthentications(
         runtime.settings.auth_failures_per_minute, runtime.settings.auth_failure_delay_seconds
     )
@@ -80,8 +80,11 @@ def create_api(runtime: Any, *, projections: Any = None) -> FastAPI:
     api.add_middleware(ApiEdge, max_bytes=runtime.settings.max_body_bytes)
     api.state.webhooks = PostgresWebhookStore(runtime.app.recorder.datastore)
     api.state.webhook_url_policy = UrlPolicy(allow_cidrs=tuple(runtime.settings.url_allow_cidrs))
-    api.state.request_limits = RequestLimits(
+    api.state.request_limits = limits = RequestLimits(
         runtime.settings, PostgresUserLimits(runtime.app.recorder.datastore), runtime.views
+    )
+    api.state.api_keys = KnownApiKeys(
+        runtime.app.authenticate, runtime.app.user_of_key, ahead_of_first_request(limits, runtime.app)
     )
     api.include_router(tasks.submissions)
     # first: the hot route's submissions, served below FastAPI's dependency solver (the rest go on to FastAPI)
@@ -96,6 +99,17 @@ def create_api(runtime: Any, *, projections: Any = None) -> FastAPI:
     if runtime.settings.projections_port:  # the projections process answers there (serve starts it)
         api.state.projections_process = ProjectionsProcess(projections_url(runtime.settings))
     return api
+
+
+def ahead_of_first_request(limits: RequestLimits, app: Any) -> Callable[[str], None]:
+    """What a user's first request would read, read when its API key is looked up (in that thread): its
+    overrides and active tasks, and its account (MediaTasks.hold_account)."""
+
+    def read(user_id: str) -> None:
+        limits.know(user_id)
+        app.hold_account(user_id)
+
+    return read
 
 
 def submissions_route() -> APIRoute:

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import hmac
-import time
 from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import Depends, Query, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from application.mediatasks import MediaTasks, hash_api_key
 from application.ports.blob_store import BlobStore
+from infrastructure.api.api_keys import KnownApiKeys
 from infrastructure.api.errors import ApiError
 from infrastructure.api.live import StreamsPerUser, TaskUpdateHub
 from infrastructure.api.stream_tokens import StreamTokens
@@ -28,7 +27,6 @@ from infrastructure.supervision import LagClock
 from projections.task_views import TaskViews
 
 bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <api key>`")
-AUTH_CACHE_SECONDS = 30.0
 
 
 # Dependencies that do no blocking I/O are `async def`: FastAPI runs a sync dependency in its thread
@@ -60,23 +58,20 @@ async def _refused(request: Request, message: str) -> ApiError:
     return _unauthorized(message)
 
 
-async def current_user(request: Request, app: AppDep, credentials: Credentials) -> str:
-    """The caller's user id: from a 30 s cache of key hashes (invalid keys too), else from the event store."""
+async def current_user(request: Request, credentials: Credentials) -> str:
+    """The caller's user id: from the keys this process knows (infrastructure/api/api_keys.py, invalid keys
+    too), else looked up in the event store."""
     if credentials is None:
         raise _unauthorized("Send your API key as 'Authorization: Bearer <key>'.")
-    cache: dict[str, tuple[str | None, float]] = request.app.state.auth_cache
+    keys: KnownApiKeys = request.app.state.api_keys
     key_hash = hash_api_key(credentials.credentials)
-    cached = cache.get(key_hash)
-    fresh = cached is not None and cached[1] > time.monotonic()
-    if cached is not None and fresh and cached[0] is not None:
-        return cached[0]
+    known = keys.known(key_hash)
+    if known is not None and known[0] is not None:
+        return known[0]
     request.app.state.auth_failures.refuse_if_over(_client_address(request))
-    if fresh:  # a key found invalid moments ago: no second lookup
+    if known is not None:  # a key found invalid moments ago: no second lookup
         raise await _refused(request, "This API key is not valid.")
-    user_id = await run_in_threadpool(app.authenticate, credentials.credentials)
-    if len(cache) > 10_000:
-        cache.clear()
-    cache[key_hash] = (user_id, time.monotonic() + AUTH_CACHE_SECONDS)
+    user_id = await keys.look_up(credentials.credentials, key_hash)
     if user_id is None:
         raise await _refused(request, "This API key is not valid.")
     return user_id
@@ -109,7 +104,6 @@ def stream_tokens(request: Request) -> StreamTokens:
 async def reader_of_task(
     request: Request,
     task_id: UUID,
-    app: AppDep,
     credentials: Credentials,
     access_token: Annotated[
         str | None,
@@ -123,7 +117,7 @@ async def reader_of_task(
 ) -> str:
     """The caller: by `Authorization: Bearer <api key>`, or by a stream token for this very task."""
     if credentials is not None or access_token is None:
-        return await current_user(request, app, credentials)
+        return await current_user(request, credentials)
     request.app.state.auth_failures.refuse_if_over(_client_address(request))
     user_id = stream_tokens(request).user_of(access_token, task_id)
     if user_id is None:
@@ -132,6 +126,10 @@ async def reader_of_task(
 
 
 TaskReader = Annotated[str, Depends(reader_of_task)]
+
+
+async def get_api_keys(request: Request) -> KnownApiKeys:
+    return request.app.state.api_keys
 
 
 async def get_runtime(request: Request) -> Runtime:
@@ -203,6 +201,7 @@ async def get_webhook_url_policy(request: Request) -> UrlPolicy:
     return request.app.state.webhook_url_policy
 
 
+ApiKeysDep = Annotated[KnownApiKeys, Depends(get_api_keys)]
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 BlobsDep = Annotated[BlobStore, Depends(get_blobs)]

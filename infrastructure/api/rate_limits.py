@@ -12,7 +12,9 @@ adding one, and read again in the background about once a second per user (no re
 it); nearer the cap it is read for every submission, and a refusal always comes from a fresh read. With the memory storage and the user's limits and count
 at hand, a request is counted on the event loop (no thread); otherwise in the thread pool. A user's overrides are
 cached for 5 s and read again in the background in the last second of that (a user who keeps sending requests
-never waits for that read; one who comes back after a pause does). Those background reads queue for
+never waits for that read; one who comes back after a pause does). A user's overrides and active tasks not
+known yet are read when its API key is looked up, in the same thread job (`know`, called by
+infrastructure/api/api_keys.py), so its first request counts on the event loop too. Those background reads queue for
 one job in the thread pool at a time (`QueuedReads`), so a request that asks for one hops to no thread.
 In the memory storage a request's hit and the window its RateLimit headers describe are one call
 (`SweptMemoryStorage.hit_and_window`); in Redis, `limits`' hit and window read.
@@ -20,16 +22,13 @@ In the memory storage a request's hit and the window its RateLimit headers descr
 
 from __future__ import annotations
 
-import asyncio
 import bisect
 import functools
-import logging
 import math
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
-from typing import Annotated, Any, Generic, NamedTuple, TypeVar
+from typing import Annotated, Any, NamedTuple
 
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
@@ -39,19 +38,16 @@ from limits.storage.memory import Entry
 from limits.strategies import MovingWindowRateLimiter
 
 from application.mediatasks import hash_api_key
-from infrastructure.api.deps import AppDep, Credentials, current_user
+from infrastructure.api.deps import Credentials, current_user
 from infrastructure.api.errors import ApiError
+from infrastructure.api.read_ahead import QueuedReads, ReadAhead, read_in_background
 from infrastructure.postgres.user_limits import PostgresUserLimits, UserLimits, active_task_count
-
-logger = logging.getLogger(__name__)
 
 SUBMISSIONS, READS = "submissions", "reads"
 OVERRIDES_CACHE_SECONDS = 5.0
 OVERRIDES_READ_AHEAD_SECONDS = 1.0  # cached overrides are read again in the background this long before expiry
 SWEEP_SECONDS = 1.0
 ACTIVE_COUNT_SECONDS = 1.0  # a user's active tasks, read well below the cap, are trusted this long
-_MAX_USERS_CACHED = 10_000
-V = TypeVar("V")
 RATE_LIMIT_HEADERS = (
     "rate_limit_headers"  # the request's RateLimit headers, in its scope's state (infrastructure/api/edge.py)
 )
@@ -110,83 +106,6 @@ def check_rate(text: str) -> str:
     return text
 
 
-class RefreshClaim:
-    """One claim on reading a user's value afresh in the background; `counted`: what was added meanwhile."""
-
-    __slots__ = ("counted",)
-
-    def __init__(self) -> None:
-        self.counted = 0
-
-
-class ReadAhead(Generic[V]):
-    """A value per user, trusted `fresh_for` seconds, and read again in the background from `ahead` seconds
-    before it expires: one claim per user at a time (`due`), settled by `refresh`, which keeps the fresh
-    value (`settle` adds what was counted meanwhile) unless `forget` came first."""
-
-    def __init__(
-        self,
-        read: Callable[[str], V],
-        fresh_for: float,
-        ahead: float,
-        settle: Callable[[V, int], V] = lambda found, counted: found,
-    ) -> None:
-        self._read, self._fresh_for, self._ahead, self._settle = read, fresh_for, ahead, settle
-        self._values: dict[str, tuple[V, float]] = {}  # user → (value, trusted until)
-        self._claims: dict[str, RefreshClaim] = {}  # user → the background read under way
-        self._lock = threading.Lock()
-
-    def known(self, user_id: str) -> tuple[V, float] | None:
-        """The value and the monotonic time it is trusted until (None: never read or forgotten)."""
-        with self._lock:
-            return self._values.get(user_id)
-
-    def fresh(self, user_id: str) -> V | None:
-        known = self.known(user_id)
-        return known[0] if known is not None and known[1] > time.monotonic() else None
-
-    def put(self, user_id: str, value: V, until: float | None = None, *, counted: int = 0) -> None:
-        """Keep `value` (until `fresh_for` from now by default); `counted` is added to a claim under way,
-        whose read may not see it."""
-        with self._lock:
-            if len(self._values) > _MAX_USERS_CACHED:
-                self._values.clear()
-            self._values[user_id] = (value, time.monotonic() + self._fresh_for if until is None else until)
-            claim = self._claims.get(user_id)
-            if claim is not None:
-                claim.counted += counted
-
-    def due(self, user_id: str) -> RefreshClaim | None:
-        """A claim on reading the user's value again (`refresh`) when it is known, expires within `ahead`
-        seconds and nobody reads it yet; else None."""
-        with self._lock:
-            known = self._values.get(user_id)
-            if known is None or known[1] - time.monotonic() > self._ahead or user_id in self._claims:
-                return None
-            claim = self._claims[user_id] = RefreshClaim()
-            return claim
-
-    def refresh(self, user_id: str, claim: RefreshClaim) -> None:
-        """Read the user's value afresh (in the background: no request waits for it) and keep it while
-        `claim` is still the user's."""
-        try:
-            found = self._read(user_id)
-        finally:
-            with self._lock:
-                still_ours = self._claims.get(user_id) is claim
-                if still_ours:
-                    del self._claims[user_id]
-        if still_ours:
-            with self._lock:
-                self._values[user_id] = (self._settle(found, claim.counted), time.monotonic() + self._fresh_for)
-
-    def forget(self, user_id: str) -> None:
-        """Drop the user's value and any read under way (it may have the old value)."""
-        with self._lock:
-            self._values.pop(user_id, None)
-            self._claims.pop(user_id, None)
-
-
 class RequestLimits:
     """The rate limiter and the active-task cap of one process (the counters may be shared in Redis)."""
 
@@ -212,6 +131,15 @@ class RequestLimits:
         found = self.overrides.get(user_id)
         self.cached_limits.put(user_id, found)
         return found
+
+    def know(self, user_id: str) -> None:
+        """Read the user's overrides unless fresh and its active tasks unless known (blocking: called in the
+        thread that looked up the user's API key, so the user's next request counts on the event loop)."""
+        started = time.monotonic()
+        if self.cached_limits.fresh(user_id) is None:
+            self.cached_limits.put(user_id, self.overrides.get(user_id), started + OVERRIDES_CACHE_SECONDS)
+        if self.active_counts.known(user_id) is None:
+            self.active_counts.put_if_unknown(user_id, self.active_tasks(user_id), started + ACTIVE_COUNT_SECONDS)
 
     def forget(self, user_id: str) -> None:
         self.cached_limits.forget(user_id)
@@ -301,13 +229,13 @@ def _kind(request: Request) -> str:
     return READS
 
 
-async def rate_limited(request: Request, app: AppDep, credentials: Credentials) -> None:
+async def rate_limited(request: Request, credentials: Credentials) -> None:
     """Count this request against the caller's API key; over the limit (or the active cap): 429.
 
     A request without an API key (a stream token, or none: then the route answers 401) is not counted.
     """
     if credentials is not None:
-        await _counted_caller(request, app, credentials, _kind(request))
+        await _counted_caller(request, credentials, _kind(request))
 
 
 class Submitter(NamedTuple):
@@ -325,19 +253,19 @@ async def submitter(request: Request, credentials: Credentials) -> Submitter:
     state = request.app.state
     app = state.runtime.app
     if credentials is None:
-        await current_user(request, app, credentials)  # raises 401
-    user_id = await _counted_caller(request, app, credentials, SUBMISSIONS)
+        await current_user(request, credentials)  # raises 401
+    user_id = await _counted_caller(request, credentials, SUBMISSIONS)
     return Submitter(user_id, app, state.webhooks, state.webhook_url_policy)
 
 
-async def _counted_caller(request: Request, app: Any, credentials: Any, kind: str) -> str:
-    user_id = await current_user(request, app, credentials)  # the failed-authentication cap applies first
+async def _counted_caller(request: Request, credentials: Any, kind: str) -> str:
+    user_id = await current_user(request, credentials)  # the failed-authentication cap applies first
     key_id = hash_api_key(credentials.credentials)[:32]
     limits: RequestLimits = request.app.state.request_limits
     if limits.counts_without_io(kind, user_id):
         _count(request, kind, key_id, user_id)
         for refresh in limits.refreshes_due(kind, user_id):
-            _read_in_background(limits.background, refresh)
+            read_in_background(limits.background, refresh)
     else:
         await run_in_threadpool(_count, request, kind, key_id, user_id)
     return user_id
@@ -353,43 +281,6 @@ def _count(request: Request, kind: str, key_id: str, user_id: str) -> None:
         except ApiError as refused:
             refused.headers = {**headers, **(refused.headers or {})}
             raise
-
-
-def _read_in_background(reads: QueuedReads, read: Callable[[], None]) -> None:
-    if reads.add(read):
-        asyncio.get_running_loop().run_in_executor(None, reads.run)
-
-
-class QueuedReads:
-    """Background reads, run one after another by one job in the thread pool: a request that asks for one
-    while the job runs only queues it (one thread hop per round of reads, not one per read)."""
-
-    def __init__(self) -> None:
-        self._queue: deque[Callable[[], None]] = deque()
-        self._running = False
-        self._lock = threading.Lock()
-
-    def add(self, read: Callable[[], None]) -> bool:
-        """Queue `read`; True when the caller is to start `run` in the thread pool (no job runs now)."""
-        with self._lock:
-            self._queue.append(read)
-            if self._running:
-                return False
-            self._running = True
-            return True
-
-    def run(self) -> None:
-        """Run the queued reads until none is left; a failed read is logged and the next one runs."""
-        while True:
-            with self._lock:
-                if not self._queue:
-                    self._running = False
-                    return
-                read = self._queue.popleft()
-            try:
-                read()
-            except Exception as error:  # noqa: BLE001 - a background read must not stop the others
-                logger.warning("active tasks or limits not read afresh: %s", error)
 
 
 RateLimited = Depends(rate_limited)

@@ -280,6 +280,53 @@ def test_an_async_submission_after_another_process_wrote_the_account(
     assert [type(e).__name__ for e in events].count("Charged") == 3
 
 
+def test_an_account_created_in_this_process_is_decided_from_memory_and_a_rival_write_still_counts(
+    busy_app: MediaTasks, store_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = busy_app
+    app.create_user("ora", 1)
+    app.create_user("pia", 0)
+    reads: list[str] = []
+    read_account = app.get_account
+    monkeypatch.setattr(app, "get_account", lambda user_id: reads.append(user_id) or read_account(user_id))
+    first = gather([lambda: app.submit_async("ora", URL, "subtitles")])[0]
+    assert first.created and first.credits_charged == 1
+    assert reads == [], "the first batch of an account created here reads no account"
+    other = MediaTasks(env={**store_env, **POOL})  # another process's grant: the account held here is stale
+    try:
+        other.grant_credits("pia", 1, "top-up")
+    finally:
+        other.close()
+    (paid,) = gather([lambda: app.submit_async("pia", URL, "subtitles")])
+    assert not isinstance(paid, Exception) and paid.created, "the refusal from memory was decided again on a read"
+    assert app._account_batches.rival_writes_seen == 1  # found by bringing the held account forward
+    assert read_account("pia").balance == 0 and read_account("ora").balance == 0
+
+
+def test_an_account_held_ahead_of_its_first_batch_is_not_read_by_it(
+    busy_app: MediaTasks, store_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = busy_app
+    other = MediaTasks(env={**store_env, **POOL})  # the user was created by another process
+    try:
+        other.create_user("quin", 2)
+    finally:
+        other.close()
+    reads: list[str] = []
+    read_account = app.get_account
+    monkeypatch.setattr(app, "get_account", lambda user_id: reads.append(user_id) or read_account(user_id))
+    app.hold_account("quin")  # as at the lookup of its API key
+    app.hold_account("quin")
+    assert reads == ["quin"], "read once, then held"
+    results = gather(
+        [lambda i=i: app.submit_async("quin", URL, "subtitles", idempotency_key=f"q{i}") for i in range(3)]
+    )
+    assert reads == ["quin"], "the first batch read no account"
+    assert sum(1 for r in results if not isinstance(r, Exception) and r.created) == 2
+    assert sum(1 for r in results if isinstance(r, InsufficientCredits)) == 1
+    assert read_account("quin").balance == 0
+
+
 def test_a_rival_write_to_one_account_re_decides_that_account_alone(
     busy_app: MediaTasks, store_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Path
 from fastapi.responses import JSONResponse
 
-from infrastructure.api.deps import AdminOnly, AppDep, RuntimeDep
+from infrastructure.api.deps import AdminOnly, ApiKeysDep, AppDep, RuntimeDep
 from infrastructure.api.errors import responses
 from infrastructure.api.schemas import AuditResult, AuditViolation, Balance, CreatedUser, CreateUser, GrantCredits
 
@@ -13,9 +13,10 @@ router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[AdminOnly])
 
 
 @router.post("/users", response_model=CreatedUser, status_code=201, responses=responses(401, 409, 413, 422))
-def create_user(body: CreateUser, app: AppDep) -> JSONResponse:
+def create_user(body: CreateUser, app: AppDep, keys: ApiKeysDep) -> JSONResponse:
     """Create a user with an initial grant; the API key is shown only in this response."""
     user = app.create_user(body.user_id, body.credits)
+    keys.learn(user.api_key, user.user_id)  # its first request looks nothing up
     out = CreatedUser(user_id=user.user_id, api_key=user.api_key, balance=user.balance)
     return JSONResponse(out.model_dump(), status_code=201, headers={"Cache-Control": "no-store"})
 
