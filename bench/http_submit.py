@@ -12,10 +12,11 @@ limits and active-task cap are set out of reach (the peers have none), but still
 request. "1 user" sends every request with one API key (one busy account), "64 users" spreads them over 64.
 Each row is measured after `--warmup` seconds of the same load (a steady state), except the cold rows: 64
 users created just before, measured from their first request (what a service's first seconds with new
-users cost); each system's 64-user row follows its cold row with the same users. The history row is one
+users cost); each system's 64-user row follows its cold row with the same users. The history rows are one
 user whose account already has `--history` tasks, written in bulk before the run (saves of 500 tasks
-with their charges, then a snapshot), measured between two rows of a fresh user (same process state,
-same moment: the 1-user row ran before the 64 users and the bulk write) and compared with their mean. CPU per request from /proc: the server's processes (the projections process
+with their charges, then a snapshot), measured in the order fresh user, history user, history user, fresh user (HISTORY_ORDER: a drift of
+the machine's speed, or the slower first rows after the bulk write, weighs on both kinds alike), the mean
+of the history rows compared with the mean of the fresh ones. CPU per request from /proc: the server's processes (the projections process
 included; the progress lines on stderr split it, the API process first), and the PostgreSQL server's (an embedded
 server of its own, so other load on the machine is not counted).
 """
@@ -50,6 +51,7 @@ BODY = {"url": TIKTOK, "output_type": "subtitles"}
 ADMIN = {"Authorization": "Bearer bench-admin-token"}
 SCHEMA = "bench_submit"
 COLD = "64 new users, cold: their first seconds"
+HISTORY_ORDER = ("fresh", "history", "history", "fresh")
 OUT_OF_REACH = {"rate_limit_submissions": "1000000/second", "max_active_tasks": "1000000000"}
 
 
@@ -268,7 +270,10 @@ class Table:
                 f"{r.p99_ms:.1f} | {service_ms:.2f} | {pg_ms:.2f} | {vs_pg:.2f} | {vs_es:.2f} |"
             )
         if self.history_ratio is not None:
-            print(f"\nhistory row × the mean of the fresh 1-user rows either side of it: {self.history_ratio:.2f}")
+            print(
+                f"\nhistory rows' mean × the fresh 1-user rows' mean (fresh, history, history, fresh): "
+                f"{self.history_ratio:.2f}"
+            )
 
 
 def main() -> None:
@@ -316,21 +321,19 @@ def main() -> None:
                 if workers == 1 and args.history:
                     key = user_with_history(pg, args.history)
                     settle(pids + [table.postgres])
-                    beside = [
-                        table.measure(
-                            "mediatasks", 1, "1 user, fresh, before the history row", pids, svc.url, users(svc.url, 1)
-                        )
-                    ]
-                    history = table.measure(
-                        "mediatasks", 1, f"history: 1 user with {args.history:,} earlier tasks", pids, svc.url, [key]
-                    )
-                    beside.append(
-                        table.measure(
-                            "mediatasks", 1, "1 user, fresh, after the history row", pids, svc.url, users(svc.url, 1)
-                        )
-                    )
-                    table.history_ratio = history.requests_per_second / statistics.mean(
-                        r.requests_per_second for r in beside
+                    fresh, history = [], []
+                    for n, row in enumerate(HISTORY_ORDER, 1):  # fresh, history, history, fresh: a drift weighs on both
+                        if row == "fresh":
+                            who, row_keys, rows = f"1 user, fresh (row {n})", users(svc.url, 1), fresh
+                        else:
+                            who, row_keys, rows = (
+                                f"history: 1 user with {args.history:,} earlier tasks (row {n})",
+                                [key],
+                                history,
+                            )
+                        rows.append(table.measure("mediatasks", 1, who, pids, svc.url, row_keys))
+                    table.history_ratio = statistics.mean(r.requests_per_second for r in history) / statistics.mean(
+                        r.requests_per_second for r in fresh
                     )
         table.print(baseline)
 
