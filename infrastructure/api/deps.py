@@ -63,18 +63,24 @@ async def current_user(request: Request, credentials: Credentials) -> str:
     too), else looked up in the event store."""
     if credentials is None:
         raise _unauthorized("Send your API key as 'Authorization: Bearer <key>'.")
+    user_id, _ = await authenticated(request, credentials)
+    return user_id
+
+
+async def authenticated(request: Request, credentials: HTTPAuthorizationCredentials) -> tuple[str, str]:
+    """`current_user` for credentials sent: the caller's user id and its API key's hash (hashed once a request)."""
     keys: KnownApiKeys = request.app.state.api_keys
     key_hash = hash_api_key(credentials.credentials)
     known = keys.known(key_hash)
     if known is not None and known[0] is not None:
-        return known[0]
+        return known[0], key_hash
     request.app.state.auth_failures.refuse_if_over(_client_address(request))
     if known is not None:  # a key found invalid moments ago: no second lookup
         raise await _refused(request, "This API key is not valid.")
     user_id = await keys.look_up(credentials.credentials, key_hash)
     if user_id is None:
         raise await _refused(request, "This API key is not valid.")
-    return user_id
+    return user_id, key_hash
 
 
 async def require_admin(request: Request, credentials: Credentials) -> None:

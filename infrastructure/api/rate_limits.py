@@ -37,8 +37,7 @@ from limits.storage import MemoryStorage, Storage, storage_from_string
 from limits.storage.memory import Entry
 from limits.strategies import MovingWindowRateLimiter
 
-from application.mediatasks import hash_api_key
-from infrastructure.api.deps import Credentials, current_user
+from infrastructure.api.deps import Credentials, authenticated, current_user
 from infrastructure.api.errors import ApiError
 from infrastructure.api.read_ahead import QueuedReads, ReadAhead, read_in_background
 from infrastructure.postgres.user_limits import PostgresUserLimits, UserLimits, active_task_count
@@ -259,8 +258,8 @@ async def submitter(request: Request, credentials: Credentials) -> Submitter:
 
 
 async def _counted_caller(request: Request, credentials: Any, kind: str) -> str:
-    user_id = await current_user(request, credentials)  # the failed-authentication cap applies first
-    key_id = hash_api_key(credentials.credentials)[:32]
+    user_id, key_hash = await authenticated(request, credentials)  # the failed-authentication cap applies first
+    key_id = key_hash[:32]
     limits: RequestLimits = request.app.state.request_limits
     if limits.counts_without_io(kind, user_id):
         _count(request, kind, key_id, user_id)

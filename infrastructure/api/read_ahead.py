@@ -60,9 +60,7 @@ class ReadAhead(Generic[V]):
         """Keep `value` (until `fresh_for` from now by default); `counted` is added to a claim under way,
         whose read may not see it."""
         with self._lock:
-            if len(self._values) > MAX_CACHED:
-                self._values.clear()
-            self._values[user_id] = (value, time.monotonic() + self._fresh_for if until is None else until)
+            self._keep(user_id, value, time.monotonic() + self._fresh_for if until is None else until)
             claim = self._claims.get(user_id)
             if claim is not None:
                 claim.counted += counted
@@ -71,9 +69,13 @@ class ReadAhead(Generic[V]):
         """Keep `value` until `until` unless a value is known already (it may be newer than this one)."""
         with self._lock:
             if user_id not in self._values:
-                if len(self._values) > MAX_CACHED:
-                    self._values.clear()
-                self._values[user_id] = (value, until)
+                self._keep(user_id, value, until)
+
+    def _keep(self, user_id: str, value: V, until: float) -> None:
+        """Under the lock: keep `value` until `until` (all values dropped first when more than MAX_CACHED)."""
+        if len(self._values) > MAX_CACHED:
+            self._values.clear()
+        self._values[user_id] = (value, until)
 
     def due(self, user_id: str) -> RefreshClaim | None:
         """A claim on reading the user's value again (`refresh`) when it is known, expires within `ahead`
