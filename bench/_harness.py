@@ -97,6 +97,35 @@ class WrkResult:
         )
 
 
+RESPONSE_TIMES_LUA = textwrap.dedent("""
+    local ffi = require("ffi")
+    ffi.cdef[[ typedef struct { long tv_sec; long tv_nsec; } timespec; int clock_gettime(int, timespec *); ]]
+    local clock = ffi.new("timespec")
+    local threads = 0
+    setup = function(thread) threads = threads + 1; thread:set("thread_number", threads) end
+    init = function(args) times = io.open("FOLDER/responses-" .. thread_number .. ".txt", "w") end
+    response = function(status, headers, body)
+      ffi.C.clock_gettime(1, clock)
+      times:write(tonumber(clock.tv_sec) + tonumber(clock.tv_nsec) * 1e-9, "\\n")
+    end
+""")
+
+
+def response_seconds(folder: Path) -> list[float]:
+    """The arrival times written by `wrk(..., response_times=folder)`, in order."""
+    return sorted(float(line) for path in folder.glob("responses-*.txt") for line in path.read_text().split())
+
+
+def disk_bytes_written() -> int:
+    """Bytes written so far to this machine's disks (every process's: /proc/diskstats, loop and zram left out)."""
+    sectors = 0
+    for line in Path("/proc/diskstats").read_text().splitlines():
+        fields = line.split()
+        if Path("/sys/block", fields[2]).exists() and not fields[2].startswith(("loop", "zram", "ram")):
+            sectors += int(fields[9])
+    return sectors * 512
+
+
 def wrk(
     url: str,
     *,
@@ -108,9 +137,12 @@ def wrk(
     headers: dict[str, str] | None = None,
     api_keys: list[str] | None = None,
     targets: list[tuple[str, str]] | None = None,
+    response_times: Path | None = None,
 ) -> WrkResult:
     """Run wrk; with api_keys, each request is sent as a user picked at random; with targets
-    ((api key, path) pairs, the path under `url`'s origin), each request is one pair picked at random."""
+    ((api key, path) pairs, the path under `url`'s origin), each request is one pair picked at random;
+    with response_times (a folder), each wrk thread writes there the CLOCK_MONOTONIC second at which
+    each response arrived (read them with `response_seconds`)."""
     script = Path(tempfile.mkstemp(suffix=".lua")[1])
     lines = [f'wrk.method = "{method}"']
     if body is not None:
@@ -139,6 +171,8 @@ def wrk(
             end
         """)
         )
+    if response_times is not None:
+        lines.append(RESPONSE_TIMES_LUA.replace("FOLDER", str(response_times)))
     script.write_text(
         "\n".join(lines)
         + "\n"

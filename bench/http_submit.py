@@ -18,7 +18,9 @@ with their charges, then a snapshot), measured in the order fresh user, history 
 the machine's speed, or the slower first rows after the bulk write, weighs on both kinds alike), the mean
 of the history rows compared with the mean of the fresh ones. CPU per request from /proc: the server's processes (the projections process
 included; the progress lines on stderr split it, the API process first), and the PostgreSQL server's (an embedded
-server of its own, so other load on the machine is not counted).
+server of its own, so other load on the machine is not counted). Each progress line ends with the machine's disk
+writes during the row (every process's): a row beside another writer has a tail of commit stalls
+(bench/response_gaps.py).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ os.environ.setdefault("MEDIATASKS_TEST_POSTGRES", "embedded")  # a server of our
 
 import httpx
 import psycopg
-from _harness import ROOT, WrkResult, cpu_seconds, database, service, service_env, wrk
+from _harness import ROOT, WrkResult, cpu_seconds, database, disk_bytes_written, service, service_env, wrk
 
 from application.mediatasks import MediaTasks
 from domain.tasks import MediaTask
@@ -235,8 +237,9 @@ class Table:
 
         if warm and self.warmup:
             load(self.warmup)
-        each0, pg0 = each_cpu(), cpu_seconds(self.postgres)[0]
+        each0, pg0, disk0 = each_cpu(), cpu_seconds(self.postgres)[0], disk_bytes_written()
         result = load(self.seconds)
+        disk_mb_s = (disk_bytes_written() - disk0) / 1e6 / self.seconds
         requests = max(1.0, result.requests_per_second * self.seconds)
         each_ms = [(now - before) / requests * 1e3 for now, before in zip(each_cpu(), each0, strict=True)]
         service_ms = sum(each_ms)
@@ -244,7 +247,8 @@ class Table:
         self.rows.append((system, workers, who, result, service_ms, pg_ms))
         split = " + ".join(f"{ms:.2f}" for ms in each_ms)
         print(
-            f"  {system} ×{workers} {who}: {result.row()}  CPU ms/req: service {split}, PostgreSQL {pg_ms:.2f}",
+            f"  {system} ×{workers} {who}: {result.row()}  CPU ms/req: service {split}, PostgreSQL {pg_ms:.2f}; "
+            f"disk writes {disk_mb_s:.0f} MB/s",
             file=sys.stderr,
             flush=True,
         )
