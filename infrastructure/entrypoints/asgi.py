@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import gc
 import os
 import socket
 from typing import Any
 
 from infrastructure.bootstrap import bootstrap, build_qstash_deliveries, start_inline_dispatcher
+from infrastructure.collector import settle_for_serving
 from infrastructure.settings import Settings
 
 
@@ -28,7 +28,7 @@ class ServiceProcess:
         self.runtime.telemetry.observe_projection_lag(self.runtime)
         # What start-up made (modules, the app, the runtime: most of the heap) leaves the collector's
         # generations: a full collection under load walks only what requests made since.
-        gc.freeze()
+        settle_for_serving()
 
     def close(self) -> None:
         self.runtime.close()

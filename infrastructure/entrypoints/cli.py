@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import signal
@@ -225,6 +224,7 @@ def _projections(args: argparse.Namespace) -> int:
         start_qstash_publisher,
         start_sealing_follower,
     )
+    from infrastructure.collector import settle_for_serving
     from infrastructure.projection_runners import ProjectionRunners
     from infrastructure.settings import Settings
 
@@ -253,7 +253,7 @@ def _projections(args: argparse.Namespace) -> int:
     status = None
     if runtime.settings.projections_port:  # /readyz, /healthz and /metrics of this process (its followers)
         status = _serve_status(runtime, runners, publisher, args.restarts)
-    gc.freeze()  # start-up's objects out of the collector's generations (as in the API's process)
+    settle_for_serving()  # start-up's objects out of the collector's generations (as in the API's process)
     try:
         stop.wait()
     finally:

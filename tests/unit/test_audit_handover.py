@@ -12,7 +12,7 @@ import pytest
 
 from application.audit import HistoryAuditor, TaskStatesOverlap
 from domain.credits import CreditAccount
-from infrastructure.collector import NEVER, full_collections_held
+from infrastructure.collector import NEVER, SERVING_THRESHOLDS, full_collections_held, settle_for_serving
 from tests.unit.test_domain_tasks import NOW, new_task
 
 
@@ -111,3 +111,21 @@ def test_a_held_pass_runs_young_collections_only_and_full_ones_resume_after() ->
     held = collections_during(full_collections_held()(cyclic_garbage))
     assert held and 2 not in held, "young collections go on, no full one"
     assert 2 in collections_during(cyclic_garbage), "the same garbage, not held, brings a full collection"
+
+
+def test_a_serving_process_runs_a_young_collection_per_20000_objects_kept_not_per_700() -> None:
+    before = gc.get_threshold()
+
+    def keep(n: int) -> Any:
+        return lambda: [[] for _ in range(n)]  # n tracked objects alive until the end
+
+    try:
+        gc.collect()
+        assert len(collections_during(keep(14_000))) >= 10  # CPython's 700: a young collection per 700
+        settle_for_serving()
+        assert gc.get_threshold() == SERVING_THRESHOLDS
+        gc.collect()
+        assert collections_during(keep(14_000)) == []
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
