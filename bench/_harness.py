@@ -117,11 +117,12 @@ def response_seconds(folder: Path) -> list[float]:
 
 
 def disk_bytes_written() -> int:
-    """Bytes written so far to this machine's disks (every process's: /proc/diskstats, loop and zram left out)."""
+    """Bytes written so far to this machine's disks (every process's: /proc/diskstats' whole devices; loop, RAM
+    and zram devices left out, and device-mapper and md ones, whose writes their member disks count again)."""
     sectors = 0
     for line in Path("/proc/diskstats").read_text().splitlines():
         fields = line.split()
-        if Path("/sys/block", fields[2]).exists() and not fields[2].startswith(("loop", "zram", "ram")):
+        if Path("/sys/block", fields[2]).exists() and not fields[2].startswith(("loop", "zram", "ram", "dm-", "md")):
             sectors += int(fields[9])
     return sectors * 512
 

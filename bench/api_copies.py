@@ -17,12 +17,8 @@ import argparse
 import threading
 from contextlib import ExitStack
 
-from _harness import WrkResult, database, service, wrk
-from http_submit import BODY, OUT_OF_REACH, SCHEMA, projections_process, users
-
-
-def submissions(url: str, connections: int, keys: list[str], seconds: int) -> WrkResult:
-    return wrk(url + "/v1/tasks", connections=connections, seconds=seconds, method="POST", body=BODY, api_keys=keys)
+from _harness import WrkResult, database
+from http_submit import api_process, projections_process, submissions, users
 
 
 def at_once(loads: list[tuple[str, list[str]]], connections: int, seconds: int) -> list[WrkResult]:
@@ -30,7 +26,7 @@ def at_once(loads: list[tuple[str, list[str]]], connections: int, seconds: int) 
     results: list[WrkResult | None] = [None] * len(loads)
 
     def run(i: int, url: str, keys: list[str]) -> None:
-        results[i] = submissions(url, connections, keys, seconds)
+        results[i] = submissions(url, connections, seconds, keys)
 
     threads = [threading.Thread(target=run, args=(i, url, keys)) for i, (url, keys) in enumerate(loads)]
     for t in threads:
@@ -48,16 +44,11 @@ def main() -> None:
     rows: list[str] = []
     with database() as pg, ExitStack() as stack:
         stack.enter_context(projections_process(pg))
-        a, b = (
-            stack.enter_context(
-                service(pg, "--no-dispatch", "--no-projections", postgres_schema=SCHEMA, **OUT_OF_REACH)
-            )
-            for _ in range(2)
-        )
+        a, b = (stack.enter_context(api_process(pg)) for _ in range(2))
         keys = users(a.url, 64)
         at_once([(a.url, keys), (b.url, keys)], 16, 3)  # both processes warm, every account known to both
         for n in range(1, args.rounds + 1):
-            one = submissions(a.url, 32, keys, args.seconds)
+            one = submissions(a.url, 32, args.seconds, keys)
             rows.append(f"| {n} | one process | {one.requests_per_second:,.0f} | {one.p50_ms:.1f} | {one.p99_ms:.1f} |")
             for label, first, second in (
                 ("two, each user's requests to one of them", keys[:32], keys[32:]),

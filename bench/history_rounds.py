@@ -21,15 +21,14 @@ import sys
 from contextlib import ExitStack
 from pathlib import Path
 
-from _harness import WrkResult, cpu_seconds, database, service, wrk
+from _harness import WrkResult, cpu_seconds, database
 from http_submit import (
-    BODY,
-    OUT_OF_REACH,
-    SCHEMA,
+    api_process,
     postmaster_pid,
     profiled,
     projections_process,
     settle,
+    submissions,
     user_with_history,
     users,
 )
@@ -57,9 +56,7 @@ def main() -> None:
     rows: dict[str, list[Row]] = {kind: [] for kind in KINDS}
     with database() as pg, ExitStack() as stack:
         pids = [stack.enter_context(projections_process(pg)).pid, postmaster_pid(pg)]
-        svc = stack.enter_context(
-            service(pg, "--no-dispatch", "--no-projections", postgres_schema=SCHEMA, **OUT_OF_REACH)
-        )
+        svc = stack.enter_context(api_process(pg))
         pids.insert(0, svc.proc.pid)
         history_key = user_with_history(pg, args.history)
         settle(pids)
@@ -70,14 +67,7 @@ def main() -> None:
         def run(kind: str, seconds: int) -> Row:
             key = history_key if kind == "history" else users(svc.url, 1)[0]
             before = cpu()
-            result = wrk(
-                svc.url + "/v1/tasks",
-                connections=args.connections,
-                seconds=seconds,
-                method="POST",
-                body=BODY,
-                api_keys=[key],
-            )
+            result = submissions(svc.url, args.connections, seconds, [key])
             return Row(result, seconds, [after - b for after, b in zip(cpu(), before, strict=True)])
 
         for kind in KINDS:  # warm-up

@@ -33,7 +33,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from pathlib import Path
 
 os.environ.setdefault("MEDIATASKS_TEST_POSTGRES", "embedded")  # a server of our own: its CPU is ours
@@ -46,7 +46,7 @@ from application.mediatasks import MediaTasks
 from domain.tasks import MediaTask
 from infrastructure.settings import Settings
 from tests.support.postgres import database_url
-from tests.support.service_process import free_port
+from tests.support.service_process import ServiceProcess, free_port
 
 TIKTOK = "https://www.tiktok.com/@scout2015/video/6718335390845095173"
 BODY = {"url": TIKTOK, "output_type": "subtitles"}
@@ -93,6 +93,17 @@ def peer(module: str, env: dict[str, str]) -> Iterator[tuple[str, subprocess.Pop
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def submissions(url: str, connections: int, seconds: int, keys: list[str], path: str = "/v1/tasks") -> WrkResult:
+    """wrk POSTing the bench's submission to `url` + `path`, each request as one of `keys` picked at random."""
+    return wrk(url + path, connections=connections, seconds=seconds, method="POST", body=BODY, api_keys=keys)
+
+
+def api_process(pg: dict[str, str], **settings: str) -> AbstractContextManager[ServiceProcess]:
+    """The 1-worker API process of the rows: `serve --no-dispatch --no-projections`, limits out of reach
+    (run `projections_process` beside it)."""
+    return service(pg, "--no-dispatch", "--no-projections", postgres_schema=SCHEMA, **{**OUT_OF_REACH, **settings})
 
 
 @contextmanager
@@ -231,9 +242,7 @@ class Table:
         def load(seconds: int) -> WrkResult:
             if keys is None:
                 return wrk(url + path, connections=self.connections, seconds=seconds)
-            return wrk(
-                url + path, connections=self.connections, seconds=seconds, method="POST", body=BODY, api_keys=keys
-            )
+            return submissions(url, self.connections, seconds, keys, path)
 
         if warm and self.warmup:
             load(self.warmup)

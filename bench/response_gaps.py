@@ -24,8 +24,8 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from _harness import database, disk_bytes_written, response_seconds, service, wrk
-from http_submit import BODY, OUT_OF_REACH, SCHEMA, peer, projections_process, users
+from _harness import database, disk_bytes_written, response_seconds, wrk
+from http_submit import BODY, api_process, peer, projections_process, submissions, users
 
 from tests.support.postgres import database_url
 
@@ -61,7 +61,7 @@ def disk_writer(megabytes: int | None) -> Iterator[None]:
 
 
 def measure(label: str, url: str, keys: list[str], args: argparse.Namespace, writer_mb: int | None) -> str:
-    wrk(url + "/v1/tasks", connections=args.connections, seconds=2, method="POST", body=BODY, api_keys=keys)
+    submissions(url, args.connections, 2, keys)
     with tempfile.TemporaryDirectory(prefix="mt-gaps-") as folder, disk_writer(writer_mb):
         disk0 = disk_bytes_written()
         result = wrk(
@@ -100,9 +100,7 @@ def main() -> None:
                 rows.append(measure("naive FastAPI + psycopg", url, keys, args, writer))
         with ExitStack() as stack:
             stack.enter_context(projections_process(pg))
-            svc = stack.enter_context(
-                service(pg, "--no-dispatch", "--no-projections", postgres_schema=SCHEMA, **OUT_OF_REACH)
-            )
+            svc = stack.enter_context(api_process(pg))
             keys = users(svc.url, 64)
             for writer in (None, args.writer_mb):
                 rows.append(measure("mediatasks, 1 worker", svc.url, keys, args, writer))

@@ -19,10 +19,15 @@ def settle_for_serving() -> None:
     """Once a serving process has started: start-up's objects leave the collector's generations (a full
     collection walks only what came since), and a young collection waits for 20,000 more tracked objects
     than were freed instead of 700. A request's objects are freed by reference counting as it ends, so
-    at 1,000 submissions a second the default ran about a hundred young collections a second, 4-6 % of
-    the API process's time (docs/performance.md); cycles are still collected young, a few seconds later."""
+    at 1,000 submissions a second the default ran 60-135 young collections a second, a median 5 % of the
+    API process's time (docs/performance.md); cycles are still collected young, later. These become the
+    thresholds a held pass (`full_collections_held`) restores; one held now keeps its full collections off."""
+    global _thresholds
     gc.freeze()
-    gc.set_threshold(*SERVING_THRESHOLDS)
+    with _lock:
+        _thresholds = SERVING_THRESHOLDS
+        young, middle, full = SERVING_THRESHOLDS
+        gc.set_threshold(young, middle, full if _holders == 0 else NEVER)
 
 
 @contextmanager

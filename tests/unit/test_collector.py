@@ -62,12 +62,26 @@ def test_a_serving_process_runs_a_young_collection_per_20000_objects_kept_not_pe
         return lambda: [[] for _ in range(n)]  # n tracked objects alive until the end
 
     try:
+        gc.set_threshold(700, 10, 10)  # CPython's
         gc.collect()
-        assert len(collections_during(keep(14_000))) >= 10  # CPython's 700: a young collection per 700
+        assert len(collections_during(keep(14_000))) >= 10  # a young collection per 700
         settle_for_serving()
         assert gc.get_threshold() == SERVING_THRESHOLDS
         gc.collect()
         assert collections_during(keep(14_000)) == []
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
+
+
+def test_a_pass_held_while_a_process_settles_keeps_full_collections_off_then_restores_the_serving_thresholds() -> None:
+    before = gc.get_threshold()
+    try:
+        gc.set_threshold(700, 10, 10)
+        with full_collections_held():
+            settle_for_serving()
+            assert gc.get_threshold() == (SERVING_THRESHOLDS[0], SERVING_THRESHOLDS[1], NEVER)
+        assert gc.get_threshold() == SERVING_THRESHOLDS  # not the thresholds from before the pass
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
